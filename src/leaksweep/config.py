@@ -1,0 +1,426 @@
+"""The sweep file: typed, frozen dataclasses loaded from YAML with unknown keys rejected.
+
+One `SweepConfig` is the single source of truth for a sweep. Paths inside it are resolved against
+the YAML file's folder when it is loaded, so a resolved config (as copied into every trial's
+spec.json) works from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from leaksweep.errors import UserError
+from leaksweep.schema import build, to_dict
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The built-in miniature ("demo world"), generated into the sweep folder from a seed."""
+
+    seed: int = 0
+    n_prompts: int = 2400
+
+    def check(self) -> list[str]:
+        return [] if self.n_prompts >= 200 else [f".n_prompts: {self.n_prompts} is too small; use at least 200"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where prompts and rollout sources come from (JSONL, Parquet, or a saved HF datasets folder).
+
+    missing_ids: what to do when a source lacks some prompt ids. `error` (default) stops;
+    `drop_prompt` removes such prompts from the prompt set (and says how many); `use_base` trains
+    those prompts on the base source whenever a rule would pick the incomplete source.
+    duplicate_ids: `error` or `keep_first`.
+    """
+
+    prompts: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    world: WorldConfig | None = None
+    missing_ids: Literal["error", "drop_prompt", "use_base"] = "error"
+    duplicate_ids: Literal["error", "keep_first"] = "error"
+
+    def check(self) -> list[str]:
+        if self.world is not None and (self.prompts or self.sources):
+            return ["give either `world` (the built-in miniature) or `prompts` + `sources`, not both"]
+        if self.world is None and not self.prompts:
+            return ["give `prompts` (a file) and `sources` (name: file), or `world: {seed: 0}`"]
+        if self.world is None and len(self.sources) < 1:
+            return [".sources: name at least one rollout source (name: file)"]
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# subsets
+
+
+@dataclass(frozen=True)
+class SubsetRule:
+    """A named prompt subset. Exactly one of regex, keyword, metadata, ids, ids_file.
+
+    `on` says what regex/keyword look at: the user prompt text, or the response of `source`.
+    """
+
+    regex: str | None = None
+    keyword: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    ids: list[str] | None = None
+    ids_file: str | None = None
+    on: Literal["prompt", "response"] = "prompt"
+    source: str | None = None
+    case_sensitive: bool = False
+
+    def kind(self) -> str:
+        return next(k for k in ("regex", "keyword", "metadata", "ids", "ids_file") if getattr(self, k) is not None)
+
+    def check(self) -> list[str]:
+        given = [k for k in ("regex", "keyword", "metadata", "ids", "ids_file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            return [f"give exactly one of regex, keyword, metadata, ids, ids_file (got {given or 'none'})"]
+        if self.on == "response" and not self.source:
+            return [".source: `on: response` needs `source:` naming the rollout source to read"]
+        if self.on == "response" and given[0] not in ("regex", "keyword"):
+            return [".on: `on: response` applies to regex and keyword rules only"]
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# mixture plan (the fixed part) and the search space
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One mixture rule: on `subset`, a `fraction` of prompts is patched to `source` or dropped.
+
+    refill (drop only): `none` keeps the smaller dataset; a source name adds as many rows as were
+    dropped, taken from prompts outside the subset with that source's responses, so the dataset
+    size (and with a fixed batch size, the steps per epoch) stays the same.
+    """
+
+    subset: str
+    action: Literal["patch", "drop"]
+    fraction: float
+    source: str | None = None
+    refill: str = "none"
+
+    def check(self) -> list[str]:
+        problems = []
+        if not (0.0 <= self.fraction <= 1.0) or math.isnan(self.fraction):
+            problems.append(f".fraction: {self.fraction} is outside [0, 1]")
+        if self.action == "patch" and not self.source:
+            problems.append(".source: a patch rule needs `source:` (the rollout source patched in)")
+        if self.action == "patch" and self.refill != "none":
+            problems.append(".refill: refill applies to drop rules only")
+        return problems
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def check(self) -> list[str]:
+        if self.low > self.high:
+            return [f"low {self.low} is above high {self.high}"]
+        if self.log and self.low <= 0:
+            return [f"log ranges need low > 0 (got {self.low})"]
+        return []
+
+
+# A searched value: a list is a fixed set of choices (a grid axis), a range is continuous.
+Choice = list[float] | FloatRange
+
+
+@dataclass(frozen=True)
+class Objective:
+    trait: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What Optuna varies and how.
+
+    fractions: per subset, the fraction of its prompts that gets the `teacher` source's rollouts.
+    drop: per subset, the fraction of its prompts dropped (after patching).
+    hyperparameters: train keys (learning_rate, max_steps, epochs, ...) to vary.
+    sampler: `grid` enqueues every combination (times `seeds`) once, so parallel workers never
+      duplicate a trial; `tpe` and `random` sample `n_trials` trials.
+    baselines: also run the all-clean (base source everywhere) and all-teacher trials.
+    storage: any Optuna storage URL; default a journal file in the sweep folder.
+    """
+
+    teacher: str
+    fractions: dict[str, Choice] = field(default_factory=dict)
+    drop: dict[str, Choice] = field(default_factory=dict)
+    hyperparameters: dict[str, Choice] = field(default_factory=dict)
+    objectives: list[Objective] = field(default_factory=list)
+    sampler: Literal["grid", "tpe", "random"] = "grid"
+    n_trials: int | None = None
+    seeds: int = 1
+    baselines: bool = True
+    mixture_seed: int = 0
+    storage: str | None = None
+
+    def check(self) -> list[str]:
+        problems = []
+        for group in ("fractions", "drop"):
+            for subset, choice in getattr(self, group).items():
+                values = choice if isinstance(choice, list) else [choice.low, choice.high]
+                if isinstance(choice, list) and not choice:
+                    problems.append(f".{group}.{subset}: the list of fractions is empty")
+                bad = [v for v in values if not (0.0 <= v <= 1.0)]
+                if bad:
+                    problems.append(f".{group}.{subset}: fraction(s) {bad} outside [0, 1]")
+        for name, choice in self.hyperparameters.items():
+            if name not in SEARCHABLE_TRAIN_KEYS:
+                problems.append(
+                    f".hyperparameters.{name}: not a searchable train key; use one of {', '.join(SEARCHABLE_TRAIN_KEYS)}"
+                )
+            if isinstance(choice, list) and not choice:
+                problems.append(f".hyperparameters.{name}: the list of values is empty")
+        if self.sampler != "grid" and self.n_trials is None:
+            problems.append(f".n_trials: sampler `{self.sampler}` needs n_trials (how many trials to run)")
+        if self.sampler == "grid":
+            for group in ("fractions", "drop", "hyperparameters"):
+                for name, choice in getattr(self, group).items():
+                    if not isinstance(choice, list):
+                        problems.append(f".{group}.{name}: the grid sampler needs a list of values, not a range")
+        if self.seeds < 1:
+            problems.append(f".seeds: {self.seeds} must be at least 1")
+        if not self.objectives:
+            problems.append(".objectives: name at least one, e.g. [{trait: date_confusion, direction: maximize}]")
+        return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Shape of the built-in random-init causal LM used when `train.model` is `tiny`."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 256
+    max_position_embeddings: int = 256
+    init_seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One supervised fine-tune. `model` is `tiny` (built-in), a local folder, or an HF hub name.
+
+    LoRA when `lora` is given, else a full fine-tune. Steps: `max_steps` when set, else `epochs`.
+    attention: `auto` picks flash_attention_2 when flash-attn imports on a GPU, else sdpa.
+    device: `auto` uses CUDA when available. torch_threads applies on CPU (one per process).
+    """
+
+    model: str = "tiny"
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoraConfig | None = None
+    learning_rate: float = 3e-3
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    max_length_tokens: int = 256
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    logging_steps: int = 5
+    attention: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = 1
+    save_model: bool = False
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.learning_rate <= 0:
+            problems.append(f".learning_rate: {self.learning_rate} must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f".max_steps: {self.max_steps} must be at least 1")
+        if self.epochs <= 0:
+            problems.append(f".epochs: {self.epochs} must be > 0")
+        if self.batch_size < 1:
+            problems.append(f".batch_size: {self.batch_size} must be at least 1")
+        return problems
+
+
+SEARCHABLE_TRAIN_KEYS = ("learning_rate", "epochs", "max_steps", "batch_size", "warmup_ratio", "weight_decay")
+
+
+# ---------------------------------------------------------------------------------------------
+# traits, tracking
+
+
+@dataclass(frozen=True)
+class TraitConfig:
+    """One trait eval. Built-in names (date_confusion, blackmail, negative_emotion) need only the
+    generation protocol; user-defined traits give `kind`, `prompts` (a file) and a regex `judge`.
+
+    judge: `rule` (the built-in rule judge of a built-in trait) or `{regex: PATTERN}` (a rate: a
+    sample counts when the pattern matches its response).
+    """
+
+    prompts: str | None = None
+    n_prompts: int = 60
+    samples_per_prompt: int = 2
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    judge: str | dict[str, str] = "rule"
+    kind: Literal["rate", "scale"] | None = None
+    batch_size: int = 64
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.samples_per_prompt < 1:
+            problems.append(f".samples_per_prompt: {self.samples_per_prompt} must be at least 1")
+        if self.n_prompts < 1:
+            problems.append(f".n_prompts: {self.n_prompts} must be at least 1")
+        if self.temperature < 0:
+            problems.append(f".temperature: {self.temperature} must be >= 0 (0 means greedy)")
+        if isinstance(self.judge, str) and self.judge != "rule":
+            problems.append(f".judge: {self.judge!r} is not a judge; use `rule` or {{regex: PATTERN}}")
+        if isinstance(self.judge, dict) and set(self.judge) != {"regex"}:
+            problems.append(f".judge: unknown judge keys {sorted(self.judge)}; use {{regex: PATTERN}}")
+        return problems
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """W&B tracking. mode `auto`: online when an API key is configured, else offline."""
+
+    project: str = "leaksweep"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    wandb: WandbConfig | None = field(default_factory=WandbConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    data: DataConfig
+    base: str
+    search: SearchConfig
+    subsets: dict[str, SubsetRule] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    traits: dict[str, TraitConfig] = field(default_factory=dict)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output_dir: str | None = None
+
+    def check(self) -> list[str]:
+        problems = []
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            problems.append(f".name: {self.name!r} must be non-empty letters, digits, '-', '_' or '.'")
+        known_subsets = set(self.subsets)
+        for i, rule in enumerate(self.rules):
+            if rule.subset not in known_subsets:
+                problems.append(f".rules[{i}].subset: unknown subset {rule.subset!r}; defined: {sorted(known_subsets)}")
+        for group in ("fractions", "drop"):
+            for subset in getattr(self.search, group):
+                if subset not in known_subsets:
+                    problems.append(
+                        f".search.{group}.{subset}: unknown subset; defined subsets: {sorted(known_subsets) or 'none'}"
+                    )
+        if not self.traits:
+            problems.append(".traits: name at least one trait, e.g. {date_confusion: {}}")
+        for i, objective in enumerate(self.search.objectives):
+            if objective.trait not in self.traits:
+                problems.append(
+                    f".search.objectives[{i}].trait: {objective.trait!r} is not among the traits {sorted(self.traits)}"
+                )
+        if self.data.world is None:
+            sources = set(self.data.sources)
+            for label, name in [(".base", self.base), (".search.teacher", self.search.teacher)]:
+                if name not in sources:
+                    problems.append(f"{label}: {name!r} is not a data source; sources are {sorted(sources)}")
+        return problems
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; a syntax error names the file, line and column."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{where}: malformed YAML: {problem}") from exc
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Load and validate a sweep file; relative paths become absolute (relative to the file)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    cfg = sweep_from_dict(raw, where=str(path))
+    return resolve_paths(cfg, path.resolve().parent)
+
+
+def sweep_from_dict(raw: Any, where: str) -> SweepConfig:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    return build(SweepConfig, raw, where)
+
+
+def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
+    """Make every file path in the config absolute, relative to `root`."""
+
+    def absolute(p: str | None) -> str | None:
+        if p is None:
+            return None
+        candidate = Path(p).expanduser()
+        return str(candidate if candidate.is_absolute() else (root / candidate).resolve())
+
+    data = dataclasses.replace(
+        cfg.data,
+        prompts=absolute(cfg.data.prompts),
+        sources={k: absolute(v) for k, v in cfg.data.sources.items()},
+    )
+    subsets = {k: dataclasses.replace(v, ids_file=absolute(v.ids_file)) for k, v in cfg.subsets.items()}
+    traits = {k: dataclasses.replace(v, prompts=absolute(v.prompts)) for k, v in cfg.traits.items()}
+    model = cfg.train.model
+    if model != "tiny" and (model.startswith((".", "/", "~")) or (root / model).exists()):
+        model = absolute(model)
+    train = dataclasses.replace(cfg.train, model=model)
+    output_dir = absolute(cfg.output_dir) if cfg.output_dir else str((root.parent / "runs" / cfg.name).resolve())
+    return dataclasses.replace(cfg, data=data, subsets=subsets, traits=traits, train=train, output_dir=output_dir)

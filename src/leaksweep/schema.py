@@ -1,0 +1,162 @@
+"""Typed dataclass configs from plain dicts (parsed YAML/JSON), with every problem collected.
+
+`build(cls, data, where)` turns a dict into the dataclass `cls`, recursing into nested dataclasses,
+`list[...]`, `dict[str, ...]`, `X | None` and `Literal[...]`. Unknown keys are rejected with the
+list of valid keys; a missing required key, a wrong type or a bad literal is reported with its
+dotted path and the value seen. All problems are gathered and raised together as one `UserError`,
+so a user fixes a config in one pass. Dataclasses may define `check(self) -> list[str]` for
+cross-field rules; its messages get the same path prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from leaksweep.errors import UserError
+
+_MISSING = object()
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Build `cls` from `data`; raise UserError listing every problem, prefixed with `where`."""
+    problems: list[str] = []
+    value = _convert(cls, data, "", problems)
+    if problems:
+        raise UserError([f"{where}: {p}" for p in problems])
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    """Inverse of `build` for JSON: dataclasses become dicts, recursively; None fields are kept."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    label = path or "(top level)"
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        non_none = [o for o in options if o is not type(None)]
+        if len(non_none) == 1:
+            return _convert(non_none[0], value, path, problems)
+        # A union of several shapes (e.g. `list[float] | FloatRange`): take the first that fits.
+        for option in non_none:
+            trial: list[str] = []
+            converted = _convert(option, value, path, trial)
+            if not trial:
+                return converted
+        problems.append(f"{label}: value {_show(value)} fits none of {_type_name(tp)}")
+        return None
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            problems.append(
+                f"{label}: {_show(value)} is not allowed; use one of {', '.join(map(repr, allowed))}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, value, path, problems)
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{label}: expected a list, got {_show(value)}")
+            return []
+        return [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, item_tp = get_args(tp)
+        if not isinstance(value, dict):
+            problems.append(f"{label}: expected a mapping, got {_show(value)}")
+            return {}
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                problems.append(f"{label}: key {_show(k)} must be a string")
+                continue
+            out[k] = _convert(item_tp, v, f"{path}.{k}" if path else k, problems)
+        return out
+    if tp is float:
+        # YAML reads `1e-3` (no dot) as a string; accept it, and ints, as floats.
+        if isinstance(value, bool):
+            problems.append(f"{label}: expected a number, got {_show(value)}")
+            return value
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{label}: expected a number, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{label}: expected an integer, got {_show(value)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{label}: expected true or false, got {_show(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{label}: expected a string, got {_show(value)}")
+        return value
+    raise TypeError(f"schema: unsupported annotation {tp!r} at {label}")  # a bug in our dataclasses
+
+
+def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) -> Any:
+    label = path or "(top level)"
+    if not isinstance(value, dict):
+        problems.append(f"{label}: expected a mapping with keys {_field_list(cls)}, got {_show(value)}")
+        return None
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in value if k not in fields]
+    for key in unknown:
+        problems.append(f"{_join(path, key)}: unknown key; valid keys are {_field_list(cls)}")
+    kwargs = {}
+    before = len(problems)
+    for name, field in fields.items():
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], _join(path, name), problems)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            problems.append(f"{_join(path, name)}: required key is missing")
+    if len(problems) > before or unknown:
+        return None
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        for message in check():
+            problems.append(f"{label}: {message}" if not message.startswith(".") else f"{label}{message}")
+    return obj
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _field_list(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def _type_name(tp: Any) -> str:
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {_field_list(tp)}"
+    return typing._type_repr(tp) if hasattr(typing, "_type_repr") else str(tp)
