@@ -67,7 +67,7 @@ class DataConfig:
 class SubsetRule:
     """A named prompt subset. Exactly one of regex, keyword, metadata, ids, ids_file.
 
-    `on` says what regex/keyword look at: the user prompt text, or the response of `source`.
+    `text` says what regex/keyword look at: the user prompt, or the response of `source`.
     """
 
     regex: str | None = None
@@ -75,7 +75,7 @@ class SubsetRule:
     metadata: dict[str, Any] | None = None
     ids: list[str] | None = None
     ids_file: str | None = None
-    on: Literal["prompt", "response"] = "prompt"
+    text: Literal["prompt", "response"] = "prompt"
     source: str | None = None
     case_sensitive: bool = False
 
@@ -86,10 +86,10 @@ class SubsetRule:
         given = [k for k in ("regex", "keyword", "metadata", "ids", "ids_file") if getattr(self, k) is not None]
         if len(given) != 1:
             return [f"give exactly one of regex, keyword, metadata, ids, ids_file (got {given or 'none'})"]
-        if self.on == "response" and not self.source:
-            return [".source: `on: response` needs `source:` naming the rollout source to read"]
-        if self.on == "response" and given[0] not in ("regex", "keyword"):
-            return [".on: `on: response` applies to regex and keyword rules only"]
+        if self.text == "response" and not self.source:
+            return [".source: `text: response` needs `source:` naming the rollout source to read"]
+        if self.text == "response" and given[0] not in ("regex", "keyword"):
+            return [".text: `text: response` applies to regex and keyword rules only"]
         return []
 
 

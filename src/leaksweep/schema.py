@@ -130,7 +130,8 @@ def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) ->
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in value if k not in fields]
     for key in unknown:
-        problems.append(f"{_join(path, key)}: unknown key; valid keys are {_field_list(cls)}")
+        hint = " (YAML reads on/off/yes/no as true/false: quote the key)" if isinstance(key, bool) else ""
+        problems.append(f"{_join(path, str(key))}: unknown key{hint}; valid keys are {_field_list(cls)}")
     kwargs = {}
     before = len(problems)
     for name, field in fields.items():

@@ -1,0 +1,186 @@
+"""Data stage: a prompt set and rollout sources aligned by prompt_id.
+
+Records are read from JSONL, Parquet, or a folder written by HF `datasets.save_to_disk`.
+
+Prompt records: `{"prompt_id": ..., "messages": [{"role": "user", "content": ...}], ...metadata}`
+(or `"prompt": "text"` for a single user turn). Every other key is metadata (e.g. `category`).
+Rollout records: `{"prompt_id": ..., "response": "text"}` or `{"prompt_id": ..., "messages": [...]}`
+whose last message is the assistant's.
+
+A prompt missing from a source is an explicit condition: an error unless the sweep names a policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leaksweep.config import DataConfig
+from leaksweep.errors import UserError
+from leaksweep.files import read_jsonl, sha256_json
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    ids: tuple[str, ...]
+    messages: dict[str, Messages]
+    metadata: dict[str, dict[str, Any]]
+
+    def text(self, prompt_id: str) -> str:
+        """The user-visible text of a prompt (all user turns joined), for subset rules and dedup."""
+        return "\n".join(m["content"] for m in self.messages[prompt_id] if m["role"] == "user")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    prompts: PromptSet
+    sources: dict[str, dict[str, str]]  # source name -> prompt_id -> response
+    base: str
+    missing_policy: str
+    notes: tuple[str, ...] = field(default=())  # what alignment did, for the user to see
+
+    def response(self, source: str, prompt_id: str) -> str:
+        return self.sources[source][prompt_id]
+
+    def has(self, source: str, prompt_id: str) -> bool:
+        return prompt_id in self.sources[source]
+
+    def fingerprint(self) -> str:
+        """Content hash over prompts and every source, so results name exactly the data they used."""
+        return sha256_json(
+            {
+                "prompts": [[pid, self.prompts.messages[pid]] for pid in self.prompts.ids],
+                "sources": {name: sorted(rows.items()) for name, rows in sorted(self.sources.items())},
+            }
+        )
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Rows of a JSONL file, a Parquet file, or a saved HF datasets folder."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; fix the path in the sweep's `data:` section")
+    if path.is_dir():
+        if not (path / "dataset_info.json").exists() and not (path / "state.json").exists():
+            raise UserError(f"{path}: a folder must be a saved HF dataset (datasets.save_to_disk); none found there")
+        import datasets  # only needed for this format; keeps the common path light
+
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            raise UserError(f"{path}: holds several splits {list(loaded)}; save one split")
+        return [dict(r) for r in loaded]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise UserError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return read_jsonl(path)
+
+
+def prompt_messages(row: dict, where: str) -> Messages:
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+        ):
+            raise UserError(f"{where}: `messages` must be a list of {{role, content}} objects with string values")
+        if messages and messages[-1]["role"] == "assistant":
+            raise UserError(f"{where}: a prompt's messages end with an assistant turn; put responses in a source file")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    if isinstance(row.get("prompt"), str):
+        return [{"role": "user", "content": row["prompt"]}]
+    raise UserError(f"{where}: a prompt needs `messages` (chat list) or `prompt` (text); keys seen: {sorted(row)}")
+
+
+def _response_text(row: dict, where: str) -> str:
+    if isinstance(row.get("response"), str):
+        return row["response"]
+    messages = row.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        last = messages[-1]
+        if last.get("role") == "assistant" and isinstance(last.get("content"), str):
+            return last["content"]
+    raise UserError(f"{where}: a rollout needs `response` (text) or `messages` ending in an assistant turn")
+
+
+def _index(rows: list[dict], path: str, duplicate_policy: str) -> tuple[dict[str, tuple[int, dict]], list[str]]:
+    """prompt_id -> (record number, row); duplicates are an error unless the policy keeps the first."""
+    index: dict[str, tuple[int, dict]] = {}
+    duplicates = []
+    for number, row in enumerate(rows, start=1):
+        pid = row.get("prompt_id")
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            raise UserError(f"{path}: record {number} has no usable `prompt_id` (seen {pid!r})")
+        pid = str(pid)
+        if pid in index:
+            duplicates.append(pid)
+            continue
+        index[pid] = (number, row)
+    notes = []
+    if duplicates:
+        shown = ", ".join(duplicates[:5])
+        if duplicate_policy == "error":
+            raise UserError(
+                f"{path}: {len(duplicates)} duplicate prompt_id(s) (first: {shown}); "
+                "remove them or set `data.duplicate_ids: keep_first`"
+            )
+        notes.append(f"{path}: kept the first of {len(duplicates)} duplicate prompt_id(s) ({shown})")
+    return index, notes
+
+
+def load_dataset(cfg: DataConfig, base: str) -> Dataset:
+    """Load prompts and sources from the files named in `cfg` and align them by prompt_id."""
+    if cfg.prompts is None:
+        raise UserError("data.prompts: not set; name the prompt file (or use `data.world`)")
+    prompt_index, notes = _index(read_records(cfg.prompts), cfg.prompts, cfg.duplicate_ids)
+    messages, metadata = {}, {}
+    for pid, (number, row) in prompt_index.items():
+        messages[pid] = prompt_messages(row, f"{cfg.prompts}: record {number}")
+        metadata[pid] = {k: v for k, v in row.items() if k not in ("prompt_id", "messages", "prompt")}
+    sources: dict[str, dict[str, str]] = {}
+    for name, path in cfg.sources.items():
+        index, source_notes = _index(read_records(path), path, cfg.duplicate_ids)
+        notes += source_notes
+        sources[name] = {pid: _response_text(row, f"{path}: record {n}") for pid, (n, row) in index.items()}
+    ids = tuple(prompt_index)
+    return align(PromptSet(ids, messages, metadata), sources, base, cfg.missing_ids, tuple(notes))
+
+
+def align(prompts: PromptSet, sources: dict[str, dict[str, str]], base: str, policy: str, notes=()) -> Dataset:
+    """Check every source covers every prompt; apply the missing-id policy; report what happened."""
+    notes = list(notes)
+    if base not in sources:
+        raise UserError(f"base: {base!r} is not a data source; sources are {sorted(sources)}")
+    id_set = set(prompts.ids)
+    missing = {name: [pid for pid in prompts.ids if pid not in rows] for name, rows in sources.items()}
+    for name, rows in sources.items():
+        extra = len(set(rows) - id_set)
+        if extra:
+            notes.append(f"source {name}: {extra} response(s) for prompt ids not in the prompt set (ignored)")
+    incomplete = {name: ids for name, ids in missing.items() if ids}
+    if incomplete and policy == "error":
+        detail = "; ".join(f"{name} lacks {len(ids)} (first: {', '.join(ids[:3])})" for name, ids in incomplete.items())
+        raise UserError(
+            f"data: sources miss prompts: {detail}. Fix the files, or set `data.missing_ids` to "
+            "`drop_prompt` (train without those prompts) or `use_base` (fall back to the base source)"
+        )
+    if incomplete and policy == "drop_prompt":
+        gone = set().union(*map(set, incomplete.values()))
+        prompts = PromptSet(tuple(p for p in prompts.ids if p not in gone), prompts.messages, prompts.metadata)
+        notes.append(f"data.missing_ids=drop_prompt: dropped {len(gone)} prompt(s) missing from some source")
+    if incomplete and policy == "use_base":
+        if missing[base]:
+            gone = set(missing[base])
+            prompts = PromptSet(tuple(p for p in prompts.ids if p not in gone), prompts.messages, prompts.metadata)
+            notes.append(f"data.missing_ids=use_base: base {base!r} lacks {len(gone)} prompt(s); they were dropped")
+        for name, ids in incomplete.items():
+            if name != base:
+                notes.append(f"data.missing_ids=use_base: {len(ids)} prompt(s) missing from {name!r} use {base!r}")
+    if not prompts.ids:
+        raise UserError("data: no prompts left after alignment; check that prompt_ids match between files")
+    return Dataset(prompts, sources, base, policy, tuple(notes))

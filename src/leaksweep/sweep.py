@@ -1,0 +1,299 @@
+"""Search stage: an Optuna study over mixture fractions (and hyperparameters), run by workers.
+
+The only module that imports optuna. Suggestion and execution are decoupled with ask/tell:
+a worker asks for a trial, writes its spec.json, runs it (trial.py) and tells the objective values.
+
+* `prepare(cfg)` validates everything a trial needs (data, subsets, traits, base model), writes the
+  resolved config to `<sweep dir>/sweep.json`, creates the study and enqueues the baselines and,
+  for the grid sampler, every grid point (times `seeds`). Enqueued trials are popped by exactly one
+  worker each, so parallel workers never duplicate a grid point (Optuna's GridSampler can).
+* `run_worker(sweep_dir, tracker)` loops until the trial budget is spent.
+* `run_local(sweep_dir, workers)` starts N worker processes (one torch thread each) and shows one
+  progress bar for the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import itertools
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from leaksweep import trial as trial_stage
+from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
+from leaksweep.errors import UserError
+from leaksweep.files import read_json, write_json
+from leaksweep.mixture import MixturePlan
+from leaksweep.schema import to_dict
+from leaksweep.world import resolve_world
+
+INT_TRAIN_KEYS = {"max_steps", "batch_size"}
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# --- preparing a sweep folder ----------------------------------------------------------------------
+
+
+def prepare(cfg: SweepConfig) -> Path:
+    """Create (or reopen) the sweep folder and its study; returns the folder."""
+    sweep_dir = Path(cfg.output_dir)
+    if cfg.data.world is None:
+        trial_stage.prepare_data(cfg)  # bad data fails here, before anything is written
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_world(cfg, sweep_dir)
+    resolved = to_dict(cfg)
+    existing = sweep_dir / "sweep.json"
+    if existing.exists() and read_json(existing) != resolved:
+        raise UserError(
+            f"{sweep_dir}: holds a sweep with a different configuration; set another `output_dir` "
+            "(or delete the folder) to start a new sweep, or restore the old sweep file to resume it"
+        )
+    prepared = trial_stage.prepare_data(cfg)
+    trial_stage.base_model_path(cfg.train, str(sweep_dir / "models"), prepared)
+    (sweep_dir / "trials").mkdir(exist_ok=True)
+    created = _create_study(cfg, sweep_dir)
+    if created:
+        study = load_study(sweep_dir, cfg)
+        for params, attrs in planned_trials(cfg):
+            study.enqueue_trial(params, user_attrs=attrs)
+    write_json(existing, resolved)
+    return sweep_dir
+
+
+def open_storage(url: str | None, sweep_dir: Path):
+    """Default: a journal file in the sweep folder (no server, safe for concurrent local workers)."""
+    if not url:
+        return JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        return JournalStorage(JournalFileBackend(str(path if path.is_absolute() else sweep_dir / path)))
+    return url  # an RDB URL (sqlite:///..., postgresql://...); Optuna opens it
+
+
+def _create_study(cfg: SweepConfig, sweep_dir: Path) -> bool:
+    storage = open_storage(cfg.search.storage, sweep_dir)
+    try:
+        optuna.load_study(study_name=cfg.name, storage=storage)
+        return False
+    except KeyError:
+        pass
+    optuna.create_study(study_name=cfg.name, storage=storage, directions=[o.direction for o in cfg.search.objectives])
+    return True
+
+
+def _sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
+    if cfg.search.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=None)
+    # grid: every trial is enqueued, the sampler never suggests; random for the rest
+    return optuna.samplers.RandomSampler()
+
+
+def load_study(sweep_dir: Path, cfg: SweepConfig) -> optuna.Study:
+    storage = open_storage(cfg.search.storage, sweep_dir)
+    try:
+        return optuna.load_study(study_name=cfg.name, storage=storage, sampler=_sampler(cfg))
+    except KeyError as exc:
+        raise UserError(f"{sweep_dir}: no study named {cfg.name!r} in its storage; run `leaksweep sweep` first") from exc
+
+
+def load_sweep_dir(sweep_dir: Path) -> SweepConfig:
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.exists():
+        raise UserError(f"{sweep_dir}: not a sweep folder (no sweep.json); run `leaksweep sweep SWEEP.yaml` first")
+    return sweep_from_dict(read_json(path), str(path))
+
+
+# --- what to run ---------------------------------------------------------------------------------
+
+
+def _axes(cfg: SweepConfig) -> list[tuple[str, Any]]:
+    s = cfg.search
+    return (
+        [(f"frac.{k}", v) for k, v in s.fractions.items()]
+        + [(f"drop.{k}", v) for k, v in s.drop.items()]
+        + [(f"hp.{k}", v) for k, v in s.hyperparameters.items()]
+    )
+
+
+def planned_trials(cfg: SweepConfig) -> list[tuple[dict, dict]]:
+    """The enqueued trials: baselines first, then (grid sampler) every grid point, each x seeds."""
+    s = cfg.search
+    planned = []
+    for seed in range(s.seeds):
+        if s.baselines:
+            planned += [({}, {"condition": "all_clean", "seed": seed}), ({}, {"condition": "all_teacher", "seed": seed})]
+        if s.sampler != "grid":
+            continue
+        names = [n for n, _ in _axes(cfg)]
+        for values in itertools.product(*[v for _, v in _axes(cfg)]):
+            params = dict(zip(names, values))
+            if s.baselines and not s.hyperparameters and all(v == 0 for v in values):
+                continue  # the same manifest as the all-clean baseline
+            planned.append((params, {"condition": "mixture", "seed": seed}))
+    return planned
+
+
+def budget(cfg: SweepConfig) -> int:
+    planned = len(planned_trials(cfg))
+    return planned if cfg.search.sampler == "grid" else planned + cfg.search.n_trials
+
+
+def _suggest(trial: optuna.Trial, name: str, choice: Any) -> Any:
+    if isinstance(choice, list):
+        return trial.suggest_categorical(name, choice)
+    assert isinstance(choice, FloatRange)
+    if name.removeprefix("hp.") in INT_TRAIN_KEYS:
+        return trial.suggest_int(name, int(choice.low), int(choice.high), log=choice.log, step=int(choice.step or 1))
+    return trial.suggest_float(name, choice.low, choice.high, log=choice.log, step=choice.step)
+
+
+def spec_for(cfg: SweepConfig, trial: optuna.Trial, sweep_dir: Path) -> trial_stage.TrialSpec:
+    """Turn an asked trial into a TrialSpec: its params become mixture rules and train overrides."""
+    condition = trial.user_attrs.get("condition", "mixture")
+    seed = int(trial.user_attrs.get("seed", 0))
+    s = cfg.search
+    params: dict[str, Any] = {}
+    rules: list[Rule] = []
+    train = cfg.train
+    base = cfg.base
+    if condition == "all_teacher":
+        base = s.teacher
+    elif condition == "mixture":
+        params = {name: _suggest(trial, name, choice) for name, choice in _axes(cfg)}
+        rules = list(cfg.rules)
+        rules += [Rule(subset=k, action="patch", source=s.teacher, fraction=params[f"frac.{k}"]) for k in s.fractions]
+        rules += [Rule(subset=k, action="drop", fraction=params[f"drop.{k}"]) for k in s.drop]
+        overrides = {k.removeprefix("hp."): v for k, v in params.items() if k.startswith("hp.")}
+        train = dataclasses.replace(train, **overrides)
+    plan = MixturePlan(base, tuple(rules), s.mixture_seed)
+    return trial_stage.TrialSpec(cfg, trial.number, condition, params, plan, seed, train, str(sweep_dir / "models"))
+
+
+# --- workers -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _ask_lock(sweep_dir: Path) -> Iterator[None]:
+    """Serialise 'count trials, then ask' across workers, so the budget is never overshot."""
+    with open(sweep_dir / ".ask.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _next_trial(study: optuna.Study, cfg: SweepConfig, sweep_dir: Path) -> optuna.Trial | None:
+    with _ask_lock(sweep_dir):
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        counted = sum(t.state != TrialState.FAIL for t in trials)
+        if not waiting and (cfg.search.sampler == "grid" or counted >= budget(cfg)):
+            return None
+        return study.ask()
+
+
+def trial_dir(sweep_dir: Path, number: int) -> Path:
+    return Path(sweep_dir) / "trials" / f"{number:05d}"
+
+
+def run_worker(sweep_dir: Path, tracker, max_trials: int | None = None) -> int:
+    """Ask, run and tell trials until the budget is spent; returns how many this worker completed."""
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    study = load_study(sweep_dir, cfg)
+    done = 0
+    while max_trials is None or done < max_trials:
+        trial = _next_trial(study, cfg, sweep_dir)
+        if trial is None:
+            break
+        directory = trial_dir(sweep_dir, trial.number)
+        try:
+            spec = spec_for(cfg, trial, sweep_dir)
+            trial.set_user_attr("trial_dir", str(directory))
+            trial.set_user_attr("label", trial_stage.label(spec))
+            write_json(directory / trial_stage.SPEC, spec.to_dict())
+            result = trial_stage.run_trial(directory, tracker, study=cfg.name)
+        except UserError:
+            study.tell(trial, state=TrialState.FAIL)
+            raise  # a config problem fails every trial the same way: stop and say it
+        except Exception as exc:  # one broken trial must not stop the sweep; error.json says why
+            print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        study.tell(trial, values=result["objectives"])
+        done += 1
+    return done
+
+
+def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None:
+    """Run `workers` worker processes on one study and wait; a progress bar counts finished trials."""
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    total = budget(cfg)
+    logs = sweep_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    # One torch thread per process: two busy processes with 2 threads each stall for seconds per step.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    procs = []
+    for i in range(workers):
+        cmd = [sys.executable, "-m", "leaksweep.cli", "worker", str(sweep_dir)] + ([] if wandb_enabled else ["--no-wandb"])
+        log = open(logs / f"worker-{i}.log", "a")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, i))
+    complete = lambda: len(list((sweep_dir / "trials").glob("*/result.json")))  # noqa: E731
+    with tqdm(total=total, desc=f"sweep {cfg.name}", unit="trial", initial=complete()) as bar:
+        while any(p.poll() is None for p, _, _ in procs):
+            time.sleep(1.0)
+            bar.update(complete() - bar.n)
+        bar.update(complete() - bar.n)
+    failed = []
+    for proc, log, i in procs:
+        log.close()
+        if proc.returncode != 0:
+            tail = (logs / f"worker-{i}.log").read_text().splitlines()[-15:]
+            failed.append(f"worker {i} exited with {proc.returncode}; last lines of {logs / f'worker-{i}.log'}:\n  " + "\n  ".join(tail))
+    if failed:
+        raise UserError(failed)
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+def status(sweep_dir: Path) -> dict:
+    """Trials by state, the best so far by the first objective, and a time estimate."""
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    trials = load_study(sweep_dir, cfg).get_trials(deepcopy=False)
+    by_state: dict[str, int] = {}
+    for t in trials:
+        by_state[t.state.name] = by_state.get(t.state.name, 0) + 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    objective = cfg.search.objectives[0]
+    best = None
+    if complete:
+        pick = max if objective.direction == "maximize" else min
+        top = pick(complete, key=lambda t: t.values[0])
+        best = {"trial": top.number, "label": top.user_attrs.get("label"), "value": top.values[0], "trait": objective.trait}
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete if t.datetime_start and t.datetime_complete]
+    remaining = max(0, budget(cfg) - len(complete))
+    running = by_state.get("RUNNING", 0)
+    eta_s = (sum(durations) / len(durations)) * remaining / max(1, running) if durations and remaining else None
+    failed = []
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            err = trial_dir(sweep_dir, t.number) / trial_stage.ERROR
+            failed.append({"trial": t.number, "error": read_json(err)["error"] if err.exists() else "no error.json"})
+    return {"sweep": cfg.name, "dir": str(sweep_dir), "budget": budget(cfg), "states": by_state, "best": best,
+            "mean_trial_s": sum(durations) / len(durations) if durations else None, "eta_s": eta_s, "failed": failed}

@@ -1,0 +1,368 @@
+"""Experiment tracking: the one place that talks to Weights & Biases.
+
+Everything else in the project sees only the small `Tracker` / `Run` protocols below, so a sweep
+without W&B (tracking off, or `mode: disabled`) runs the same code against `NullTracker`.
+
+Choices worth knowing:
+- `mode: auto` means online when an API key is configured (WANDB_API_KEY, or a .netrc entry for
+  the W&B host) and offline otherwise, so a laptop without a key never hangs on a login prompt.
+  An online start that fails (no network on a compute node) falls back to offline in auto mode.
+- Offline runs land in `<run_dir>/wandb/offline-run-<time>-<id>/run-<id>.wandb` and can be
+  uploaded later with `wandb sync`.
+- Config, summaries and artifact metadata pass through `redact()` first: W&B keeps them forever
+  and shares them with everyone who can see the project.
+- wandb is imported on first use only: importing it takes about a second, which commands that
+  never track should not pay.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import netrc
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from leaksweep.config import TrackingConfig, WandbConfig
+
+log = logging.getLogger(__name__)
+
+REDACTED = "<redacted>"
+
+# Secret-looking env values shorter than this are not hunted for in strings: short values ("1",
+# "true", a port) would match ordinary text and redact it for nothing.
+MIN_SECRET_LENGTH = 8
+
+# Files up to this size are copied into W&B's staging area when added to an artifact, so a later
+# `wandb sync` uploads what was logged even if the file changed since. Bigger files (a saved
+# model) are referenced in place instead of being duplicated under ~/.local/share/wandb; they
+# must stay unchanged until the run is synced.
+ARTIFACT_COPY_LIMIT_BYTES = 64 * 2**20
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+
+# ---------------------------------------------------------------------------------------------
+# the interface the rest of the project uses
+
+
+class Run(Protocol):
+    run_id: str | None
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+    def summary(self, values: dict[str, Any]) -> None: ...
+
+    def table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None: ...
+
+    def artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any]) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class Tracker(Protocol):
+    mode: str
+
+    def start_run(
+        self,
+        *,
+        name: str,
+        group: str,
+        config: dict[str, Any],
+        tags: list[str],
+        run_dir: Path,
+        run_id: str | None = None,
+    ) -> Run: ...
+
+
+class NullRun:
+    """A run that records nothing (tracking off)."""
+
+    run_id: str | None = None
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        pass
+
+    def artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+class NullTracker:
+    """A tracker whose runs record nothing."""
+
+    mode = "disabled"
+
+    def start_run(
+        self,
+        *,
+        name: str,
+        group: str,
+        config: dict[str, Any],
+        tags: list[str],
+        run_dir: Path,
+        run_id: str | None = None,
+    ) -> Run:
+        return NullRun()
+
+
+def make_tracker(cfg: TrackingConfig, enabled: bool = True) -> Tracker:
+    """The tracker a sweep uses: W&B when configured and not disabled, else a no-op."""
+    if not enabled or cfg.wandb is None:
+        return NullTracker()
+    if resolve_mode(cfg.wandb.mode) == "disabled":
+        return NullTracker()
+    return WandbTracker(cfg.wandb)
+
+
+# ---------------------------------------------------------------------------------------------
+# mode
+
+
+def resolve_mode(mode: str) -> str:
+    """Turn a configured mode into the one W&B gets: online, offline or disabled.
+
+    `auto`: WANDB_MODE when it is set to one of those three (a cluster's way of saying "no network
+    here"), else online when an API key is configured, else offline.
+    """
+    if mode in ("online", "offline", "disabled"):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"unknown W&B mode {mode!r}; use auto, online, offline or disabled")
+    from_env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if from_env in ("online", "offline", "disabled"):
+        return from_env
+    return "online" if api_key_configured() else "offline"
+
+
+def api_key_configured() -> bool:
+    """Whether W&B would find an API key: WANDB_API_KEY, or a .netrc entry for the W&B host.
+
+    Reads the .netrc the way wandb does ($NETRC, else ~/.netrc) but never returns the key itself.
+    """
+    if os.environ.get("WANDB_API_KEY", "").strip():
+        return True
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).netloc
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        # An unreadable or malformed .netrc means W&B would not log in either.
+        return False
+    return bool(entry and entry[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# redaction
+
+# Words that make a key secret when they end its name: `hf_token`, `client_secret`, `db_passwd`.
+_SECRET_LAST_WORDS = {"token", "secret", "secrets", "password", "passwd", "passphrase", "apikey", "credentials"}
+# Fragments that make a name secret wherever they occur: `db_password_file`, `wandb_apikey_v2`.
+_SECRET_FRAGMENTS = ("password", "passwd", "apikey", "api_key")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a config key or environment variable name looks like it holds a secret.
+
+    The name is lower-cased and split into words (on `_`, `-`, `.`, spaces and camelCase humps).
+    It is secret when
+    - its last word is token, secret(s), password, passwd, passphrase, apikey or credentials
+      (`hf_token`, `OPENAI_SECRET`, `accessToken`), or
+    - it has at least two words and the last is `key` (`api_key`, `JUDGE_API_KEY`, `sort_key`), or
+    - it contains password, passwd, apikey or api_key anywhere (`db_password_file`).
+    So `key_column`, a bare `key`, `max_new_tokens` and `token_budget` are not secret: the rule
+    looks at what the name ends with, and a few false positives (`sort_key`) are the price of
+    never missing a `*_key`.
+    """
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    words = [w for w in re.split(r"[_\-.\s]+", snake) if w]
+    if not words:
+        return False
+    joined = "_".join(words)
+    if any(fragment in joined for fragment in _SECRET_FRAGMENTS):
+        return True
+    if words[-1] in _SECRET_LAST_WORDS:
+        return True
+    return len(words) >= 2 and words[-1] == "key"
+
+
+def secret_env_values() -> list[str]:
+    """Values of environment variables whose names look secret, longest first.
+
+    Longest first so that a secret containing another secret is replaced whole.
+    """
+    values = {v for k, v in os.environ.items() if looks_secret(k) and len(v) >= MIN_SECRET_LENGTH}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(config: dict) -> dict:
+    """A deep copy of `config` with secrets replaced by "<redacted>".
+
+    - The value of every key that `looks_secret` is replaced, unless it is None or a bool (an
+      unset option or a `use_auth_token: true` flag reveals nothing).
+    - Every occurrence, inside any string value, of the value of a secret-looking environment
+      variable (WANDB_API_KEY, HF_TOKEN, ...; 8 characters or longer) is replaced, so a key that
+      leaked into a URL or a command line is caught too.
+    Lists, tuples and nested dicts are walked; other values are copied as they are.
+    """
+    return _redact(config, secret_env_values())
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and looks_secret(key) and item is not None and not isinstance(item, bool):
+                out[key] = REDACTED
+            else:
+                out[key] = _redact(item, secrets)
+        return out
+    if isinstance(value, list):
+        return [_redact(item, secrets) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_redact(item, secrets) for item in value)
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    return copy.deepcopy(value)
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested dicts as `a/b/c` keys: the W&B UI groups metrics into panels by these prefixes."""
+    for key, value in values.items():
+        full = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            yield from flatten(value, full)
+        else:
+            yield full, value
+
+
+# ---------------------------------------------------------------------------------------------
+# W&B
+
+
+def _quiet_settings(wandb: Any, mode: str) -> Any:
+    """Settings that keep a run quiet, fast and free of anything the project did not log."""
+    return wandb.Settings(
+        console="off",  # no stdout/stderr capture: trial logs go to the trial folder already
+        x_disable_stats=True,  # no system-metrics sampling thread
+        # No environment record: it holds sys.argv (where a secret may sit), host and git state.
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        disable_git=True,
+        disable_code=True,
+        save_code=False,
+        x_save_requirements=False,  # no pip freeze per run
+        # Offline runs print three lines per start that say nothing the trial log does not;
+        # online runs keep the line with the run's URL.
+        silent=mode == "offline",
+        quiet=True,
+    )
+
+
+class WandbTracker:
+    """Opens W&B runs, one per trial, one after another in the same process."""
+
+    def __init__(self, cfg: WandbConfig):
+        self.cfg = cfg
+        self.mode = resolve_mode(cfg.mode)
+
+    def start_run(
+        self,
+        *,
+        name: str,
+        group: str,
+        config: dict[str, Any],
+        tags: list[str],
+        run_dir: Path,
+        run_id: str | None = None,
+    ) -> Run:
+        import wandb
+
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = dict(
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            group=group,
+            name=name,
+            config=redact(config),
+            tags=list(dict.fromkeys([*self.cfg.tags, *tags])),  # keep order, drop repeats
+            dir=str(run_dir),
+            id=run_id,
+            # "allow": resume a preempted trial's run when it exists, start it when it does not.
+            resume="allow" if run_id else None,
+            # Finishing any run left open (a crashed trial) keeps sequential trials apart, and
+            # unlike "create_new" it sets wandb.run, which HF Trainer's report_to="wandb" logs to.
+            reinit="finish_previous",
+        )
+        try:
+            run = wandb.init(mode=self.mode, settings=_quiet_settings(wandb, self.mode), **kwargs)
+        except wandb.Error as exc:
+            if self.mode != "online" or self.cfg.mode != "auto":
+                raise
+            # A key in ~/.netrc but no route to the server (a compute node): keep the trial and
+            # its metrics, upload later with `wandb sync`.
+            log.warning("W&B online start failed (%s); logging run %s offline instead", type(exc).__name__, name)
+            run = wandb.init(mode="offline", settings=_quiet_settings(wandb, "offline"), **kwargs)
+        return WandbRun(run, wandb)
+
+
+class WandbRun:
+    """One open W&B run."""
+
+    def __init__(self, run: Any, wandb: Any):
+        self._run = run
+        self._wandb = wandb
+        self._finished = False
+        self.run_id: str | None = run.id
+        self.dir = Path(run.dir).parent  # the run's folder, holding run-<id>.wandb
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._run.log(dict(metrics), step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self._run.summary.update(dict(flatten(redact(values))))
+
+    def table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        self._run.log({key: self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
+
+    def artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any]) -> None:
+        artifact = self._wandb.Artifact(_artifact_name(name), type=_artifact_name(type), metadata=redact(metadata))
+        for path in map(Path, paths):
+            if path.is_dir():
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                artifact.add_dir(str(path), name=path.name, policy=_policy(size))
+            elif path.is_file():
+                artifact.add_file(str(path), policy=_policy(path.stat().st_size))
+            else:
+                raise FileNotFoundError(f"artifact {name!r}: {path} does not exist")
+        self._run.log_artifact(artifact)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self._finished:  # finishing twice (an error path after a normal finish) is harmless
+            return
+        self._finished = True
+        self._run.finish(exit_code=exit_code)
+
+
+def _policy(size: int) -> str:
+    return "mutable" if size <= ARTIFACT_COPY_LIMIT_BYTES else "immutable"
+
+
+def _artifact_name(name: str) -> str:
+    """W&B accepts letters, digits, `-`, `_` and `.` in artifact names and types."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", name).strip("-")[:128] or "artifact"

@@ -1,0 +1,194 @@
+"""One trial: spec.json in, result.json out.
+
+A trial folder is self-contained and rerunnable (`leaksweep trial DIR`):
+
+    spec.json         written first: resolved sweep config, plan, seed, train config
+    manifest.jsonl    one row per prompt {prompt_id, source | DROPPED} (+ refill rows)
+    train_log.jsonl   the training curve
+    samples.jsonl     every eval generation with its judge verdict
+    result.json       written last, atomically: its presence means the trial is complete
+    error.json        written instead when the trial failed
+
+The tracker (W&B or its null twin) is handed in by the caller; this module never imports wandb.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from leaksweep import lm
+from leaksweep.config import Rule, SweepConfig, TrainConfig, sweep_from_dict
+from leaksweep.data import Dataset, load_dataset
+from leaksweep.errors import UserError
+from leaksweep.files import read_json, write_json, write_jsonl
+from leaksweep.mixture import MixturePlan, compile_plan, training_examples
+from leaksweep.schema import build, to_dict
+from leaksweep.subsets import Subset, compute_subsets
+from leaksweep.traits import Trait, build_traits, evaluate
+
+SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    sweep: SweepConfig
+    trial: int
+    condition: str  # "mixture", "all_clean" or "all_teacher"
+    params: dict[str, Any]
+    plan: MixturePlan
+    seed: int
+    train: TrainConfig
+    models_dir: str  # where the built-in tiny base model lives (shared by the sweep's trials)
+
+    def to_dict(self) -> dict:
+        return {
+            "sweep": to_dict(self.sweep), "trial": self.trial, "condition": self.condition, "params": self.params,
+            "plan": {"base": self.plan.base, "mixture_seed": self.plan.mixture_seed, "rules": to_dict(list(self.plan.rules))},
+            "seed": self.seed, "train": to_dict(self.train), "models_dir": self.models_dir,
+        }
+
+    @staticmethod
+    def from_dict(raw: dict, where: str) -> "TrialSpec":
+        try:
+            plan = raw["plan"]
+            rules = tuple(build(Rule, r, f"{where}: plan.rules[{i}]") for i, r in enumerate(plan["rules"]))
+            return TrialSpec(
+                sweep=sweep_from_dict(raw["sweep"], f"{where}: sweep"),
+                trial=int(raw["trial"]), condition=raw["condition"], params=dict(raw["params"]),
+                plan=MixturePlan(plan["base"], rules, int(plan["mixture_seed"])), seed=int(raw["seed"]),
+                train=build(TrainConfig, raw["train"], f"{where}: train"), models_dir=raw["models_dir"],
+            )
+        except KeyError as exc:
+            raise UserError(f"{where}: missing key {exc}; the spec is incomplete (was it written by leaksweep?)") from exc
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What every trial of a sweep shares; built once per worker process."""
+
+    dataset: Dataset
+    subsets: dict[str, Subset]
+    traits: dict[str, Trait]
+
+
+@functools.lru_cache(maxsize=4)
+def _prepare_cached(data_json: str) -> Prepared:
+    import json
+
+    cfg = sweep_from_dict(json.loads(data_json), "spec sweep")
+    return prepare_data(cfg)
+
+
+def prepare_data(cfg: SweepConfig) -> Prepared:
+    dataset = load_dataset(cfg.data, cfg.base)
+    subsets = compute_subsets(cfg.subsets, dataset)
+    traits = build_traits(cfg.traits, [dataset.prompts.text(p) for p in dataset.prompts.ids])
+    return Prepared(dataset, subsets, traits)
+
+
+def tiny_corpus(prepared: Prepared) -> list[str]:
+    """Everything the tiny model's tokenizer must cover: prompts, every response, eval prompts."""
+    ds = prepared.dataset
+    texts = [ds.prompts.text(p) for p in ds.prompts.ids]
+    texts += [r for rows in ds.sources.values() for r in rows.values()]
+    texts += [m["content"] for t in prepared.traits.values() for e in t.prompts for m in e.messages]
+    return texts
+
+
+def base_model_path(train: TrainConfig, models_dir: str, prepared: Prepared) -> str:
+    """The model to fine-tune: the built-in tiny model (built once into models_dir) or as named."""
+    if train.model != "tiny":
+        return train.model
+    return str(lm.build_tiny_model(Path(models_dir) / "tiny", tiny_corpus(prepared), train.tiny))
+
+
+def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
+    """Run the trial described by `trial_dir/spec.json`; write and return its result."""
+    trial_dir = Path(trial_dir)
+    raw = read_json(trial_dir / SPEC)
+    spec = TrialSpec.from_dict(raw, str(trial_dir / SPEC))
+    study = study or spec.sweep.name
+    (trial_dir / ERROR).unlink(missing_ok=True)
+    started = time.time()
+    run = tracker.start_run(
+        name=f"{study}-t{spec.trial:05d}", group=study, config=raw, run_dir=trial_dir,
+        tags=[spec.condition], run_id=None,
+    )
+    try:
+        result = _execute(spec, trial_dir, run, study, started)
+    except BaseException as exc:
+        write_json(trial_dir / ERROR, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        run.finish(exit_code=1)
+        raise
+    run.finish(exit_code=0)
+    return result
+
+
+def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) -> dict:
+    import json
+
+    prepared = _prepare_cached(json.dumps(to_dict(spec.sweep), sort_keys=True))
+    teacher = spec.sweep.search.teacher
+    manifest = compile_plan(spec.plan, prepared.dataset, prepared.subsets)
+    write_jsonl(
+        trial_dir / "manifest.jsonl",
+        [{"prompt_id": p, "source": s} for p, s in manifest.rows] + [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill],
+    )
+    manifest_summary = manifest.summary(prepared.subsets, teacher)
+    run.artifact(f"manifest-{manifest.hash}", "manifest", [trial_dir / "manifest.jsonl"], manifest_summary)
+
+    lm.set_cpu_threads(spec.train.torch_threads)
+    device = lm.resolve_device(spec.train.device)
+    model_path = base_model_path(spec.train, spec.models_dir, prepared)
+    base = lm.load_lm(model_path, device, spec.train.attention)
+    curve: list[dict] = []
+
+    def log(record: dict, step: int) -> None:
+        curve.append({"step": step, **record})
+        run.log(record, step=step)
+
+    examples = training_examples(manifest, prepared.dataset)
+    trained, outcome = lm.train_sft(base, examples, spec.train, trial_dir / "trainer", spec.seed, log)
+    write_jsonl(trial_dir / "train_log.jsonl", curve)
+    if spec.train.save_model:
+        lm.save_lm(trained, trial_dir / "model")
+
+    generate = functools.partial(lm.generate, trained)
+    scores, samples = evaluate(prepared.traits, generate, spec.seed)
+    write_jsonl(trial_dir / "samples.jsonl", samples)
+
+    result = {
+        "trial": spec.trial, "study": study, "status": "complete", "condition": spec.condition,
+        "params": spec.params, "plan": raw_plan(spec.plan), "label": label(spec), "seed": spec.seed,
+        "manifest": manifest_summary,
+        "train": {**{k: v for k, v in dataclasses.asdict(outcome).items() if k != "log_history"}, "model": model_path},
+        "traits": scores,
+        "objectives": [scores[o.trait]["score"] for o in spec.sweep.search.objectives],
+        "data_fingerprint": prepared.dataset.fingerprint(),
+        "data_notes": list(prepared.dataset.notes),
+        "wall_s": round(time.time() - started, 3),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    run.summary({f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")}
+                | {"train/final_loss": outcome.final_loss, "manifest/hash": manifest.hash, "wall_s": result["wall_s"]})
+    run.table("samples", ["trait", "prompt_id", "sample", "prompt", "response", "value", "reason"],
+              [[s[k] for k in ("trait", "prompt_id", "sample", "prompt", "response", "value", "reason")] for s in samples[:200]])
+    write_json(trial_dir / RESULT, result)  # last: its presence marks the trial complete
+    return result
+
+
+def raw_plan(plan: MixturePlan) -> dict:
+    return {"base": plan.base, "mixture_seed": plan.mixture_seed, "rules": to_dict(list(plan.rules))}
+
+
+def label(spec: TrialSpec) -> str:
+    names = {"all_clean": "all-clean baseline", "all_teacher": "all-teacher baseline"}
+    text = names.get(spec.condition, spec.plan.label())
+    return text if spec.seed == 0 else f"{text} (seed {spec.seed})"
