@@ -83,7 +83,7 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 def prompt_messages(row: dict, where: str) -> Messages:
-    if "messages" in row:
+    if row.get("messages") is not None:  # Parquet/HF rows carry every column: an absent one is None
         messages = row["messages"]
         if not isinstance(messages, list) or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages

@@ -18,7 +18,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -38,7 +38,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise UserError(f"{path}: file not found") from exc
     except json.JSONDecodeError as exc:
@@ -49,7 +49,7 @@ def read_jsonl(path: Path) -> list[dict]:
     """Read a JSONL file; a bad line is reported as `file:line` with the parser's reason."""
     rows = []
     try:
-        handle = open(path)
+        handle = open(path, encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{path}: cannot open ({exc.strerror}); check the path in the sweep file") from exc
     with handle:

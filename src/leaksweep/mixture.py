@@ -11,7 +11,8 @@ hash-derived uniform `u(prompt_id, seed, action)`: a prompt of the rule's subset
 
 Independent sampling per trial (the usual "mix datasets by fraction") duplicates some prompts and
 loses others; this is the fix. Patch and drop use separate uniforms so that a drop rule after a
-patch rule on the same subset picks prompts independently of which were patched.
+patch rule on the same subset picks prompts independently of which were patched. A dropped
+prompt stays dropped: a later patch rule does not bring it back.
 
 Refill (drop rules): with `refill: SOURCE`, as many rows as were dropped are added back from
 prompts outside the subset (lowest `u(…, "refill")` first), with SOURCE's responses, so the dataset
@@ -111,25 +112,29 @@ def compile_plan(plan: MixturePlan, dataset: Dataset, subsets: dict[str, Subset]
 
     seed = plan.mixture_seed
     assignment = {pid: plan.base for pid in dataset.prompts.ids}
-    refill_rows: list[tuple[str, str]] = []
+    refills: list[tuple[Rule, int]] = []  # (drop rule, rows it dropped)
     for rule in plan.rules:
         members = sorted(subsets[rule.subset].ids)
         if rule.action == "patch":
             for pid in members:
-                if uniform(pid, seed, "patch") < rule.fraction:
+                if assignment[pid] != DROPPED and uniform(pid, seed, "patch") < rule.fraction:
                     assignment[pid] = rule.source
             continue
         dropped = [pid for pid in members if assignment[pid] != DROPPED and uniform(pid, seed, "drop") < rule.fraction]
         for pid in dropped:
             assignment[pid] = DROPPED
         if rule.refill != "none" and dropped:
-            pool = sorted(
-                (pid for pid, s in assignment.items() if s != DROPPED and pid not in subsets[rule.subset].ids),
-                key=lambda pid: uniform(pid, seed, "refill"),
-            )
-            if not pool:
-                raise UserError(f"refill for subset {rule.subset!r}: no prompts outside the subset are left to refill from")
-            refill_rows += [(pool[i % len(pool)], rule.refill) for i in range(len(dropped))]
+            refills.append((rule, len(dropped)))
+    # Refill once every rule has run, so a refill row never repeats a prompt that a later rule drops.
+    refill_rows: list[tuple[str, str]] = []
+    for rule, n_dropped in refills:
+        pool = sorted(
+            (pid for pid, s in assignment.items() if s != DROPPED and pid not in subsets[rule.subset].ids),
+            key=lambda pid: uniform(pid, seed, "refill"),
+        )
+        if not pool:
+            raise UserError(f"refill for subset {rule.subset!r}: no prompts outside the subset are left to refill from")
+        refill_rows += [(pool[i % len(pool)], rule.refill) for i in range(n_dropped)]
 
     fallbacks = 0
     rows = []

@@ -24,7 +24,8 @@ def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float, float
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # The exact interval always contains p (and is [0, x] at 0/n, [x, 1] at n/n); clamp away rounding.
+    return p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def cluster_bootstrap(clusters: list[list[float]], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:

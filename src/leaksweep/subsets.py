@@ -53,7 +53,8 @@ def _matcher(name: str, rule: SubsetRule):
     words = [re.escape(w) for w in rule.keyword or []]
     if not words:
         raise UserError(f"subsets.{name}.keyword: the keyword list is empty")
-    return re.compile(r"\b(?:" + "|".join(words) + r")\b", flags).search
+    # Whole words: no word character on either side (unlike \b, this also works for "C++" or ".NET").
+    return re.compile(r"(?<!\w)(?:" + "|".join(words) + r")(?!\w)", flags).search
 
 
 def _ids_from_list(name: str, listed: list[str], dataset: Dataset, where: str) -> set[str]:

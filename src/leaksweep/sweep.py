@@ -31,6 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from leaksweep import lm
 from leaksweep import trial as trial_stage
 from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
 from leaksweep.errors import UserError
@@ -49,6 +50,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def prepare(cfg: SweepConfig) -> Path:
     """Create (or reopen) the sweep folder and its study; returns the folder."""
     sweep_dir = Path(cfg.output_dir)
+    if cfg.train.model != "tiny":
+        lm._local_folder(cfg.train.model)  # a path-looking model must exist: fail before anything is written
     if cfg.data.world is None:
         trial_stage.prepare_data(cfg)  # bad data fails here, before anything is written
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -253,11 +256,17 @@ def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None
         log = open(logs / f"worker-{i}.log", "a")
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, i))
     complete = lambda: len(list((sweep_dir / "trials").glob("*/result.json")))  # noqa: E731
-    with tqdm(total=total, desc=f"sweep {cfg.name}", unit="trial", initial=complete()) as bar:
+    # A live bar on a terminal; on a log file (Slurm, CI) tqdm is off and a line per finished trial.
+    with tqdm(total=total, desc=f"sweep {cfg.name}", unit="trial", initial=complete(), disable=None) as bar:
+        seen = complete()
         while any(p.poll() is None for p, _, _ in procs):
             time.sleep(1.0)
-            bar.update(complete() - bar.n)
-        bar.update(complete() - bar.n)
+            now = complete()
+            if now != seen:
+                bar.update(now - seen)
+                if bar.disable:
+                    print(f"sweep {cfg.name}: {now}/{total} trials complete", flush=True)
+                seen = now
     failed = []
     for proc, log, i in procs:
         log.close()

@@ -43,7 +43,10 @@ MIN_SECRET_LENGTH = 8
 # must stay unchanged until the run is synced.
 ARTIFACT_COPY_LIMIT_BYTES = 64 * 2**20
 
-DEFAULT_BASE_URL = "https://api.wandb.ai"
+# wandb 0.31 talks to W&B through CoreWeave Forge by default; a .netrc entry for the W&B API
+# host behind it counts too (wandb reads both).
+DEFAULT_BASE_URL = "https://api.forge.coreweave.com"
+_FORGE_UPSTREAM = {"api.forge.coreweave.com": "api.wandb.ai", "forge.coreweave.com": "api.wandb.ai"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,11 +160,15 @@ def api_key_configured() -> bool:
     path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
     host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).netloc
     try:
-        entry = netrc.netrc(str(path)).authenticators(host)
+        entries = netrc.netrc(str(path))
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         # An unreadable or malformed .netrc means W&B would not log in either.
         return False
-    return bool(entry and entry[2])
+    for candidate in (host, _FORGE_UPSTREAM.get(host)):
+        entry = entries.authenticators(candidate) if candidate else None
+        if entry and entry[2]:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,8 +322,10 @@ class WandbTracker:
             if self.mode != "online" or self.cfg.mode != "auto":
                 raise
             # A key in ~/.netrc but no route to the server (a compute node): keep the trial and
-            # its metrics, upload later with `wandb sync`.
-            log.warning("W&B online start failed (%s); logging run %s offline instead", type(exc).__name__, name)
+            # its metrics, upload later with `wandb sync`. Later runs of this tracker go offline
+            # at once instead of each waiting out init_timeout (90 s by default).
+            log.warning("W&B online start failed (%s); logging this and later runs offline", type(exc).__name__)
+            self.mode = "offline"
             run = wandb.init(mode="offline", settings=_quiet_settings(wandb, "offline"), **kwargs)
         return WandbRun(run, wandb)
 
