@@ -264,11 +264,17 @@ class TrainConfig:
             problems.append(f".max_steps: {self.max_steps} must be at least 1")
         if self.epochs <= 0:
             problems.append(f".epochs: {self.epochs} must be > 0")
-        if self.batch_size < 1:
-            problems.append(f".batch_size: {self.batch_size} must be at least 1")
+        for name in ("batch_size", "grad_accum_steps", "logging_steps", "max_length_tokens", "torch_threads"):
+            if getattr(self, name) < 1:
+                problems.append(f".{name}: {getattr(self, name)} must be at least 1")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            problems.append(f".warmup_ratio: {self.warmup_ratio} is outside [0, 1]")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            problems.append(f".lr_scheduler: {self.lr_scheduler!r} is unknown; use one of {', '.join(LR_SCHEDULERS)}")
         return problems
 
 
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 SEARCHABLE_TRAIN_KEYS = ("learning_rate", "epochs", "max_steps", "batch_size", "warmup_ratio", "weight_decay")
 
 

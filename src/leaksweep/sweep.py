@@ -51,7 +51,7 @@ def prepare(cfg: SweepConfig) -> Path:
     """Create (or reopen) the sweep folder and its study; returns the folder."""
     sweep_dir = Path(cfg.output_dir)
     if cfg.train.model != "tiny":
-        lm._local_folder(cfg.train.model)  # a path-looking model must exist: fail before anything is written
+        lm.local_folder(cfg.train.model)  # a path-looking model must exist: fail before anything is written
     if cfg.data.world is None:
         trial_stage.prepare_data(cfg)  # bad data fails here, before anything is written
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,600 @@
+"""The model stack: build, load, fine-tune (TRL SFT), sample from and save causal language models.
+
+This is the only module of leaksweep that imports torch, transformers, trl, peft, tokenizers (and
+datasets for the trainer's input). Those imports take seconds, so they happen inside the functions
+that need them: `import leaksweep.lm` stays cheap, and `leaksweep --help` or a config check never
+pays for the model stack.
+
+Choices below follow shared/notes/STACK.md (measured on these exact library versions):
+* one torch thread per process on CPU (`set_cpu_threads`): two threads next to any other busy
+  process made each step stall ~2 s;
+* CPU training: `use_cpu=True`, `bf16=False`, activation checkpointing off (TRL's default is on);
+* padding-free batches (all examples of a batch laid end to end in one row, attention kept inside
+  each example by the position ids) are the fastest CPU layout for short chat samples. TRL does not
+  truncate in that mode, so it is used only when every example already fits `max_length_tokens`;
+  otherwise batches are right-padded and TRL truncates.
+* transformers 5 removed `warmup_ratio` (a float `warmup_steps` below 1 is a fraction now) and
+  `torch_dtype` (now `dtype`); `apply_chat_template(tokenize=True)` returns a dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
+from leaksweep.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# the tiny model's tokens and chat template
+
+PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
+ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+SPECIAL_TOKENS = [PAD, BOS, EOS, *ROLE_TOKENS.values()]  # ids 0..5 in this order
+
+# Every turn is `<|role|>content<|eos|>`; the end-of-turn token is the eos token, so generation stops
+# at the end of the assistant's turn. The `{% generation %}` markers make apply_chat_template return
+# an assistant mask (TRL's assistant_only_loss); they enclose the eos token so the model also learns
+# to stop. No newlines between turns: fewer tokens per example, and nothing for BPE to merge across.
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "<|assistant|>{% generation %}{{ message['content'] }}<|eos|>{% endgeneration %}"
+    "{%- elif message['role'] in ['system', 'user'] -%}"
+    "<|{{ message['role'] }}|>{{ message['content'] }}<|eos|>"
+    "{%- else -%}"
+    "{{ raise_exception('unknown chat role: ' + message['role']) }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# handles
+
+
+@dataclass
+class LM:
+    """A loaded model with its tokenizer; other modules pass it around without looking inside."""
+
+    model: Any  # a transformers PreTrainedModel (never a PEFT wrapper once returned from here)
+    tokenizer: Any  # a transformers tokenizer with a pad token and left padding
+    device: str  # "cpu" or "cuda"
+    attn_implementation: str
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    final_loss: float | None  # the mean loss of the last logging window
+    runtime_s: float
+    train_tokens: int  # non-pad tokens fed to the model (prompt and response), over all steps
+    attn_implementation: str
+    device: str
+    mode: str  # "lora" or "full"
+    n_params_trainable: int
+    log_history: list[dict] = field(default_factory=list)  # step, loss, learning_rate, grad_norm, epoch
+
+
+# ---------------------------------------------------------------------------------------------
+# environment
+
+
+def set_cpu_threads(n: int) -> None:
+    """Use `n` torch threads in this process (one per process is the fast setting, see module doc)."""
+    import torch
+
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    try:
+        # Allowed only before the first inter-op parallel work of the process; later calls raise.
+        torch.set_num_interop_threads(n)
+    except RuntimeError:
+        pass
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` -> `cuda` when a GPU is visible, else `cpu`; anything else is returned as given."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def choose_attention(requested: str, device: str) -> str:
+    """`auto` -> flash_attention_2 on CUDA when flash-attn is installed, else sdpa.
+
+    `load_lm` falls back to eager when the model class has no sdpa kernel. Any other value is an
+    explicit choice and is returned unchanged.
+    """
+    if requested != "auto":
+        return requested
+    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+# ---------------------------------------------------------------------------------------------
+# the built-in tiny model
+
+
+def build_tiny_model(out_dir: Path, corpus: Iterable[str], cfg: TinyModelConfig) -> Path:
+    """Train a byte-level BPE tokenizer on `corpus` and save it with a random-init Llama model.
+
+    Deterministic given the corpus and `cfg.init_seed`. Written to a temporary sibling folder and
+    renamed into place, so a crash never leaves a half-written model, and parallel workers that
+    build the same model at once simply keep whichever finished first. An existing `out_dir` with a
+    config.json is returned as is.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    if cfg.hidden_size % cfg.num_heads:
+        raise UserError(f"train.tiny: hidden_size {cfg.hidden_size} must be divisible by num_heads {cfg.num_heads}")
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _train_tiny_tokenizer(corpus, cfg.vocab_size, cfg.max_position_embeddings)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [("pad", PAD), ("bos", BOS), ("eos", EOS)]}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),  # the trained vocabulary may be smaller than asked on a small corpus
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+    )
+    with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
+        torch.manual_seed(cfg.init_seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"]
+    )
+
+    def write(folder: Path) -> None:
+        tokenizer.save_pretrained(folder)
+        model.save_pretrained(folder)
+
+    with _quiet_progress_bars():
+        _write_folder_atomically(out_dir, write, replace=False)
+    return out_dir
+
+
+def _train_tiny_tokenizer(corpus: Iterable[str], vocab_size: int, max_length_tokens: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    # Byte-level: every string is encodable (no unknown token), and decoding restores it exactly.
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator((text for text in corpus if text), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        extra_special_tokens=list(ROLE_TOKENS.values()),  # so decode(skip_special_tokens=True) drops them
+        padding_side="left",
+        model_max_length=max_length_tokens,
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_lm(model: str, device: str, attention: str = "auto") -> LM:
+    """Load a causal LM and its tokenizer from a local folder or a Hugging Face hub name.
+
+    Weights are loaded in float32 (on CUDA the trainer adds bf16 autocast), so optimizer updates are
+    never rounded away. The tokenizer gets a pad token (eos when it has none) and left padding.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = local_folder(model)
+    source = str(folder) if folder is not None else model
+    attn = choose_attention(attention, device)
+    if folder is not None and not (folder / "config.json").is_file():
+        raise UserError(
+            f"train.model: {model!r} is not a model folder (no config.json); give a folder written by "
+            "save_pretrained, an HF model name, or `tiny`"
+        )
+    try:
+        with _quiet_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            try:
+                net = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation=attn)
+            except (ValueError, ImportError):
+                # `auto` promised a working choice: fall back to eager where the class lacks sdpa.
+                if attention != "auto" or attn != "sdpa":
+                    raise
+                attn = "eager"
+                net = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation=attn)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is reported as a bad `train.model`
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+        if folder is None:
+            raise UserError(
+                f"train.model: cannot load {model!r} from the Hugging Face hub ({reason}); check the name and the "
+                "network, or download it and give the folder"
+            ) from exc
+        raise UserError(f"train.model: {model!r} is not a loadable model folder ({reason})") from exc
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end flush
+    if tokenizer.chat_template is None:
+        raise UserError(f"train.model: {model!r} has no chat template; leaksweep trains and samples chat messages")
+    net.config.pad_token_id = tokenizer.pad_token_id
+    net.generation_config.pad_token_id = tokenizer.pad_token_id
+    net.to(device)
+    net.eval()
+    return LM(net, tokenizer, device, net.config._attn_implementation)
+
+
+def local_folder(model: str) -> Path | None:
+    """The folder `model` names, or None for a hub name. A path-looking name must exist."""
+    path = Path(model).expanduser()
+    if model.startswith(("/", ".", "~")):
+        if not path.exists():
+            raise UserError(
+                f"train.model: {model!r} does not exist; give an existing folder, an HF model name, or `tiny`"
+            )
+        return path
+    return path if path.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train_sft(
+    lm: LM,
+    examples: list[list[dict]],
+    cfg: TrainConfig,
+    out_dir: Path,
+    seed: int,
+    log_fn: Callable[[dict, int], None] | None = None,
+) -> tuple[LM, TrainOutcome]:
+    """Supervised fine-tune on chat examples with TRL, loss on assistant tokens only.
+
+    `lm.model` is trained in place (LoRA adapters are merged back into it at the end), so the
+    returned LM shares it and the input LM should not be reused as the base model. `log_fn(record,
+    step)` receives every logging step as `{"train/loss": ..., "train/learning_rate": ..., ...}`.
+    Nothing is checkpointed; `out_dir` only receives the trainer's small files, if any.
+    """
+    if not examples:
+        raise UserError("train: there are no training examples (did the mixture drop every prompt?)")
+    import torch
+    from trl import SFTTrainer
+
+    tokenizer, device = lm.tokenizer, lm.device
+    lengths = _chat_lengths(tokenizer, examples)
+    # Padding-free lays a batch out as one row without pad tokens. TRL then skips truncation, so it
+    # is used only when nothing needs truncating (tests/test_lm.py checks it matches padded batches).
+    # A batch of one has no padding to save (and TRL warns about it).
+    padding_free = _prefer_padding_free(lm) and cfg.batch_size > 1 and max(lengths) <= cfg.max_length_tokens
+    total_steps = cfg.max_steps or _optimizer_steps(len(examples), cfg)
+
+    args = _sft_config(
+        output_dir=str(out_dir),
+        assistant_only_loss=True,
+        padding_free=padding_free,
+        max_length=None if padding_free else cfg.max_length_tokens,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        # transformers 5: a float below 1 is a fraction of the steps; 1 or more would mean steps.
+        warmup_steps=cfg.warmup_ratio if cfg.warmup_ratio < 1 else total_steps,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,  # the curve needs its starting point
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        report_to="none",  # tracking is the caller's, through log_fn
+        use_cpu=device == "cpu",
+        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=False,  # TRL turns it on by default; it only costs time at this size
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=False,
+        dataloader_pin_memory=device == "cuda",
+        optim="adamw_torch_fused",  # also on CPU: same loss curve, ~10 % faster steps than adamw_torch
+        log_level="error",
+        log_level_replica="error",
+    )
+
+    peft_config = _peft_config(cfg.lora) if cfg.lora else None
+    torch.manual_seed(seed)  # the LoRA init happens before the Trainer seeds itself
+    with _quiet_progress_bars(), warnings.catch_warnings():
+        # peft 0.21 reads a property transformers 5 deprecated; nothing for us to change.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        trainer = SFTTrainer(
+            model=lm.model,
+            args=args,
+            train_dataset=_messages_dataset(examples),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    _install_callbacks(trainer, log_fn)
+    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+
+    started = time.perf_counter()
+    trainer.train()
+    runtime_s = time.perf_counter() - started
+
+    model = trainer.model
+    if peft_config is not None:
+        model = model.merge_and_unload()  # a plain model again: generation and saving need no PEFT
+    model.eval()
+    history = [
+        {k: entry.get(k) for k in ("step", "loss", "learning_rate", "grad_norm", "epoch")}
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]
+    outcome = TrainOutcome(
+        steps=int(trainer.state.global_step),
+        final_loss=float(history[-1]["loss"]) if history else None,  # the first and last steps are always logged
+        runtime_s=round(runtime_s, 3),
+        train_tokens=int(trainer.state.num_input_tokens_seen),
+        attn_implementation=lm.attn_implementation,
+        device=device,
+        mode="lora" if peft_config is not None else "full",
+        n_params_trainable=int(n_trainable),
+        log_history=history,
+    )
+    del trainer  # drops the optimizer state before evaluation generates
+    return LM(model, tokenizer, device, lm.attn_implementation), outcome
+
+
+def _sft_config(**kwargs):
+    """SFTConfig, with the value errors of a bad train setting (an unknown scheduler name, a
+    negative warmup) reported as a UserError instead of a traceback."""
+    from trl import SFTConfig
+
+    try:
+        return SFTConfig(**kwargs)
+    except ValueError as exc:
+        raise UserError(f"train: invalid training settings: {' '.join(str(exc).split())}") from exc
+
+
+def _prefer_padding_free(lm: LM) -> bool:
+    """Whether unpadded batches are both correct and faster than right-padded ones here.
+
+    CPU (measured, tiny model, 2000 short chats, batch 16, one thread): padding-free 5.7k tok/s,
+    padded 3.2k, TRL packing (bfd) 1.6k-3.5k, all with the same loss curve. sdpa and eager keep the
+    examples apart through a block-diagonal mask built from the position ids. On CUDA that mask
+    costs sdpa its fast kernel (STACK.md: padded 19.2k tok/s vs packed 13.8k), so padding-free is
+    used there only with the varlen kernels of flash / flex attention.
+    """
+    if lm.device == "cpu":
+        return lm.attn_implementation in ("sdpa", "eager")
+    return lm.attn_implementation in ("flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def _chat_lengths(tokenizer, examples: list[list[dict]]) -> list[int]:
+    """Token count of every example as the trainer will see it (chat template applied)."""
+    texts = tokenizer.apply_chat_template(examples, tokenize=False)
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+def _optimizer_steps(n_examples: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of an epoch-based run, computed as the Trainer does."""
+    batches = math.ceil(n_examples / cfg.batch_size)
+    per_epoch = max(batches // cfg.grad_accum_steps + int(batches % cfg.grad_accum_steps > 0), 1)
+    return max(1, math.ceil(cfg.epochs * per_epoch))
+
+
+def _peft_config(lora: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _messages_dataset(examples: list[list[dict]]):
+    from datasets import Dataset
+
+    # Keep only the keys the chat template reads: extra keys would become sparse dataset columns.
+    rows = [{"messages": [{"role": m["role"], "content": m["content"]} for m in messages]} for messages in examples]
+    return Dataset.from_list(rows)
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars():
+    """Hide the library-internal bars (loading weights, writing shards, tokenizing the dataset).
+
+    They would print one bar per trial stage; the bars that matter (training steps, generation
+    batches) are ours and stay.
+    """
+    from datasets.utils import logging as ds_logging
+    from transformers.utils import logging as tf_logging
+
+    ds_was, tf_was = ds_logging.is_progress_bar_enabled(), tf_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ds_was:
+            ds_logging.enable_progress_bar()
+        if tf_was:
+            tf_logging.enable_progress_bar()
+
+
+def _install_callbacks(trainer, log_fn: Callable[[dict, int], None] | None) -> None:
+    """Keep the tqdm bar without its printed log dicts, log the last step, forward logs to log_fn."""
+    from transformers import ProgressCallback, TrainerCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass  # the records go to log_fn; printing them would interleave with the bar
+
+    class LogLastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_log = True  # so final_loss is the loss at the end, not up to logging_steps-1 earlier
+
+    class Forward(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if log_fn is None or not logs or "loss" not in logs:
+                return  # the end-of-training summary (train_runtime, ...) is not a curve point
+            record = {f"train/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+            log_fn(record, int(state.global_step))
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(QuietProgress())
+    trainer.add_callback(LogLastStep())
+    trainer.add_callback(Forward())
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+
+
+def generate(
+    lm: LM,
+    prompts: list[list[dict]],
+    samples_per_prompt: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    desc: str = "generate",
+) -> list[list[str]]:
+    """Sample `samples_per_prompt` responses per chat prompt; returns them per prompt, in order.
+
+    temperature 0 is greedy decoding (one decode per prompt, copied: the samples are identical);
+    otherwise plain sampling at that temperature (no top-k / top-p, whatever the model's generation
+    config says, so the samples follow the model's own distribution). Deterministic given `seed`
+    and the arguments. Prompts are sorted by length before batching so batches carry little padding.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if not prompts:
+        return []
+    tokenizer, model = lm.tokenizer, lm.model
+    greedy = temperature <= 0
+    copies = 1 if greedy else samples_per_prompt
+    texts = tokenizer.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    # One job per (prompt, copy), longest first: similar lengths share a batch, and a batch that
+    # would run out of memory does so at the start.
+    jobs = sorted(((i, c) for i in range(len(prompts)) for c in range(copies)), key=lambda j: -len(prompt_ids[j[0]]))
+    batches = [jobs[k : k + max(1, batch_size)] for k in range(0, len(jobs), max(1, batch_size))]
+
+    sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    responses: dict[tuple[int, int], str] = {}
+    torch.manual_seed(seed)
+    if lm.device == "cuda":
+        torch.cuda.manual_seed_all(seed)
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+            ids = {"input_ids": [prompt_ids[i] for i, _ in batch]}
+            enc = tokenizer.pad(ids, padding_side="left", return_tensors="pt")  # new tokens go on the right
+            enc = {k: v.to(lm.device) for k, v in enc.items()}
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=_stop_token_ids(lm),
+                **sampling,
+            )
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            for job, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+                responses[job] = text.strip()
+    if greedy:
+        return [[responses[(i, 0)]] * samples_per_prompt for i in range(len(prompts))]
+    return [[responses[(i, c)] for c in range(samples_per_prompt)] for i in range(len(prompts))]
+
+
+def _stop_token_ids(lm: LM) -> list[int]:
+    """The tokenizer's eos plus whatever the model's generation config already stops on."""
+    configured = lm.model.generation_config.eos_token_id
+    configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+    eos = lm.tokenizer.eos_token_id
+    return list(dict.fromkeys(([eos] if eos is not None else []) + configured))
+
+
+# ---------------------------------------------------------------------------------------------
+# saving
+
+
+def save_lm(lm: LM, out_dir: Path) -> None:
+    """Save model and tokenizer (LoRA merged in) as a plain HF folder, replacing `out_dir` atomically."""
+    model = lm.model
+    if hasattr(model, "merge_and_unload"):  # a PEFT wrapper, should one reach here
+        model = model.merge_and_unload()
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        lm.tokenizer.save_pretrained(folder)
+
+    with _quiet_progress_bars():
+        _write_folder_atomically(Path(out_dir), write, replace=True)
+
+
+def _write_folder_atomically(out_dir: Path, write: Callable[[Path], None], replace: bool) -> None:
+    """Fill a temporary sibling of `out_dir` with `write`, then rename it into place.
+
+    replace=False: an `out_dir` that appeared meanwhile with a config.json (another worker built the
+    same model) wins and ours is discarded. replace=True: an existing `out_dir` is swapped out.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should read like any other
+        write(tmp)
+        if replace and out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        try:
+            os.replace(tmp, out_dir)  # succeeds onto a missing or empty folder
+        except OSError as exc:
+            if (out_dir / "config.json").exists():
+                return  # built concurrently by another process: identical content, keep theirs
+            raise UserError(
+                f"{out_dir}: exists and is not a model folder (no config.json); remove it or choose another folder"
+            ) from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
