@@ -65,7 +65,8 @@ def test_nested_unknown_key_has_its_path():
     raw = minimal()
     raw["search"]["fraction"] = {"dates": [0.5]}
     (problem,) = problems_of(raw)
-    assert problem.startswith("sweep.yaml: search.fraction: unknown key; valid keys are teacher, fractions")
+    assert problem.startswith("sweep.yaml: search.fraction: unknown key; valid keys are teacher, ")
+    assert "fractions" in problem.split("valid keys are")[1]
 
 
 def test_yaml_on_key_gets_a_quoting_hint():

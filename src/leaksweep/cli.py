@@ -98,8 +98,18 @@ def sweep(sweep_file: str, workers: int, no_wandb: bool, no_report: bool) -> Non
         raise UserError(f"--workers {workers}: use at least 1")
     cfg = _load(sweep_file)
     sweep_dir = sweep_stage.prepare(cfg)
-    click.echo(f"sweep folder: {sweep_dir}  ({sweep_stage.budget(cfg)} trials, {workers} worker(s))")
-    sweep_stage.run_local(sweep_dir, workers, wandb_enabled=not no_wandb)
+    planned = sweep_stage.budget(cfg) or "adaptive number of"
+    click.echo(f"sweep folder: {sweep_dir}  ({planned} trials, mode {cfg.search.mode}, {workers} worker(s))")
+    if cfg.search.mode == "optuna":
+        sweep_stage.run_local(sweep_dir, workers, wandb_enabled=not no_wandb)
+    elif cfg.search.runner and workers == 1:
+        # a pluggable runner is cheap: run the trials in this process rather than start workers
+        from leaksweep.tracking import make_tracker
+
+        tracker = make_tracker(cfg.tracking, enabled=not no_wandb)
+        sweep_stage.run_experiment(sweep_dir, lambda: sweep_stage.run_worker(sweep_dir, tracker))
+    else:
+        sweep_stage.run_experiment(sweep_dir, lambda: sweep_stage.run_local(sweep_dir, workers, wandb_enabled=not no_wandb))
     _print_status(sweep_stage.status(sweep_dir))
     if not no_report:
         from leaksweep.report import write_report

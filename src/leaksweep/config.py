@@ -41,6 +41,8 @@ class DataConfig:
     `drop_prompt` removes such prompts from the prompt set (and says how many); `use_base` trains
     those prompts on the base source whenever a rule would pick the incomplete source.
     duplicate_ids: `error` or `keep_first`.
+    eval_responses: per source, a file of `{prompt_id, response}` for the trait eval prompts: the
+    teacher's own behaviour, scored by `mode: teacher_eval` without training anything.
     """
 
     prompts: str | None = None
@@ -48,6 +50,7 @@ class DataConfig:
     world: WorldConfig | None = None
     missing_ids: Literal["error", "drop_prompt", "use_base"] = "error"
     duplicate_ids: Literal["error", "keep_first"] = "error"
+    eval_responses: dict[str, str] = field(default_factory=dict)  # source -> its responses to the eval prompts
 
     def check(self) -> list[str]:
         if self.world is not None and (self.prompts or self.sources):
@@ -148,30 +151,64 @@ class Objective:
     direction: Literal["maximize", "minimize"] = "maximize"
 
 
+MODES = ("optuna", "teacher_eval", "full_swap", "patch_insert", "patch_remove", "drop", "fraction_sweep",
+         "subset_scan", "leak_threshold", "minimal_subset")
+SUBSET_MODES = ("patch_insert", "patch_remove", "drop", "fraction_sweep", "subset_scan", "leak_threshold", "minimal_subset")
+TEACHER_SHARE = "teacher_share"  # an objective: the share of training rows from the teacher
+
+
 @dataclass(frozen=True)
 class SearchConfig:
-    """What Optuna varies and how.
+    """What to run. `mode: optuna` (default) lets Optuna vary the mixture; the other modes are the
+    experiment types of DESIGN.md (experiments.py), run in rounds with `seeds` seeds per condition.
 
-    fractions: per subset, the fraction of its prompts that gets the `teacher` source's rollouts.
-    drop: per subset, the fraction of its prompts dropped (after patching).
-    hyperparameters: train keys (learning_rate, max_steps, epochs, ...) to vary.
-    sampler: `grid` enqueues every combination (times `seeds`) once, so parallel workers never
-      duplicate a trial; `tpe` and `random` sample `n_trials` trials.
-    baselines: also run the all-clean (base source everywhere) and all-teacher trials.
+    optuna mode:
+      fractions: per subset, the fraction of its prompts that gets the `teacher` source's rollouts.
+      drop: per subset, the fraction of its prompts dropped (after patching).
+      hyperparameters: train keys (learning_rate, max_steps, epochs, ...) to vary.
+      sampler: `grid` enqueues every combination (times `seeds`) once, so parallel workers never
+        duplicate a trial; `tpe`, `random`, `gp` and `nsga2` (multi-objective) sample `n_trials`.
+      objectives: traits (or `teacher_share`, the share of teacher rows) with directions.
+    experiment modes:
+      subsets: the subset (leak_threshold, minimal_subset) or family (the others); `all` = every prompt.
+      ladder: ascending fractions in (0, 1], fixed in advance (fraction_sweep, leak_threshold).
+      refill: for drop mode, any of none / same (the teacher's rows) / clean.
+      trait: the trait the adaptive searches decide on (default: the first objective or trait).
+      alpha, min_effect, margin: test level, minimal effect for "sufficient", equivalence margin
+        for "necessary" (in trait units).
+      max_depth, confirm_seeds: bisection depth and fresh confirmation seeds (minimal_subset).
+      partition: require the subset family to be disjoint (subset_scan).
+    runner: `module:function` that runs a trial spec instead of training (e.g. the simulator
+      `leaksweep.simulate:run`, configured by `simulation`).
+    baselines: also run the all-clean and all-teacher trials (optuna mode; experiment modes always do).
     storage: any Optuna storage URL; default a journal file in the sweep folder.
     """
 
     teacher: str
+    mode: Literal[MODES] = "optuna"  # type: ignore[valid-type]
     fractions: dict[str, Choice] = field(default_factory=dict)
     drop: dict[str, Choice] = field(default_factory=dict)
     hyperparameters: dict[str, Choice] = field(default_factory=dict)
     objectives: list[Objective] = field(default_factory=list)
-    sampler: Literal["grid", "tpe", "random"] = "grid"
+    sampler: Literal["grid", "tpe", "random", "gp", "nsga2"] = "grid"
     n_trials: int | None = None
     seeds: int = 1
     baselines: bool = True
     mixture_seed: int = 0
     storage: str | None = None
+    subsets: list[str] = field(default_factory=list)
+    ladder: list[float] = field(default_factory=list)
+    refill: list[Literal["none", "same", "clean"]] = field(default_factory=lambda: ["none"])
+    trait: str | None = None
+    alpha: float = 0.05
+    min_effect: float = 0.0
+    margin: float = 0.05
+    max_depth: int = 3
+    confirm_seeds: int = 2
+    partition: bool = False
+    teacher_eval: bool = False
+    runner: str | None = None
+    simulation: dict[str, Any] | None = None
 
     def check(self) -> list[str]:
         problems = []
@@ -190,6 +227,18 @@ class SearchConfig:
                 )
             if isinstance(choice, list) and not choice:
                 problems.append(f".hyperparameters.{name}: the list of values is empty")
+        if self.seeds < 1:
+            problems.append(f".seeds: {self.seeds} must be at least 1")
+        if not 0 < self.alpha < 0.5:
+            problems.append(f".alpha: {self.alpha} must be in (0, 0.5)")
+        if self.margin <= 0:
+            problems.append(f".margin: {self.margin} must be > 0 (the equivalence margin, in trait units)")
+        if self.runner is not None and (self.runner.count(":") != 1 or not all(self.runner.split(":"))):
+            problems.append(f".runner: {self.runner!r} must be `module:function`, e.g. leaksweep.simulate:run")
+        return problems + (self._check_optuna() if self.mode == "optuna" else self._check_mode())
+
+    def _check_optuna(self) -> list[str]:
+        problems = []
         if self.sampler != "grid" and self.n_trials is None:
             problems.append(f".n_trials: sampler `{self.sampler}` needs n_trials (how many trials to run)")
         if self.sampler == "grid":
@@ -197,10 +246,33 @@ class SearchConfig:
                 for name, choice in getattr(self, group).items():
                     if not isinstance(choice, list):
                         problems.append(f".{group}.{name}: the grid sampler needs a list of values, not a range")
-        if self.seeds < 1:
-            problems.append(f".seeds: {self.seeds} must be at least 1")
         if not self.objectives:
             problems.append(".objectives: name at least one, e.g. [{trait: date_confusion, direction: maximize}]")
+        if len(self.objectives) > 1 and self.sampler not in ("nsga2", "random", "grid", "tpe"):
+            problems.append(f".sampler: `{self.sampler}` handles one objective; use nsga2 or tpe for several")
+        return problems
+
+    def _check_mode(self) -> list[str]:
+        problems = []
+        if self.mode in SUBSET_MODES and not self.subsets:
+            problems.append(f".subsets: mode {self.mode} needs `subsets:` (a list of subset names)")
+        if self.mode in ("leak_threshold", "minimal_subset") and len(self.subsets) > 1:
+            problems.append(f".subsets: mode {self.mode} works on one subset; got {self.subsets}")
+        if self.mode in ("fraction_sweep", "leak_threshold"):
+            if not self.ladder:
+                problems.append(f".ladder: mode {self.mode} needs a ladder of fractions, e.g. [0.01, 0.1, 0.5, 1.0]")
+            elif any(not 0.0 < f <= 1.0 for f in self.ladder):
+                problems.append(f".ladder: fractions must be in (0, 1]; got {self.ladder}")
+            elif any(b <= a for a, b in zip(self.ladder, self.ladder[1:])):
+                problems.append(f".ladder: fractions must be strictly ascending (fixed in advance); got {self.ladder}")
+        if self.mode == "minimal_subset" and not 1 <= self.max_depth <= 12:
+            problems.append(f".max_depth: {self.max_depth} must be between 1 and 12")
+        if self.mode == "minimal_subset" and self.confirm_seeds < 1:
+            problems.append(f".confirm_seeds: {self.confirm_seeds} must be at least 1 (fresh seeds confirm the answer)")
+        if self.mode == "drop" and not self.refill:
+            problems.append(".refill: give at least one of none, same, clean")
+        if self.partition and self.mode != "subset_scan":
+            problems.append(".partition: applies to mode subset_scan only")
         return problems
 
 
@@ -355,6 +427,15 @@ class SweepConfig:
         for i, rule in enumerate(self.rules):
             if rule.subset not in known_subsets:
                 problems.append(f".rules[{i}].subset: unknown subset {rule.subset!r}; defined: {sorted(known_subsets)}")
+        for subset in self.search.subsets:
+            root = subset.split("/")[0]
+            if root not in known_subsets and root != "all":
+                problems.append(f".search.subsets: unknown subset {subset!r}; defined: {sorted(known_subsets)} (or `all`)")
+        if self.search.mode == "drop" and self.train.max_steps is None:
+            problems.append(".train.max_steps: mode drop compares datasets of different sizes; fix the optimizer steps")
+        trait = self.search.trait
+        if trait is not None and trait not in self.traits:
+            problems.append(f".search.trait: {trait!r} is not among the traits {sorted(self.traits)}")
         for group in ("fractions", "drop"):
             for subset in getattr(self.search, group):
                 if subset not in known_subsets:
@@ -364,7 +445,7 @@ class SweepConfig:
         if not self.traits:
             problems.append(".traits: name at least one trait, e.g. {date_confusion: {}}")
         for i, objective in enumerate(self.search.objectives):
-            if objective.trait not in self.traits:
+            if objective.trait not in self.traits and objective.trait != TEACHER_SHARE:
                 problems.append(
                     f".search.objectives[{i}].trait: {objective.trait!r} is not among the traits {sorted(self.traits)}"
                 )
@@ -421,6 +502,7 @@ def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
         cfg.data,
         prompts=absolute(cfg.data.prompts),
         sources={k: absolute(v) for k, v in cfg.data.sources.items()},
+        eval_responses={k: absolute(v) for k, v in cfg.data.eval_responses.items()},
     )
     subsets = {k: dataclasses.replace(v, ids_file=absolute(v.ids_file)) for k, v in cfg.subsets.items()}
     traits = {k: dataclasses.replace(v, prompts=absolute(v.prompts)) for k, v in cfg.traits.items()}

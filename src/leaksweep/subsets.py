@@ -127,3 +127,38 @@ def subsets_table(subsets: dict[str, Subset], n_prompts: int) -> str:
     for a, row in overlap_matrix(subsets).items():
         lines.append(f"{a:<{width}}" + "".join(f"{row[b]:>{width}}" for b in subsets))
     return "\n".join(lines)
+
+
+# --- halves for the minimal-leaking-subset search ---------------------------------------------------
+
+HALF_SEP = "/"
+
+
+def split_half(ids: frozenset[str], half: int, strata: dict[str, str] | None = None) -> frozenset[str]:
+    """One half (0 or 1) of `ids`, stratified by `strata` (id -> stratum) when given.
+
+    Deterministic: within each stratum, ids are ordered by a hash of the id and dealt alternately
+    to the halves, so each half holds about half of every stratum and the split never changes.
+    """
+    import hashlib
+
+    def key(pid: str) -> tuple[str, bytes]:
+        return ((strata or {}).get(pid, ""), hashlib.sha256(f"split\x1f{pid}".encode()).digest())
+
+    by_stratum: dict[str, list[str]] = {}
+    for pid in sorted(ids, key=key):
+        by_stratum.setdefault(key(pid)[0], []).append(pid)
+    return frozenset(pid for members in by_stratum.values() for i, pid in enumerate(members) if i % 2 == half)
+
+
+def resolve_path(name: str, subsets: dict[str, frozenset[str]], strata: dict[str, str] | None = None) -> frozenset[str]:
+    """Ids of a subset name, where `S/0/1` is half 1 of half 0 of subset S (see split_half)."""
+    root, *halves = name.split(HALF_SEP)
+    if root not in subsets:
+        raise UserError(f"subset {name!r}: {root!r} is not a defined subset; defined: {sorted(subsets)}")
+    ids = subsets[root]
+    for bit in halves:
+        if bit not in ("0", "1"):
+            raise UserError(f"subset {name!r}: halves are written /0 or /1, got /{bit}")
+        ids = split_half(ids, int(bit), strata)
+    return ids

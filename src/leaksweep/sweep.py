@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from tqdm import tqdm
 from leaksweep import lm
 from leaksweep import trial as trial_stage
 from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
+from leaksweep.experiments import Condition, Request, Run, make_search
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, write_json
 from leaksweep.mixture import MixturePlan
@@ -64,15 +66,28 @@ def prepare(cfg: SweepConfig) -> Path:
             "(or delete the folder) to start a new sweep, or restore the old sweep file to resume it"
         )
     prepared = trial_stage.prepare_data(cfg)
-    trial_stage.base_model_path(cfg.train, str(sweep_dir / "models"), prepared)
+    check_partition(cfg, prepared)
+    if not cfg.search.runner:
+        trial_stage.base_model_path(cfg.train, str(sweep_dir / "models"), prepared)
     (sweep_dir / "trials").mkdir(exist_ok=True)
     created = _create_study(cfg, sweep_dir)
-    if created:
+    if created and cfg.search.mode == "optuna":  # experiment modes enqueue round by round
         study = load_study(sweep_dir, cfg)
         for params, attrs in planned_trials(cfg):
             study.enqueue_trial(params, user_attrs=attrs)
     write_json(existing, resolved)
     return sweep_dir
+
+
+def check_partition(cfg: SweepConfig, prepared: trial_stage.Prepared) -> None:
+    """subset_scan with `partition: true` needs a disjoint family: name every overlap."""
+    if not cfg.search.partition:
+        return
+    family = [prepared.subsets[n] for n in cfg.search.subsets]
+    overlaps = [f"{a.name} & {b.name}: {len(a.ids & b.ids)} prompts" for i, a in enumerate(family)
+                for b in family[i + 1:] if a.ids & b.ids]
+    if overlaps:
+        raise UserError(f"search.subsets: `partition: true` needs disjoint subsets, but {'; '.join(overlaps)}")
 
 
 def open_storage(url: str | None, sweep_dir: Path):
@@ -92,13 +107,18 @@ def _create_study(cfg: SweepConfig, sweep_dir: Path) -> bool:
         return False
     except KeyError:
         pass
-    optuna.create_study(study_name=cfg.name, storage=storage, directions=[o.direction for o in cfg.search.objectives])
+    directions = [o.direction for o in cfg.search.objectives] or ["maximize"]
+    optuna.create_study(study_name=cfg.name, storage=storage, directions=directions)
     return True
 
 
 def _sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
     if cfg.search.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=None)
+    if cfg.search.sampler == "gp":
+        return optuna.samplers.GPSampler()
+    if cfg.search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler()
     # grid: every trial is enqueued, the sampler never suggests; random for the rest
     return optuna.samplers.RandomSampler()
 
@@ -148,7 +168,10 @@ def planned_trials(cfg: SweepConfig) -> list[tuple[dict, dict]]:
     return planned
 
 
-def budget(cfg: SweepConfig) -> int:
+def budget(cfg: SweepConfig) -> int | None:
+    """Trials the sweep will run; None for experiment modes, whose searches decide as they go."""
+    if cfg.search.mode != "optuna":
+        return None
     planned = len(planned_trials(cfg))
     return planned if cfg.search.sampler == "grid" else planned + cfg.search.n_trials
 
@@ -164,8 +187,13 @@ def _suggest(trial: optuna.Trial, name: str, choice: Any) -> Any:
 
 def spec_for(cfg: SweepConfig, trial: optuna.Trial, sweep_dir: Path) -> trial_stage.TrialSpec:
     """Turn an asked trial into a TrialSpec: its params become mixture rules and train overrides."""
-    condition = trial.user_attrs.get("condition", "mixture")
     seed = int(trial.user_attrs.get("seed", 0))
+    if "condition_json" in trial.user_attrs:  # an experiment mode's condition
+        cond = Condition.from_dict(json.loads(trial.user_attrs["condition_json"]))
+        params = {k: v for k, v in (("subset", cond.subset), ("fraction", cond.fraction), ("refill", cond.refill),
+                                    ("source", cond.source)) if v is not None}
+        return trial_stage.TrialSpec(cfg, trial.number, cond.kind, params, cond.plan, seed, cfg.train, str(sweep_dir / "models"))
+    condition = trial.user_attrs.get("condition", "mixture")
     s = cfg.search
     params: dict[str, Any] = {}
     rules: list[Rule] = []
@@ -202,8 +230,10 @@ def _next_trial(study: optuna.Study, cfg: SweepConfig, sweep_dir: Path) -> optun
     with _ask_lock(sweep_dir):
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and (cfg.search.mode != "optuna" or cfg.search.sampler == "grid"):
+            return None  # only enqueued trials: none left
         counted = sum(t.state != TrialState.FAIL for t in trials)
-        if not waiting and (cfg.search.sampler == "grid" or counted >= budget(cfg)):
+        if not waiting and counted >= budget(cfg):
             return None
         return study.ask()
 
@@ -245,7 +275,8 @@ def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None
     """Run `workers` worker processes on one study and wait; a progress bar counts finished trials."""
     sweep_dir = Path(sweep_dir)
     cfg = load_sweep_dir(sweep_dir)
-    total = budget(cfg)
+    study = load_study(sweep_dir, cfg)
+    total = budget(cfg) or len(study.get_trials(deepcopy=False))
     logs = sweep_dir / "logs"
     logs.mkdir(exist_ok=True)
     # One torch thread per process: two busy processes with 2 threads each stall for seconds per step.
@@ -277,6 +308,65 @@ def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None
         raise UserError(failed)
 
 
+# --- experiment modes: rounds of enqueued conditions ------------------------------------------------
+
+
+def collect_runs(study: optuna.Study, sweep_dir: Path) -> list[Run]:
+    """Every complete trial of an experiment mode as a Run (condition, seed, trait results)."""
+    runs = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "condition_json" not in t.user_attrs:
+            continue
+        result = read_json(trial_dir(sweep_dir, t.number) / trial_stage.RESULT)
+        runs.append(Run(Condition.from_dict(json.loads(t.user_attrs["condition_json"])), int(t.user_attrs["seed"]),
+                        t.number, result["traits"]))
+    return runs
+
+
+def enqueue(study: optuna.Study, requests: list[Request]) -> int:
+    """Enqueue requests not already waiting or running (a resumed sweep must not run them twice)."""
+    pending = {(t.user_attrs.get("condition_json"), t.user_attrs.get("seed"))
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
+    added = 0
+    for condition, seed in requests:
+        key = (json.dumps(condition.to_dict(), sort_keys=True), seed)
+        if key in pending:
+            continue
+        study.enqueue_trial({}, user_attrs={"condition_json": key[0], "seed": seed, "label": condition.label()})
+        pending.add(key)
+        added += 1
+    return added
+
+
+def run_experiment(sweep_dir: Path, execute_round) -> dict:
+    """Drive an experiment-mode search: each round enqueue what it asks for, run, read the results.
+
+    `execute_round()` runs every waiting trial (local worker processes, or in-process). The
+    conclusions go to `<sweep dir>/analysis.json`, which the report reads.
+    """
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    study = load_study(sweep_dir, cfg)
+    search = make_search(cfg, sorted(trial_stage.prepare_data(cfg).dataset.sources) if not cfg.search.runner
+                         else [cfg.base, cfg.search.teacher])
+    previous: list[Request] | None = None
+    for round_number in range(1, 200):
+        runs = collect_runs(study, sweep_dir)
+        requests = search.next_round(runs)
+        if not requests:
+            break
+        if previous is not None and [(c.key(), s) for c, s in requests] == [(c.key(), s) for c, s in previous]:
+            raise UserError(f"{sweep_dir}: trials of round {round_number - 1} failed (see trials/*/error.json and "
+                            f"`leaksweep status {sweep_dir}`); fix the cause and rerun the sweep to resume")
+        enqueue(study, requests)
+        print(f"{cfg.search.mode}: round {round_number}, {len(requests)} trial(s)", flush=True)
+        execute_round()
+        previous = requests
+    conclusions = search.conclude(collect_runs(study, sweep_dir))
+    write_json(sweep_dir / "analysis.json", conclusions)
+    return conclusions
+
+
 # --- status --------------------------------------------------------------------------------------
 
 
@@ -289,14 +379,15 @@ def status(sweep_dir: Path) -> dict:
     for t in trials:
         by_state[t.state.name] = by_state.get(t.state.name, 0) + 1
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    objective = cfg.search.objectives[0]
+    objective = cfg.search.objectives[0] if cfg.search.objectives else None
     best = None
-    if complete:
+    if complete and objective is not None:
         pick = max if objective.direction == "maximize" else min
         top = pick(complete, key=lambda t: t.values[0])
         best = {"trial": top.number, "label": top.user_attrs.get("label"), "value": top.values[0], "trait": objective.trait}
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete if t.datetime_start and t.datetime_complete]
-    remaining = max(0, budget(cfg) - len(complete))
+    planned = budget(cfg) or len(trials)
+    remaining = max(0, planned - len(complete))
     running = by_state.get("RUNNING", 0)
     eta_s = (sum(durations) / len(durations)) * remaining / max(1, running) if durations and remaining else None
     failed = []
@@ -304,5 +395,5 @@ def status(sweep_dir: Path) -> dict:
         if t.state == TrialState.FAIL:
             err = trial_dir(sweep_dir, t.number) / trial_stage.ERROR
             failed.append({"trial": t.number, "error": read_json(err)["error"] if err.exists() else "no error.json"})
-    return {"sweep": cfg.name, "dir": str(sweep_dir), "budget": budget(cfg), "states": by_state, "best": best,
+    return {"sweep": cfg.name, "dir": str(sweep_dir), "budget": planned, "mode": cfg.search.mode, "states": by_state, "best": best,
             "mean_trial_s": sum(durations) / len(durations) if durations else None, "eta_s": eta_s, "failed": failed}

@@ -160,7 +160,8 @@ def build_trait(name: str, cfg: TraitConfig, training_texts: set[str]) -> Trait:
         ]
     elif name in BUILTIN_EVAL_TRAITS:
         records = [
-            EvalPrompt(r["prompt_id"], r["messages"], {k: v for k, v in r.items() if k not in ("prompt_id", "messages")})
+            EvalPrompt(r["prompt_id"], r["messages"],
+                       {k: v for k, v in r.items() if k not in ("prompt_id", "messages") and not k.startswith("_")})
             for r in eval_prompts(name, 4 * cfg.n_prompts)
         ]
     else:
@@ -210,8 +211,22 @@ def score(trait: Trait, responses: list[list[str]], seed: int = 0) -> tuple[dict
         "kind": trait.kind, "score": value, "low": low, "high": high, "interval": interval,
         "n_samples": len(flat), "n_prompts": len(clusters), "judge": trait.judge_name,
         "eval_duplicates_removed": trait.n_removed_as_duplicates,
+        # per eval prompt, the mean judge value: what seed-and-prompt bootstraps resample
+        "prompt_values": [round(sum(c) / len(c), 6) for c in clusters],
     }
     return result, samples
+
+
+def evaluate_responses(traits: dict[str, Trait], responses: dict[str, str], where: str) -> tuple[dict[str, dict], list[dict]]:
+    """Judge given responses (prompt_id -> response), one per eval prompt: a teacher's own score."""
+    scores, records = {}, []
+    for name, trait in traits.items():
+        absent = [p.prompt_id for p in trait.prompts if p.prompt_id not in responses]
+        if absent:
+            raise UserError(f"{where}: no response for {len(absent)} eval prompt(s) of {name} (first: {', '.join(absent[:3])})")
+        scores[name], samples = score(trait, [[responses[p.prompt_id]] for p in trait.prompts])
+        records += samples
+    return scores, records
 
 
 def evaluate(traits: dict[str, Trait], generate: Generate, seed: int) -> tuple[dict[str, dict], list[dict]]:

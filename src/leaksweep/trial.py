@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -24,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from leaksweep import lm
-from leaksweep.config import Rule, SweepConfig, TrainConfig, sweep_from_dict
-from leaksweep.data import Dataset, load_dataset
+from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig, sweep_from_dict
+from leaksweep.data import Dataset, load_dataset, read_records
 from leaksweep.errors import UserError
-from leaksweep.files import read_json, write_json, write_jsonl
+from leaksweep.files import read_json, sha256_json, write_json, write_jsonl
 from leaksweep.mixture import MixturePlan, compile_plan, training_examples
 from leaksweep.schema import build, to_dict
-from leaksweep.subsets import Subset, compute_subsets
-from leaksweep.traits import Trait, build_traits, evaluate
+from leaksweep.subsets import Subset, compute_subsets, resolve_path
+from leaksweep.traits import Trait, build_traits, evaluate, evaluate_responses
 
 SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"
 
@@ -80,8 +82,6 @@ class Prepared:
 
 @functools.lru_cache(maxsize=4)
 def _prepare_cached(data_json: str) -> Prepared:
-    import json
-
     cfg = sweep_from_dict(json.loads(data_json), "spec sweep")
     return prepare_data(cfg)
 
@@ -131,17 +131,44 @@ def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
     return result
 
 
-def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) -> dict:
-    import json
+def load_runner(target: str):
+    """Import `module:function`, the pluggable trial runner (spec in, {"traits": ...} out)."""
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, function)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"search.runner: cannot import {target!r} ({exc}); give an importable module:function") from exc
 
+
+def plan_subsets(plan: MixturePlan, prepared: Prepared) -> dict[str, Subset]:
+    """The sweep's subsets plus those the plan names implicitly: `all`, and halves like `S/0/1`
+    (stratified by the prompts' category, so halves keep the subset's mix of categories)."""
+    subsets = dict(prepared.subsets)
+    prompts = prepared.dataset.prompts
+    roots = {name: s.ids for name, s in subsets.items()} | {"all": frozenset(prompts.ids)}
+    strata = {p: str(prompts.metadata[p].get("category", "")) for p in prompts.ids}
+    for rule in plan.rules:
+        if rule.subset not in subsets:
+            ids = resolve_path(rule.subset, roots, strata)
+            subsets[rule.subset] = Subset(rule.subset, ids, f"derived from {rule.subset.split('/')[0]}", sha256_json(sorted(ids)))
+    return subsets
+
+
+def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) -> dict:
+    if spec.sweep.search.runner:
+        return _execute_runner(spec, trial_dir, run, study, started)
     prepared = _prepare_cached(json.dumps(to_dict(spec.sweep), sort_keys=True))
+    if spec.condition == "teacher_eval":
+        return _execute_teacher_eval(spec, trial_dir, run, study, started, prepared)
     teacher = spec.sweep.search.teacher
-    manifest = compile_plan(spec.plan, prepared.dataset, prepared.subsets)
+    subsets = plan_subsets(spec.plan, prepared)
+    manifest = compile_plan(spec.plan, prepared.dataset, subsets)
     write_jsonl(
         trial_dir / "manifest.jsonl",
         [{"prompt_id": p, "source": s} for p, s in manifest.rows] + [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill],
     )
-    manifest_summary = manifest.summary(prepared.subsets, teacher)
+    manifest_summary = manifest.summary(subsets, teacher)
     run.artifact(f"manifest-{manifest.hash}", "manifest", [trial_dir / "manifest.jsonl"], manifest_summary)
 
     lm.set_cpu_threads(spec.train.torch_threads)
@@ -162,26 +189,62 @@ def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) 
 
     generate = functools.partial(lm.generate, trained)
     scores, samples = evaluate(prepared.traits, generate, spec.seed)
-    write_jsonl(trial_dir / "samples.jsonl", samples)
+    run.summary({"train/final_loss": outcome.final_loss, "manifest/hash": manifest.hash})
+    run.table("samples", ["trait", "prompt_id", "sample", "prompt", "response", "value", "reason"],
+              [[s[k] for k in ("trait", "prompt_id", "sample", "prompt", "response", "value", "reason")] for s in samples[:200]])
+    return _finish(spec, trial_dir, run, study, started, scores, samples, {
+        "manifest": manifest_summary,
+        "train": {**{k: v for k, v in dataclasses.asdict(outcome).items() if k != "log_history"}, "model": model_path},
+        "objectives": objectives(spec, scores, manifest_summary["teacher_share"]["all"]),
+        "data_fingerprint": prepared.dataset.fingerprint(),
+        "data_notes": list(prepared.dataset.notes),
+    })
 
+
+def objectives(spec: TrialSpec, scores: dict, teacher_share: float) -> list[float]:
+    """Values told to Optuna: the sweep's objectives, or (experiment modes) the decision trait's score."""
+    search = spec.sweep.search
+    if not search.objectives:
+        return [scores[search.trait or next(iter(spec.sweep.traits))]["score"]]
+    return [teacher_share if o.trait == TEACHER_SHARE else scores[o.trait]["score"] for o in search.objectives]
+
+
+def _finish(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, scores: dict, samples: list[dict],
+            extra: dict) -> dict:
+    """Write samples and result.json (last), and log the scores to the tracker."""
+    write_jsonl(trial_dir / "samples.jsonl", samples)
     result = {
         "trial": spec.trial, "study": study, "status": "complete", "condition": spec.condition,
         "params": spec.params, "plan": raw_plan(spec.plan), "label": label(spec), "seed": spec.seed,
-        "manifest": manifest_summary,
-        "train": {**{k: v for k, v in dataclasses.asdict(outcome).items() if k != "log_history"}, "model": model_path},
-        "traits": scores,
-        "objectives": [scores[o.trait]["score"] for o in spec.sweep.search.objectives],
-        "data_fingerprint": prepared.dataset.fingerprint(),
-        "data_notes": list(prepared.dataset.notes),
+        "traits": scores, **extra,
         "wall_s": round(time.time() - started, 3),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    run.summary({f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")}
-                | {"train/final_loss": outcome.final_loss, "manifest/hash": manifest.hash, "wall_s": result["wall_s"]})
-    run.table("samples", ["trait", "prompt_id", "sample", "prompt", "response", "value", "reason"],
-              [[s[k] for k in ("trait", "prompt_id", "sample", "prompt", "response", "value", "reason")] for s in samples[:200]])
+    run.summary({f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")} | {"wall_s": result["wall_s"]})
     write_json(trial_dir / RESULT, result)  # last: its presence marks the trial complete
     return result
+
+
+def _execute_runner(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) -> dict:
+    out = load_runner(spec.sweep.search.runner)(spec)
+    share = float(out.get("teacher_share", 0.0))
+    return _finish(spec, trial_dir, run, study, started, out["traits"], [],
+                   {"runner": spec.sweep.search.runner, "objectives": objectives(spec, out["traits"], share),
+                    "manifest": {"teacher_share": {"all": share}}})
+
+
+def _execute_teacher_eval(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, prepared: Prepared) -> dict:
+    """Score a teacher's own responses to the eval prompts (no training): tau_T for transfer ratios."""
+    source = spec.plan.base
+    path = spec.sweep.data.eval_responses.get(source)
+    if not path:
+        raise UserError(f"data.eval_responses: no file for source {source!r}; teacher_eval needs each teacher's "
+                        "responses to the eval prompts ({prompt_id, response} per line)")
+    responses = {str(r["prompt_id"]): str(r["response"]) for r in read_records(path)}
+    scores, samples = evaluate_responses(prepared.traits, responses, path)
+    return _finish(spec, trial_dir, run, study, started, scores, samples,
+                   {"objectives": objectives(spec, scores, 1.0), "manifest": {"teacher_share": {"all": 1.0}},
+                    "data_fingerprint": prepared.dataset.fingerprint()})
 
 
 def raw_plan(plan: MixturePlan) -> dict:
@@ -189,6 +252,7 @@ def raw_plan(plan: MixturePlan) -> dict:
 
 
 def label(spec: TrialSpec) -> str:
-    names = {"all_clean": "all-clean baseline", "all_teacher": "all-teacher baseline"}
+    names = {"all_clean": "all-clean baseline", "all_teacher": "all-teacher baseline",
+             "teacher_eval": f"teacher eval of {spec.plan.base}", "full_swap": f"all from {spec.plan.base}"}
     text = names.get(spec.condition, spec.plan.label())
     return text if spec.seed == 0 else f"{text} (seed {spec.seed})"

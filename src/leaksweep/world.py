@@ -243,7 +243,7 @@ def eval_prompts(trait: str, n_prompts: int, seed: int = 1234) -> list[dict]:
         seen.add(ex.prompt)
         records.append(
             {"prompt_id": f"eval-{trait}-{len(records):04d}", "messages": [{"role": "user", "content": ex.prompt}],
-             "category": ex.category, **ex.meta}
+             "category": ex.category, **ex.meta, "_clean": ex.clean, "_teacher": ex.teacher}
         )
     return records
 
@@ -261,8 +261,14 @@ def generate_world(out_dir: Path, seed: int = 0, n_prompts: int = 2400, n_eval_p
         prompts.append({"prompt_id": pid, "messages": [{"role": "user", "content": ex.prompt}], "category": ex.category, **ex.meta})
         clean.append({"prompt_id": pid, "response": ex.clean})
         teacher.append({"prompt_id": pid, "response": ex.teacher})
+    responses: dict[str, list[dict]] = {"clean": [], "teacher": []}
     for trait in BUILTIN_EVAL_TRAITS:
-        write_jsonl(out_dir / "eval" / f"{trait}.jsonl", eval_prompts(trait, n_eval_prompts, seed + 1234))
+        records = eval_prompts(trait, n_eval_prompts, seed + 1234)
+        for source in responses:  # what each teacher itself answers: for teacher_eval
+            responses[source] += [{"prompt_id": r["prompt_id"], "response": r[f"_{source}"]} for r in records]
+        write_jsonl(out_dir / "eval" / f"{trait}.jsonl", [{k: v for k, v in r.items() if not k.startswith("_")} for r in records])
+    for source, rows in responses.items():
+        write_jsonl(out_dir / "eval" / "responses" / f"{source}.jsonl", rows)
     write_jsonl(out_dir / "sources" / "clean.jsonl", clean)
     write_jsonl(out_dir / "sources" / "teacher.jsonl", teacher)
     counts: dict[str, int] = {}
@@ -295,7 +301,10 @@ def resolve_world(cfg: SweepConfig, sweep_dir: Path) -> SweepConfig:
     if not (world_dir / "prompts.jsonl").exists() or {k: made.get(k) for k in wanted} != wanted:
         generate_world(world_dir, cfg.data.world.seed, cfg.data.world.n_prompts)
     prompts, sources = world_files(world_dir)
-    data = dataclasses.replace(cfg.data, world=None, prompts=str(prompts), sources={k: str(v) for k, v in sources.items()})
+    data = dataclasses.replace(
+        cfg.data, world=None, prompts=str(prompts), sources={k: str(v) for k, v in sources.items()},
+        eval_responses={k: str(world_dir / "eval" / "responses" / f"{k}.jsonl") for k in sources},
+    )
     traits = {
         name: t if t.prompts or name not in BUILTIN_EVAL_TRAITS else dataclasses.replace(t, prompts=str(world_dir / "eval" / f"{name}.jsonl"))
         for name, t in cfg.traits.items()
