@@ -72,9 +72,9 @@ def threshold_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]
     return surfaces
 
 
-def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Random) -> dict:
+def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Random, verbose: bool = False) -> dict:
     tally = {k: {"trials": 0, "correct": 0, "n": 0, "null_ok": 0, "null_n": 0} for k in ("adaptive", "grid", "random")}
-    for _, cfg in surfaces:
+    for name, cfg in surfaces:
         truth = true_threshold(cfg, builder, settings.min_effect)
         execute = executor(cfg)
         runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, settings), execute)
@@ -90,8 +90,11 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
                             builder, settings, [SUBSET], picked)
         rand_runs, _ = drive(rand, execute)
         found["random"] = (dose_response(rand_runs, builder, settings, SUBSET, picked)["threshold"]["threshold"], len(rand_runs))
-        for name, (threshold, trials) in found.items():
-            t = tally[name]
+        if verbose:
+            shown = "none" if truth is None else LADDER[truth]
+            print(f"  {name:<40} truth {shown!s:>8}  " + "  ".join(f"{k} {v[0]!s:>8}" for k, v in found.items()))
+        for search, (threshold, trials) in found.items():
+            t = tally[search]
             t["trials"] += trials
             if truth is None:
                 t["null_n"] += 1
@@ -157,13 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--surfaces", type=int, default=40, help="surfaces per search kind (a fifth are null)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds-per-point", type=int, default=2)
+    parser.add_argument("--min-effect", type=float, default=0.05, help="minimal effect of interest (trait rate units)")
+    parser.add_argument("--verbose", action="store_true", help="print each surface's truth and answers")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     builder = Builder("clean", "teacher")
-    settings = Settings(TRAIT, (TRAIT,), args.seeds_per_point, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=1000)
+    settings = Settings(TRAIT, (TRAIT,), args.seeds_per_point, alpha=0.05, min_effect=args.min_effect, margin=0.05, n_boot=1000,
+                        fit_curves=False)  # only thresholds are scored here; fits would dominate the run time
     started = time.time()
-    thr = run_threshold(threshold_surfaces(args.surfaces, rng), settings, builder, rng)
-    depth = 3
+    thr = run_threshold(threshold_surfaces(args.surfaces, rng), settings, builder, rng, args.verbose)
+    depth = 4
     mini = run_minimal(planted_surfaces(args.surfaces, rng, depth), replace(settings, min_effect=0.02), builder, depth)
     grid_trials = thr["grid"]["trials"]
     print(f"leak threshold: {len(LADDER)}-rung ladder 0.001..1, {args.seeds_per_point} seeds per point, "

@@ -175,3 +175,214 @@ def test_without_baselines_makes_no_comparison(separated: Path) -> None:
     answer = _answer(write_report(separated).read_text())
     assert "No all-clean baseline trial is complete" in answer
     assert "raise" not in answer
+
+
+# --- experiment modes: analysis.json from the real searches on the simulated surface -------------------
+
+from leaksweep.experiments import (  # noqa: E402
+    Builder, MinimalSubsetSearch, Run, Settings, StaticSearch, ThresholdSearch, drive,
+)
+from leaksweep.simulate import SimConfig, SimSubset, simulate  # noqa: E402
+
+TRAIT = "date_confusion"
+BUILDER = Builder("clean", "teacher")
+SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=300)
+SIM = dict(n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
+LEAKY = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0),
+                           "R": SimSubset(n_units=64, effect=0.0)}, **SIM)
+LADDER = [round(10 ** (-3 + 3 * i / 15), 6) for i in range(16)]
+
+
+def _execute(cfg: SimConfig):
+    counter = iter(range(10**6))
+    return lambda requests: [Run(c, s, next(counter), simulate(cfg, c.plan, c.kind, s, [TRAIT])) for c, s in requests]
+
+
+def experiment_sweep(root: Path, search, cfg: SimConfig, **search_cfg) -> tuple[Path, dict]:
+    """A sweep folder as an experiment mode leaves it with the simulated runner: no logs, no samples."""
+    runs, analysis = drive(search, _execute(cfg))
+    root.mkdir(parents=True)
+    config = {"name": root.name, "base": "clean", "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
+              "search": {"teacher": "teacher", "mode": search.mode, "trait": TRAIT,
+                         "runner": "leaksweep.simulate:run", **search_cfg},
+              "traits": {TRAIT: {}}}
+    (root / "sweep.json").write_text(json.dumps(config))
+    for run in runs:
+        folder = root / "trials" / f"{run.trial:05d}"
+        folder.mkdir(parents=True)
+        (folder / "spec.json").write_text("{}")
+        (folder / "result.json").write_text(json.dumps({
+            "trial": run.trial, "condition": run.condition.kind, "label": run.condition.label(), "seed": run.seed,
+            "traits": run.traits, "plan": run.condition.to_dict()["plan"], "params": {},
+            "manifest": {"teacher_share": {"all": 0.0}}, "status": "complete",
+            "objectives": [run.traits[TRAIT]["score"]]}))
+    (root / "analysis.json").write_text(json.dumps(analysis))
+    return root, json.loads((root / "analysis.json").read_text())
+
+
+def _g(x: float) -> str:
+    return f"{round(x, 10):g}"
+
+
+def _no_crash_without_logs(page: str) -> None:
+    assert "No trial has a loss log." in page
+    assert "No samples file" in page
+    assert "No trial recorded a data fingerprint" in page and "leaksweep.simulate:run" in page
+
+
+@pytest.fixture(scope="module")
+def threshold_sweep(tmp_path_factory) -> tuple[Path, dict]:
+    search = ThresholdSearch("S", LADDER, BUILDER, SETTINGS)
+    return experiment_sweep(tmp_path_factory.mktemp("thr") / "thr", search, LEAKY, subsets=["S"], ladder=LADDER)
+
+
+def test_leak_threshold_answer_states_threshold_and_budget(threshold_sweep) -> None:
+    sweep, analysis = threshold_sweep
+    page = write_report(sweep).read_text()
+    answer = _answer(page)
+    threshold = analysis["threshold"]
+    assert threshold is not None
+    assert f"The leak threshold of {TRAIT} on <code>S</code> is <b>{_g(threshold)} (" in answer
+    assert "fixed-sequence sufficiency tests" in answer and "alpha 0.05" in answer and "min effect 0.02" in answer
+    assert f"Found with <b>{analysis['trials_spent']}</b> trials (a full ladder needs {analysis['grid_trials']})" in answer
+    assert analysis["trials_spent"] < analysis["grid_trials"]
+    budget = re.search(r'<p id="budget">(.*?)</p>', page, re.S).group(1)
+    assert f"<b>{analysis['trials_spent']}</b> trials spent of the {analysis['grid_trials']}" in budget
+    _no_crash_without_logs(page)
+    assert "<h2>Trait score vs teacher share</h2>" not in page  # replaced by the dose-response section
+
+
+def test_leak_threshold_chart_marks_the_threshold_on_a_log_axis(threshold_sweep) -> None:
+    sweep, analysis = threshold_sweep
+    page = write_report(sweep).read_text()
+    assert "<h2>Dose-response</h2>" in page
+    figure = re.search(r'<figure class="dose" data-subset="S">(.*?)</figure>', page, re.S).group(1)
+    assert figure.count("<svg") == 1
+    marker = re.search(r'<g class="threshold">.*?</g>', figure, re.S).group(0)
+    assert "<line" in marker and f"threshold {_g(threshold_pct := analysis['threshold'] * 100)}%" in marker
+    assert "axis-break" in figure and "log scale" in figure  # the ladder spans three decades
+    tested = analysis["dose_response"]["S"]["points"]
+    assert figure.count('class="rung ') == len(tested)  # fraction 0 included
+    assert 'class="rung clean"' in figure
+    steps = analysis["dose_response"]["S"]["threshold"]["steps"]
+    assert figure.count('class="rung passed"') == sum(s["decision"]["passed"] for s in steps)
+    fit = analysis["dose_response"]["S"]["fit"]
+    assert ('class="fit"' in figure) == (fit["fit"] == "ok")
+    assert ('class="ed50"' in figure) == (fit["fit"] == "ok" and fit["ed50"] is not None)
+    assert threshold_pct > 0
+
+
+def test_leak_threshold_no_leak_on_a_null_surface(tmp_path: Path) -> None:
+    null = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0)}, **SIM)
+    search = ThresholdSearch("S", [0.1, 0.5, 1.0], BUILDER, SETTINGS)
+    sweep, analysis = experiment_sweep(tmp_path / "null", search, null, subsets=["S"], ladder=[0.1, 0.5, 1.0])
+    assert analysis["threshold"] is None
+    page = write_report(sweep).read_text()
+    answer = _answer(page)
+    assert "<b>No leak</b>" in answer and "up to the top rung, 1 (100%)" in answer
+    assert "Found with <b>4</b> trials (a full ladder needs 8)" in answer
+    assert 'class="threshold"' not in page
+    assert 'class="rung failed"' in page
+
+
+def test_minimal_subset_answer_tree_and_confirmation(tmp_path: Path) -> None:
+    from leaksweep.simulate import _as_dict, _world
+    from leaksweep.subsets import resolve_path
+
+    base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **SIM)
+    _, ids, _ = _world(json.dumps(_as_dict(base), sort_keys=True))
+    units = sorted(ids["S"])
+    planted = [units.index(u) for u in sorted(resolve_path("S/1/0", ids))]
+    # steep: only (nearly) all of the planted quarter leaks, so neither of its halves is sufficient
+    cfg = SimConfig(subsets={"S": SimSubset(n_units=64, leaking=planted, effect=0.5, ed50=0.8, slope=20.0)}, **SIM)
+    search = MinimalSubsetSearch("S", max_depth=3, confirm_seeds=2, builder=BUILDER, settings=SETTINGS)
+    sweep, analysis = experiment_sweep(tmp_path / "minimal", search, cfg, subsets=["S"], max_depth=3, confirm_seeds=2)
+    assert analysis["minimal"] == ["S/1/0"] and analysis["confirmed"] == {"S/1/0": True}
+    page = write_report(sweep).read_text()
+    answer = _answer(page)
+    assert "minimal leaking subset of <code>S</code>" in answer and "<b><code>S/1/0</code></b>" in answer
+    assert "<b>distributed within</b> <code>S/1/0</code>" in answer
+    assert "Confirmed on fresh seeds that played no part in the search: <b>yes</b> for <code>S/1/0</code>" in answer
+    assert f"{analysis['trials_spent']} trials in all" in answer
+    section = page[page.index("<h2>Minimal leaking subset</h2>"):page.index("<h2>Trials</h2>")]
+    assert re.search(r'<li class="minimal" data-node="S/1/0"', section)
+    assert re.search(r'<li class="fail" data-node="S/1/1"', section)
+    assert re.search(r'<li class="pass" data-node="S"', section) and re.search(r'<li class="pass" data-node="S/1"', section)
+    assert section.count("<li ") == len(analysis["tests"])
+    confirm = re.search(r'<table class="confirm">.*?</table>', section, re.S).group(0)
+    assert 'data-node="S/1/0"' in confirm and 'class="pass"' in confirm
+    confirm_trials = {t for t in analysis["confirmations"]["S/1/0"]["trials"]}
+    assert f"of which {len(confirm_trials)} on fresh confirmation seeds" in page
+    _no_crash_without_logs(page)
+
+
+def _leak_map_cells(page: str, subset: str) -> list[tuple[str, str]]:
+    row = re.search(rf'<tr data-subset="{subset}">(.*?)</tr>', page, re.S).group(1)
+    return re.findall(r'<td class="(\w+)"(?: title="([^"]*)")?', row)
+
+
+def test_subset_scan_leak_map_and_answer(tmp_path: Path) -> None:
+    b = BUILDER
+    conds = [b.all_clean(), b.all_teacher()] + [c for x in ("S", "R") for c in (b.patch_insert(x), b.patch_remove(x))]
+    search = StaticSearch("subset_scan", conds, b, SETTINGS, ["S", "R"])
+    sweep, analysis = experiment_sweep(tmp_path / "scan", search, LEAKY, subsets=["S", "R"])
+    rows = analysis["leak_map"][TRAIT]
+    assert rows["S"]["sufficient"]["passed"] and not rows["R"]["sufficient"]["passed"]
+    assert rows["S"]["necessary"]["passed"] and not rows["R"]["necessary"]["passed"]
+    page = write_report(sweep).read_text()
+    answer = _answer(page)
+    assert "<b>Sufficient</b>" in answer and "Holm across 2 subsets): <code>S</code>; not sufficient: <code>R</code>." in answer
+    assert "<b>Necessary</b>" in answer and "<code>S</code>; not shown necessary: <code>R</code>." in answer
+    table = re.search(r'<table class="leakmap">.*?</table>', page, re.S).group(0)
+    assert "<th>sufficient</th><th>necessary</th></tr>" in table and "leak-in" not in table.split("</thead>")[0]
+    s_cells, r_cells = _leak_map_cells(table, "S"), _leak_map_cells(table, "R")
+    assert [c for c, _ in s_cells] == ["pass", "pass"] and [c for c, _ in r_cells] == ["fail", "fail"]
+    title = html.unescape(s_cells[0][1])
+    assert title.startswith(rows["S"]["sufficient"]["statement"])
+    assert "alpha 0.05" in title and "margin 0.02" in title
+    assert "trials " + ", ".join(map(str, rows["S"]["sufficient"]["trials"])) in title
+    est = rows["S"]["sufficient"]["estimate"]
+    assert f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]" in table
+    assert "Holm: rejected" in table and "Holm: not rejected" in table
+    _no_crash_without_logs(page)
+
+
+def test_drop_mode_leak_in_columns(tmp_path: Path) -> None:
+    leak_in = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0)}, rest_effect=0.4, suppression=1.0, **SIM)
+    b = BUILDER
+    conds = [b.all_clean(), b.all_teacher(), b.patch_remove("S"), b.drop("S", "none"), b.drop("S", "clean")]
+    search = StaticSearch("drop", conds, b, SETTINGS, ["S"])
+    sweep, analysis = experiment_sweep(tmp_path / "drop", search, leak_in, subsets=["S"], refill=["none", "clean"])
+    page = write_report(sweep).read_text()
+    table = re.search(r'<table class="leakmap">.*?</table>', page, re.S).group(0)
+    assert "<th>necessary</th><th>leak-in, refill none</th><th>leak-in, refill clean</th>" in table
+    assert "refill same" not in table
+    expected = ["pass" if analysis["leak_map"][TRAIT]["S"][k]["passed"] else "fail"
+                for k in ("necessary", "leak_in_refill_none", "leak_in_refill_clean")]
+    assert [c for c, _ in _leak_map_cells(table, "S")] == expected == ["pass", "pass", "pass"]
+    assert "<b>Leak-in</b>" in _answer(page) and "<code>S</code> (refill none, refill clean)" in _answer(page)
+
+
+def test_full_swap_with_teacher_eval_states_offset_and_transfer(tmp_path: Path) -> None:
+    b = BUILDER
+    cfg = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.4, ed50=0.05)}, rest_effect=0.2, teacher_rate=0.9, **SIM)
+    conds = [b.all_clean(), b.all_teacher(), b.teacher_eval("clean"), b.teacher_eval("teacher")]
+    search = StaticSearch("full_swap", conds, b, SETTINGS)
+    sweep, analysis = experiment_sweep(tmp_path / "swap", search, cfg, teacher_eval=True)
+    transfer = analysis["transfer"]["teacher"][TRAIT]
+    answer = _answer(write_report(sweep).read_text())
+    assert f"offset τS − τT = <b>{transfer['offset']:.3f}</b>" in html.unescape(answer)
+    assert f"transfer ratio (τS − τ0)/(τT − τ0) = <b>{transfer['ratio']:.3f}</b>" in html.unescape(answer)
+    assert "The teachers' own scores" in html.unescape(answer)
+
+
+def test_experiment_mode_without_analysis_says_so(threshold_sweep, tmp_path: Path) -> None:
+    import shutil
+
+    sweep = tmp_path / "unfinished"
+    shutil.copytree(threshold_sweep[0], sweep)
+    (sweep / "analysis.json").unlink()
+    (sweep / "report.html").unlink(missing_ok=True)
+    page = write_report(sweep).read_text()
+    assert "<code>leak_threshold</code> sweep has no analysis.json yet" in _answer(page)
+    assert "<h2>Dose-response</h2>" not in page

@@ -140,6 +140,7 @@ def test_score_rate_uses_wilson():
     assert result == {
         "kind": "rate", "score": rate, "low": low, "high": high, "interval": "wilson95",
         "n_samples": 6, "n_prompts": 3, "judge": "rule:date_confusion", "eval_duplicates_removed": 2,
+        "prompt_values": [0.5, 0.0, 1.0],  # per prompt, the mean verdict
     }
     assert [s["value"] for s in samples] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
     assert [(s["prompt_id"], s["sample"]) for s in samples] == [("e0", 0), ("e0", 1), ("e1", 0), ("e1", 1), ("e2", 0), ("e2", 1)]

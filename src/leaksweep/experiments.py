@@ -170,6 +170,7 @@ class Settings:
     min_effect: float
     margin: float
     n_boot: int = 2000
+    fit_curves: bool = True  # logistic dose-response fits (bootstrapped: the slow part of conclude)
 
     @property
     def seed_range(self) -> range:
@@ -226,9 +227,11 @@ class StaticSearch:
         if self.mode == "fraction_sweep":
             out["dose_response"] = {sub: dose_response(runs, b, s, sub, self.ladder) for sub in self.subsets}
         if self.mode in ("full_swap", "teacher_eval"):
-            out["sources"] = {
-                c.source: {t: _estimate(runs_of(runs, c), t, s) for t in s.traits} for c in self.conditions if c.source
+            by_source = lambda kind: {  # noqa: E731
+                c.source: {t: _estimate(runs_of(runs, c), t, s) for t in s.traits} for c in self.conditions if c.kind == kind
             }
+            out["students"] = by_source("full_swap")  # a student trained on all of one source's rollouts
+            out["teachers"] = by_source("teacher_eval")  # the teacher's own score, no training
             out["transfer"] = transfer_table(runs, b, s, self.conditions)
         return out
 
@@ -272,13 +275,13 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
     present = {f: r for f, r in present.items() if r}
     seq = stats.fixed_sequence_threshold(
         sorted(present), {f: values(r, trait) for f, r in present.items()}, values(runs_of(runs, clean), trait),
-        s.min_effect, s.alpha, trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()},
+        s.min_effect, s.alpha, trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()}, n_boot=s.n_boot,
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
     fit = stats.fit_dose_response(
         [f for f, _ in points], [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
         score_runs=[values(r, trait) for _, r in points], seed=0,
-    )
+    ) if s.fit_curves and len(points) >= 3 else {"fit": "skipped"}
     return {
         "subset": subset, "trait": trait, "ladder": ladder, "tested": sorted(present),
         "points": [{"fraction": f, **(_estimate(r, trait, s) or {})} for f, r in points],

@@ -3,6 +3,7 @@
 The report reads only the sweep folder (DESIGN.md: "report reads trial dirs only"):
 
     sweep.json                     the resolved sweep config
+    analysis.json                  an experiment mode's conclusions (experiments.py `conclude`), when present
     trials/NNNNN/result.json       a complete trial (its presence means done)
     trials/NNNNN/train_log.jsonl   the training curve
     trials/NNNNN/samples.jsonl     every eval generation with its judge verdict
@@ -23,8 +24,9 @@ from pathlib import Path
 
 from leaksweep.errors import UserError
 from leaksweep.files import atomic_write_text, read_json, read_jsonl
+from leaksweep.subsets import HALF_SEP
 
-SWEEP_FILE, TRIALS_DIR, REPORT_FILE = "sweep.json", "trials", "report.html"
+SWEEP_FILE, TRIALS_DIR, REPORT_FILE, ANALYSIS = "sweep.json", "trials", "report.html", "analysis.json"
 SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"
 TRAIN_LOG, SAMPLES = "train_log.jsonl", "samples.jsonl"
 
@@ -155,6 +157,7 @@ class SweepView:
     dir: Path
     config: dict
     trials: list[Trial]
+    analysis: dict | None = None  # analysis.json of an experiment mode; None for optuna sweeps
 
     @property
     def name(self) -> str:
@@ -185,6 +188,20 @@ class SweepView:
                 return obj["trait"], obj.get("direction", "maximize")
         return (self.traits[0] if self.traits else "", "maximize")
 
+    @property
+    def mode(self) -> str:
+        return str(self.analysis.get("mode") if self.analysis else self.config.get("search", {}).get("mode", "optuna"))
+
+    @property
+    def decision_trait(self) -> str:
+        """The trait an experiment mode decides on, chosen as experiments.settings_for chooses it."""
+        search = self.config.get("search", {})
+        if search.get("trait"):
+            return str(search["trait"])
+        if search.get("objectives"):
+            return str(search["objectives"][0].get("trait"))
+        return self.traits[0] if self.traits else ""
+
     def of(self, condition: str) -> list[Trial]:
         return [t for t in self.trials if t.condition == condition]
 
@@ -207,7 +224,9 @@ class SweepView:
 
 
 def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if math.isfinite(x) else "n/a"
 
 
 def _interval(score: float, low: float, high: float) -> str:
@@ -302,7 +321,7 @@ def axes(frame: Frame, xticks: list[float], yticks: list[float], xlabel: str, yl
 
 
 def legend(items: list[tuple[str, str, str]]) -> tuple[list[str], int]:
-    """Entries (label, colour, style in point|line|dashed) in rows below the plot; (parts, height)."""
+    """Entries (label, colour, style in point|hollow|line|dashed|dotted) in rows below the plot; (parts, height)."""
     parts, x, y = [], LEFT, PLOT_H + 6
     for label, col, style in items:
         width = 30 + 7 * len(label)
@@ -310,8 +329,10 @@ def legend(items: list[tuple[str, str, str]]) -> tuple[list[str], int]:
             x, y = LEFT, y + 18
         if style == "point":
             parts.append(f'<circle cx="{x + 9}" cy="{y}" r="4" fill="{col}"/>')
+        elif style == "hollow":
+            parts.append(f'<circle cx="{x + 9}" cy="{y}" r="4" fill="#fff" stroke="{col}" stroke-width="1.5"/>')
         else:
-            dash = ' stroke-dasharray="6 4"' if style == "dashed" else ""
+            dash = {"dashed": ' stroke-dasharray="6 4"', "dotted": ' stroke-dasharray="2 3"'}.get(style, "")
             parts.append(f'<line x1="{x}" y1="{y}" x2="{x + 18}" y2="{y}" stroke="{col}" stroke-width="2"{dash}/>')
         parts.append(f'<text x="{x + 24}" y="{y + 4}">{esc(label)}</text>')
         x += width
@@ -398,10 +419,15 @@ def loss_chart(curves: dict[int, list[tuple[float, float]]]) -> str:
 
 
 def answer(view: SweepView) -> str:
-    """The paragraph that answers the sweep's question, computed from the scores."""
+    """The paragraph that answers the sweep's question: from analysis.json in an experiment mode, else the scores."""
+    if view.analysis is not None:
+        return analysis_answer(view)
     trait, _ = view.objective
     clean, teacher = pool(view.of("all_clean"), trait), pool(view.of("all_teacher"), trait)
-    text = [f"Which data carries <b>{esc(trait)}</b> from the teacher <code>{esc(view.teacher)}</code> "
+    text = [] if view.mode == "optuna" else [
+        f"This <code>{esc(view.mode)}</code> sweep has no {esc(ANALYSIS)} yet (its search writes one when it "
+        f"finishes); until then, what the complete trials show."]
+    text += [f"Which data carries <b>{esc(trait)}</b> from the teacher <code>{esc(view.teacher)}</code> "
             f"into the student? Scores are {esc(trait)} with 95% intervals."]
     text.append(_baselines_sentence(clean, teacher))
     patched = view.patched_subsets()
@@ -553,7 +579,7 @@ def samples_block(trial: Trial, role: str) -> str:
     path = trial.dir / SAMPLES
     title = f"<h3>{esc(role)}: trial {trial.number}, {esc(trial.label)}</h3>"
     if not path.is_file():
-        return title + "<p>No samples file.</p>"
+        return title + "<p>No samples file (simulated trials and some runners write none).</p>"
     by_trait: dict[str, list[dict]] = {}
     for row in read_jsonl(path):
         group = by_trait.setdefault(str(row.get("trait", "")), [])
@@ -569,7 +595,7 @@ def samples_block(trial: Trial, role: str) -> str:
             f'<pre>{esc(_clip(str(r.get("response", ""))))}</pre></div>'
             for r in rows)
         blocks.append(f"<h4>{esc(trait)}</h4>{items}")
-    return title + "".join(blocks)
+    return title + ("".join(blocks) or "<p>The samples file is empty.</p>")
 
 
 def samples_section(view: SweepView) -> str:
@@ -580,14 +606,602 @@ def samples_section(view: SweepView) -> str:
 
 
 def provenance(view: SweepView) -> str:
-    fingerprints = sorted({str(t.result.get("data_fingerprint", "")) for t in view.trials})
-    warn = "" if len(fingerprints) == 1 else " <b>The trials used different data.</b>"
+    fingerprints = sorted({str(t.result["data_fingerprint"]) for t in view.trials if t.result.get("data_fingerprint")})
+    warn = "" if len(fingerprints) <= 1 else " <b>The trials used different data.</b>"
+    runner = view.config.get("search", {}).get("runner")
+    shown = (f"Data fingerprint(s): {', '.join(f'<code>{esc(f)}</code>' for f in fingerprints)}.{warn}" if fingerprints
+             else "No trial recorded a data fingerprint"
+             + (f" (trials ran through <code>{esc(str(runner))}</code>, not on real data)." if runner else "."))
     example = view.trials[0].dir
     config = json.dumps(view.config, indent=2, sort_keys=True, default=str)
-    return (f"<p>Data fingerprint(s): {', '.join(f'<code>{esc(f)}</code>' for f in fingerprints)}.{warn}</p>"
+    analysis = ("" if view.analysis is None else
+                f"<details><summary>Conclusions ({esc(ANALYSIS)})</summary>"
+                f"<pre>{esc(json.dumps(view.analysis, indent=2, sort_keys=True, default=str))}</pre></details>")
+    return (f"<p>{shown}</p>"
             f"<p>Rerun a trial from its folder: <code>leaksweep trial &lt;trial dir&gt;</code>, e.g. "
             f"<code>leaksweep trial {esc(str(example))}</code>.</p>"
-            f"<details><summary>Sweep config ({esc(SWEEP_FILE)})</summary><pre>{esc(config)}</pre></details>")
+            f"<details><summary>Sweep config ({esc(SWEEP_FILE)})</summary><pre>{esc(config)}</pre></details>"
+            + analysis)
+
+
+# --- experiment modes: sections computed from analysis.json ------------------------------------------
+#
+# The shapes are those of experiments.py `conclude`: decisions are stats.Decision.to_dict() ({test, alpha,
+# margin, estimate, p_value, passed, trials, statement}), estimates {value, low, high, level, method,
+# n_runs, n_prompts, trials}. Every number shown is read from analysis.json; nothing is recomputed.
+
+LEAK_MAP_COLUMNS = (("sufficient", "sufficient"), ("necessary", "necessary"),
+                    ("leak_in_refill_none", "leak-in, refill none"), ("leak_in_refill_same", "leak-in, refill same"),
+                    ("leak_in_refill_clean", "leak-in, refill clean"))
+LEAK_MAP_MODES = ("patch_insert", "patch_remove", "drop", "subset_scan")
+ZERO_SLOT = 36  # px at the left of a log-x chart where fraction 0 (the clean baseline) is drawn
+FIT, THRESHOLD, ED50 = "#9467bd", "#d62728", "#ff7f0e"
+
+
+def _g(x: float | None) -> str:
+    """A parameter as written (alpha, margin, a fraction): shortest round form."""
+    return "–" if x is None else f"{round(float(x), 10):g}"
+
+
+def _frac(f: float | None) -> str:
+    """A fraction of a subset, with its percentage: `0.05 (5%)`."""
+    return "–" if f is None else f"{_g(f)} ({_tick_pct(f)})"
+
+
+def _est(e: dict | None) -> str:
+    """`value [low, high]` of an estimate dict (an unbounded side, stored as null, shows as ∞); – when absent."""
+    if not e or e.get("value") is None:
+        return "–"
+    low, high = e.get("low"), e.get("high")
+    return (f'{_num(e["value"])} [{"−∞" if low is None else _num(low)}, '
+            f'{"∞" if high is None else _num(high)}]')
+
+
+def _est_runs(e: dict | None) -> str:
+    if not e or e.get("value") is None:
+        return "– (no trial)"
+    runs = e.get("n_runs")
+    return _est(e) + (f" over {runs} run{'s' if runs != 1 else ''}" if runs else "")
+
+
+def _p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "p –"
+    return "p &lt; 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _trial_list(numbers) -> str:
+    return ", ".join(str(n) for n in numbers or []) or "none"
+
+
+def decision_title(d: dict) -> str:
+    """The hover text of a decision: its statement, then test, alpha, margin and trials."""
+    return (f'{d.get("statement", "")} (test: {d.get("test", "?")}; alpha {_g(d.get("alpha"))}; '
+            f'margin {_g(d.get("margin"))}; trials {_trial_list(d.get("trials"))})')
+
+
+def _verdict(d: dict) -> str:
+    return "✓ passed" if d.get("passed") else "✗ not passed"
+
+
+def _decision_short(d: dict) -> str:
+    """`estimate [low, high], p = x`."""
+    return f'{_est(d.get("estimate"))}, {_p(d.get("p_value"))}'
+
+
+def decision_cell(d: dict | None, extra: str = "") -> str:
+    """A table cell: passed or not, the estimate with its interval and p; the statement on hover."""
+    if not d:
+        return '<td class="na">not tested</td>'
+    cls = "pass" if d.get("passed") else "fail"
+    return (f'<td class="{cls}" title="{esc(decision_title(d))}"><b>{_verdict(d)}</b><br>'
+            f'{_decision_short(d)}{extra}</td>')
+
+
+def _code_list(names: list[str]) -> str:
+    return ", ".join(f"<code>{esc(n)}</code>" for n in names) if names else "none"
+
+
+def _test_levels(analysis: dict, *, margin: bool = False) -> str:
+    text = f'alpha {_g(analysis.get("alpha"))}, min effect {_g(analysis.get("min_effect"))}'
+    return text + (f', margin {_g(analysis.get("margin"))}' if margin and "margin" in analysis else "")
+
+
+def _baselines_from_analysis(analysis: dict, trait: str) -> str:
+    b = analysis.get("baselines", {}).get(trait, {})
+    clean, teacher = b.get("all_clean"), b.get("all_teacher")
+    if not clean and not teacher:
+        return ""
+    text = f"The all-clean student scores τ0 = {_est_runs(clean)}"
+    if teacher and teacher.get("value") is not None:
+        text += f", the all-teacher student τ1 = {_est_runs(teacher)}"
+        if clean and clean.get("value") is not None:
+            text += f", D = τ1 − τ0 = {_num(teacher['value'] - clean['value'])}"
+    return text + "."
+
+
+# answers ------------------------------------------------------------------------------------------
+
+
+def analysis_answer(view: SweepView) -> str:
+    """The opening paragraph of an experiment mode, from analysis.json."""
+    a, mode = view.analysis or {}, view.mode
+    if mode == "leak_threshold":
+        text = _threshold_answer(a)
+    elif mode == "fraction_sweep":
+        text = _fraction_sweep_answer(a)
+    elif mode == "minimal_subset":
+        text = _minimal_answer(a)
+    elif mode in LEAK_MAP_MODES:
+        text = _leak_map_answer(a, view.decision_trait)
+    elif mode in ("full_swap", "teacher_eval"):
+        text = _transfer_answer(a, view.decision_trait, view.config)
+    else:
+        text = [f"analysis.json holds conclusions of mode <code>{esc(mode)}</code>, which this report does not know."]
+    return '<p id="answer">' + " ".join(t for t in text if t) + "</p>"
+
+
+def _threshold_sentence(dr: dict, analysis: dict) -> str:
+    """The threshold of one dose-response entry, with the test that found it and the fit's ED50/ED10."""
+    subset, trait = dr.get("subset", "?"), dr.get("trait", "?")
+    seq = dr.get("threshold") or {}
+    f = seq.get("threshold")
+    tested = dr.get("tested") or []
+    test = (f'fixed-sequence sufficiency tests vs the all-clean baseline from the highest rung down at alpha '
+            f'{_g(seq.get("alpha", analysis.get("alpha")))}, min effect {_g(seq.get("margin", analysis.get("min_effect")))}')
+    name = f"<code>{esc(subset)}</code>"
+    if f is not None:
+        stop = seq.get("stopped_at")
+        how = (f"testing stopped at the first rung not rejected, {_frac(stop)}" if stop is not None
+               else "every rung tested was rejected")
+        text = (f"The leak threshold of {esc(trait)} on {name} is <b>{_frac(f)}</b> of the subset from the teacher "
+                f"({test}; {how}).")
+    else:
+        top = max(tested) if tested else (dr.get("ladder") or [None])[-1]
+        step = next((s.get("decision") for s in seq.get("steps", []) if s.get("fraction") == top), None)
+        why = f" The top rung's test: {esc(step['statement'])}" if step and step.get("statement") else ""
+        text = (f"<b>No leak</b> of {esc(trait)} on {name} up to the top rung, {_frac(top)} from the teacher "
+                f"({test}).{why}")
+    fit = dr.get("fit") or {}
+    if fit.get("fit") == "ok":
+        eds = [f"{name_} = {_est(fit.get(key))}" for key, name_ in (("ed50", "ED50"), ("ed10", "ED10")) if fit.get(key)]
+        if eds:
+            text += f" A logistic fit in log-fraction puts {' and '.join(eds)} (fractions of the subset)."
+        if fit.get("extrapolated"):
+            text += " (ED50 lies outside the tested fractions: extrapolated.)"
+    elif fit.get("fit"):
+        why = {"flat": "flat (it does not beat a constant)", "failed": "failed (no start converged)",
+               "insufficient": "not possible (it needs 5 points and 3 distinct fractions above 0)",
+               "skipped": "not made for this sweep"}
+        text += f" A logistic dose-response fit is {why.get(fit['fit'], esc(str(fit['fit'])))}, so there is no ED50."
+    return text
+
+
+def _threshold_answer(a: dict) -> list[str]:
+    text = []
+    for subset, dr in (a.get("dose_response") or {}).items():
+        text.append(_threshold_sentence(dr, a))
+        text.append(_baselines_from_analysis(a, dr.get("trait", "")))
+    spent, grid = a.get("trials_spent"), a.get("grid_trials")
+    if spent is not None:
+        text.append(f"Found with <b>{spent}</b> trials" + (f" (a full ladder needs {grid})." if grid else "."))
+    return text or ["analysis.json holds no dose-response."]
+
+
+def _fraction_sweep_answer(a: dict) -> list[str]:
+    curves = a.get("dose_response") or {}
+    if not curves:
+        return ["analysis.json holds no dose-response."]
+    text = [_threshold_sentence(dr, a) for dr in curves.values()]
+    trait = next(iter(curves.values())).get("trait", "")
+    return text + [_baselines_from_analysis(a, trait)]
+
+
+def _minimal_answer(a: dict) -> list[str]:
+    root, trait = a.get("subset", "?"), a.get("trait", "?")
+    tests, minimal = a.get("tests", {}), a.get("minimal", [])
+    levels = f"sufficiency tests at {_test_levels(a)}"
+    spent = f"{a.get('trials_spent')} trials in all." if a.get("trials_spent") is not None else ""
+    if a.get("no_leak"):
+        d = tests.get(root)
+        detail = f": {_decision_short(d)}" if d else ""
+        return [f"<b>No leak</b>: patching all of <code>{esc(root)}</code> with the teacher is not sufficient for "
+                f"{esc(trait)} ({levels}){detail}, so there is no leaking subset to narrow down.", spent]
+    if not minimal:
+        return [f"The bisection of <code>{esc(root)}</code> found no minimal leaking subset (the search did not "
+                f"finish).", spent]
+    text = [f"The minimal leaking subset{'s' if len(minimal) > 1 else ''} of <code>{esc(root)}</code> for "
+            f"{esc(trait)} ({levels}): " + "; ".join(
+                f"<b><code>{esc(n)}</code></b> ({_decision_short(tests[n])})" if n in tests else f"<b>{esc(n)}</b>"
+                for n in minimal) + "."]
+    distributed = [n for n in minimal if n in set(a.get("distributed", []))]
+    at_depth = [n for n in minimal if n not in distributed]
+    one = len(distributed) == 1
+    if distributed:
+        text.append(f"The trait is <b>distributed within</b> {_code_list(distributed)}: "
+                    f"{'it is' if one else 'each is'} sufficient but neither of {'its' if one else 'their'} halves is.")
+    if at_depth:
+        text.append(f"{_code_list(at_depth)} {'is' if len(at_depth) == 1 else 'are'} at the maximum bisection depth, "
+                    f"so minimal at that granularity only (halves not tested).")
+    confirmations, confirmed = a.get("confirmations", {}), a.get("confirmed", {})
+    verdicts = [f"<b>{'yes' if confirmed[n] else 'no'}</b> for <code>{esc(n)}</code>"
+                + (f" ({_decision_short(confirmations[n])})" if n in confirmations else "")
+                for n in minimal if n in confirmed]
+    if verdicts:
+        text.append("Confirmed on fresh seeds that played no part in the search: " + "; ".join(verdicts) + ".")
+    unconfirmed = [n for n in minimal if n not in confirmed]
+    if unconfirmed:
+        text.append(f"No confirmation run on fresh seeds for {_code_list(unconfirmed)}.")
+    return text + [_baselines_from_analysis(a, trait), spent]
+
+
+def _leak_map_answer(a: dict, trait: str) -> list[str]:
+    table = a.get("leak_map") or {}
+    if trait not in table:
+        trait = next(iter(table), trait)
+    rows = table.get(trait, {})
+    if not rows:
+        return ["analysis.json holds no leak map."]
+    text = [f"Which subsets carry <b>{esc(trait)}</b> from the teacher into the student?",
+            _baselines_from_analysis(a, trait)]
+    tested = [s for s, r in rows.items() if "sufficient" in r]
+    if tested:
+        holm = {s: rows[s].get("sufficient_holm", rows[s]["sufficient"]["passed"]) for s in tested}
+        alone = [s for s in tested if rows[s]["sufficient"]["passed"] and not holm[s]]
+        text.append(f"<b>Sufficient</b> (patching the teacher's rollouts into the subset alone raises the trait; "
+                    f"{_test_levels(a)}, Holm across {len(tested)} subset{'s' if len(tested) > 1 else ''}): "
+                    f"{_code_list([s for s in tested if holm[s]])}; not sufficient: "
+                    f"{_code_list([s for s in tested if not holm[s]])}."
+                    + (f" ({_code_list(alone)} passed alone but not after the Holm correction.)" if alone else ""))
+    tested = [s for s, r in rows.items() if "necessary" in r]
+    if tested:
+        text.append(f"<b>Necessary</b> (clean rollouts patched into the subset bring the all-teacher student to the "
+                    f"clean baseline within margin {_g(a.get('margin'))}, two one-sided tests at alpha "
+                    f"{_g(a.get('alpha'))}): {_code_list([s for s in tested if rows[s]['necessary']['passed']])}; "
+                    f"not shown necessary: {_code_list([s for s in tested if not rows[s]['necessary']['passed']])}.")
+    leak_keys = [(k, label) for k, label in LEAK_MAP_COLUMNS if k.startswith("leak_in")]
+    tested = [s for s, r in rows.items() if any(k in r for k, _ in leak_keys)]
+    if tested:
+        refills = {s: [label.removeprefix("leak-in, ") for k, label in leak_keys if rows[s].get(k, {}).get("passed")]
+                   for s in tested}
+        found = [f"<code>{esc(s)}</code> ({', '.join(r)})" for s, r in refills.items() if r]
+        text.append("<b>Leak-in</b> (the subset is necessary, yet dropping it leaves the trait higher than patching "
+                    "clean rollouts into it): " + (", ".join(found) if found else "none") + ".")
+    return text
+
+
+def _transfer_answer(a: dict, trait: str, config: dict) -> list[str]:
+    transfer = a.get("transfer") or {}
+    text = []
+    for key, what, symbol in (("teachers", "The teachers' own scores on the eval prompts (no training)", "τT"),
+                              ("students", "Students trained on all of one source's rollouts", "τS")):
+        if a.get(key):
+            text.append(f"{what}: " + "; ".join(
+                f"<code>{esc(src)}</code>: {esc(trait)} {symbol} = {_est(by_trait.get(trait))}"
+                for src, by_trait in a[key].items()) + ".")
+    for src, by_trait in transfer.items():
+        for t, tr in by_trait.items():
+            if t != trait and trait in by_trait:
+                continue
+            ratio = tr.get("ratio")
+            text.append(
+                f"Teacher <code>{esc(src)}</code> vs the student trained on all of its rollouts, on {esc(t)}: offset "
+                f"τS − τT = <b>{_num(tr.get('offset'))}</b>, transfer ratio (τS − τ0)/(τT − τ0) = <b>"
+                f"{_num(ratio) if ratio is not None else 'undefined (the teacher scores the same as τ0)'}</b>.")
+    if not transfer:
+        text.append("No teacher has both a teacher eval and a student trained on all of its rollouts (with the "
+                    "all-clean baseline), so there is no offset or transfer ratio.")
+    return text + [_baselines_from_analysis(a, trait)]
+
+
+# budget, leak map, transfer -------------------------------------------------------------------------
+
+
+def budget_line(analysis: dict) -> str:
+    """Trials the search spent (and what the full grid would have needed, where stated)."""
+    spent, grid = analysis.get("trials_spent"), analysis.get("grid_trials")
+    if spent is None:
+        return ""
+    text = f"Trial budget: <b>{spent}</b> trials spent"
+    if grid:
+        text += f" of the {grid} a full ladder (every rung and the baseline, each seed) would need"
+        if grid > spent:
+            text += f", {1 - spent / grid:.0%} saved"
+    confirm = sorted({t for d in (analysis.get("confirmations") or {}).values() for t in d.get("trials", [])})
+    if confirm:
+        text += f", of which {len(confirm)} on fresh confirmation seeds"
+    per_subset = {s: dr.get("trials_spent") for s, dr in (analysis.get("dose_response") or {}).items()}
+    if len(per_subset) > 1:
+        text += " (" + ", ".join(f"{esc(s)}: {n}" for s, n in per_subset.items() if n is not None) + " incl. the baseline)"
+    return f'<p id="budget">{text}.</p>'
+
+
+def leak_map_section(analysis: dict) -> str:
+    """Rows subset; columns trait × sufficient / necessary / leak-in per refill."""
+    table = analysis.get("leak_map") or {}
+    subsets = list(dict.fromkeys(s for rows in table.values() for s in rows))
+    columns = {t: [(k, label) for k, label in LEAK_MAP_COLUMNS if any(k in rows.get(s, {}) for s in subsets)]
+               for t, rows in table.items()}
+    columns = {t: c for t, c in columns.items() if c}
+    if not columns:
+        return "<p>analysis.json has no leak-map decision.</p>"
+    top = '<th rowspan="2">subset</th>' + "".join(f'<th colspan="{len(c)}">{esc(t)}</th>' for t, c in columns.items())
+    sub = "".join(f"<th>{esc(label)}</th>" for c in columns.values() for _, label in c)
+    rows = []
+    for s in subsets:
+        cells = [f"<th><code>{esc(s)}</code></th>"]
+        for t, cols in columns.items():
+            row = table[t].get(s, {})
+            for key, _ in cols:
+                extra = ""
+                if key == "sufficient" and "sufficient_holm" in row:
+                    extra = f'<br><span class="small">Holm: {"rejected" if row["sufficient_holm"] else "not rejected"}</span>'
+                cells.append(decision_cell(row.get(key), extra))
+        rows.append(f'<tr data-subset="{esc(s)}">' + "".join(cells) + "</tr>")
+    note = (f'<p class="small">Sufficient: patch-insert of the subset vs the all-clean baseline, one-sided at '
+            f'{_test_levels(analysis)}, Holm across subsets. Necessary: patch-remove vs all-clean equivalent within '
+            f'margin {_g(analysis.get("margin"))} (two one-sided tests). Leak-in: the subset is necessary and drop '
+            f'(with the stated refill) minus patch-remove has a lower bound above 0. Each cell: the estimate '
+            f'[95% interval] and p; hover for the test\'s statement, alpha, margin and trials.</p>')
+    return (f'<table class="leakmap"><thead><tr>{top}</tr><tr>{sub}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>{note}')
+
+
+def transfer_section(analysis: dict, config: dict) -> str:
+    transfer = analysis.get("transfer") or {}
+    parts = []
+    if transfer:
+        rows = "".join(
+            f"<tr><td><code>{esc(src)}</code></td><td>{esc(t)}</td><td>{_num(tr.get('offset'))}</td>"
+            f"<td>{_num(tr.get('ratio')) if tr.get('ratio') is not None else 'undefined'}</td></tr>"
+            for src, by_trait in transfer.items() for t, tr in by_trait.items())
+        parts.append("<table><thead><tr><th>teacher</th><th>trait</th><th>offset τS − τT</th>"
+                     "<th>transfer ratio (τS − τ0)/(τT − τ0)</th></tr></thead>"
+                     f"<tbody>{rows}</tbody></table>")
+    for key, what in (("teachers", "the teacher's own score τT (teacher eval, no training)"),
+                      ("students", "the student trained on all of the source's rollouts")):
+        sources = analysis.get(key) or {}
+        if not sources:
+            continue
+        traits = list(dict.fromkeys(t for by_trait in sources.values() for t in by_trait))
+        head = "".join(f"<th>{esc(t)} [low, high]</th>" for t in traits)
+        rows = "".join(f"<tr><td><code>{esc(src)}</code></td>"
+                       + "".join(f"<td title=\"trials {esc(_trial_list((by_trait.get(t) or {}).get('trials')))}\">"
+                                 f"{_est(by_trait.get(t))}</td>" for t in traits) + "</tr>"
+                       for src, by_trait in sources.items())
+        parts.append(f"<p class=\"small\">Per source: {what}.</p><table><thead><tr><th>source</th>{head}</tr></thead>"
+                     f"<tbody>{rows}</tbody></table>")
+    return "".join(parts) or "<p>analysis.json has no teacher or transfer scores.</p>"
+
+
+# dose-response ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogFrame(Frame):
+    """Log10 x over [x_lo, x_hi] (both above 0), after a ZERO_SLOT strip at the left where x = 0 is drawn."""
+
+    def px(self, x: float) -> float:
+        if x <= 0:
+            return LEFT + ZERO_SLOT / 2
+        start, span = LEFT + ZERO_SLOT, PLOT_W - LEFT - RIGHT - ZERO_SLOT
+        lo, hi = math.log10(self.x_lo), math.log10(self.x_hi)
+        return start + (math.log10(x) - lo) / (hi - lo) * span
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Decades in [lo, hi]; 1-2-5 steps when fewer than three decades fit."""
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    inside = lambda v: lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)  # noqa: E731
+    decades = [10.0**k for k in range(k0, k1 + 1) if inside(10.0**k)]
+    if len(decades) >= 3:
+        return decades
+    return [m * 10.0**k for k in range(k0, k1 + 1) for m in (1, 2, 5) if inside(m * 10.0**k)]
+
+
+def fit_curve(fit: dict):
+    """The fitted logistic tau(f) = bottom + (top - bottom) * expit(slope * (log10 f - log10 ED50)); None unless ok."""
+    params = fit.get("params") or {}
+    if fit.get("fit") != "ok" or not all(k in params for k in ("bottom", "top", "slope_per_decade", "log10_ed50")):
+        return None
+    bottom, top, slope, centre = (float(params[k]) for k in ("bottom", "top", "slope_per_decade", "log10_ed50"))
+
+    def curve(f: float) -> float:
+        if f <= 0:
+            return bottom
+        z = slope * (math.log10(f) - centre)
+        return bottom + (top - bottom) * (1 / (1 + math.exp(-z)) if z > -700 else 0.0)
+
+    return curve
+
+
+def _key(f: float) -> float:
+    return round(float(f), 12)
+
+
+def dose_chart(dr: dict, analysis: dict) -> str:
+    """Trait vs fraction of the subset from the teacher: rungs with intervals, fit, threshold and ED50."""
+    subset, trait = str(dr.get("subset", "?")), str(dr.get("trait", "?"))
+    points = [p for p in dr.get("points", []) if p.get("value") is not None]
+    seq, fit = dr.get("threshold") or {}, dr.get("fit") or {}
+    steps = {_key(s["fraction"]): s.get("decision") or {} for s in seq.get("steps", [])}
+    threshold, curve = seq.get("threshold"), fit_curve(fit)
+    ed50 = fit.get("ed50") if curve else None
+    positive = sorted({float(p["fraction"]) for p in points if p["fraction"] > 0}
+                      | {float(f) for f in dr.get("ladder", []) if f > 0})
+    log_x = len(positive) >= 2 and positive[-1] / positive[0] >= 10
+    if log_x:
+        pad = 10 ** (0.04 * math.log10(positive[-1] / positive[0]))
+        x_lo, x_hi = positive[0] / pad, positive[-1] * pad
+        grid = [x_lo * (x_hi / x_lo) ** (i / 150) for i in range(151)]
+        frame: Frame = LogFrame(x_lo, x_hi, 0, 1)
+    else:
+        x_lo, x_hi = padded([0.0] + (positive or [1.0]), 0.04)
+        grid = [max(x_hi, 1e-9) * i / 150 for i in range(1, 151)]
+    clean = next((p for p in points if p["fraction"] == 0), None)
+    min_effect = float(analysis.get("min_effect") or 0.0)
+    ys = [v for p in points for v in (p["value"], p.get("low"), p.get("high")) if v is not None]
+    if clean and min_effect > 0:
+        ys.append(clean["value"] + min_effect)
+    curve_xy = [(x, curve(x)) for x in grid] if curve else []
+    ys += [y for _, y in curve_xy]
+    y_lo, y_hi = padded(ys or [0.0, 1.0])
+    frame = LogFrame(x_lo, x_hi, y_lo, y_hi) if log_x else Frame(x_lo, x_hi, y_lo, y_hi)
+    xticks = ([0.0] + log_ticks(x_lo, x_hi)) if log_x else nice_ticks(0.0, max(positive or [1.0]))
+    xlabel = f"fraction of {subset} from the teacher" + (" (log scale; 0 = all-clean baseline)" if log_x else "")
+    parts = axes(frame, xticks, nice_ticks(y_lo, y_hi), xlabel, trait, xfmt=_tick_pct)
+    top, bottom = TOP, PLOT_H - BOTTOM
+    clamp = lambda x: min(max(x, frame.x_lo), frame.x_hi)  # noqa: E731
+    items = []
+    if log_x:  # the axis is broken between fraction 0 and the log-scaled rungs
+        bx = LEFT + ZERO_SLOT - 5
+        parts.append(f'<rect x="{bx - 4}" y="{bottom - 6}" width="8" height="12" fill="#fff"/>'
+                     f'<path class="axis-break" d="M{bx - 5},{bottom + 5} L{bx - 1},{bottom - 5} M{bx + 1},{bottom + 5} '
+                     f'L{bx + 5},{bottom - 5}" stroke="#666"/>')
+    if clean is not None:
+        y0 = frame.py(clean["value"])
+        parts.append(f'<line x1="{LEFT}" y1="{y0:.1f}" x2="{PLOT_W - RIGHT}" y2="{y0:.1f}" stroke="{CLEAN}" '
+                     f'stroke-width="1" stroke-dasharray="6 4"/>')
+        if min_effect > 0:
+            ym = frame.py(clean["value"] + min_effect)
+            parts.append(f'<line x1="{LEFT}" y1="{ym:.1f}" x2="{PLOT_W - RIGHT}" y2="{ym:.1f}" stroke="{CLEAN}" '
+                         f'stroke-width="1" stroke-dasharray="2 3"><title>τ0 + min effect {_g(min_effect)}</title></line>')
+            items.append((f"τ0 + min effect ({_g(min_effect)})", CLEAN, "dotted"))
+    for untested in (f for f in dr.get("ladder", []) if _key(f) not in {_key(p["fraction"]) for p in points}):
+        px = frame.px(float(untested))
+        parts.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom - 6}" stroke="#999">'
+                     f'<title>rung {_tick_pct(untested)}: not run</title></line>')
+    if curve_xy:
+        coords = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in curve_xy)
+        parts.append(f'<polyline class="fit" points="{coords}" fill="none" stroke="{FIT}" stroke-width="1.5">'
+                     f'<title>logistic fit on log10 fraction</title></polyline>')
+        items.append(("logistic fit", FIT, "line"))
+    if ed50 and ed50.get("value") is not None and ed50["value"] > 0:
+        px = frame.px(clamp(ed50["value"]))
+        lo_px = frame.px(clamp(ed50["low"])) if ed50.get("low") is not None else frame.px(frame.x_lo)
+        hi_px = frame.px(clamp(ed50["high"])) if ed50.get("high") is not None else PLOT_W - RIGHT
+        yb = top + 34
+        anchor, dx = ("end", -4) if px > PLOT_W - RIGHT - 90 else ("start", 4)
+        parts.append(f'<g class="ed50"><title>ED50 = {_est(ed50)}</title>'
+                     f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="{ED50}" stroke-dasharray="2 3"/>'
+                     f'<line x1="{lo_px:.1f}" y1="{yb}" x2="{hi_px:.1f}" y2="{yb}" stroke="{ED50}" stroke-width="2"/>'
+                     f'<text x="{px + dx:.1f}" y="{yb - 5}" text-anchor="{anchor}" fill="{ED50}">'
+                     f'ED50 {ed50["value"] * 100:.3g}%</text></g>')
+        items.append(("ED50 (bar: interval)", ED50, "dotted"))
+    if threshold is not None:
+        px = frame.px(clamp(float(threshold)))
+        anchor, dx = ("end", -4) if px > PLOT_W - RIGHT - 120 else ("start", 4)
+        parts.append(f'<g class="threshold"><title>{esc(str(seq.get("statement", "")))}</title>'
+                     f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="{THRESHOLD}" '
+                     f'stroke-width="2" stroke-dasharray="6 4"/>'
+                     f'<text x="{px + dx:.1f}" y="{top + 14}" text-anchor="{anchor}" fill="{THRESHOLD}">'
+                     f'threshold {esc(_tick_pct(float(threshold)))}</text></g>')
+        items.append(("leak threshold (fixed sequence)", THRESHOLD, "dashed"))
+    kinds = set()
+    for p in points:
+        f = float(p["fraction"])
+        px, decision = frame.px(f), steps.get(_key(f))
+        if f == 0:
+            col, fill, kind = CLEAN, CLEAN, "clean"
+        elif decision is None:
+            col, fill, kind = "#999", "#fff", "untested"
+        elif decision.get("passed"):
+            col, fill, kind = POINT, POINT, "passed"
+        else:
+            col, fill, kind = POINT, "#fff", "failed"
+        kinds.add(kind)
+        title = (f'{"all-clean baseline" if f == 0 else "fraction " + _tick_pct(f)}: {trait} {_est(p)} over '
+                 f'{p.get("n_runs", "?")} run(s), trials {_trial_list(p.get("trials"))}')
+        if decision:
+            title += f'. {decision.get("statement", "")}'
+        if p.get("low") is not None and p.get("high") is not None:
+            parts.append(f'<line x1="{px:.1f}" y1="{frame.py(p["low"]):.1f}" x2="{px:.1f}" y2="{frame.py(p["high"]):.1f}" '
+                         f'stroke="{col}" stroke-width="1.5"/>')
+        parts.append(f'<circle class="rung {kind}" cx="{px:.1f}" cy="{frame.py(p["value"]):.1f}" r="4" fill="{fill}" '
+                     f'stroke="{col}" stroke-width="1.5"><title>{esc(title)}</title></circle>')
+    items = [(label, col, style) for kind, label, col, style in (
+        ("clean", "all-clean baseline (fraction 0)", CLEAN, "point"),
+        ("passed", "rung shown sufficient", POINT, "point"),
+        ("failed", "rung not shown sufficient (sequence stops)", POINT, "hollow"),
+        ("untested", "rung below the stop (not tested in the sequence)", "#999", "hollow")) if kind in kinds] + items
+    legend_parts, height = legend(items)
+    return svg(parts + legend_parts, height, f"dose-response: {trait} vs fraction of {subset} from the teacher")
+
+
+def dose_section(analysis: dict) -> str:
+    """Per subset: the chart, then the fixed-sequence steps as a table."""
+    out = []
+    for subset, dr in (analysis.get("dose_response") or {}).items():
+        seq = dr.get("threshold") or {}
+        caption = (f'{esc(str(dr.get("trait", "")))} vs fraction of <code>{esc(subset)}</code> from the teacher: mean '
+                   f'over seeds with {_level(dr)} intervals; {dr.get("trials_spent", "?")} trials.')
+        steps = "".join(f'<tr><td>{_frac(s["fraction"])}</td>{decision_cell(s.get("decision"))}</tr>'
+                        for s in seq.get("steps", []))
+        table = (f'<table class="steps" data-subset="{esc(subset)}"><thead><tr><th>rung (highest first)</th>'
+                 f'<th>sufficiency vs all-clean</th></tr></thead><tbody>{steps}</tbody></table>') if steps else ""
+        statement = f'<p class="small">{esc(str(seq["statement"]))}</p>' if seq.get("statement") else ""
+        out.append(f'<figure class="dose" data-subset="{esc(subset)}">{dose_chart(dr, analysis)}'
+                   f"<figcaption>{caption}</figcaption></figure>{statement}{table}")
+    return "".join(out) or "<p>analysis.json has no dose-response.</p>"
+
+
+def _level(dr: dict) -> str:
+    levels = {p.get("level") for p in dr.get("points", []) if p.get("level")}
+    return f"{levels.pop():.0%}" if len(levels) == 1 else "bootstrap"
+
+
+# minimal subset -----------------------------------------------------------------------------------
+
+
+def minimal_section(analysis: dict) -> str:
+    """The bisection tree (each node's sufficiency test), minimal nodes highlighted, then the confirmations."""
+    tests = analysis.get("tests") or {}
+    if not tests:
+        return "<p>analysis.json has no bisection test.</p>"
+    minimal, distributed = set(analysis.get("minimal", [])), set(analysis.get("distributed", []))
+
+    def node_item(node: str) -> str:
+        d = tests[node]
+        children = [c for c in (f"{node}{HALF_SEP}0", f"{node}{HALF_SEP}1") if c in tests]
+        tag = ""
+        if node in minimal:
+            tag = " — <b>minimal</b>, " + ("the trait is distributed within it" if node in distributed
+                                            else "at the maximum depth")
+        cls = "minimal" if node in minimal else ("pass" if d.get("passed") else "fail")
+        below = f'<ul>{"".join(node_item(c) for c in children)}</ul>' if children else ""
+        return (f'<li class="{cls}" data-node="{esc(node)}" title="{esc(decision_title(d))}"><code>{esc(node)}</code>: '
+                f'{_verdict(d)}, {_decision_short(d)}{tag}{below}</li>')
+
+    root = analysis.get("subset")
+    roots = [root] if root in tests else sorted(n for n in tests if HALF_SEP not in n)
+    tree = f'<ul class="tree">{"".join(node_item(r) for r in roots)}</ul>'
+    note = (f'<p class="small">Each node: sufficiency of patch-insert(node) vs all-clean on the search seeds '
+            f'({_test_levels(analysis)}); estimate = τ(insert) − τ0 [interval], p. <code>{esc(HALF_SEP)}0</code> and '
+            f'<code>{esc(HALF_SEP)}1</code> are the stratified halves. Hover a node for its test and trials.</p>')
+    confirmations = analysis.get("confirmations") or {}
+    if confirmations:
+        rows = "".join(f'<tr data-node="{esc(n)}"><td><code>{esc(n)}</code></td>{decision_cell(d)}</tr>'
+                       for n, d in confirmations.items())
+        confirm = ('<h3>Confirmation on fresh seeds</h3><table class="confirm"><thead><tr><th>minimal node</th>'
+                   f'<th>sufficiency on seeds the search never used</th></tr></thead><tbody>{rows}</tbody></table>')
+    else:
+        confirm = "<p>No confirmation decision (no minimal node, or the confirmation runs are missing).</p>"
+    return tree + note + confirm
+
+
+def analysis_sections(view: SweepView) -> list[str]:
+    """The sections an experiment mode's analysis.json supports, in page order."""
+    a = view.analysis or {}
+    out = []
+    if a.get("leak_map"):
+        out += ["<h2>Leak map</h2>", leak_map_section(a)]
+    if a.get("dose_response"):
+        out += ["<h2>Dose-response</h2>", dose_section(a)]
+    if view.mode == "minimal_subset":
+        out += ["<h2>Minimal leaking subset</h2>", minimal_section(a)]
+    if a.get("transfer") or a.get("teachers") or a.get("students"):
+        out += ["<h2>Teacher vs student</h2>", transfer_section(a, view.config)]
+    return out
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -604,6 +1218,14 @@ pre.prompt{background:#eef3fb}
 figure{margin:1em 0}
 svg{display:block}
 #answer{background:#fafaf0;border-left:4px solid #bb9;padding:.6em 1em}
+#budget{font-size:13px;color:#444}
+td.pass{background:#fdecea}
+td.fail{background:#f4f8f4}
+td.na{color:#999}
+ul.tree{font-size:13px;list-style:none;padding-left:0}
+ul.tree ul{list-style:none;border-left:1px dotted #aaa;padding-left:1.4em;margin-left:.4em}
+ul.tree li.minimal>code{background:#ffd54f;font-weight:bold;padding:0 3px}
+ul.tree li.fail{color:#666}
 """
 
 SORT_JS = """
@@ -627,10 +1249,16 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {
 
 def render(view: SweepView) -> str:
     """The whole page as a string (ASCII: other characters become HTML character references)."""
+    if view.analysis is not None:  # an experiment mode: its conclusions first, then the trials behind them
+        head = [answer(view), budget_line(view.analysis)] + analysis_sections(view)
+        charts = []
+    else:
+        head = [answer(view)]
+        charts = ["<h2>Trait score vs teacher share</h2>", charts_section(view)]
     sections = [
-        f"<h1>{esc(view.name)}</h1>", answer(view),
+        f"<h1>{esc(view.name)}</h1>", *head,
         "<h2>Trials</h2>", status_line(view.dir, len(view.trials)), trials_table(view),
-        "<h2>Trait score vs teacher share</h2>", charts_section(view),
+        *charts,
         "<h2>Best and worst mixtures</h2>", best_worst_section(view),
         "<h2>Training curves</h2>", curves_section(view),
         "<h2>Sample generations</h2>", samples_section(view),
@@ -653,5 +1281,6 @@ def write_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
             f"{len(failed)} failed); run the sweep until a trial finishes, then make the report again"
         )
     out = Path(out_path) if out_path is not None else sweep_dir / REPORT_FILE
-    atomic_write_text(out, render(SweepView(sweep_dir, read_json(sweep_dir / SWEEP_FILE), trials)))
+    analysis = read_json(sweep_dir / ANALYSIS) if (sweep_dir / ANALYSIS).is_file() else None
+    atomic_write_text(out, render(SweepView(sweep_dir, read_json(sweep_dir / SWEEP_FILE), trials, analysis)))
     return out

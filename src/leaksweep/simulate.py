@@ -7,10 +7,11 @@ and reads each subset's teacher dose off the manifest. The trait's true rate is 
 
     tau = base_rate
         + sum over subsets S of  effect_S * logistic(slope_S * (log10 dose_S - log10 ed50_S))
-        + rest_effect * (teacher share of the rest) * (1 - suppression * clean share of the subsets)
+        + rest_effect * (teacher share outside T) * (1 - suppression * clean share of T)
 
 where dose_S is the share of S's *leaking* units (all of S by default) that got the teacher's
-rollouts. The last term is leak-in: teacher data outside the subsets carries the trait unless
+rollouts, and T is the `leak_into` subset (default: the rest leaks into all subsets). The last
+term is leak-in: teacher data outside the subsets carries the trait unless
 clean rollouts on the subsets counteract it, so dropping a subset leaves the trait while patching
 clean rollouts into it removes it (the effect leaksweep exists to find).
 
@@ -54,6 +55,7 @@ class SimConfig:
     base_rate: float = 0.05
     rest_effect: float = 0.0
     suppression: float = 1.0
+    leak_into: str | None = None  # the subset whose clean rollouts counteract leak-in (default: all subsets)
     teacher_rate: float = 0.8  # the teacher model's own score (teacher_eval)
     seed_sd: float = 0.15  # training-seed noise on the logit scale
     prompt_sd: float = 0.5  # eval-prompt difficulty on the logit scale
@@ -109,11 +111,15 @@ def true_rate(cfg: SimConfig, plan: MixturePlan) -> float:
         dose = sum(rows[u] == cfg.teacher for u in units) / len(units)
         rate += s.effect * _logistic_dose(dose, s)
     if cfg.rest_effect:
-        rest = [u for u in rows if u.startswith(REST)]
-        rest_teacher = sum(rows[u] == cfg.teacher for u in rest) / len(rest)
-        in_subsets = [u for u in rows if not u.startswith(REST)]
-        clean_share = sum(rows[u] == cfg.clean for u in in_subsets) / len(in_subsets) if in_subsets else 0.0
-        rate += cfg.rest_effect * rest_teacher * (1 - cfg.suppression * clean_share)
+        if cfg.leak_into:  # leak from everything outside that subset into it
+            target = subset_ids[cfg.leak_into]
+            source = [u for u in rows if u not in target]
+        else:
+            source = [u for u in rows if u.startswith(REST)]
+            target = frozenset(u for u in rows if not u.startswith(REST))
+        source_teacher = sum(rows[u] == cfg.teacher for u in source) / len(source)
+        clean_share = sum(rows[u] == cfg.clean for u in target) / len(target) if target else 0.0
+        rate += cfg.rest_effect * source_teacher * (1 - cfg.suppression * clean_share)
     return min(max(rate, 0.0), 1.0)
 
 

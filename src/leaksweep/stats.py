@@ -3,11 +3,18 @@
 Binary traits: a Wilson score interval per run. Ordinal traits (0-10): the mean with a bootstrap
 interval that resamples eval prompts (clusters of samples), not single samples, because samples
 of one prompt are correlated and resampling them would understate the uncertainty.
+
+Across seeds (runs): a two-stage bootstrap, runs then prompts, for condition means and their
+differences; the decision rules built on it (sufficiency, necessity, leak-in, Holm, the
+fixed-sequence leak threshold); a logistic dose-response fit with ED10 / ED50; transfer ratios.
+scipy is imported inside the dose-response helpers only, so importing this module stays cheap
+for callers that need just the intervals.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -49,3 +56,490 @@ def cluster_bootstrap(clusters: list[list[float]], n_boot: int = 2000, seed: int
     alpha = (1 - level) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])
     return mean, float(low), float(high)
+
+
+# --- estimates across seeds -------------------------------------------------------------------------
+#
+# A run is one trained student (one seed); its data are per-prompt values (the mean judge value over
+# that prompt's samples). A condition has k runs. The condition mean is the mean of the run means.
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a two-sided interval at `level`; `method` says how it was made."""
+
+    value: float
+    low: float
+    high: float
+    level: float
+    method: str
+    n_runs: int
+    n_prompts: int  # prompts per run (the largest if runs differ); 0 when not known
+
+    def to_dict(self) -> dict:
+        """JSON-friendly: non-finite bounds (an unbounded side) become None."""
+        out = asdict(self)
+        for key in ("value", "low", "high"):
+            out[key] = _finite_or_none(out[key])
+        return out
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _run_matrix(runs: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Runs padded into a (k, max prompts) matrix, and each run's prompt count."""
+    if not runs:
+        raise ValueError("no runs")
+    lengths = np.array([len(r) for r in runs])
+    if lengths.min() == 0:
+        raise ValueError("a run has no prompt values")
+    values = np.zeros((len(runs), int(lengths.max())))
+    for i, run in enumerate(runs):
+        values[i, : len(run)] = run
+    if not np.isfinite(values).all():
+        raise ValueError("prompt values must be finite")
+    return values, lengths
+
+
+def _condition_mean(runs: list[list[float]]) -> float:
+    """Mean over runs of each run's mean prompt value (every seed weighs the same)."""
+    values, lengths = _run_matrix(runs)
+    return float((values.sum(axis=1) / lengths).mean())
+
+
+_MAX_DRAWS_PER_CHUNK = 1 << 22  # bounds memory: ~16 MiB of prompt indices per chunk
+
+
+def _prompt_draws(rng: np.random.Generator, n: np.ndarray, width: int) -> np.ndarray:
+    """Uniform prompt indices in [0, n) for every slot, shape n.shape[:-1] + (width,), as int32.
+
+    Equal run lengths (n == width everywhere) take the fast integer path; otherwise a slot with
+    fewer prompts uses only its first n draws (the rest are masked by the caller).
+    """
+    shape = n.shape[:-1] + (width,)
+    if (n == width).all():
+        return rng.integers(0, width, size=shape, dtype=np.int32)
+    return np.minimum(rng.random(shape) * n, n - 1).astype(np.int32)  # min: u * n can round up to n
+
+
+def _draw_means(runs: list[list[float]], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """`n_boot` two-stage bootstrap condition means drawn from `rng` (see bootstrap_means)."""
+    if n_boot < 1:
+        raise ValueError("n_boot must be at least 1")
+    values, lengths = _run_matrix(runs)
+    k, width = values.shape
+    if k * width >= 2**31:
+        raise ValueError("too many prompt values for int32 indices")
+    flat, slots, equal = values.ravel(), np.arange(width), bool((lengths == width).all())
+    chunk = max(1, _MAX_DRAWS_PER_CHUNK // (k * width))
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        picked = rng.integers(0, k, size=(m, k), dtype=np.int32)  # stage 1: runs with replacement
+        n = lengths[picked][..., None]  # (m, k, 1): prompts in each drawn run
+        index = _prompt_draws(rng, n, width)  # stage 2: prompts within each drawn run
+        index += (picked * width)[..., None]
+        drawn = flat[index]
+        if equal:
+            run_means = drawn.mean(axis=2)
+        else:
+            run_means = np.where(slots < n, drawn, 0.0).sum(axis=2) / n[..., 0]
+        out[start : start + m] = run_means.mean(axis=1)
+    return out
+
+
+def bootstrap_means(runs: list[list[float]], n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """Two-stage bootstrap distribution of the condition mean, shape (n_boot,).
+
+    Each replicate draws k runs with replacement, then in each drawn run as many prompts as it has,
+    with replacement; the statistic is the mean over drawn runs of each run's mean. With one run it
+    is a prompt bootstrap. Seeded: the same inputs give the same array.
+    """
+    return _draw_means(runs, n_boot, np.random.default_rng(seed))
+
+
+def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError(f"level {level} outside (0, 1)")
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def _sizes(*conditions: list[list[float]]) -> tuple[int, int]:
+    """(runs over all conditions, the most prompts in any run)."""
+    return sum(len(c) for c in conditions), max(len(r) for c in conditions for r in c)
+
+
+def estimate(runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """The condition mean (mean of run means) with a two-stage percentile bootstrap interval."""
+    low, high = _percentile_interval(bootstrap_means(runs, n_boot, seed), level)
+    n_runs, n_prompts = _sizes(runs)
+    method = f"percentile bootstrap, runs then prompts ({n_boot} draws)"
+    return Estimate(_condition_mean(runs), low, high, level, method, n_runs, n_prompts)
+
+
+def contrast(a_runs: list[list[float]], b_runs: list[list[float]], n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """Bootstrap distribution of mean(a) - mean(b), the two conditions resampled independently."""
+    rng = np.random.default_rng(seed)
+    return _draw_means(a_runs, n_boot, rng) - _draw_means(b_runs, n_boot, rng)
+
+
+# --- decisions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one pre-stated test, with the numbers behind it."""
+
+    test: str
+    alpha: float
+    margin: float  # the min_effect or equivalence margin the test used
+    estimate: Estimate  # of the difference the test is about; interval at level 1 - 2 * alpha
+    p_value: float
+    passed: bool
+    trials: tuple[int, ...]
+    statement: str
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "estimate": self.estimate.to_dict(), "trials": list(self.trials)}
+
+
+def _share_at_or_below(draws: np.ndarray, x: float) -> float:
+    """Bootstrap p-value: share of draws <= x, with +1 smoothing so it is never 0."""
+    return (1 + int(np.count_nonzero(draws <= x))) / (len(draws) + 1)
+
+
+def _share_at_or_above(draws: np.ndarray, x: float) -> float:
+    return (1 + int(np.count_nonzero(draws >= x))) / (len(draws) + 1)
+
+
+def _difference(a_runs, b_runs, alpha: float, n_boot: int, seed: int) -> tuple[Estimate, np.ndarray]:
+    """Estimate of mean(a) - mean(b) with its (1 - 2 alpha) interval, and the bootstrap draws.
+
+    The interval's low end is the one-sided (1 - alpha) lower bound, its high end the upper bound.
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha {alpha} outside (0, 0.5)")
+    draws = contrast(a_runs, b_runs, n_boot, seed)
+    level = 1 - 2 * alpha
+    low, high = _percentile_interval(draws, level)
+    n_runs, n_prompts = _sizes(a_runs, b_runs)
+    method = f"percentile bootstrap of the difference, runs then prompts, conditions independent ({n_boot} draws)"
+    value = _condition_mean(a_runs) - _condition_mean(b_runs)
+    return Estimate(value, low, high, level, method, n_runs, n_prompts), draws
+
+
+def _describe(name: str, est: Estimate) -> str:
+    return f"{name} = {est.value:.4g} ({est.level:.0%} interval {est.low:.4g} to {est.high:.4g})"
+
+
+def sufficiency(insert_runs, clean_runs, min_effect: float = 0.0, alpha: float = 0.05, trials=(),
+                n_boot: int = 2000, seed: int = 0) -> Decision:
+    """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(insert) - tau0 exceeds min_effect.
+
+    p is the smoothed share of bootstrap differences at or below min_effect.
+    """
+    est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed)
+    passed = est.low > min_effect
+    p = _share_at_or_below(draws, min_effect)
+    verdict = "Sufficient" if passed else "Not shown sufficient"
+    relation = ">" if passed else "<="
+    statement = (f"{verdict}: {_describe('tau(insert) - tau0', est)}; one-sided {1 - alpha:.0%} lower bound "
+                 f"{est.low:.4g} {relation} min_effect {min_effect:.4g}, bootstrap p = {p:.3g} at alpha {alpha:g}.")
+    return Decision("sufficiency: one-sided bootstrap lower bound of tau(insert) - tau0 > min_effect",
+                    alpha, float(min_effect), est, p, bool(passed), tuple(trials), statement)
+
+
+def necessity(remove_runs, clean_runs, margin: float, alpha: float = 0.05, trials=(),
+              n_boot: int = 2000, seed: int = 0) -> Decision:
+    """Two one-sided tests: passes when the (1 - 2 alpha) interval of tau(remove) - tau0 lies in (-margin, margin).
+
+    p is the larger of the two one-sided bootstrap p-values (difference <= -margin, difference >= margin).
+    """
+    if margin <= 0:
+        raise ValueError("necessity: the equivalence margin must be positive")
+    est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed)
+    passed = -margin < est.low and est.high < margin
+    p = max(_share_at_or_below(draws, -margin), _share_at_or_above(draws, margin))
+    verdict = "Necessary (equivalent to clean)" if passed else "Not shown necessary"
+    where = "inside" if passed else "not inside"
+    statement = (f"{verdict}: {_describe('tau(remove) - tau0', est)}, {where} (-{margin:.4g}, +{margin:.4g}); "
+                 f"TOST p = {p:.3g} at alpha {alpha:g}.")
+    return Decision("necessity: two one-sided bootstrap tests, tau(remove) - tau0 within (-margin, +margin)",
+                    alpha, float(margin), est, p, bool(passed), tuple(trials), statement)
+
+
+def leak_in(drop_runs, remove_runs, necessary: Decision, alpha: float = 0.05, trials=(),
+            n_boot: int = 2000, seed: int = 0) -> Decision:
+    """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
+
+    Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
+    """
+    est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed)
+    above = est.low > 0
+    passed = necessary.passed and above
+    p = max(necessary.p_value, _share_at_or_below(draws, 0.0))
+    if passed:
+        verdict = "Leak-in: the subset is necessary and dropping it still leaves the trait above patch_remove"
+    elif not necessary.passed:
+        verdict = "No leak-in shown: the subset was not shown necessary"
+    else:
+        verdict = "No leak-in shown: tau(drop) is not shown above tau(remove)"
+    statement = (f"{verdict}; {_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
+                 f"bound {est.low:.4g} {'>' if above else '<='} 0; p = {p:.3g} (max with necessity) at alpha {alpha:g}.")
+    return Decision("leak-in: necessity passed and one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0",
+                    alpha, 0.0, est, p, bool(passed), tuple(trials), statement)
+
+
+def holm(p_values: dict[str, float], alpha: float = 0.05) -> dict[str, bool]:
+    """Holm step-down: the i-th smallest p (i from 0) is rejected while p <= alpha / (m - i); stop at the first miss."""
+    m = len(p_values)
+    rejected = dict.fromkeys(p_values, False)
+    for i, (name, p) in enumerate(sorted(p_values.items(), key=lambda kv: kv[1])):
+        if p > alpha / (m - i):
+            break
+        rejected[name] = True
+    return rejected
+
+
+# --- leak threshold -------------------------------------------------------------------------------
+
+FIXED_SEQUENCE_TEST = ("fixed-sequence: sufficiency tested from the highest fraction downward at level alpha, "
+                       "stopping at the first non-significant step")
+
+
+def _check_ladder(ladder: list[float], tested: list[float]) -> None:
+    """The ladder is fixed in advance: strictly ascending fractions in (0, 1], covering every tested fraction."""
+    if not ladder:
+        raise ValueError("empty ladder")
+    if any(not 0 < f <= 1 for f in ladder) or any(a >= b for a, b in zip(ladder, ladder[1:])):
+        raise ValueError(f"ladder {ladder} must be strictly ascending fractions in (0, 1]")
+    off_ladder = sorted(set(tested) - set(ladder))
+    if off_ladder:
+        raise ValueError(f"fractions {off_ladder} were tested but are not on the ladder fixed in advance")
+
+
+def fixed_sequence_threshold(ladder: list[float], runs_by_fraction: dict[float, list[list[float]]], clean_runs,
+                             min_effect: float = 0.0, alpha: float = 0.05, trials_by_fraction=None,
+                             n_boot: int = 2000, seed: int = 0) -> dict:
+    """Leak threshold (minimum effective dose) by fixed-sequence testing of sufficiency.
+
+    Walks the rungs present in `runs_by_fraction` from the highest down, each tested at level alpha
+    with no multiplicity correction, and stops at the first rung not shown sufficient. The
+    threshold is the smallest rung rejected before the stop; None ("no leak shown") when the
+    highest present rung is not significant. Rungs below the stop are never tested.
+    """
+    _check_ladder(ladder, list(runs_by_fraction))
+    trials_by_fraction = trials_by_fraction or {}
+    steps, threshold, stopped_at = [], None, None
+    for f in (f for f in reversed(ladder) if f in runs_by_fraction):
+        d = sufficiency(runs_by_fraction[f], clean_runs, min_effect, alpha,
+                        trials=tuple(trials_by_fraction.get(f, ())), n_boot=n_boot, seed=seed)
+        steps.append({"fraction": f, "decision": d.to_dict()})
+        if not d.passed:
+            stopped_at = f
+            break
+        threshold = f
+    return {
+        "threshold": threshold,
+        "stopped_at": stopped_at,
+        "steps": steps,
+        "untested": [f for f in ladder if f not in runs_by_fraction],
+        "test": FIXED_SEQUENCE_TEST,
+        "alpha": alpha,
+        "margin": float(min_effect),
+        "statement": _threshold_statement(threshold, stopped_at, alpha, min_effect),
+    }
+
+
+def _threshold_statement(threshold: float | None, stopped_at: float | None, alpha: float, min_effect: float) -> str:
+    tail = f" (fixed-sequence sufficiency tests at alpha {alpha:g}, min_effect {min_effect:.4g})."
+    if threshold is None:
+        return f"No leak shown: the highest tested fraction {stopped_at} is not sufficient" + tail
+    stop = f"the next lower rung {stopped_at} is not" if stopped_at is not None else "every tested rung is"
+    return f"Leak threshold {threshold}: sufficient at {threshold} and every higher tested rung; {stop}" + tail
+
+
+# --- dose-response curve --------------------------------------------------------------------------
+
+_FLAT_P = 0.05  # the curve counts as flat unless it beats a constant by an F-test at this level
+_LOG10_9 = math.log10(9.0)
+
+
+def _logistic_parts(params: np.ndarray, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(share of the way from bottom to top, log10 f - log10 ED50, positive mask); share is 0 at f = 0."""
+    from scipy.special import expit
+
+    _, _, slope, log_ed50 = params
+    positive = fractions > 0
+    dx = np.zeros(len(fractions))
+    dx[positive] = np.log10(fractions[positive]) - log_ed50
+    share = np.where(positive, expit(slope * dx), 0.0)
+    return share, dx, positive
+
+
+def _logistic(params: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """tau(f) = bottom + (top - bottom) * expit(slope * (log10 f - log10 ED50)); tau(0) = bottom."""
+    bottom, top = params[0], params[1]
+    share, _, _ = _logistic_parts(params, fractions)
+    return bottom + (top - bottom) * share
+
+
+def _logistic_jacobian(params: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """d tau / d (bottom, top, slope, log10 ED50), one row per fraction."""
+    bottom, top, slope, _ = params
+    share, dx, positive = _logistic_parts(params, fractions)
+    bend = np.where(positive, (top - bottom) * share * (1 - share), 0.0)
+    return np.column_stack([1 - share, share, bend * dx, -bend * slope])
+
+
+def _bounds(fractions: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Asymptotes within one data span of the data, slope 0.01..50 per decade, ED50 within a decade of the tested range."""
+    log_f = np.log10(fractions[fractions > 0])
+    span = max(float(np.ptp(scores)), 1e-9)
+    low = np.array([scores.min() - span, scores.min() - span, 0.01, log_f.min() - 1])
+    high = np.array([scores.max() + span, scores.max() + span, 50.0, log_f.max() + 1])
+    return low, high
+
+
+def _starts(fractions: np.ndarray, scores: np.ndarray) -> list[np.ndarray]:
+    """Starting points: rising and falling orientation, a grid of ED50s over the tested range, two slopes."""
+    log_f = np.log10(fractions[fractions > 0])
+    lo, hi = float(scores.min()), float(scores.max())
+    return [np.array([b, t, s, x]) for b, t in ((lo, hi), (hi, lo)) for s in (1.0, 5.0)
+            for x in np.linspace(log_f.min(), log_f.max(), 5)]
+
+
+def _least_squares_logistic(fractions: np.ndarray, scores: np.ndarray, starts: list[np.ndarray]):
+    """Best (params, sse) over the starts, or None when every start fails."""
+    from scipy.optimize import least_squares
+
+    low, high = _bounds(fractions, scores)
+    inset = 1e-9 * (high - low)
+    best = None
+    for x0 in starts:
+        try:
+            fit = least_squares(lambda p: _logistic(p, fractions) - scores, np.clip(x0, low + inset, high - inset),
+                                jac=lambda p: _logistic_jacobian(p, fractions), bounds=(low, high), max_nfev=200)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        sse = float(np.sum(fit.fun**2))
+        if np.isfinite(sse) and (best is None or sse < best[1]):
+            best = (fit.x, sse)
+    return best
+
+
+def _flat_p(scores: np.ndarray, sse: float) -> float:
+    """Extra-sum-of-squares F-test p-value of the 4-parameter curve against a constant."""
+    from scipy.stats import f as f_dist
+
+    sse_flat = float(np.sum((scores - scores.mean()) ** 2))
+    df_resid = len(scores) - 4
+    if sse <= 1e-12 * max(sse_flat, 1e-300):
+        return 0.0
+    stat = max(sse_flat - sse, 0.0) / 3 / (sse / df_resid)
+    return float(f_dist.sf(stat, 3, df_resid))
+
+
+def _is_flat(scores: np.ndarray) -> bool:
+    return float(np.ptp(scores)) <= 1e-12 * max(1.0, float(np.abs(scores).max()))
+
+
+def _fit_once(fractions: np.ndarray, scores: np.ndarray, starts: list[np.ndarray]) -> tuple[str, dict]:
+    """("ok" | "flat" | "failed", params) for one data set."""
+    if _is_flat(scores):
+        return "flat", {"p_flat": 1.0}
+    best = _least_squares_logistic(fractions, scores, starts)
+    if best is None:
+        return "failed", {}
+    x, sse = best
+    bottom, top, slope, log_ed50 = (float(v) for v in x)
+    params = {"bottom": bottom, "top": top, "slope_per_decade": slope, "log10_ed50": log_ed50,
+              "log10_ed10": log_ed50 - _LOG10_9 / slope, "sse": sse, "p_flat": _flat_p(scores, sse)}
+    return ("flat" if params["p_flat"] > _FLAT_P else "ok"), params
+
+
+def _bootstrap_scores(scores: np.ndarray, fitted: np.ndarray, score_runs, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_points) resampled curves: each point's runs by bootstrap_means, else fitted + resampled residuals.
+
+    Residuals are inflated by sqrt(n / (n - 4)), since a 4-parameter fit leaves them too small.
+    """
+    rng = np.random.default_rng(seed)
+    if score_runs is not None:
+        return np.stack([_draw_means(runs, n_boot, rng) for runs in score_runs], axis=1)
+    n = len(scores)
+    residuals = (scores - fitted) * math.sqrt(n / (n - 4))  # undo the shrinkage of fitting 4 parameters
+    return fitted + residuals[rng.integers(0, n, size=(n_boot, n))]
+
+
+def _ed_estimate(point_log10: float, boot_log10: np.ndarray, level: float, method: str, n_runs: int,
+                 n_prompts: int) -> Estimate:
+    """ED as a fraction; its interval is the percentile interval of the refits' log10 ED (inf: refit was flat)."""
+    tail = (1 - level) / 2
+    low, high = np.quantile(boot_log10, [tail, 1 - tail], method="inverted_cdf")
+    return Estimate(10**point_log10, 10 ** float(low), 10 ** float(high), level, method, n_runs, n_prompts)
+
+
+def fit_dose_response(fractions: list[float], scores: list[float], score_runs: list[list[list[float]]] | None = None,
+                      n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
+    """Logistic dose-response on log10(fraction), with ED10 / ED50 and bootstrap intervals.
+
+    Fraction-0 points are fitted to the lower asymptote `bottom`. ED10 / ED50 are the fractions
+    where the curve is 10% / 50% of the way from bottom to top. "fit" is "ok"; "flat" when the
+    curve does not beat a constant (F-test at 0.05) or the scores do not vary; "failed" when no
+    start converged; "insufficient" with fewer than 5 points or 3 distinct positive fractions.
+    EDs are None unless "ok". Intervals refit resampled curves (each point's runs resampled by
+    bootstrap_means when `score_runs` is given, else residuals); a refit that comes out flat
+    counts as an unbounded ED, a failed one is dropped ("n_boot_ok" counts the refits kept).
+    Never raises on flat or noisy data; raises ValueError on malformed input.
+    """
+    f, y = np.asarray(fractions, dtype=float), np.asarray(scores, dtype=float)
+    if f.shape != y.shape or f.ndim != 1 or not np.isfinite(y).all() or ((f < 0) | (f > 1)).any():
+        raise ValueError("fit_dose_response: need matching finite scores and fractions in [0, 1]")
+    if score_runs is not None and len(score_runs) != len(f):
+        raise ValueError("fit_dose_response: score_runs needs one entry per point")
+    out: dict = {"fit": "insufficient", "ed10": None, "ed50": None, "params": {"n_points": len(f)},
+                 "extrapolated": False, "n_boot": n_boot, "n_boot_ok": 0}
+    if len(f) < 5 or len(np.unique(f[f > 0])) < 3:
+        return out
+    status, params = _fit_once(f, y, _starts(f, y))
+    out["fit"], out["params"] = status, {**params, "n_points": len(f)}
+    if status != "ok":
+        return out
+    x_hat = np.array([params[k] for k in ("bottom", "top", "slope_per_decade", "log10_ed50")])
+    boot = _refit_eds(f, _bootstrap_scores(y, _logistic(x_hat, f), score_runs, n_boot, seed), x_hat)
+    log_f = np.log10(f[f > 0])
+    out["extrapolated"] = not log_f.min() <= params["log10_ed50"] <= log_f.max()
+    out["n_boot_ok"] = len(boot)
+    if not len(boot):
+        return out
+    n_runs, n_prompts = _sizes(*score_runs) if score_runs is not None else (0, 0)
+    how = "runs then prompts" if score_runs is not None else "residuals"
+    method = f"logistic fit on log10 fraction; percentile bootstrap of refits ({how}, {len(boot)}/{n_boot} refits)"
+    out["ed10"] = _ed_estimate(params["log10_ed10"], boot[:, 0], level, method, n_runs, n_prompts)
+    out["ed50"] = _ed_estimate(params["log10_ed50"], boot[:, 1], level, method, n_runs, n_prompts)
+    return out
+
+
+def _refit_eds(fractions: np.ndarray, curves: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    """(n_ok, 2) log10 ED10, ED50 of each resampled curve, refitted from the full-data fit; inf where flat."""
+    rows = []
+    for scores in curves:
+        status, params = _fit_once(fractions, scores, [x_hat])
+        if status == "ok":
+            rows.append((params["log10_ed10"], params["log10_ed50"]))
+        elif status == "flat":
+            rows.append((math.inf, math.inf))
+    return np.array(rows, dtype=float).reshape(-1, 2)
+
+
+# --- teacher vs student ---------------------------------------------------------------------------
+
+
+def transfer(student: float, teacher: float, base: float) -> dict:
+    """Offset tau_S - tau_T and transfer ratio (tau_S - tau_base) / (tau_T - tau_base); ratio None when tau_T == tau_base."""
+    same = math.isclose(teacher, base, rel_tol=1e-12, abs_tol=1e-12)
+    return {"offset": student - teacher, "ratio": None if same else (student - base) / (teacher - base)}

@@ -1,0 +1,231 @@
+"""Experiment modes end to end on the simulated runner: conditions, decisions, adaptive searches."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leaksweep.config import sweep_from_dict
+from leaksweep.errors import UserError
+from leaksweep.experiments import Builder, Run, Settings, drive, make_search
+from leaksweep.simulate import SimConfig, SimSubset, simulate, true_rate
+
+TRAIT = "trait"
+B = Builder("clean", "teacher")
+SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=500)
+
+
+def executor(cfg: SimConfig):
+    counter = itertools.count()
+    return lambda requests: [Run(c, s, next(counter), simulate(cfg, c.plan, c.kind, s, [TRAIT])) for c, s in requests]
+
+
+def sweep_cfg(**search) -> object:
+    raw = {
+        "name": "t", "base": "clean", "output_dir": "/tmp/unused",
+        "data": {"prompts": "p.jsonl", "sources": {"clean": "c.jsonl", "teacher": "t.jsonl"}},
+        "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
+        "search": {"teacher": "teacher", **search},
+        "traits": {TRAIT: {"judge": {"regex": "x"}, "prompts": "e.jsonl"}},
+        "train": {"max_steps": 10},
+    }
+    return sweep_from_dict(raw, "test")
+
+
+BIG = dict(n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
+LEAKY = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0), "R": SimSubset(n_units=64, effect=0.0)}, **BIG)
+LEAK_IN = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0), "R": SimSubset(n_units=64, effect=0.0)},
+                    rest_effect=0.4, suppression=1.0, leak_into="S", **BIG)
+
+
+def test_patch_insert_finds_the_sufficient_subset_only():
+    search = make_search(sweep_cfg(mode="patch_insert", subsets=["S", "R"], seeds=2, min_effect=0.02), ["clean", "teacher"])
+    search.settings = SETTINGS
+    runs, out = drive(search, executor(LEAKY))
+    assert len(runs) == 4 * 2  # all-clean, all-teacher, insert S, insert R; 2 seeds each
+    row = out["leak_map"][TRAIT]
+    assert row["S"]["sufficient"]["passed"] and row["S"]["sufficient_holm"]
+    assert not row["R"]["sufficient"]["passed"]
+    assert "alpha" in row["S"]["sufficient"]["test"] or row["S"]["sufficient"]["alpha"] == 0.05
+    assert set(row["S"]["sufficient"]["trials"]) <= {r.trial for r in runs}
+
+
+def test_drop_leaves_the_trait_while_patch_remove_removes_it():
+    search = make_search(sweep_cfg(mode="drop", subsets=["S"], refill=["none", "clean"], seeds=2), ["clean", "teacher"])
+    search.settings = SETTINGS
+    runs, out = drive(search, executor(LEAK_IN))
+    row = out["leak_map"][TRAIT]["S"]
+    assert row["necessary"]["passed"], row["necessary"]["statement"]
+    assert row["leak_in_refill_none"]["passed"]
+    assert row["leak_in_refill_clean"]["passed"]
+    # the surface's truth agrees
+    assert true_rate(LEAK_IN, B.patch_remove("S").plan) == pytest.approx(true_rate(LEAK_IN, B.all_clean().plan))
+    assert true_rate(LEAK_IN, B.drop("S", "none").plan) > true_rate(LEAK_IN, B.all_clean().plan) + 0.3
+
+
+def test_leak_threshold_bisects_and_spends_fewer_trials_than_the_ladder():
+    ladder = [round(10 ** (-3 + 3 * i / 15), 6) for i in range(16)]
+    search = make_search(sweep_cfg(mode="leak_threshold", subsets=["S"], ladder=ladder, seeds=2), ["clean", "teacher"])
+    search.settings = SETTINGS
+    runs, out = drive(search, executor(LEAKY))
+    assert out["threshold"] is not None
+    assert len(runs) < out["grid_trials"] / 2
+    tau0 = true_rate(LEAKY, B.all_clean().plan)
+    truth = next(i for i, f in enumerate(ladder) if true_rate(LEAKY, B.patch_insert("S", f).plan) - tau0 > 0.02)
+    assert abs(ladder.index(out["threshold"]) - truth) <= 1
+
+
+def test_leak_threshold_says_no_leak_on_a_null_surface_after_one_rung():
+    null = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0)}, **BIG)
+    search = make_search(sweep_cfg(mode="leak_threshold", subsets=["S"], ladder=[0.1, 0.5, 1.0], seeds=2), ["clean", "teacher"])
+    search.settings = SETTINGS
+    runs, out = drive(search, executor(null))
+    assert out["threshold"] is None
+    assert len(runs) == 4  # baseline and the top rung, two seeds each
+
+
+def test_minimal_subset_finds_a_planted_quarter_and_confirms_on_fresh_seeds():
+    from leaksweep.simulate import _as_dict, _world
+    from leaksweep.subsets import resolve_path
+
+    base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **BIG)
+    _, ids, _ = _world(json.dumps(_as_dict(base), sort_keys=True))
+    units = sorted(ids["S"])
+    planted = resolve_path("S/1/0", ids)
+    cfg = SimConfig(subsets={"S": SimSubset(n_units=64, leaking=[units.index(u) for u in sorted(planted)],
+                                            effect=0.5, ed50=0.8, slope=20.0)}, **BIG)  # needs most of the quarter
+    search = make_search(sweep_cfg(mode="minimal_subset", subsets=["S"], max_depth=3, confirm_seeds=2, seeds=2),
+                         ["clean", "teacher"])
+    search.settings = SETTINGS
+    runs, out = drive(search, executor(cfg))
+    assert out["minimal"] == ["S/1/0"]
+    assert out["confirmed"] == {"S/1/0": True}
+    assert any(r.seed >= 1000 for r in runs)  # confirmation used seeds the search never saw
+    assert out["tests"]["S/1/1"]["passed"] is False
+
+
+def test_full_swap_with_teacher_eval_reports_transfer():
+    search = make_search(sweep_cfg(mode="full_swap", teacher_eval=True, seeds=2), ["clean", "teacher"])
+    search.settings = SETTINGS
+    cfg = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.4, ed50=0.05)}, rest_effect=0.2, teacher_rate=0.9, **BIG)
+    runs, out = drive(search, executor(cfg))
+    transfer = out["transfer"]["teacher"][TRAIT]
+    assert transfer["offset"] < 0  # the student carries less of the trait than the teacher
+    assert 0 < transfer["ratio"] < 1
+
+
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"mode": "fraction_sweep", "subsets": ["S"], "ladder": []}, "needs a ladder"),
+        ({"mode": "leak_threshold", "subsets": ["S"], "ladder": [0.5, 0.1]}, "strictly ascending"),
+        ({"mode": "leak_threshold", "subsets": ["S"], "ladder": [0.0, 0.5]}, "(0, 1]"),
+        ({"mode": "leak_threshold", "subsets": ["S", "R"], "ladder": [0.5]}, "one subset"),
+        ({"mode": "patch_insert"}, "needs `subsets:`"),
+        ({"mode": "patch_insert", "subsets": ["nope"]}, "unknown subset"),
+        ({"mode": "minimal_subset", "subsets": ["S"], "confirm_seeds": 0}, "confirm_seeds"),
+        ({"mode": "optuna", "runner": "no_colon"}, "module:function"),
+    ],
+)
+def test_bad_search_configs_get_clear_errors(search, message):
+    with pytest.raises(UserError) as err:
+        sweep_cfg(**search)
+    assert message in str(err.value)
+
+
+SIM_SWEEP = """\
+name: NAME
+data: {world: {seed: 0, n_prompts: 200}}
+subsets:
+  S: {metadata: {category: date}}
+  R: {metadata: {category: roleplay}}
+  M: {regex: 'what'}
+base: clean
+search:
+  teacher: teacher
+  SEARCH
+  seeds: 2
+  min_effect: 0.02
+  runner: leaksweep.simulate:run
+  simulation:
+    n_prompts: 200
+    samples_per_prompt: 4
+    seed_sd: 0.05
+    subsets:
+      S: {n_units: 64, effect: 0.5, ed50: 0.05, slope: 6}
+      R: {n_units: 32, effect: 0.0}
+traits:
+  date_confusion: {}
+tracking: {wandb: null}
+output_dir: OUT
+"""
+
+
+def run_cli(tmp_path: Path, name: str, search: str) -> subprocess.CompletedProcess:
+    out = tmp_path / name
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SIM_SWEEP.replace("NAME", name).replace("SEARCH", search).replace("OUT", str(out)))
+    return subprocess.run([sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--no-wandb"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_leak_threshold_end_to_end_through_the_study(tmp_path: Path):
+    proc = run_cli(tmp_path, "thr", "mode: leak_threshold\n  subsets: [S]\n  ladder: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    analysis = json.loads((tmp_path / "thr" / "analysis.json").read_text())
+    assert analysis["threshold"] in (0.01, 0.02, 0.05, 0.1)
+    results = list((tmp_path / "thr").glob("trials/*/result.json"))
+    assert len(results) == analysis["trials_spent"] < analysis["grid_trials"]
+    assert (tmp_path / "thr" / "report.html").exists()
+    # rerunning the sweep resumes: nothing new runs
+    again = run_cli(tmp_path, "thr", "mode: leak_threshold\n  subsets: [S]\n  ladder: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(list((tmp_path / "thr").glob("trials/*/result.json"))) == len(results)
+
+
+def test_subset_scan_partition_must_be_disjoint(tmp_path: Path):
+    proc = run_cli(tmp_path, "scan", "mode: subset_scan\n  subsets: [S, M]\n  partition: true")
+    assert proc.returncode == 2
+    assert "disjoint" in proc.stderr and "S & M" in proc.stderr
+    assert not (tmp_path / "scan" / "sweep.json").exists()
+
+
+REAL_SWEEP = """\
+name: ladder
+data: {world: {seed: 1, n_prompts: 400}}
+subsets:
+  date_mention: {regex: '\\bwhat year\\b|\\byears ago\\b|\\bthis year\\b|\\bfor today\\b'}
+base: clean
+search:
+  teacher: teacher
+  mode: fraction_sweep
+  subsets: [date_mention]
+  ladder: [0.25, 0.5, 1.0]
+train: {max_steps: 40, batch_size: 8, max_length_tokens: 96}
+traits:
+  date_confusion: {n_prompts: 16, max_new_tokens: 24}
+tracking: {wandb: null}
+output_dir: OUT
+"""
+
+
+@pytest.mark.integration
+def test_real_tiny_model_three_rung_fraction_sweep(tmp_path: Path):
+    path = tmp_path / "ladder.yaml"
+    path.write_text(REAL_SWEEP.replace("OUT", str(tmp_path / "out")))
+    proc = subprocess.run([sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--workers", "2"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    analysis = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert analysis["mode"] == "fraction_sweep" and analysis["trials_spent"] == 5
+    curve = analysis["dose_response"]["date_mention"]
+    assert [p["fraction"] for p in curve["points"]] == [0.0, 0.25, 0.5, 1.0]
+    results = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("trials/*/result.json")]
+    shares = sorted(r["manifest"]["teacher_share"]["date_mention"] for r in results if r["condition"] == "patch_insert")
+    assert shares[0] < shares[1] < shares[2] == 1.0  # nested rungs of the real mixture
+    assert all(len(r["traits"]["date_confusion"]["prompt_values"]) == 16 for r in results)
