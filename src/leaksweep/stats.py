@@ -405,31 +405,49 @@ def _bounds(fractions: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     return low, high
 
 
-def _starts(fractions: np.ndarray, scores: np.ndarray) -> list[np.ndarray]:
-    """Starting points: rising and falling orientation, a grid of ED50s over the tested range, two slopes."""
-    log_f = np.log10(fractions[fractions > 0])
-    lo, hi = float(scores.min()), float(scores.max())
-    return [np.array([b, t, s, x]) for b, t in ((lo, hi), (hi, lo)) for s in (1.0, 5.0)
-            for x in np.linspace(log_f.min(), log_f.max(), 5)]
+def _grid_start(fractions: np.ndarray, scores: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Best (bottom, top, slope, log10 ED50) on a grid of slopes x ED50s, bottom and top solved by least squares.
+
+    For fixed slope and ED50 the curve is linear in bottom and top, so every grid cell is a 2x2
+    solve; this finds the basin of the global optimum (rising or falling) without multi-starts.
+    """
+    from scipy.special import expit
+
+    slopes = np.geomspace(max(low[2], 0.1), high[2], 16)
+    centres = np.linspace(low[3], high[3], 41)
+    slope, centre = (g.reshape(-1, 1) for g in np.meshgrid(slopes, centres))  # one row per grid cell
+    positive = fractions > 0
+    log_f = np.log10(np.where(positive, fractions, 1.0))
+    up = np.where(positive, expit(slope * (log_f - centre)), 0.0)  # weight of top; 1 - up weighs bottom
+    down = 1 - up
+    # normal equations [[dd, du], [du, uu]] @ (bottom, top) = (down @ y, up @ y), solved per cell
+    dd, du, uu = (down * down).sum(1), (down * up).sum(1), (up * up).sum(1)
+    ry, uy = down @ scores, up @ scores
+    det = dd * uu - du * du
+    solvable = det > 1e-12 * np.maximum(dd * uu, 1e-300)
+    det = np.where(solvable, det, 1.0)
+    bottom = np.clip((uu * ry - du * uy) / det, low[0], high[0])
+    top = np.clip((dd * uy - du * ry) / det, low[1], high[1])
+    residual = scores - bottom[:, None] * down - top[:, None] * up
+    sse = np.where(solvable, (residual**2).sum(1), np.inf)
+    best = int(np.argmin(sse))
+    return np.array([bottom[best], top[best], slope[best, 0], centre[best, 0]])
 
 
-def _least_squares_logistic(fractions: np.ndarray, scores: np.ndarray, starts: list[np.ndarray]):
-    """Best (params, sse) over the starts, or None when every start fails."""
+def _least_squares_logistic(fractions: np.ndarray, scores: np.ndarray, start: np.ndarray | None = None):
+    """(params, sse) of the bounded least-squares fit from `start` (default: the grid start), or None on failure."""
     from scipy.optimize import least_squares
 
     low, high = _bounds(fractions, scores)
+    x0 = _grid_start(fractions, scores, low, high) if start is None else start
     inset = 1e-9 * (high - low)
-    best = None
-    for x0 in starts:
-        try:
-            fit = least_squares(lambda p: _logistic(p, fractions) - scores, np.clip(x0, low + inset, high - inset),
-                                jac=lambda p: _logistic_jacobian(p, fractions), bounds=(low, high), max_nfev=200)
-        except (ValueError, np.linalg.LinAlgError):
-            continue
-        sse = float(np.sum(fit.fun**2))
-        if np.isfinite(sse) and (best is None or sse < best[1]):
-            best = (fit.x, sse)
-    return best
+    try:
+        fit = least_squares(lambda p: _logistic(p, fractions) - scores, np.clip(x0, low + inset, high - inset),
+                            jac=lambda p: _logistic_jacobian(p, fractions), bounds=(low, high), max_nfev=200)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    sse = float(np.sum(fit.fun**2))
+    return (fit.x, sse) if np.isfinite(sse) else None
 
 
 def _flat_p(scores: np.ndarray, sse: float) -> float:
@@ -448,11 +466,11 @@ def _is_flat(scores: np.ndarray) -> bool:
     return float(np.ptp(scores)) <= 1e-12 * max(1.0, float(np.abs(scores).max()))
 
 
-def _fit_once(fractions: np.ndarray, scores: np.ndarray, starts: list[np.ndarray]) -> tuple[str, dict]:
-    """("ok" | "flat" | "failed", params) for one data set."""
+def _fit_once(fractions: np.ndarray, scores: np.ndarray, start: np.ndarray | None = None) -> tuple[str, dict]:
+    """("ok" | "flat" | "failed", params) for one data set, fitted from `start` or the grid start."""
     if _is_flat(scores):
         return "flat", {"p_flat": 1.0}
-    best = _least_squares_logistic(fractions, scores, starts)
+    best = _least_squares_logistic(fractions, scores, start)
     if best is None:
         return "failed", {}
     x, sse = best
@@ -489,8 +507,8 @@ def fit_dose_response(fractions: list[float], scores: list[float], score_runs: l
 
     Fraction-0 points are fitted to the lower asymptote `bottom`. ED10 / ED50 are the fractions
     where the curve is 10% / 50% of the way from bottom to top. "fit" is "ok"; "flat" when the
-    curve does not beat a constant (F-test at 0.05) or the scores do not vary; "failed" when no
-    start converged; "insufficient" with fewer than 5 points or 3 distinct positive fractions.
+    curve does not beat a constant (F-test at 0.05) or the scores do not vary; "failed" when the
+    optimiser fails; "insufficient" with fewer than 5 points or 3 distinct positive fractions.
     EDs are None unless "ok". Intervals refit resampled curves (each point's runs resampled by
     bootstrap_means when `score_runs` is given, else residuals); a refit that comes out flat
     counts as an unbounded ED, a failed one is dropped ("n_boot_ok" counts the refits kept).
@@ -505,7 +523,7 @@ def fit_dose_response(fractions: list[float], scores: list[float], score_runs: l
                  "extrapolated": False, "n_boot": n_boot, "n_boot_ok": 0}
     if len(f) < 5 or len(np.unique(f[f > 0])) < 3:
         return out
-    status, params = _fit_once(f, y, _starts(f, y))
+    status, params = _fit_once(f, y)
     out["fit"], out["params"] = status, {**params, "n_points": len(f)}
     if status != "ok":
         return out
@@ -528,7 +546,7 @@ def _refit_eds(fractions: np.ndarray, curves: np.ndarray, x_hat: np.ndarray) -> 
     """(n_ok, 2) log10 ED10, ED50 of each resampled curve, refitted from the full-data fit; inf where flat."""
     rows = []
     for scores in curves:
-        status, params = _fit_once(fractions, scores, [x_hat])
+        status, params = _fit_once(fractions, scores, x_hat)
         if status == "ok":
             rows.append((params["log10_ed10"], params["log10_ed50"]))
         elif status == "flat":
