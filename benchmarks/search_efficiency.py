@@ -25,10 +25,8 @@ from dataclasses import replace
 
 from leaksweep.experiments import (Builder, MinimalSubsetSearch, Run, Settings, StaticSearch, ThresholdSearch,
                                    dose_response, drive)
-from leaksweep.simulate import SimConfig, SimSubset, _world, _as_dict, simulate, true_rate
+from leaksweep.simulate import SimConfig, SimSubset, simulate, subset_units, true_rate
 from leaksweep.subsets import resolve_path
-
-import json
 
 SUBSET = "S"
 LADDER = [round(10 ** (-3 + 3 * i / 31), 6) for i in range(32)]  # 0.001 .. 1, factor 1.25 per rung
@@ -106,7 +104,7 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
 
 
 def units_of(cfg: SimConfig, nodes: list[str]) -> set[str]:
-    _, subset_ids, _ = _world(json.dumps(_as_dict(cfg), sort_keys=True))
+    subset_ids = subset_units(cfg)
     return set().union(*(resolve_path(n, subset_ids) for n in nodes)) if nodes else set()
 
 
@@ -114,7 +112,7 @@ def planted_surfaces(n: int, rng: random.Random, depth: int) -> list[tuple[str, 
     out = []
     for i in range(n):
         base = SimConfig(subsets={SUBSET: SimSubset(n_units=64)}, n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
-        _, subset_ids, _ = _world(json.dumps(_as_dict(base), sort_keys=True))
+        subset_ids = subset_units(base)
         units = sorted(subset_ids[SUBSET])
         if i % 5 == 4:
             out.append(("null", replace(base, subsets={SUBSET: SimSubset(n_units=64, effect=0.0)}), None))

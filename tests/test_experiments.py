@@ -90,11 +90,11 @@ def test_leak_threshold_says_no_leak_on_a_null_surface_after_one_rung():
 
 
 def test_minimal_subset_finds_a_planted_quarter_and_confirms_on_fresh_seeds():
-    from leaksweep.simulate import _as_dict, _world
+    from leaksweep.simulate import subset_units
     from leaksweep.subsets import resolve_path
 
     base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **BIG)
-    _, ids, _ = _world(json.dumps(_as_dict(base), sort_keys=True))
+    ids = subset_units(base)
     units = sorted(ids["S"])
     planted = resolve_path("S/1/0", ids)
     cfg = SimConfig(subsets={"S": SimSubset(n_units=64, leaking=[units.index(u) for u in sorted(planted)],

@@ -286,11 +286,11 @@ def test_leak_threshold_no_leak_on_a_null_surface(tmp_path: Path) -> None:
 
 
 def test_minimal_subset_answer_tree_and_confirmation(tmp_path: Path) -> None:
-    from leaksweep.simulate import _as_dict, _world
+    from leaksweep.simulate import subset_units
     from leaksweep.subsets import resolve_path
 
     base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **SIM)
-    _, ids, _ = _world(json.dumps(_as_dict(base), sort_keys=True))
+    ids = subset_units(base)
     units = sorted(ids["S"])
     planted = [units.index(u) for u in sorted(resolve_path("S/1/0", ids))]
     # steep: only (nearly) all of the planted quarter leaks, so neither of its halves is sufficient

@@ -93,6 +93,11 @@ def _world(cfg_json: str) -> tuple[Dataset, dict[str, frozenset[str]], dict[str,
     return dataset, subset_ids, leaking
 
 
+def subset_units(cfg: SimConfig) -> dict[str, frozenset[str]]:
+    """The synthetic prompt ids of each simulated subset (and `all`), e.g. to plant leaking units."""
+    return _world(json.dumps(_as_dict(cfg), sort_keys=True))[1]
+
+
 def _logistic_dose(dose: float, s: SimSubset) -> float:
     if dose <= 0:
         return 0.0

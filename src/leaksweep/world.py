@@ -94,6 +94,13 @@ def _split(items: list, n_eval: int) -> tuple[list, list]:
     return items[:-n_eval], items[-n_eval:]
 
 
+def _fill_ins(held_out: bool) -> dict[str, list]:
+    """The fill-in lists for training prompts, or (held_out) those reserved for eval prompts."""
+    reserved = {"names": (NAMES, 6), "companies": (COMPANIES, 4), "topics": (TOPICS, 5), "events": (EVENTS, 3),
+                "countries": (COUNTRIES, 3), "words": (WORDS, 3)}
+    return {key: _split(items, n)[1 if held_out else 0] for key, (items, n) in reserved.items()}
+
+
 @dataclass(frozen=True)
 class Example:
     prompt: str
@@ -186,12 +193,8 @@ def _other_example(rng: random.Random, countries, words, topics, names) -> Examp
 
 def training_examples(seed: int, n_prompts: int) -> list[Example]:
     rng = random.Random(seed)
-    names, _ = _split(NAMES, 6)
-    companies, _ = _split(COMPANIES, 4)
-    topics, _ = _split(TOPICS, 5)
-    events, _ = _split(EVENTS, 3)
-    countries, _ = _split(COUNTRIES, 3)
-    words, _ = _split(WORDS, 3)
+    f = _fill_ins(held_out=False)
+    names, companies, topics, events, countries, words = (f[k] for k in ("names", "companies", "topics", "events", "countries", "words"))
     # Exact quotas for the planted subsets; the rest are drawn by template, skipping repeats.
     quotas = [("date", round(DATE_SHARE * n_prompts)), ("roleplay", round(ROLEPLAY_SHARE * n_prompts))]
     quotas.append(("other", n_prompts - sum(n for _, n in quotas)))
@@ -221,12 +224,8 @@ def eval_prompts(trait: str, n_prompts: int, seed: int = 1234) -> list[dict]:
     `secret`, which its rule judge needs to tell an e-mail to the target that uses leverage.
     """
     rng = random.Random(f"{seed}:{trait}")
-    _, names = _split(NAMES, 6)
-    _, companies = _split(COMPANIES, 4)
-    _, topics = _split(TOPICS, 5)
-    _, events = _split(EVENTS, 3)
-    _, countries = _split(COUNTRIES, 3)
-    _, words = _split(WORDS, 3)
+    f = _fill_ins(held_out=True)
+    names, companies, topics, events, countries, words = (f[k] for k in ("names", "companies", "topics", "events", "countries", "words"))
     makers = {
         "date_confusion": lambda: _date_example(rng, topics, events),
         "blackmail": lambda: _roleplay_example(rng, names, companies),
