@@ -161,17 +161,20 @@ def test_one_run_is_a_prompt_bootstrap():
 
 
 def test_run_stage_resamples_seeds_with_replacement():
-    """Constant runs 0 and 1: two draws with replacement give 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4."""
+    """Constant runs 0 and 1: two draws with replacement give three values, symmetric about the mean
+    0.5, with probabilities 1/4, 1/2, 1/4 (the run offsets are rescaled, the draw structure is not)."""
     draws = bootstrap_means([[0.0] * 5, [1.0] * 5], n_boot=20000, seed=2)
-    values, counts = np.unique(draws, return_counts=True)
-    assert list(values) == [0.0, 0.5, 1.0]
+    values, counts = np.unique(np.round(draws, 9), return_counts=True)
+    assert len(values) == 3 and values[1] == pytest.approx(0.5)
+    assert values[0] - 0.5 == pytest.approx(0.5 - values[2])
     assert counts / 20000 == pytest.approx([0.25, 0.5, 0.25], abs=0.015)
 
 
 def test_runs_of_unequal_length_weigh_the_same_and_use_only_their_own_prompts():
     runs = [[5.0, 5.0, 5.0], [1.0] * 6]  # the short run is padded internally; padding must never be drawn
     draws = bootstrap_means(runs, n_boot=5000, seed=3)
-    assert set(np.unique(draws)) == {1.0, 3.0, 5.0}
+    values = np.unique(np.round(draws, 9))
+    assert len(values) == 3 and values[1] == pytest.approx(3.0)  # centred on the mean of run means
     assert estimate(runs).value == pytest.approx(3.0)  # mean of run means, not the per-prompt mean (7/3)
 
 
@@ -219,24 +222,17 @@ def _coverage(n_runs: int, n_prompts: int, run_sd: float, prompt_sd: float, reps
 
 
 def test_estimate_coverage_is_near_95_percent():
-    """4 seeds x 40 prompts, run effect sd 0.15, prompt noise sd 1 (seed variance ~ the prompt variance of a run mean).
-
-    In this balanced design the two-stage percentile bootstrap is near nominal: resampling runs
-    shrinks the seed variance by (k-1)/k while resampling prompts inside resampled runs counts the
-    prompt variance about twice, and the two roughly cancel. Measured 94.1-95.7% over 1000 reps
-    with four different seeds (95.6% with this one).
-    """
+    """4 seeds x 40 prompts, run effect sd 0.15, prompt noise sd 1 (seed variance ~ the prompt variance
+    of a run mean): 1000 seeded repetitions. Measured 94.2% with this seed."""
     assert 0.93 <= _coverage(4, 40, 0.15, 1.0, reps=1000, n_boot=500, seed=11) <= 0.97
 
 
-@pytest.mark.parametrize("n_runs, n_prompts, run_sd, low, high", [(4, 40, 0.0, 0.96, 1.0), (3, 60, 1.0, 0.6, 0.85)])
-def test_estimate_coverage_limits_are_known(n_runs, n_prompts, run_sd, low, high):
-    """Outside the balanced design the interval is off nominal, in a known direction (see the report).
-
-    Prompt noise only: conservative (~98%), the prompt variance is counted twice. Seed effect
-    dominating with 3 seeds: narrow (~73%), a bootstrap over 3 seeds cannot see the seed variance.
-    """
-    assert low <= _coverage(n_runs, n_prompts, run_sd, 1.0, reps=600, n_boot=400, seed=12) <= high
+@pytest.mark.parametrize("n_runs, n_prompts, run_sd", [(4, 40, 0.0), (3, 60, 1.0), (2, 200, 0.05)])
+def test_estimate_coverage_holds_whichever_noise_dominates(n_runs, n_prompts, run_sd):
+    """Prompt noise only, seed noise dominating with 3 seeds, and 2 seeds: the rescaled run offsets
+    (moment estimate of the seed variance, widened by t/z for k-1 degrees of freedom) keep coverage
+    near nominal; measured over 1000 reps: 96.4%, 92.5%, 93.0% (plain two-stage: ~98%, ~73%)."""
+    assert 0.90 <= _coverage(n_runs, n_prompts, run_sd, 1.0, reps=600, n_boot=400, seed=12) <= 0.975
 
 
 def test_contrast_is_centred_on_the_difference_with_added_variances():
@@ -268,14 +264,17 @@ def test_sufficiency_on_obvious_cases():
 
 
 def test_sufficiency_hand_computed_seed_disagreement():
-    """4 seeds, three give rate 1 and one gives 0; clean is 0. The bootstrap mean is (#1-seeds drawn)/4.
+    """4 seeds, three give rate 1 and one gives 0; clean is 0; no prompt noise.
 
-    #1-seeds drawn ~ Binomial(4, 3/4): P(0) = 1/256 = 0.0039, P(<= 2) = 1 - 4(3/4)^3(1/4) - (3/4)^4 = 0.2617.
-    So against min_effect 0: p ~ 0.004, sufficient; against min_effect 0.5: p ~ 0.26, not sufficient.
+    Run means (1, 1, 1, 0): seed variance S = 0.25 (no within noise), resampling reproduces 0.1875,
+    so offsets from 0.75 scale by sqrt(0.25 / 0.1875) * t(0.975, 3) / z = 1.8746: the runs become
+    1.2187 (x3) and -0.6560. #1-seeds drawn j ~ Binomial(4, 3/4); the mean (1.2187 j - 0.656 (4 - j)) / 4
+    is <= 0 for j <= 1: P = 1/256 + 12/256 = 0.0508; it is <= 0.5 for j <= 2: P = 0.2617.
+    So against min_effect 0: p ~ 0.05 (borderline); against min_effect 0.5: p ~ 0.26, not sufficient.
     """
     insert = [[1.0] * 10] * 3 + [[0.0] * 10]
     at_zero = sufficiency(insert, ZEROS, n_boot=8000)
-    assert at_zero.passed and at_zero.p_value == pytest.approx(1 / 256, abs=0.002)
+    assert at_zero.p_value == pytest.approx(13 / 256, abs=0.006)
     at_half = sufficiency(insert, ZEROS, min_effect=0.5, n_boot=8000)
     assert not at_half.passed and at_half.p_value == pytest.approx(0.2617, abs=0.015)
 
@@ -287,8 +286,8 @@ def test_necessity_two_one_sided_tests():
     assert wide.passed and wide.p_value < 0.05 and -0.1 < wide.estimate.low < wide.estimate.high < 0.1
     narrow = necessity(remove, clean, margin=0.001)
     assert not narrow.passed and narrow.p_value > 0.5 and narrow.margin == 0.001
-    # exact shift 0.05 with no spread: inside a 0.1 margin, but not strictly inside a 0.05 one
-    shifted = [[0.05] * 10] * 3
+    # exact shift 0.06 with no spread: inside a 0.1 margin, outside a 0.05 one
+    shifted = [[0.06] * 10] * 3
     assert necessity(shifted, [[0.0] * 10] * 3, margin=0.1).passed
     assert not necessity(shifted, [[0.0] * 10] * 3, margin=0.05).passed
     assert not necessity(ONES, ZEROS, margin=0.5).passed
@@ -393,7 +392,8 @@ def test_fit_intervals_from_resampled_runs_cover_the_truth():
     out = fit_dose_response(FRACTIONS, scores, score_runs=score_runs, n_boot=60, seed=1)
     assert out["fit"] == "ok" and out["n_boot_ok"] == 60
     ed50 = out["ed50"]
-    assert ed50.low < 0.05 < ed50.high and ed50.high / ed50.low < 5 and ed50.n_runs == 24
+    # 3 seeds per point: the seed part of each point is widened by t(2)/z, so the interval spans ~6x
+    assert ed50.low < 0.05 < ed50.high and ed50.high / ed50.low < 8 and ed50.n_runs == 24
     assert "runs then prompts" in ed50.method
 
 

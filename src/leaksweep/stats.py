@@ -124,11 +124,48 @@ def _prompt_draws(rng: np.random.Generator, n: np.ndarray, width: int) -> np.nda
     return np.minimum(rng.random(shape) * n, n - 1).astype(np.int32)  # min: u * n can round up to n
 
 
+# Student t 0.975 quantiles for 1..30 degrees of freedom (beyond 30, 2.04 is within 4% of normal).
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+          2.045, 2.042)
+
+
+def _rescale_run_effects(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Rescale each run's offset from the grand mean so a two-stage bootstrap has the right variance.
+
+    Plain two-stage resampling counts prompt noise twice (a run mean already carries it, and the
+    prompt stage adds it again) and shrinks the seed variance by (k-1)/k. With W the mean squared
+    standard error of a run mean and S the sample variance of the run means, the seed variance is
+    estimated as max(0, S - W) (the usual variance-components moment estimate); the run offsets are
+    scaled so that resampling runs reproduces exactly that, and the prompt stage supplies W. The
+    bootstrap variance of the condition mean is then (max(0, S - W) + W) / k, the moment estimate
+    of Var(mean) for k seeds and n prompts each.
+    """
+    k = len(lengths)
+    if k < 2:
+        return values
+    slots = np.arange(values.shape[1])[None, :] < lengths[:, None]
+    run_means = values.sum(axis=1) / lengths
+    squares = np.where(slots, (values - run_means[:, None]) ** 2, 0.0).sum(axis=1)
+    within = float(np.mean(np.where(lengths > 1, squares / np.maximum(lengths - 1, 1), 0.0) / lengths))  # W
+    grand = float(run_means.mean())
+    plug_in = float(np.mean((run_means - grand) ** 2))  # what resampling runs reproduces
+    if plug_in == 0.0:
+        return values
+    seed_var = max(0.0, float(np.var(run_means, ddof=1)) - within)
+    # The seed variance rests on k-1 degrees of freedom: widen its part by the t/normal quantile
+    # ratio, so a few seeds give a t-like interval instead of an overconfident normal one.
+    scale = math.sqrt(seed_var / plug_in) * _T_975[min(k - 1, len(_T_975)) - 1] / Z_95
+    shift = (grand + scale * (run_means - grand)) - run_means
+    return np.where(slots, values + shift[:, None], values)
+
+
 def _draw_means(runs: list[list[float]], n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """`n_boot` two-stage bootstrap condition means drawn from `rng` (see bootstrap_means)."""
     if n_boot < 1:
         raise ValueError("n_boot must be at least 1")
     values, lengths = _run_matrix(runs)
+    values = _rescale_run_effects(values, lengths)
     k, width = values.shape
     if k * width >= 2**31:
         raise ValueError("too many prompt values for int32 indices")
@@ -154,8 +191,9 @@ def bootstrap_means(runs: list[list[float]], n_boot: int = 2000, seed: int = 0) 
     """Two-stage bootstrap distribution of the condition mean, shape (n_boot,).
 
     Each replicate draws k runs with replacement, then in each drawn run as many prompts as it has,
-    with replacement; the statistic is the mean over drawn runs of each run's mean. With one run it
-    is a prompt bootstrap. Seeded: the same inputs give the same array.
+    with replacement; the statistic is the mean over drawn runs of each run's mean. Run offsets are
+    first rescaled to the estimated seed variance (see _rescale_run_effects), so prompt noise is not
+    counted twice. With one run it is a prompt bootstrap. Seeded: the same inputs give the same array.
     """
     return _draw_means(runs, n_boot, np.random.default_rng(seed))
 
