@@ -77,14 +77,15 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
         execute = executor(cfg)
         runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, settings), execute)
         found = {"adaptive": (out["threshold"], len(runs))}
-        grid = StaticSearch("fraction_sweep", [builder.all_clean()] + [builder.patch_insert(SUBSET, f) for f in LADDER],
+        baselines = [builder.all_clean(), builder.all_teacher()]  # every search runs both
+        grid = StaticSearch("fraction_sweep", baselines + [builder.patch_insert(SUBSET, f) for f in LADDER],
                             builder, settings, [SUBSET], LADDER)
         grid_runs, _ = drive(grid, execute)
         found["grid"] = (dose_response(grid_runs, builder, settings, SUBSET, LADDER)["threshold"]["threshold"], len(grid_runs))
         # random search: as many rungs as the adaptive search ran, chosen at random, same seeds per point
-        n_rungs = max(1, len(runs) // settings.seeds - 1)
+        n_rungs = max(1, len(runs) // settings.seeds - 2)
         picked = sorted(rng.sample(LADDER, min(n_rungs, len(LADDER))))
-        rand = StaticSearch("fraction_sweep", [builder.all_clean()] + [builder.patch_insert(SUBSET, f) for f in picked],
+        rand = StaticSearch("fraction_sweep", baselines + [builder.patch_insert(SUBSET, f) for f in picked],
                             builder, settings, [SUBSET], picked)
         rand_runs, _ = drive(rand, execute)
         found["random"] = (dose_response(rand_runs, builder, settings, SUBSET, picked)["threshold"]["threshold"], len(rand_runs))
@@ -133,7 +134,7 @@ def run_minimal(surfaces, settings: Settings, builder: Builder, depth: int) -> d
         execute = executor(cfg)
         runs, out = drive(MinimalSubsetSearch(SUBSET, depth, 2, builder, settings), execute)
         results = {"bisection": (out["minimal"], len(runs), all(out["confirmed"].values()) and bool(out["minimal"]))}
-        scan = StaticSearch("patch_insert", [builder.all_clean()] + [builder.patch_insert(x) for x in leaves],
+        scan = StaticSearch("patch_insert", [builder.all_clean(), builder.all_teacher()] + [builder.patch_insert(x) for x in leaves],
                             builder, settings, leaves)
         scan_runs, scan_out = drive(scan, execute)
         sufficient = [x for x in leaves if scan_out["leak_map"][TRAIT][x].get("sufficient_holm")]

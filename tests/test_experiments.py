@@ -86,7 +86,7 @@ def test_leak_threshold_says_no_leak_on_a_null_surface_after_one_rung():
     search.settings = SETTINGS
     runs, out = drive(search, executor(null))
     assert out["threshold"] is None
-    assert len(runs) == 4  # baseline and the top rung, two seeds each
+    assert len(runs) == 6  # both baselines and the top rung, two seeds each
 
 
 def test_minimal_subset_finds_a_planted_quarter_and_confirms_on_fresh_seeds():

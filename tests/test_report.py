@@ -280,7 +280,7 @@ def test_leak_threshold_no_leak_on_a_null_surface(tmp_path: Path) -> None:
     page = write_report(sweep).read_text()
     answer = _answer(page)
     assert "<b>No leak</b>" in answer and "up to the top rung, 1 (100%)" in answer
-    assert "Found with <b>4</b> trials (a full ladder needs 8)" in answer
+    assert "Found with <b>6</b> trials (a full ladder needs 10)" in answer
     assert 'class="threshold"' not in page
     assert 'class="rung failed"' in page
 

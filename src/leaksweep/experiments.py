@@ -177,17 +177,25 @@ class Settings:
         return range(self.seeds)
 
 
-def _estimate(runs: list[Run], trait: str, s: Settings) -> dict | None:
+def pooled(runs: list[Run], trait: str) -> stats.SeedVariance | None:
+    """Seed variance pooled over every condition of the search (seed noise is the trainer's, not a mixture's)."""
+    groups: dict[str, list[list[float]]] = {}
+    for r in runs:
+        groups.setdefault(r.condition.key(), []).append(list(r.traits[trait]["prompt_values"]))
+    return stats.pooled_seed_variance(list(groups.values()))
+
+
+def _estimate(runs: list[Run], trait: str, s: Settings, seed_var: stats.SeedVariance | None = None) -> dict | None:
     if not runs:
         return None
-    est = stats.estimate(values(runs, trait), n_boot=s.n_boot).to_dict()
+    est = stats.estimate(values(runs, trait), n_boot=s.n_boot, pooled=seed_var).to_dict()
     return {**est, "trials": [r.trial for r in runs]}
 
 
 def sufficiency(runs: list[Run], node: Condition, clean: Condition, trait: str, s: Settings, seeds: range | None = None):
     a, b = runs_of(runs, node, seeds), runs_of(runs, clean, seeds)
     return stats.sufficiency(values(a, trait), values(b, trait), s.min_effect, s.alpha,
-                             trials=tuple(r.trial for r in a + b), n_boot=s.n_boot)
+                             trials=tuple(r.trial for r in a + b), n_boot=s.n_boot, pooled=pooled(runs, trait))
 
 
 def baselines_summary(runs: list[Run], b: Builder, s: Settings) -> dict:
@@ -250,7 +258,8 @@ def leak_map(runs: list[Run], b: Builder, s: Settings, subsets: list[str]) -> di
             if runs_of(runs, remove) and runs_of(runs, clean):
                 a, c = runs_of(runs, remove), runs_of(runs, clean)
                 necessary = stats.necessity(values(a, trait), values(c, trait), s.margin, s.alpha,
-                                            trials=tuple(r.trial for r in a + c), n_boot=s.n_boot)
+                                            trials=tuple(r.trial for r in a + c), n_boot=s.n_boot,
+                                            pooled=pooled(runs, trait))
                 row["necessary"] = necessary.to_dict()
                 for refill in ("none", "same", "clean"):
                     drop = b.drop(sub, refill_source(refill, b))
@@ -258,7 +267,7 @@ def leak_map(runs: list[Run], b: Builder, s: Settings, subsets: list[str]) -> di
                     if d:
                         row[f"leak_in_refill_{refill}"] = stats.leak_in(
                             values(d, trait), values(a, trait), necessary, s.alpha,
-                            trials=tuple(r.trial for r in d + a), n_boot=s.n_boot).to_dict()
+                            trials=tuple(r.trial for r in d + a), n_boot=s.n_boot, pooled=pooled(runs, trait)).to_dict()
             table[trait][sub] = row
         p_values = {sub: row["sufficient"]["p_value"] for sub, row in table[trait].items() if "sufficient" in row}
         if p_values:
@@ -276,6 +285,7 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
     seq = stats.fixed_sequence_threshold(
         sorted(present), {f: values(r, trait) for f, r in present.items()}, values(runs_of(runs, clean), trait),
         s.min_effect, s.alpha, trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()}, n_boot=s.n_boot,
+        pooled=pooled(runs, trait),
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
     fit = stats.fit_dose_response(
@@ -284,7 +294,7 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
     ) if s.fit_curves and len(points) >= 3 else {"fit": "skipped"}
     return {
         "subset": subset, "trait": trait, "ladder": ladder, "tested": sorted(present),
-        "points": [{"fraction": f, **(_estimate(r, trait, s) or {})} for f, r in points],
+        "points": [{"fraction": f, **(_estimate(r, trait, s, pooled(runs, trait)) or {})} for f, r in points],
         "threshold": seq, "fit": _jsonable(fit),
         "trials_spent": sum(len(r) for _, r in points),
     }
@@ -347,7 +357,8 @@ class ThresholdSearch:
 
     def next_round(self, runs: list[Run]) -> list[Request]:
         b, seeds = self.builder, self.settings.seed_range
-        first = missing(runs, b.all_clean(), seeds) + missing(runs, b.patch_insert(self.subset, self.ladder[-1]), seeds)
+        first = [req for c in (b.all_clean(), b.all_teacher(), b.patch_insert(self.subset, self.ladder[-1]))
+                 for req in missing(runs, c, seeds)]
         if first:
             return first
         if not self._passed(runs, self.ladder[-1]):
@@ -363,7 +374,7 @@ class ThresholdSearch:
 
     def conclude(self, runs: list[Run]) -> dict:
         s, b = self.settings, self.builder
-        grid_trials = (len(self.ladder) + 1) * s.seeds
+        grid_trials = (len(self.ladder) + 2) * s.seeds  # every rung plus both baselines
         result = dose_response(runs, b, s, self.subset, self.ladder)
         return {
             "mode": self.mode, "trials_spent": len(runs), "grid_trials": grid_trials,
@@ -397,7 +408,7 @@ class MinimalSubsetSearch:
     def _walk(self, runs: list[Run]) -> tuple[list[Request], dict[str, bool], list[str]]:
         """Replay the bisection: (requests still needed, decisions so far, minimal nodes when done)."""
         b, s, seeds = self.builder, self.settings, self.settings.seed_range
-        need = missing(runs, b.all_clean(), seeds)
+        need = missing(runs, b.all_clean(), seeds) + missing(runs, b.all_teacher(), seeds)
         decided: dict[str, bool] = {}
         frontier = [self.subset]
         while frontier:

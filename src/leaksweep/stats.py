@@ -130,7 +130,39 @@ _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
           2.045, 2.042)
 
 
-def _rescale_run_effects(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class SeedVariance:
+    """A pooled estimate of the training-seed variance of a run mean, with its degrees of freedom.
+
+    Seed noise is a property of the training procedure, not of a mixture, so a search pools it over
+    every condition it ran: with 2 seeds per condition one condition alone gives 1 degree of
+    freedom, which forces a uselessly wide (t with 1 df) or an overconfident interval.
+    """
+
+    variance: float
+    df: int
+
+
+def _seed_moments(runs: list[list[float]]) -> tuple[float, float]:
+    """(S, W): the sample variance of the run means and the mean squared standard error of a run mean."""
+    values, lengths = _run_matrix(runs)
+    slots = np.arange(values.shape[1])[None, :] < lengths[:, None]
+    run_means = values.sum(axis=1) / lengths
+    squares = np.where(slots, (values - run_means[:, None]) ** 2, 0.0).sum(axis=1)
+    within = float(np.mean(np.where(lengths > 1, squares / np.maximum(lengths - 1, 1), 0.0) / lengths))
+    return float(np.var(run_means, ddof=1)), within
+
+
+def pooled_seed_variance(conditions: list[list[list[float]]]) -> SeedVariance | None:
+    """Pool max(0, S - W) over conditions with at least 2 runs, weighted by their k - 1 df."""
+    parts = [(len(runs) - 1, _seed_moments(runs)) for runs in conditions if len(runs) >= 2]
+    df = sum(d for d, _ in parts)
+    if df == 0:
+        return None
+    return SeedVariance(max(0.0, sum(d * (s_b - w) for d, (s_b, w) in parts) / df), df)
+
+
+def _rescale_run_effects(values: np.ndarray, lengths: np.ndarray, pooled: SeedVariance | None = None) -> np.ndarray:
     """Rescale each run's offset from the grand mean so a two-stage bootstrap has the right variance.
 
     Plain two-stage resampling counts prompt noise twice (a run mean already carries it, and the
@@ -146,26 +178,27 @@ def _rescale_run_effects(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return values
     slots = np.arange(values.shape[1])[None, :] < lengths[:, None]
     run_means = values.sum(axis=1) / lengths
-    squares = np.where(slots, (values - run_means[:, None]) ** 2, 0.0).sum(axis=1)
-    within = float(np.mean(np.where(lengths > 1, squares / np.maximum(lengths - 1, 1), 0.0) / lengths))  # W
     grand = float(run_means.mean())
     plug_in = float(np.mean((run_means - grand) ** 2))  # what resampling runs reproduces
     if plug_in == 0.0:
         return values
-    seed_var = max(0.0, float(np.var(run_means, ddof=1)) - within)
-    # The seed variance rests on k-1 degrees of freedom: widen its part by the t/normal quantile
+    if pooled is None:
+        s_b, within = _seed_moments([list(values[i, : lengths[i]]) for i in range(k)])
+        pooled = SeedVariance(max(0.0, s_b - within), k - 1)
+    # The seed variance rests on `df` degrees of freedom: widen its part by the t/normal quantile
     # ratio, so a few seeds give a t-like interval instead of an overconfident normal one.
-    scale = math.sqrt(seed_var / plug_in) * _T_975[min(k - 1, len(_T_975)) - 1] / Z_95
+    scale = math.sqrt(pooled.variance / plug_in) * _T_975[min(pooled.df, len(_T_975)) - 1] / Z_95
     shift = (grand + scale * (run_means - grand)) - run_means
     return np.where(slots, values + shift[:, None], values)
 
 
-def _draw_means(runs: list[list[float]], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def _draw_means(runs: list[list[float]], n_boot: int, rng: np.random.Generator,
+                pooled: SeedVariance | None = None) -> np.ndarray:
     """`n_boot` two-stage bootstrap condition means drawn from `rng` (see bootstrap_means)."""
     if n_boot < 1:
         raise ValueError("n_boot must be at least 1")
     values, lengths = _run_matrix(runs)
-    values = _rescale_run_effects(values, lengths)
+    values = _rescale_run_effects(values, lengths, pooled)
     k, width = values.shape
     if k * width >= 2**31:
         raise ValueError("too many prompt values for int32 indices")
@@ -187,7 +220,8 @@ def _draw_means(runs: list[list[float]], n_boot: int, rng: np.random.Generator) 
     return out
 
 
-def bootstrap_means(runs: list[list[float]], n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+def bootstrap_means(runs: list[list[float]], n_boot: int = 2000, seed: int = 0,
+                    pooled: SeedVariance | None = None) -> np.ndarray:
     """Two-stage bootstrap distribution of the condition mean, shape (n_boot,).
 
     Each replicate draws k runs with replacement, then in each drawn run as many prompts as it has,
@@ -195,7 +229,7 @@ def bootstrap_means(runs: list[list[float]], n_boot: int = 2000, seed: int = 0) 
     first rescaled to the estimated seed variance (see _rescale_run_effects), so prompt noise is not
     counted twice. With one run it is a prompt bootstrap. Seeded: the same inputs give the same array.
     """
-    return _draw_means(runs, n_boot, np.random.default_rng(seed))
+    return _draw_means(runs, n_boot, np.random.default_rng(seed), pooled)
 
 
 def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
@@ -211,18 +245,20 @@ def _sizes(*conditions: list[list[float]]) -> tuple[int, int]:
     return sum(len(c) for c in conditions), max(len(r) for c in conditions for r in c)
 
 
-def estimate(runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Estimate:
+def estimate(runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+             pooled: SeedVariance | None = None) -> Estimate:
     """The condition mean (mean of run means) with a two-stage percentile bootstrap interval."""
-    low, high = _percentile_interval(bootstrap_means(runs, n_boot, seed), level)
+    low, high = _percentile_interval(bootstrap_means(runs, n_boot, seed, pooled), level)
     n_runs, n_prompts = _sizes(runs)
     method = f"percentile bootstrap, runs then prompts ({n_boot} draws)"
     return Estimate(_condition_mean(runs), low, high, level, method, n_runs, n_prompts)
 
 
-def contrast(a_runs: list[list[float]], b_runs: list[list[float]], n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+def contrast(a_runs: list[list[float]], b_runs: list[list[float]], n_boot: int = 2000, seed: int = 0,
+             pooled: SeedVariance | None = None) -> np.ndarray:
     """Bootstrap distribution of mean(a) - mean(b), the two conditions resampled independently."""
     rng = np.random.default_rng(seed)
-    return _draw_means(a_runs, n_boot, rng) - _draw_means(b_runs, n_boot, rng)
+    return _draw_means(a_runs, n_boot, rng, pooled) - _draw_means(b_runs, n_boot, rng, pooled)
 
 
 # --- decisions ------------------------------------------------------------------------------------
@@ -254,14 +290,15 @@ def _share_at_or_above(draws: np.ndarray, x: float) -> float:
     return (1 + int(np.count_nonzero(draws >= x))) / (len(draws) + 1)
 
 
-def _difference(a_runs, b_runs, alpha: float, n_boot: int, seed: int) -> tuple[Estimate, np.ndarray]:
+def _difference(a_runs, b_runs, alpha: float, n_boot: int, seed: int,
+                pooled: SeedVariance | None = None) -> tuple[Estimate, np.ndarray]:
     """Estimate of mean(a) - mean(b) with its (1 - 2 alpha) interval, and the bootstrap draws.
 
     The interval's low end is the one-sided (1 - alpha) lower bound, its high end the upper bound.
     """
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha {alpha} outside (0, 0.5)")
-    draws = contrast(a_runs, b_runs, n_boot, seed)
+    draws = contrast(a_runs, b_runs, n_boot, seed, pooled)
     level = 1 - 2 * alpha
     low, high = _percentile_interval(draws, level)
     n_runs, n_prompts = _sizes(a_runs, b_runs)
@@ -275,12 +312,12 @@ def _describe(name: str, est: Estimate) -> str:
 
 
 def sufficiency(insert_runs, clean_runs, min_effect: float = 0.0, alpha: float = 0.05, trials=(),
-                n_boot: int = 2000, seed: int = 0) -> Decision:
+                n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> Decision:
     """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(insert) - tau0 exceeds min_effect.
 
     p is the smoothed share of bootstrap differences at or below min_effect.
     """
-    est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed)
+    est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed, pooled)
     passed = est.low > min_effect
     p = _share_at_or_below(draws, min_effect)
     verdict = "Sufficient" if passed else "Not shown sufficient"
@@ -292,14 +329,14 @@ def sufficiency(insert_runs, clean_runs, min_effect: float = 0.0, alpha: float =
 
 
 def necessity(remove_runs, clean_runs, margin: float, alpha: float = 0.05, trials=(),
-              n_boot: int = 2000, seed: int = 0) -> Decision:
+              n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> Decision:
     """Two one-sided tests: passes when the (1 - 2 alpha) interval of tau(remove) - tau0 lies in (-margin, margin).
 
     p is the larger of the two one-sided bootstrap p-values (difference <= -margin, difference >= margin).
     """
     if margin <= 0:
         raise ValueError("necessity: the equivalence margin must be positive")
-    est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed)
+    est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed, pooled)
     passed = -margin < est.low and est.high < margin
     p = max(_share_at_or_below(draws, -margin), _share_at_or_above(draws, margin))
     verdict = "Necessary (equivalent to clean)" if passed else "Not shown necessary"
@@ -311,12 +348,12 @@ def necessity(remove_runs, clean_runs, margin: float, alpha: float = 0.05, trial
 
 
 def leak_in(drop_runs, remove_runs, necessary: Decision, alpha: float = 0.05, trials=(),
-            n_boot: int = 2000, seed: int = 0) -> Decision:
+            n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> Decision:
     """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
 
     Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
     """
-    est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed)
+    est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled)
     above = est.low > 0
     passed = necessary.passed and above
     p = max(necessary.p_value, _share_at_or_below(draws, 0.0))
@@ -362,7 +399,7 @@ def _check_ladder(ladder: list[float], tested: list[float]) -> None:
 
 def fixed_sequence_threshold(ladder: list[float], runs_by_fraction: dict[float, list[list[float]]], clean_runs,
                              min_effect: float = 0.0, alpha: float = 0.05, trials_by_fraction=None,
-                             n_boot: int = 2000, seed: int = 0) -> dict:
+                             n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> dict:
     """Leak threshold (minimum effective dose) by fixed-sequence testing of sufficiency.
 
     Walks the rungs present in `runs_by_fraction` from the highest down, each tested at level alpha
@@ -375,7 +412,7 @@ def fixed_sequence_threshold(ladder: list[float], runs_by_fraction: dict[float, 
     steps, threshold, stopped_at = [], None, None
     for f in (f for f in reversed(ladder) if f in runs_by_fraction):
         d = sufficiency(runs_by_fraction[f], clean_runs, min_effect, alpha,
-                        trials=tuple(trials_by_fraction.get(f, ())), n_boot=n_boot, seed=seed)
+                        trials=tuple(trials_by_fraction.get(f, ())), n_boot=n_boot, seed=seed, pooled=pooled)
         steps.append({"fraction": f, "decision": d.to_dict()})
         if not d.passed:
             stopped_at = f
