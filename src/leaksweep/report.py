@@ -1259,7 +1259,7 @@ def render(view: SweepView) -> str:
         f"<h1>{esc(view.name)}</h1>", *head,
         "<h2>Trials</h2>", status_line(view.dir, len(view.trials)), trials_table(view),
         *charts,
-        "<h2>Best and worst mixtures</h2>", best_worst_section(view),
+        f"<h2>Best and worst {'mixtures' if view.analysis is None else 'trials'}</h2>", best_worst_section(view),
         "<h2>Training curves</h2>", curves_section(view),
         "<h2>Sample generations</h2>", samples_section(view),
         "<h2>Provenance</h2>", provenance(view),
