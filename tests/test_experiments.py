@@ -159,6 +159,7 @@ search:
     subsets:
       S: {n_units: 64, effect: 0.5, ed50: 0.05, slope: 6}
       R: {n_units: 32, effect: 0.0}
+train: {max_steps: 10}
 traits:
   date_confusion: {}
 tracking: {wandb: null}
@@ -229,3 +230,45 @@ def test_real_tiny_model_three_rung_fraction_sweep(tmp_path: Path):
     shares = sorted(r["manifest"]["teacher_share"]["date_mention"] for r in results if r["condition"] == "patch_insert")
     assert shares[0] < shares[1] < shares[2] == 1.0  # nested rungs of the real mixture
     assert all(len(r["traits"]["date_confusion"]["prompt_values"]) == 16 for r in results)
+
+
+@pytest.mark.parametrize(
+    "name, search, check",
+    [
+        ("teval", "mode: teacher_eval", lambda a: a["teachers"]["teacher"]["date_confusion"]["value"] > 0.5),
+        ("swap", "mode: full_swap\n  teacher_eval: true", lambda a: "teacher" in a["transfer"]),
+        ("insert", "mode: patch_insert\n  subsets: [S, R]",
+         lambda a: a["leak_map"]["date_confusion"]["S"]["sufficient"]["passed"]
+         and not a["leak_map"]["date_confusion"]["R"]["sufficient"]["passed"]),
+        ("remove", "mode: patch_remove\n  subsets: [S]", lambda a: "necessary" in a["leak_map"]["date_confusion"]["S"]),
+        ("drop", "mode: drop\n  subsets: [S]\n  refill: [none, same, clean]",
+         lambda a: {"leak_in_refill_none", "leak_in_refill_same", "leak_in_refill_clean"}
+         <= set(a["leak_map"]["date_confusion"]["S"])),
+        ("scan", "mode: subset_scan\n  subsets: [S, R]\n  partition: true",
+         lambda a: set(a["leak_map"]["date_confusion"]) == {"S", "R"}),
+        ("ladder", "mode: fraction_sweep\n  subsets: [S]\n  ladder: [0.05, 0.2, 1.0]",
+         lambda a: a["dose_response"]["S"]["threshold"]["threshold"] is not None),
+        ("minimal", "mode: minimal_subset\n  subsets: [S]\n  max_depth: 2", lambda a: a["minimal"] != []),
+    ],
+)
+def test_every_mode_end_to_end_on_the_simulated_runner(tmp_path: Path, name: str, search: str, check):
+    proc = run_cli(tmp_path, name, search)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    analysis = json.loads((tmp_path / name / "analysis.json").read_text())
+    assert check(analysis), json.dumps(analysis)[:2000]
+    assert analysis["trials_spent"] == len(list((tmp_path / name).glob("trials/*/result.json")))
+    assert (tmp_path / name / "report.html").stat().st_size > 1000
+
+
+def test_optuna_nsga2_finds_a_pareto_front_of_trait_vs_teacher_data(tmp_path: Path):
+    search = ("mode: optuna\n  sampler: nsga2\n  n_trials: 8\n  baselines: false\n"
+              "  fractions: {S: {low: 0.0, high: 1.0}}\n"
+              "  objectives: [{trait: date_confusion, direction: maximize}, {trait: teacher_share, direction: minimize}]")
+    proc = run_cli(tmp_path, "pareto", search)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "pareto" / "optuna.journal")))
+    study = optuna.load_study(study_name="pareto", storage=storage)
+    assert len(study.trials) == 8 and all(len(t.values) == 2 for t in study.trials)
+    assert 1 <= len(study.best_trials) <= 8

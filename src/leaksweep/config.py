@@ -432,7 +432,8 @@ class SweepConfig:
             if root not in known_subsets and root != "all":
                 problems.append(f".search.subsets: unknown subset {subset!r}; defined: {sorted(known_subsets)} (or `all`)")
         if self.search.mode == "drop" and self.train.max_steps is None:
-            problems.append(".train.max_steps: mode drop compares datasets of different sizes; fix the optimizer steps")
+            problems.append(".train.max_steps: mode drop compares datasets of different sizes; set a fixed number "
+                            "of optimizer steps (e.g. max_steps: 300)")
         trait = self.search.trait
         if trait is not None and trait not in self.traits:
             problems.append(f".search.trait: {trait!r} is not among the traits {sorted(self.traits)}")

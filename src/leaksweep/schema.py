@@ -145,7 +145,10 @@ def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) ->
     check = getattr(obj, "check", None)
     if check is not None:
         for message in check():
-            problems.append(f"{label}: {message}" if not message.startswith(".") else f"{label}{message}")
+            if message.startswith("."):  # a path below this object: ".key: problem"
+                problems.append(f"{path}{message}" if path else message[1:])
+            else:
+                problems.append(f"{label}: {message}")
     return obj
 
 
