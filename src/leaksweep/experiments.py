@@ -201,8 +201,9 @@ def sufficiency(runs: list[Run], node: Condition, clean: Condition, trait: str, 
 def baselines_summary(runs: list[Run], b: Builder, s: Settings) -> dict:
     out = {}
     for trait in s.traits:
-        out[trait] = {"all_clean": _estimate(runs_of(runs, b.all_clean()), trait, s),
-                      "all_teacher": _estimate(runs_of(runs, b.all_teacher()), trait, s)}
+        seed_var = pooled(runs, trait)
+        out[trait] = {"all_clean": _estimate(runs_of(runs, b.all_clean()), trait, s, seed_var),
+                      "all_teacher": _estimate(runs_of(runs, b.all_teacher()), trait, s, seed_var)}
     return out
 
 
@@ -236,7 +237,8 @@ class StaticSearch:
             out["dose_response"] = {sub: dose_response(runs, b, s, sub, self.ladder) for sub in self.subsets}
         if self.mode in ("full_swap", "teacher_eval"):
             by_source = lambda kind: {  # noqa: E731
-                c.source: {t: _estimate(runs_of(runs, c), t, s) for t in s.traits} for c in self.conditions if c.kind == kind
+                c.source: {t: _estimate(runs_of(runs, c), t, s, pooled(runs, t)) for t in s.traits}
+                for c in self.conditions if c.kind == kind
             }
             out["students"] = by_source("full_swap")  # a student trained on all of one source's rollouts
             out["teachers"] = by_source("teacher_eval")  # the teacher's own score, no training

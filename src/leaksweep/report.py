@@ -427,7 +427,7 @@ def answer(view: SweepView) -> str:
     text = [] if view.mode == "optuna" else [
         f"This <code>{esc(view.mode)}</code> sweep has no {esc(ANALYSIS)} yet (its search writes one when it "
         f"finishes); until then, what the complete trials show."]
-    text += [f"Which data carries <b>{esc(trait)}</b> from the teacher <code>{esc(view.teacher)}</code> "
+    text += [f"Which data carries <b>{esc(trait)}</b> from the teacher source <code>{esc(view.teacher)}</code> "
             f"into the student? Scores are {esc(trait)} with 95% intervals."]
     text.append(_baselines_sentence(clean, teacher))
     patched = view.patched_subsets()
