@@ -347,8 +347,8 @@ def run_experiment(sweep_dir: Path, execute_round) -> dict:
     sweep_dir = Path(sweep_dir)
     cfg = load_sweep_dir(sweep_dir)
     study = load_study(sweep_dir, cfg)
-    search = make_search(cfg, sorted(trial_stage.prepare_data(cfg).dataset.sources) if not cfg.search.runner
-                         else [cfg.base, cfg.search.teacher])
+    # the resolved config names every source; a simulated runner has just the clean one and the teacher
+    search = make_search(cfg, sorted(cfg.data.sources) if not cfg.search.runner else [cfg.base, cfg.search.teacher])
     previous: list[Request] | None = None
     for round_number in range(1, 200):
         runs = collect_runs(study, sweep_dir)
