@@ -163,7 +163,8 @@ def report(sweep_dir: str, out: str | None) -> None:
 
 def _print_status(info: dict) -> None:
     states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(info["states"].items())) or "no trials yet"
-    click.echo(f"{info['sweep']}: {states} (budget {info['budget']})")
+    plan = f"budget {info['budget']}" if info.get("mode", "optuna") == "optuna" else f"mode {info['mode']}, rounds decided as it goes"
+    click.echo(f"{info['sweep']}: {states} ({plan})")
     if info["best"]:
         b = info["best"]
         click.echo(f"best so far: trial {b['trial']} ({b['label']}): {b['trait']} = {b['value']:.3f}")
