@@ -436,3 +436,37 @@ def test_two_seed_intervals_with_a_pooled_seed_variance_cover_near_nominal():
         est = estimate(runs, n_boot=400, seed=rep, pooled=pooled_seed_variance(siblings + [runs]))
         covered += est.low <= 5.0 <= est.high
     assert 0.90 <= covered / reps <= 0.975
+
+
+def _rate_runs_logit(rng, p: float, n_runs: int, n_prompts: int, logit_sd: float, samples: int = 4):
+    """Rates whose training-seed effect is on the logit scale (as with a trained classifier's odds)."""
+    runs = []
+    for effect in rng.normal(0, logit_sd, n_runs):
+        q = 1 / (1 + math.exp(-(math.log(p / (1 - p)) + effect)))
+        runs.append(list(rng.binomial(samples, q, n_prompts) / samples))
+    return runs
+
+
+def test_rates_pool_the_seed_variance_on_the_logit_scale():
+    """Siblings at p = 0.5 and a condition at p = 0.1 with the same logit-scale seed noise (sd 0.3):
+    the pooled variance, read at p = 0.1, is about 0.3^2 * (0.09)^2, not the p = 0.5 rate variance."""
+    rng = np.random.default_rng(51)
+    conditions = [_rate_runs_logit(rng, 0.5, 2, 200, 0.3) for _ in range(100)]
+    conditions += [_rate_runs_logit(rng, 0.1, 2, 200, 0.3) for _ in range(100)]
+    pooled = pooled_seed_variance(conditions)
+    assert pooled.logit_scale and pooled.df == 200
+    assert pooled.variance == pytest.approx(0.09, rel=0.3)
+    assert pooled.at(0.1) == pytest.approx(0.09 * 0.09**2, rel=0.3)
+    assert pooled.at(0.1) < pooled.at(0.5) / 5
+
+
+def test_low_rate_intervals_with_high_rate_siblings_cover_near_nominal():
+    """A p = 0.1 condition (2 seeds) whose seed variance is pooled from p = 0.5 siblings."""
+    rng, covered, reps = np.random.default_rng(52), 0, 400
+    for rep in range(reps):
+        siblings = [_rate_runs_logit(rng, 0.5, 2, 200, 0.3) for _ in range(20)]
+        runs = _rate_runs_logit(rng, 0.1, 2, 200, 0.3)
+        est = estimate(runs, n_boot=400, seed=rep, pooled=pooled_seed_variance(siblings + [runs]))
+        truth = float(np.mean([1 / (1 + math.exp(-(math.log(0.1 / 0.9) + e))) for e in rng.normal(0, 0.3, 20000)]))
+        covered += est.low <= truth <= est.high
+    assert 0.90 <= covered / reps <= 0.985

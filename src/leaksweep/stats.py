@@ -141,6 +141,14 @@ class SeedVariance:
 
     variance: float
     df: int
+    logit_scale: bool = False  # variance is on the logit scale: rescale by (p(1-p))^2 for a rate p
+
+    def at(self, mean: float) -> float:
+        """The seed variance of a run mean for a condition whose mean is `mean`."""
+        if not self.logit_scale:
+            return self.variance
+        p = min(max(mean, 0.0), 1.0)
+        return self.variance * (p * (1 - p)) ** 2
 
 
 def _seed_moments(runs: list[list[float]]) -> tuple[float, float]:
@@ -154,12 +162,27 @@ def _seed_moments(runs: list[list[float]]) -> tuple[float, float]:
 
 
 def pooled_seed_variance(conditions: list[list[list[float]]]) -> SeedVariance | None:
-    """Pool max(0, S - W) over conditions with at least 2 runs, weighted by their k - 1 df."""
-    parts = [(len(runs) - 1, _seed_moments(runs)) for runs in conditions if len(runs) >= 2]
-    df = sum(d for d, _ in parts)
+    """Pool the seed variance S - W over conditions with at least 2 runs (k - 1 df each).
+
+    Rates (every value in [0, 1]): training-seed noise moves a rate on the logit scale, so a
+    condition at p = 0.5 shows ~8x the rate-scale seed variance of one at p = 0.1. Pooling rate-scale
+    variances would make tests near a low threshold far too conservative. So for rates the pooled
+    quantity is the logit-scale variance (delta method: var_rate = var_logit * (p(1-p))^2),
+    estimated by weighted least squares: sum d (S - W) / sum d (p(1-p))^2, which gives conditions
+    near 0 or 1 (little information about the logit scale) little weight. Other traits pool S - W.
+    """
+    parts = [(len(runs) - 1, _seed_moments(runs), _condition_mean(runs)) for runs in conditions if len(runs) >= 2]
+    df = sum(d for d, _, _ in parts)
     if df == 0:
         return None
-    return SeedVariance(max(0.0, sum(d * (s_b - w) for d, (s_b, w) in parts) / df), df)
+    rates = all(0.0 <= v <= 1.0 for runs in conditions for run in runs for v in run)
+    excess = sum(d * (s_b - w) for d, (s_b, w), _ in parts)
+    if not rates:
+        return SeedVariance(max(0.0, excess / df), df)
+    weight = sum(d * (p * (1 - p)) ** 2 for d, _, p in parts)
+    if weight == 0.0:  # every condition at 0 or 1: nothing to learn about seed noise
+        return SeedVariance(0.0, df)
+    return SeedVariance(max(0.0, excess / weight), df, logit_scale=True)
 
 
 def _rescale_run_effects(values: np.ndarray, lengths: np.ndarray, pooled: SeedVariance | None = None) -> np.ndarray:
@@ -187,7 +210,7 @@ def _rescale_run_effects(values: np.ndarray, lengths: np.ndarray, pooled: SeedVa
         pooled = SeedVariance(max(0.0, s_b - within), k - 1)
     # The seed variance rests on `df` degrees of freedom: widen its part by the t/normal quantile
     # ratio, so a few seeds give a t-like interval instead of an overconfident normal one.
-    scale = math.sqrt(pooled.variance / plug_in) * _T_975[min(pooled.df, len(_T_975)) - 1] / Z_95
+    scale = math.sqrt(pooled.at(grand) / plug_in) * _T_975[min(pooled.df, len(_T_975)) - 1] / Z_95
     shift = (grand + scale * (run_means - grand)) - run_means
     return np.where(slots, values + shift[:, None], values)
 
