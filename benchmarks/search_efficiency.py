@@ -6,7 +6,12 @@ On a family of simulated response surfaces (leaksweep.simulate) with known truth
   (fraction_sweep + fixed-sequence testing) and against random search that runs as many rungs as
   the adaptive search did, all at the same seeds per point. Correct = the reported threshold is
   within one ladder step of the true one (the smallest rung whose true effect exceeds
-  min_effect), or "no leak" on a null surface.
+  min_effect), or "no leak" on a null surface. Steps are counted in realized doses: a prompt is
+  patched when its hash-uniform u < fraction (DESIGN.md), so on a 512-unit subset the low rungs
+  (0.001 is half a unit) realize Binomial counts, and several adjacent rungs often compile to the
+  same manifest. A reported rung is within one step when its realized dose lies between those of
+  the rungs one below and one above the truth, so two rungs that trained on identical data are
+  never counted as different answers.
 * minimal leaking subset: group bisection (experiments.MinimalSubsetSearch) against testing every
   leaf at the same depth: recall and precision of the planted leaking units, trials spent.
 
@@ -25,7 +30,7 @@ from dataclasses import replace
 
 from leaksweep.experiments import (Builder, MinimalSubsetSearch, Run, Settings, StaticSearch, ThresholdSearch,
                                    dose_response, drive)
-from leaksweep.simulate import SimConfig, SimSubset, simulate, subset_units, true_rate
+from leaksweep.simulate import SimConfig, SimSubset, realized_dose, simulate, subset_units, true_rate
 from leaksweep.subsets import resolve_path
 
 SUBSET = "S"
@@ -42,6 +47,11 @@ def executor(cfg: SimConfig):
     return execute
 
 
+def realized_doses(cfg: SimConfig, builder: Builder) -> list[float]:
+    """Share of the subset's units that each rung's compiled manifest gives the teacher."""
+    return [realized_dose(cfg, builder.patch_insert(SUBSET, f).plan, SUBSET) for f in LADDER]
+
+
 def true_threshold(cfg: SimConfig, builder: Builder, min_effect: float) -> int | None:
     """Index of the smallest rung whose noiseless effect exceeds min_effect (None: no leak)."""
     tau0 = true_rate(cfg, builder.all_clean().plan)
@@ -51,10 +61,12 @@ def true_threshold(cfg: SimConfig, builder: Builder, min_effect: float) -> int |
     return None
 
 
-def within_one(found: float | None, truth: int | None) -> bool:
+def within_one(found: float | None, truth: int | None, doses: list[float]) -> bool:
+    """Within one ladder step of the truth, counted in realized doses (rungs with one manifest are one step)."""
     if truth is None or found is None:
         return truth is None and found is None
-    return abs(LADDER.index(found) - truth) <= 1
+    low, high = doses[max(0, truth - 1)], doses[min(len(doses) - 1, truth + 1)]
+    return low <= doses[LADDER.index(found)] <= high
 
 
 def threshold_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]]:
@@ -74,6 +86,7 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
     tally = {k: {"trials": 0, "correct": 0, "n": 0, "null_ok": 0, "null_n": 0} for k in ("adaptive", "grid", "random")}
     for name, cfg in surfaces:
         truth = true_threshold(cfg, builder, settings.min_effect)
+        doses = realized_doses(cfg, builder)
         execute = executor(cfg)
         runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, settings), execute)
         found = {"adaptive": (out["threshold"], len(runs))}
@@ -100,7 +113,7 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
                 t["null_ok"] += threshold is None
             else:
                 t["n"] += 1
-                t["correct"] += within_one(threshold, truth)
+                t["correct"] += within_one(threshold, truth, doses)
     return tally
 
 
@@ -158,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surfaces", type=int, default=40, help="surfaces per search kind (a fifth are null)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds-per-point", type=int, default=2)
+    parser.add_argument("--seeds-per-point", type=int, default=3,
+                        help="seeds per condition, the same for every search (k seeds is the usual design)")
     parser.add_argument("--min-effect", type=float, default=0.05, help="minimal effect of interest (trait rate units)")
     parser.add_argument("--verbose", action="store_true", help="print each surface's truth and answers")
     args = parser.parse_args(argv)

@@ -272,3 +272,15 @@ def test_optuna_nsga2_finds_a_pareto_front_of_trait_vs_teacher_data(tmp_path: Pa
     study = optuna.load_study(study_name="pareto", storage=storage)
     assert len(study.trials) == 8 and all(len(t.values) == 2 for t in study.trials)
     assert 1 <= len(study.best_trials) <= 8
+
+
+def test_realized_dose_is_nested_and_spans_zero_to_one():
+    """Patching by hash-uniform u < fraction: realized doses only grow with the fraction, 0 and 1 are exact."""
+    from leaksweep.simulate import realized_dose
+
+    cfg = SimConfig(subsets={"S": SimSubset(n_units=200)})
+    b = Builder("clean", "teacher")
+    doses = [realized_dose(cfg, b.patch_insert("S", f).plan, "S") for f in (0.0, 0.01, 0.1, 0.5, 0.9, 1.0)]
+    assert doses[0] == 0.0 and doses[-1] == 1.0
+    assert doses == sorted(doses)
+    assert abs(doses[3] - 0.5) < 0.15  # Binomial(200, 0.5) / 200 stays near the nominal fraction

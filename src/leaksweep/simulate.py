@@ -104,17 +104,33 @@ def _logistic_dose(dose: float, s: SimSubset) -> float:
     return 1.0 / (1.0 + math.exp(-s.slope * (math.log10(dose) - math.log10(s.ed50))))
 
 
+def _rows(cfg: SimConfig, plan: MixturePlan) -> dict[str, str]:
+    dataset, subset_ids, _ = _world(json.dumps(_as_dict(cfg), sort_keys=True))
+    subsets = {n: Subset(n, resolve_path(n, subset_ids), n, "") for n in {r.subset for r in plan.rules}}
+    return dict(compile_plan(plan, dataset, subsets).rows)
+
+
+def _dose(cfg: SimConfig, rows: dict[str, str], subset: str) -> float:
+    units = _world(json.dumps(_as_dict(cfg), sort_keys=True))[2][subset]
+    return sum(rows[u] == cfg.teacher for u in units) / len(units)
+
+
+def realized_dose(cfg: SimConfig, plan: MixturePlan, subset: str) -> float:
+    """Share of `subset`'s leaking units that the compiled plan gives the teacher.
+
+    Patching is by hash-uniform u < fraction, so the realized share scatters around the nominal
+    fraction (Binomial), which matters when a fraction is a few units of the subset.
+    """
+    return _dose(cfg, _rows(cfg, plan), subset)
+
+
 def true_rate(cfg: SimConfig, plan: MixturePlan) -> float:
     """The noiseless trait rate of a student trained under `plan` (the surface's truth)."""
-    dataset, subset_ids, leaking = _world(json.dumps(_as_dict(cfg), sort_keys=True))
-    names = {r.subset for r in plan.rules}
-    subsets = {n: Subset(n, resolve_path(n, subset_ids), n, "") for n in names}
-    rows = dict(compile_plan(plan, dataset, subsets).rows)
+    _, subset_ids, _ = _world(json.dumps(_as_dict(cfg), sort_keys=True))
+    rows = _rows(cfg, plan)
     rate = cfg.base_rate
     for name, s in cfg.subsets.items():
-        units = leaking[name]
-        dose = sum(rows[u] == cfg.teacher for u in units) / len(units)
-        rate += s.effect * _logistic_dose(dose, s)
+        rate += s.effect * _logistic_dose(_dose(cfg, rows, name), s)
     if cfg.rest_effect:
         if cfg.leak_into:  # leak from everything outside that subset into it
             target = subset_ids[cfg.leak_into]
