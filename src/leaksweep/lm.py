@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable
 
 from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
 from leaksweep.errors import UserError
+from leaksweep.progress import Progress
 
 # ---------------------------------------------------------------------------------------------
 # the tiny model's tokens and chat template
@@ -326,7 +327,7 @@ def train_sft(
         bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
         activation_checkpointing=False,  # TRL turns it on by default; it only costs time at this size
         include_num_input_tokens_seen="non_padding",
-        disable_tqdm=False,
+        disable_tqdm=True,  # our TrainProgress callback draws the bar (or plain lines in a log) instead
         dataloader_pin_memory=device == "cuda",
         optim="adamw_torch_fused",  # also on CPU: same loss curve, ~10 % faster steps than adamw_torch
         log_level="error",
@@ -458,12 +459,8 @@ def _quiet_progress_bars():
 
 
 def _install_callbacks(trainer, log_fn: Callable[[dict, int], None] | None) -> None:
-    """Keep the tqdm bar without its printed log dicts, log the last step, forward logs to log_fn."""
-    from transformers import ProgressCallback, TrainerCallback
-
-    class QuietProgress(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            pass  # the records go to log_fn; printing them would interleave with the bar
+    """Our progress over optimizer steps (loss shown), log the last step, forward logs to log_fn."""
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
     class LogLastStep(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -477,10 +474,44 @@ def _install_callbacks(trainer, log_fn: Callable[[dict, int], None] | None) -> N
             record = {f"train/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))}
             log_fn(record, int(state.global_step))
 
+    # disable_tqdm=True swaps transformers' bar for PrinterCallback, which prints every log dict
+    # (they go to log_fn instead); either would duplicate TrainProgress.
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(QuietProgress())
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_train_progress_callback())
     trainer.add_callback(LogLastStep())
     trainer.add_callback(Forward())
+
+
+def _train_progress_callback():
+    """A TrainerCallback driving a leaksweep Progress over optimizer steps, with the latest loss."""
+    from transformers import TrainerCallback
+
+    class TrainProgress(TrainerCallback):
+        progress: Progress | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.progress = Progress(state.max_steps or None, "train", "steps", initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            # A step that will log its loss is counted in on_log (which the Trainer calls right
+            # after), so a printed line shows that step's loss rather than the previous window's.
+            if self.progress is not None and not (control.should_log or state.global_step >= state.max_steps):
+                self.progress.update(state.global_step - self.progress.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.progress is not None and logs and "loss" in logs:
+                self.progress.set(loss=float(logs["loss"]))
+                self.progress.update(state.global_step - self.progress.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(state.global_step - self.progress.n)
+                self.progress.close()
+                self.progress = None
+
+    return TrainProgress()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,7 +536,6 @@ def generate(
     and the arguments. Prompts are sorted by length before batching so batches carry little padding.
     """
     import torch
-    from tqdm.auto import tqdm
 
     if not prompts:
         return []
@@ -524,8 +554,8 @@ def generate(
     torch.manual_seed(seed)
     if lm.device == "cuda":
         torch.cuda.manual_seed_all(seed)
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+    with torch.inference_mode(), Progress(len(batches), desc, "batches") as progress:
+        for batch in batches:
             ids = {"input_ids": [prompt_ids[i] for i, _ in batch]}
             enc = tokenizer.pad(ids, padding_side="left", return_tensors="pt")  # new tokens go on the right
             enc = {k: v.to(lm.device) for k, v in enc.items()}
@@ -539,6 +569,7 @@ def generate(
             new_tokens = out[:, enc["input_ids"].shape[1] :]
             for job, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
                 responses[job] = text.strip()
+            progress.update(1)
     if greedy:
         return [[responses[(i, 0)]] * samples_per_prompt for i in range(len(prompts))]
     return [[responses[(i, c)] for c in range(samples_per_prompt)] for i in range(len(prompts))]
