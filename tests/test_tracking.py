@@ -7,22 +7,30 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from leaksweep.config import TrackingConfig, WandbConfig
+from leaksweep.errors import UserError
 from leaksweep.tracking import (
     REDACTED,
     NullRun,
     NullTracker,
+    OfflineRun,
     WandbTracker,
+    build_wandb_report,
+    create_wandb_report,
+    find_offline_runs,
     flatten,
     looks_secret,
     make_tracker,
     redact,
+    require_api_key,
     resolve_mode,
+    sync_offline_runs,
 )
 
 SECRET = "judge-sk-0123456789abcdef"  # a fake key, long enough to be hunted for
@@ -118,6 +126,8 @@ def test_null_run_does_nothing(tmp_path):
     run.summary({"a": 1})
     run.table("t", ["a"], [[1]])
     run.artifact("a", "b", [tmp_path / "missing"], {})
+    run.use_artifact("a", "dataset", [tmp_path / "missing"], {}, aliases=["x"])
+    run.chart("c", "line", ["x", "y"], [[0, 1]], "x", "y", "t")
     run.finish()
     assert list(tmp_path.iterdir()) == []
 
@@ -309,3 +319,133 @@ def test_auto_mode_falls_back_to_offline_when_the_server_is_unreachable(no_wandb
     assert fake_key not in done.stdout + done.stderr
     for file in (f for f in tmp_path.rglob("*") if f.is_file()):
         assert fake_key.encode() not in file.read_bytes(), file
+
+
+# ---------------------------------------------------------------------------------------------
+# unit: finding and uploading offline runs (`leaksweep sync`), with an injected uploader
+
+
+def _offline_dir(root: Path, stamp: str, run_id: str, synced: bool = False) -> Path:
+    d = root / "wandb" / f"offline-run-{stamp}-{run_id}"
+    d.mkdir(parents=True)
+    (d / f"run-{run_id}.wandb").write_bytes(b"records")
+    if synced:
+        (d / f"run-{run_id}.wandb.synced").write_text("")
+    return d
+
+
+def test_find_offline_runs_skips_synced_and_groups_resumed_runs(tmp_path):
+    a = _offline_dir(tmp_path / "trials" / "00000", "20260101_000000", "aaa111")
+    _offline_dir(tmp_path / "trials" / "00001", "20260101_000001", "bbb222", synced=True)
+    later = _offline_dir(tmp_path / "summary", "20260101_000200", "summary-s-1234abcd")
+    earlier = _offline_dir(tmp_path / "summary", "20260101_000100", "summary-s-1234abcd")
+    (tmp_path / "trials" / "00002" / "wandb" / "offline-run-20260101_000003-ccc333").mkdir(parents=True)  # no .wandb yet
+    (tmp_path / "trials" / "00003" / "wandb" / "debug.log").parent.mkdir(parents=True)
+    runs, skipped = find_offline_runs(tmp_path)
+    assert skipped == 1
+    by_id = {r.run_id: r for r in runs}
+    assert set(by_id) == {"aaa111", "summary-s-1234abcd", "ccc333"}
+    assert by_id["aaa111"].dirs == (a,)
+    assert by_id["summary-s-1234abcd"].dirs == (earlier, later), "a resumed run syncs oldest first, in one upload"
+
+
+def test_sync_runs_uploads_in_parallel_and_reports_each_outcome(tmp_path):
+    runs = [OfflineRun(f"r{i}", (tmp_path / f"r{i}",)) for i in range(5)]
+    barrier = threading.Barrier(3, timeout=10)  # passes only if 3 uploads run at the same time
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def upload(run: OfflineRun) -> tuple[bool, str]:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            if run.run_id in ("r0", "r1", "r2"):
+                barrier.wait()
+            if run.run_id == "r3":
+                raise RuntimeError("connection reset")
+            return run.run_id != "r4", "synced" if run.run_id != "r4" else "wandb sync exited with 1: 403"
+        finally:
+            with lock:
+                active[0] -= 1
+
+    seen = []
+    outcomes = sync_offline_runs(runs, jobs=3, upload=upload, progress=lambda d, t, o: seen.append((d, t, o.run.run_id)))
+    assert peak[0] == 3
+    assert [o.run.run_id for o in outcomes] == ["r0", "r1", "r2", "r3", "r4"]  # the order of `runs`
+    assert [o.ok for o in outcomes] == [True, True, True, False, False]
+    assert outcomes[3].message == "RuntimeError: connection reset"
+    assert "403" in outcomes[4].message
+    assert [d for d, _, _ in seen] == [1, 2, 3, 4, 5] and {t for _, t, _ in seen} == {5}
+    assert sorted(r for _, _, r in seen) == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_sync_runs_with_one_job_is_sequential_and_rejects_zero(tmp_path):
+    order, active = [], [0]
+
+    def upload(run):
+        active[0] += 1
+        assert active[0] == 1
+        order.append(run.run_id)
+        active[0] -= 1
+        return True, "ok"
+
+    runs = [OfflineRun(f"r{i}", ()) for i in range(3)]
+    assert all(o.ok for o in sync_offline_runs(runs, jobs=1, upload=upload))
+    assert order == ["r0", "r1", "r2"]
+    with pytest.raises(UserError, match="--jobs 0"):
+        sync_offline_runs(runs, jobs=0, upload=upload)
+
+
+def test_require_api_key_refuses_without_a_key(no_wandb_key, monkeypatch):
+    with pytest.raises(UserError) as err:
+        require_api_key("leaksweep sync")
+    message = str(err.value)
+    assert "no W&B API key" in message and "WANDB_API_KEY" in message and "wandb login" in message
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    require_api_key("leaksweep sync")  # no error
+
+
+def test_wandb_report_refuses_offline_or_without_a_key(no_wandb_key, monkeypatch):
+    spec = {"title": "t", "blocks": []}
+    with pytest.raises(UserError, match="no W&B API key.*leaksweep sync|WANDB_API_KEY"):
+        create_wandb_report(spec, WandbConfig(project="p"))
+    with pytest.raises(UserError, match="mode is 'offline'.*leaksweep sync"):
+        create_wandb_report(spec, WandbConfig(project="p", mode="offline"))
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(UserError, match="WANDB_MODE"):
+        create_wandb_report(spec, WandbConfig(project="p"))
+
+
+def test_build_wandb_report_turns_a_spec_into_report_blocks():
+    import wandb_workspaces.reports.v2 as wr
+
+    spec = {"title": "leaksweep: s", "description": "d", "blocks": [
+        {"kind": "h1", "text": "Study s"},
+        {"kind": "markdown", "text": "- Sufficient: ..."},
+        {"kind": "panels", "name": "s trials", "group": "s", "job_type": "trial", "panels": [
+            {"kind": "bar", "title": "trait", "metrics": ["trait/date_confusion/score"]},
+            {"kind": "line", "title": "loss", "x": "Step", "y": ["train/loss"]},
+            {"kind": "compare"}]},
+        {"kind": "panels", "name": "s summary", "group": "s", "job_type": "summary", "panels": [
+            {"kind": "table", "table": "leak_map"}, {"kind": "scalar", "title": "spent", "metric": "trials_spent"}]},
+    ]}
+    report = build_wandb_report(spec, "ent", "proj")
+    assert (report.entity, report.project, report.title) == ("ent", "proj", "leaksweep: s")
+    h1, md, trials, summary = report.blocks
+    assert isinstance(h1, wr.H1) and isinstance(md, wr.MarkdownBlock)
+    (runset,) = trials.runsets
+    assert (runset.entity, runset.project) == ("ent", "proj")
+    # what the W&B server receives: run.group == "s" AND run.jobType == "trial"
+    from wandb_workspaces import expr
+
+    v2 = expr.filters_tree_to_v2(expr.expr_to_filters(runset.filters))["filters"]
+    assert [(f["key"], f["op"], f["value"]) for f in v2] == [
+        ({"section": "run", "name": "group"}, "=", "s"), ({"section": "run", "name": "jobType"}, "=", "trial")]
+    assert [type(p).__name__ for p in trials.panels] == ["BarPlot", "LinePlot", "RunComparer"]
+    assert trials.panels[0].metrics[0].name == "trait/date_confusion/score"
+    assert trials.panels[1].y == ["train/loss"]
+    assert summary.runsets[0].filters.endswith("== 'summary'")
+    assert summary.panels[0].table_name == "leak_map"
+    with pytest.raises(ValueError, match="unknown panel kind"):
+        build_wandb_report({"title": "t", "blocks": [{**spec["blocks"][2], "panels": [{"kind": "pie"}]}]}, "e", "p")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
 import json
 import time
@@ -31,6 +32,7 @@ from leaksweep.data import Dataset, load_dataset, read_records
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, sha256_json, write_json, write_jsonl
 from leaksweep.mixture import MixturePlan, compile_plan, training_examples
+from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
 from leaksweep.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.traits import Trait, build_traits, evaluate, evaluate_responses
@@ -119,9 +121,10 @@ def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
     started = time.time()
     run = tracker.start_run(
         name=f"{study}-t{spec.trial:05d}", group=study, config=raw, run_dir=trial_dir,
-        tags=[spec.condition], run_id=None,
+        tags=[spec.sweep.search.mode, spec.condition], run_id=None, job_type="trial",
     )
     try:
+        log_inputs(run, spec)
         result = _execute(spec, trial_dir, run, study, started)
     except BaseException as exc:
         write_json(trial_dir / ERROR, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
@@ -129,6 +132,42 @@ def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
         raise
     run.finish(exit_code=0)
     return result
+
+
+def input_files(spec: TrialSpec) -> list[tuple[str, str, Path]]:
+    """(artifact name, role, path) of the data files this trial draws on: the prompt set and the
+    rollout sources its plan names (base, patch sources, refill sources); a teacher eval reads the
+    base source's eval responses instead. A simulated runner stands in for training on the same
+    plan, so its trials record the same inputs and rehearse the real workspace."""
+    data = spec.sweep.data
+    if spec.condition == "teacher_eval":
+        path = data.eval_responses.get(spec.plan.base)
+        return [(f"eval-responses-{spec.plan.base}", "eval_responses", Path(path))] if path else []
+    used = [spec.plan.base] + [r.source for r in spec.plan.rules if r.source] + \
+        [r.refill for r in spec.plan.rules if r.refill != "none"]
+    files = [("prompts", "prompts", Path(data.prompts))] if data.prompts else []
+    files += [(f"rollouts-{name}", "rollouts", Path(data.sources[name])) for name in dict.fromkeys(used) if name in data.sources]
+    return files
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Content hash of an input file; cached per (path, size, mtime) since every trial uses it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def log_inputs(run, spec: TrialSpec) -> None:
+    """Record the trial's data files as used artifacts (lineage), named by source, with their
+    content hash as metadata and as an alias `sha256-<12 hex>`."""
+    for name, role, path in input_files(spec):
+        stat = path.stat()
+        sha = _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        run.use_artifact(name, "dataset", [path], {"role": role, "path": str(path), "sha256": sha, "bytes": stat.st_size},
+                         aliases=[f"sha256-{sha[:12]}"])
 
 
 def load_runner(target: str):
@@ -217,6 +256,7 @@ def _finish(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, s
         "trial": spec.trial, "study": study, "status": "complete", "condition": spec.condition,
         "params": spec.params, "plan": raw_plan(spec.plan), "label": label(spec), "seed": spec.seed,
         "traits": scores, **extra,
+        "code": code_version(), "versions": library_versions(),
         "wall_s": round(time.time() - started, 3),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
