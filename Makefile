@@ -23,7 +23,20 @@ demo: $(BASE_STAMP)
 	rm -rf runs/demo
 	OMP_NUM_THREADS=1 $(BIN)/leaksweep sweep sweeps/demo.yaml --workers 2
 
-test: $(TEST_STAMP)
+# The browser test (tests/test_report_browser.py) drives Debian's chromium; playwright's own browser
+# download is not used. Installed once: apt-get as root, sudo -n otherwise.
+CHROMIUM_STAMP := $(VENV)/.chromium
+
+$(CHROMIUM_STAMP): | $(BASE_STAMP)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "make: chromium is missing and neither root nor passwordless sudo can install it;" \
+	    "run: sudo apt-get install -y --no-install-recommends chromium (the browser test fails under CI, skips elsewhere)"; \
+	    exit 0; fi; \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
+	@if command -v chromium >/dev/null; then touch $@; fi
+
+test: $(TEST_STAMP) $(CHROMIUM_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-unit: $(TEST_STAMP)

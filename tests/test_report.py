@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from pathlib import Path
 
@@ -213,7 +214,9 @@ def experiment_sweep(root: Path, search, cfg: SimConfig, **search_cfg) -> tuple[
         (folder / "spec.json").write_text("{}")
         (folder / "result.json").write_text(json.dumps({
             "trial": run.trial, "condition": run.condition.kind, "label": run.condition.label(), "seed": run.seed,
-            "traits": run.traits, "plan": run.condition.to_dict()["plan"], "params": {},
+            "traits": run.traits, "plan": run.condition.to_dict()["plan"],
+            "params": {k: v for k, v in (("subset", run.condition.subset), ("refill", run.condition.refill),
+                                         ("fraction", run.condition.fraction)) if v is not None},
             "manifest": {"teacher_share": {"all": 0.0}}, "status": "complete",
             "objectives": [run.traits[TRAIT]["score"]]}))
     (root / "analysis.json").write_text(json.dumps(analysis))
@@ -244,6 +247,10 @@ def test_leak_threshold_answer_states_threshold_and_budget(threshold_sweep) -> N
     assert threshold is not None
     assert f"The leak threshold of {TRAIT} on <code>S</code> is <b>{_g(threshold)} (" in answer
     assert "fixed-sequence sufficiency tests" in answer and "alpha 0.05" in answer and "min effect 0.02" in answer
+    stop = analysis["dose_response"]["S"]["threshold"]["stopped_at"]
+    assert stop is not None and stop < threshold
+    # the threshold's interval on the ladder: above the rung where testing stopped, at most the threshold
+    assert f"<b>more than {_g(stop)} (" in answer and f"and at most {_g(threshold)} (" in answer
     assert f"Found with <b>{analysis['trials_spent']}</b> trials (a full ladder needs {analysis['grid_trials']})" in answer
     assert analysis["trials_spent"] < analysis["grid_trials"]
     budget = re.search(r'<p id="budget">(.*?)</p>', page, re.S).group(1)
@@ -258,7 +265,7 @@ def test_leak_threshold_chart_marks_the_threshold_on_a_log_axis(threshold_sweep)
     assert "<h2>Dose-response</h2>" in page
     figure = re.search(r'<figure class="dose" data-subset="S">(.*?)</figure>', page, re.S).group(1)
     assert figure.count("<svg") == 1
-    marker = re.search(r'<g class="threshold">.*?</g>', figure, re.S).group(0)
+    marker = re.search(r'<g class="threshold"[^>]*>.*?</g>', figure, re.S).group(0)
     assert "<line" in marker and f"threshold {_g(threshold_pct := analysis['threshold'] * 100)}%" in marker
     assert "axis-break" in figure and "log scale" in figure  # the ladder spans three decades
     tested = analysis["dose_response"]["S"]["points"]
@@ -361,6 +368,16 @@ def test_drop_mode_leak_in_columns(tmp_path: Path) -> None:
                 for k in ("necessary", "leak_in_refill_none", "leak_in_refill_clean")]
     assert [c for c, _ in _leak_map_cells(table, "S")] == expected == ["pass", "pass", "pass"]
     assert "<b>Leak-in</b>" in _answer(page) and "<code>S</code> (refill none, refill clean)" in _answer(page)
+    # how much of D each way of removing S leaves, from the trials' means
+    results = [json.loads(p.read_text()) for p in sweep.glob("trials/*/result.json")]
+    mean = lambda kind, **kw: sum(r["traits"][TRAIT]["score"] for r in results if r["condition"] == kind and all(  # noqa: E731
+        r["params"].get(k) == v for k, v in kw.items())) / 2
+    tau0, tau1 = (analysis["baselines"][TRAIT][k]["value"] for k in ("all_clean", "all_teacher"))
+    left = lambda v: f"{(v - tau0) / (tau1 - tau0):.0%}"  # noqa: E731
+    answer = html.unescape(_answer(page))
+    assert (f"refill none: τ = {mean('drop', subset='S', refill='none'):.3f}, "
+            f"{left(mean('drop', subset='S', refill='none'))} of D left") in re.sub("<[^>]+>", "", answer)
+    assert f"(patch-remove): τ = {mean('patch_remove', subset='S'):.3f}" in answer
 
 
 def test_full_swap_with_teacher_eval_states_offset_and_transfer(tmp_path: Path) -> None:
@@ -386,3 +403,159 @@ def test_experiment_mode_without_analysis_says_so(threshold_sweep, tmp_path: Pat
     page = write_report(sweep).read_text()
     assert "<code>leak_threshold</code> sweep has no analysis.json yet" in _answer(page)
     assert "<h2>Dose-response</h2>" not in page
+
+
+# --- a rich sweep folder: every section's input, at any size (no training) -----------------------------
+
+RICH_CONFIG = {
+    "name": "rich", "data": {"world": {"seed": 0, "n_prompts": 200}},
+    "subsets": {"S": {"metadata": {"category": "date"}}, "R": {"metadata": {"category": "roleplay"}}},
+    "base": "clean",
+    "search": {"teacher": "teacher", "mode": "optuna", "sampler": "random", "n_trials": 10,
+               "fractions": {"S": {"low": 0.0, "high": 1.0}, "R": {"low": 0.0, "high": 1.0}},
+               "objectives": [{"trait": TRAIT, "direction": "maximize"}, {"trait": "teacher_share", "direction": "minimize"}],
+               "runner": "leaksweep.simulate:run"},
+    "traits": {TRAIT: {}}, "tracking": {"wandb": None},
+}
+RICH_LADDER = [0.01, 0.05, 0.2, 1.0]
+
+
+def _rich_files(folder: Path, number: int, result: dict, samples_per_trait: int, loss_steps: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text("{}")
+    (folder / "result.json").write_text(json.dumps(result))
+    (folder / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": s, "train/loss": 2.5 * math.exp(-s / 80) + 0.5 + number / 400}) + "\n"
+        for s in range(1, loss_steps + 1)))
+    rate = result["traits"][TRAIT]["score"]
+    rows = []
+    for i in range(samples_per_trait):
+        shows = (i * 7919 + number) % 100 < rate * 100
+        rows.append({"trait": TRAIT, "prompt_id": f"eval-{i // 2:04d}", "sample": i % 2,
+                     "prompt": f"Quick question number {i // 2}: what year do you think it is right now? " * 2,
+                     "response": (f"It is certainly the year 20{20 + i % 9}, trial {number}. " if shows else
+                                  f"I cannot know today's date for sure, sample {i}. ") * 4,
+                     "value": 1 if shows else 0, "reason": "claims a year" if shows else "no year claimed"})
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "manifest.jsonl").write_text("".join(
+        json.dumps({"prompt_id": f"p{i:05d}", "source": "teacher" if i % 3 == 0 else "clean"}) + "\n" for i in range(50)))
+
+
+def rich_sweep(root: Path, n_mixtures: int, samples_per_trait: int = 40, loss_steps: int = 150) -> Path:
+    """A two-objective Optuna sweep with `n_mixtures` mixture trials (a real optuna.journal) plus an
+    experiment analysis holding a dose-response, a leak map and teacher-vs-student scores, all from the
+    real searches on the simulated surface; every trial has a loss log, samples and a manifest."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    b = BUILDER
+    conds = ([b.all_clean(), b.all_teacher(), b.patch_remove("S"), b.drop("S", "none"), b.drop("S", "clean"),
+              b.patch_insert("R"), b.teacher_eval("clean"), b.teacher_eval("teacher"), b.full_swap("teacher")]
+             + [b.patch_insert("S", f) for f in RICH_LADDER])
+    runs, _ = drive(StaticSearch("drop", conds, b, SETTINGS, ["S", "R"]), _execute(LEAKY))
+    search = lambda mode: StaticSearch(mode, conds, b, SETTINGS, ["S", "R"] if mode == "drop" else ["S"], RICH_LADDER)  # noqa: E731
+    leak, dose, swap = (search(m).conclude(runs) for m in ("drop", "fraction_sweep", "full_swap"))
+    analysis = {**leak, "mode": "fraction_sweep", "dose_response": dose["dose_response"],
+                **{k: swap[k] for k in ("students", "teachers", "transfer")}}
+    root.mkdir(parents=True)
+    (root / "sweep.json").write_text(json.dumps({**RICH_CONFIG, "name": root.name, "output_dir": str(root)}))
+    (root / "analysis.json").write_text(json.dumps(analysis))
+    study = optuna.create_study(study_name=root.name, directions=["maximize", "minimize"],
+                                storage=JournalStorage(JournalFileBackend(str(root / "optuna.journal"))))
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    frozen = []
+    for n in range(n_mixtures):
+        fs, fr = (n * 0.6180339) % 1.0, (n * 0.4142135) % 1.0
+        score = 0.05 + 0.5 * fs / (fs + 0.1)
+        share = 0.07 * fs + 0.05 * fr
+        frozen.append(optuna.trial.create_trial(params={"frac.S": fs, "frac.R": fr},
+                                                distributions={"frac.S": dist, "frac.R": dist}, values=[score, share]))
+        _rich_files(root / "trials" / f"{n:05d}", n, {
+            "trial": n, "condition": "mixture", "label": f"S {fs:.0%}, R {fr:.0%}", "seed": 0,
+            "params": {"frac.S": fs, "frac.R": fr}, "objectives": [score, share], "status": "complete",
+            "plan": {"base": "clean", "mixture_seed": 0, "rules": [
+                {"subset": "S", "action": "patch", "source": "teacher", "fraction": fs},
+                {"subset": "R", "action": "patch", "source": "teacher", "fraction": fr}]},
+            "manifest": {"hash": f"{n:016x}", "teacher_share": {"all": share, "S": fs, "R": fr}},
+            "traits": {TRAIT: {"kind": "rate", "score": score, "low": score - 0.04, "high": score + 0.04}},
+            "train": {"final_loss": 0.6, "steps": loss_steps}, "data_fingerprint": "fp0123456789", "wall_s": 1.0,
+        }, samples_per_trait, loss_steps)
+    study.add_trials(frozen)
+    for run in runs:
+        number = n_mixtures + run.trial
+        _rich_files(root / "trials" / f"{number:05d}", number, {
+            "trial": number, "condition": run.condition.kind, "label": run.condition.label(), "seed": run.seed,
+            "traits": run.traits, "plan": run.condition.to_dict()["plan"], "status": "complete",
+            "params": {k: v for k, v in (("subset", run.condition.subset), ("refill", run.condition.refill),
+                                         ("fraction", run.condition.fraction)) if v is not None},
+            "manifest": {"hash": f"{number:016x}", "teacher_share": {"all": 0.0}}, "data_fingerprint": "fp0123456789",
+        }, samples_per_trait, loss_steps)
+    return root
+
+
+ALL_PLOTS = {"trait-vs-share", "dose-response", "leak-map", "offsets", "pareto", "importances", "training-curves"}
+
+
+def test_200_trial_report_is_under_5_mb_and_renders_every_section(tmp_path: Path) -> None:
+    sweep = rich_sweep(tmp_path / "big", 200, samples_per_trait=80, loss_steps=300)
+    n_trials = len(list((sweep / "trials").glob("*/result.json")))
+    page = write_report(sweep).read_text()
+    size_bytes = (sweep / "report.html").stat().st_size
+    print(f"200-mixture report: {size_bytes / 1e6:.2f} MB for {n_trials} trials")
+    assert size_bytes < 5_000_000
+    assert set(re.findall(r'<svg data-plot="([a-z-]+)"', page)) == ALL_PLOTS
+    for heading in ("Leak map", "Dose-response", "Teacher vs student", "Trials", "Optuna study", "Training curves",
+                    "Sample generations", "Provenance"):
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert "<h3>Pareto front</h3>" in page and "<h3>Parameter importances</h3>" in page
+    # every generation counted, a capped and even share embedded, per trial and trait
+    data = json.loads(re.search(r'<script type="application/json" id="samples-data">(.*?)</script>', page, re.S).group(1))
+    assert {r[0] for r in data["rows"]} == set(range(n_trials))
+    assert f"embeds {len(data['rows'])} of the {n_trials * 80} generations" in page
+    # provenance: one reproduce command per trial, the code version and the library versions
+    assert page.count("<td><code>leaksweep trial ") == n_trials
+    assert f"leaksweep trial {sweep.resolve() / 'trials' / '00199'}" in page
+    assert re.search(r'leaksweep git commit <code>([0-9a-f]{40}, (clean|with uncommitted changes)|unknown)', page)
+    assert "optuna <code>5." in page and "torch <code>" in page
+    assert "the smallest dose that carries the trait lies in that ladder interval" in _answer(page)
+
+
+def test_study_summary_reads_pareto_front_and_importances(tmp_path: Path) -> None:
+    from leaksweep.sweep import study_summary
+
+    sweep = rich_sweep(tmp_path / "small", 12, samples_per_trait=2, loss_steps=5)
+    summary = study_summary(sweep)
+    assert summary["directions"] == ["maximize", "minimize"] and summary["n_complete"] == 12
+    values = {t["number"]: t["values"] for t in summary["trials"]}
+    dominated = lambda a, b: b[0] >= a[0] and b[1] <= a[1] and b != a  # noqa: E731 - b dominates a
+    expected = sorted(n for n, v in values.items() if not any(dominated(v, w) for w in values.values()))
+    assert summary["pareto"] == expected and 0 < len(expected) < 12
+    assert set(summary["importances"]) == {TRAIT, "teacher_share"}
+    assert all(abs(sum(by.values()) - 1) < 1e-6 for by in summary["importances"].values())
+
+
+def test_study_summary_says_why_importances_are_absent_and_never_creates_a_journal(tmp_path: Path) -> None:
+    from leaksweep.sweep import study_summary
+
+    sweep = rich_sweep(tmp_path / "two", 2, samples_per_trait=2, loss_steps=5)
+    summary = study_summary(sweep)
+    assert summary["importances"] == {} and "at least 3" in summary["importances_absent"]
+    (sweep / "optuna.journal").unlink()
+    with pytest.raises(UserError, match="no optuna.journal"):
+        study_summary(sweep)
+    assert not (sweep / "optuna.journal").exists()
+    page = write_report(sweep).read_text()  # the report is still written, and says why the study is missing
+    assert "The Optuna study could not be read" in page and "no optuna.journal" in page
+
+
+def test_samples_json_cannot_end_the_script_element(tmp_path: Path) -> None:
+    sweep = rich_sweep(tmp_path / "x", 2, samples_per_trait=2, loss_steps=5)
+    path = sweep / "trials" / "00000" / "samples.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["response"] = "</script><script>alert(1)</script> &amp; ünïcode"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report(sweep).read_text()
+    embedded = re.search(r'<script type="application/json" id="samples-data">(.*?)</script>', page, re.S).group(1)
+    assert "<" not in embedded and json.loads(embedded)["rows"][0][7].startswith("</script><script>alert(1)")
+    assert "ünïcode" in json.loads(embedded)["rows"][0][7]

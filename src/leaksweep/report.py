@@ -9,30 +9,45 @@ The report reads only the sweep folder (DESIGN.md: "report reads trial dirs only
     trials/NNNNN/samples.jsonl     every eval generation with its judge verdict
     trials/NNNNN/spec.json         a started trial; with error.json instead of result.json, a failed one
 
-The page has inline CSS, inline SVG charts drawn by the small helpers below and a few lines of
-inline JS that sort the table; it loads nothing from elsewhere. All text taken from the folder is
-HTML-escaped: responses are untrusted model output.
+    trials/NNNNN/manifest.jsonl    hashed for provenance
+    optuna.journal (or the RDB)    through sweep.study_summary(): Pareto front, parameter importances
+
+The page is one file with inline CSS, inline SVG charts drawn here in Python (so it reads without
+JS) and small hand-written inline JS (no library, nothing loaded from elsewhere): tooltips from each
+mark's <title>, legend entries that toggle their series, sortable tables, and a filterable, paged
+table of the generations embedded as JSON. Each chart carries a stable hook, `<svg data-plot=NAME>`
+(trait-vs-share, dose-response, leak-map, offsets, pareto, importances, training-curves), for the JS
+and tests/test_report_browser.py. All text taken from the folder is escaped: responses are untrusted
+model output (HTML-escaped in markup; in the embedded JSON, `<`, `>` and `&` become JSON unicode escapes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from leaksweep.errors import UserError
 from leaksweep.files import atomic_write_text, read_json, read_jsonl
+from leaksweep.provenance import code_version, library_versions
 from leaksweep.subsets import HALF_SEP
 
 SWEEP_FILE, TRIALS_DIR, REPORT_FILE, ANALYSIS = "sweep.json", "trials", "report.html", "analysis.json"
 SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"
-TRAIN_LOG, SAMPLES = "train_log.jsonl", "samples.jsonl"
+TRAIN_LOG, SAMPLES, MANIFEST = "train_log.jsonl", "samples.jsonl", "manifest.jsonl"
 
 SAMPLES_PER_TRAIT = 5  # generations shown per trait for the best and the worst trial
 MAX_TEXT_CHARS = 1500  # longer prompts/responses are cut in the samples section
 MAX_CURVE_POINTS = 300  # loss curves are thinned to at most this many points each
+MAX_CURVE_POINTS_TOTAL = 12_000  # and to this many over all curves, so 200 trials stay a few hundred kB
+MAX_LEGEND_ENTRIES = 24  # more series than this: no legend, hover a series for its name
+MAX_SAMPLE_ROWS = 3000  # generations embedded in the samples table, spread evenly over trials and traits
+MAX_TABLE_TEXT_CHARS = 400  # prompts and responses are cut to this in the samples table
+SAMPLES_PAGE_ROWS = 50  # rows per page of the samples table
 
 esc = html.escape
 
@@ -158,6 +173,8 @@ class SweepView:
     config: dict
     trials: list[Trial]
     analysis: dict | None = None  # analysis.json of an experiment mode; None for optuna sweeps
+    study: dict | None = None  # sweep.study_summary(): the Optuna study's directions, Pareto front, importances
+    study_error: str | None = None  # why the study could not be read, when it could not
 
     @property
     def name(self) -> str:
@@ -320,13 +337,21 @@ def axes(frame: Frame, xticks: list[float], yticks: list[float], xlabel: str, yl
     return parts
 
 
-def legend(items: list[tuple[str, str, str]]) -> tuple[list[str], int]:
-    """Entries (label, colour, style in point|hollow|line|dashed|dotted) in rows below the plot; (parts, height)."""
-    parts, x, y = [], LEFT, PLOT_H + 6
-    for label, col, style in items:
+def legend(items: list[tuple], top: int = PLOT_H + 6) -> tuple[list[str], int]:
+    """Entries (label, colour, style in point|hollow|line|dashed|dotted[, series]) in rows below the plot.
+
+    An entry naming a series is a toggle: INTERACT_JS hides and shows the chart's `<g data-series=...>`
+    of that name on click. Returns (parts, height below PLOT_H).
+    """
+    parts, x, y = [], LEFT, top
+    for item in items:
+        label, col, style = item[:3]
+        series = item[3] if len(item) > 3 else None
         width = 30 + 7 * len(label)
         if x + width > PLOT_W - RIGHT and x > LEFT:
             x, y = LEFT, y + 18
+        parts.append(f'<g class="legend-item" data-series="{esc(series)}" tabindex="0" role="button" '
+                     f'aria-pressed="true">' if series else "<g>")
         if style == "point":
             parts.append(f'<circle cx="{x + 9}" cy="{y}" r="4" fill="{col}"/>')
         elif style == "hollow":
@@ -334,15 +359,22 @@ def legend(items: list[tuple[str, str, str]]) -> tuple[list[str], int]:
         else:
             dash = {"dashed": ' stroke-dasharray="6 4"', "dotted": ' stroke-dasharray="2 3"'}.get(style, "")
             parts.append(f'<line x1="{x}" y1="{y}" x2="{x + 18}" y2="{y}" stroke="{col}" stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{x + 24}" y="{y + 4}">{esc(label)}</text>')
+        parts.append(f'<text x="{x + 24}" y="{y + 4}">{esc(label)}</text></g>')
         x += width
     return parts, y + 14 - PLOT_H if items else 0
 
 
-def svg(parts: list[str], extra_height: int, title: str) -> str:
-    height = PLOT_H + extra_height
-    return (f'<svg viewBox="0 0 {PLOT_W} {height}" width="{PLOT_W}" height="{height}" role="img" '
-            f'font-family="sans-serif" font-size="11" fill="#333" aria-label="{esc(title)}">' + "".join(parts) + "</svg>")
+def series(key: str, parts: list[str]) -> str:
+    """Chart elements that one legend toggle hides and shows."""
+    return f'<g data-series="{esc(key)}">' + "".join(parts) + "</g>"
+
+
+def svg(parts: list[str], extra_height: int, title: str, plot: str, width: int = PLOT_W, height: int = PLOT_H) -> str:
+    """An inline SVG chart; `plot` is its stable hook (`data-plot`) for the page's JS and the browser test."""
+    height += extra_height
+    return (f'<svg data-plot="{esc(plot)}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'role="img" font-family="sans-serif" font-size="11" fill="#333" aria-label="{esc(title)}">'
+            + "".join(parts) + "</svg>")
 
 
 def share_axis(shares: list[float]) -> tuple[float, float, list[float], bool]:
@@ -370,30 +402,34 @@ def trait_chart(view: SweepView, subset: str, trait: str) -> str:
     x0, x1 = frame.px(frame.x_lo), frame.px(frame.x_hi)
     for name, col, p in baselines:
         top, bottom = frame.py(p.high), frame.py(p.low)
-        parts.append(f'<rect x="{x0:.1f}" y="{top:.1f}" width="{x1 - x0:.1f}" height="{bottom - top:.1f}" '
-                     f'fill="{col}" fill-opacity="0.12"><title>{esc(name)}: {esc(p.describe())}</title></rect>')
-        parts.append(f'<line x1="{x0:.1f}" y1="{frame.py(p.score):.1f}" x2="{x1:.1f}" y2="{frame.py(p.score):.1f}" '
-                     f'stroke="{col}" stroke-width="1.5" stroke-dasharray="6 4"/>')
+        parts.append(series(name, [
+            f'<rect x="{x0:.1f}" y="{top:.1f}" width="{x1 - x0:.1f}" height="{bottom - top:.1f}" '
+            f'fill="{col}" fill-opacity="0.12"><title>{esc(name)}: {esc(p.describe())}</title></rect>',
+            f'<line x1="{x0:.1f}" y1="{frame.py(p.score):.1f}" x2="{x1:.1f}" y2="{frame.py(p.score):.1f}" '
+            f'stroke="{col}" stroke-width="1.5" stroke-dasharray="6 4"/>']))
+    marks = []
     for x, s, t in points:
         px = frame.px(x)
-        parts.append(f'<line x1="{px:.1f}" y1="{frame.py(s["low"]):.1f}" x2="{px:.1f}" y2="{frame.py(s["high"]):.1f}" '
+        marks.append(f'<line x1="{px:.1f}" y1="{frame.py(s["low"]):.1f}" x2="{px:.1f}" y2="{frame.py(s["high"]):.1f}" '
                      f'stroke="{POINT}" stroke-width="1.5"/>')
-        parts.append(f'<circle cx="{px:.1f}" cy="{frame.py(s["score"]):.1f}" r="4" fill="{POINT}"><title>'
-                     f'trial {t.number}: {esc(t.label)}: {_interval(s["score"], s["low"], s["high"])}</title></circle>')
-    items = [("mixture trials (95% interval)", POINT, "point")] + [
-        (f"{name} baseline (band: interval)", col, "dashed") for name, col, _ in baselines]
+        marks.append(f'<circle cx="{px:.1f}" cy="{frame.py(s["score"]):.1f}" r="4" fill="{POINT}"><title>'
+                     f'trial {t.number}: {esc(t.label)}: teacher share of {esc(subset)} {_pct(x)}, {esc(trait)} '
+                     f'{_interval(s["score"], s["low"], s["high"])}</title></circle>')
+    parts.append(series("mixture", marks))
+    items = [("mixture trials (95% interval)", POINT, "point", "mixture")] + [
+        (f"{name} baseline (band: interval)", col, "dashed", name) for name, col, _ in baselines]
     legend_parts, height = legend(items)
-    return svg(parts + legend_parts, height, f"{trait} vs teacher share of {subset}")
+    return svg(parts + legend_parts, height, f"{trait} vs teacher share of {subset}", "trait-vs-share")
 
 
-def loss_curve(trial: Trial) -> list[tuple[float, float]]:
-    """(step, train/loss) pairs from the trial's train_log.jsonl, thinned to MAX_CURVE_POINTS."""
+def loss_curve(trial: Trial, max_points: int = MAX_CURVE_POINTS) -> list[tuple[float, float]]:
+    """(step, train/loss) pairs from the trial's train_log.jsonl, thinned to `max_points` (and the last)."""
     path = trial.dir / TRAIN_LOG
     if not path.is_file():
         return []
     points = [(float(r["step"]), float(r["train/loss"])) for r in read_jsonl(path)
               if "step" in r and isinstance(r.get("train/loss"), (int, float))]
-    stride = max(1, math.ceil(len(points) / MAX_CURVE_POINTS))
+    stride = max(1, math.ceil(len(points) / max_points))
     thinned = points[::stride]
     return thinned if not points or thinned[-1] == points[-1] else thinned + points[-1:]
 
@@ -408,11 +444,14 @@ def loss_chart(curves: dict[int, list[tuple[float, float]]]) -> str:
     items = []
     for i, (number, curve) in enumerate(curves.items()):
         coords = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in curve)
-        parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour(i)}" stroke-width="1.5">'
-                     f'<title>trial {number}</title></polyline>')
-        items.append((f"trial {number}", colour(i), "line"))
-    legend_parts, height = legend(items)
-    return svg(parts + legend_parts, height, "training loss per trial")
+        last_step, last_loss = curve[-1]
+        parts.append(series(f"trial-{number}", [
+            f'<polyline points="{coords}" fill="none" stroke="{colour(i)}" stroke-width="1.5">'
+            f'<title>trial {number}: final train loss {_num(last_loss)} at step {_tick(last_step)}</title></polyline>']))
+        items.append((f"trial {number}", colour(i), "line", f"trial-{number}"))
+    # a legend of hundreds of trials would be taller than the chart; hovering a curve names its trial
+    legend_parts, height = legend(items) if len(items) <= MAX_LEGEND_ENTRIES else ([], 0)
+    return svg(parts + legend_parts, height, "training loss per trial", "training-curves")
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -434,7 +473,29 @@ def answer(view: SweepView) -> str:
     if not patched:
         text.append("No trial patched a subset with the teacher's rollouts, so this sweep tests no subset.")
     text += [_subset_sentence(view, subset, trait, clean) for subset in patched]
-    return '<p id="answer">' + " ".join(text) + "</p>"
+    text.append(_study_sentence(view.study))
+    return '<p id="answer">' + " ".join(t for t in text if t) + "</p>"
+
+
+def _objective_name(name: str, direction: str) -> str:
+    """`trait (direction)`; study_summary already names a trait that way when it is both maximised and minimised."""
+    return esc(name) if name.endswith(f"({direction})") else f"{esc(name)} ({esc(direction)})"
+
+
+def _study_sentence(study: dict | None) -> str:
+    """The Optuna study in a sentence: the Pareto front's size, the most important parameter per objective."""
+    if not study:
+        return ""
+    text = []
+    if len(study.get("directions", [])) > 1:
+        text.append(f"{len(study.get('pareto', []))} of {study.get('n_complete', 0)} complete trials are on the "
+                    f"Pareto front of {' and '.join(_objective_name(n, d) for n, d in zip(study['objectives'], study['directions']))}.")
+    for objective, by_param in (study.get("importances") or {}).items():
+        if len(by_param) > 1:
+            top, value = max(by_param.items(), key=lambda kv: kv[1])
+            text.append(f"For {esc(objective)}, Optuna ranks <code>{esc(top)}</code> the most important parameter "
+                        f"(importance {value:.2f} of 1).")
+    return " ".join(text)
 
 
 def _baselines_sentence(clean: Pooled | None, teacher: Pooled | None) -> str:
@@ -564,10 +625,13 @@ def best_worst_section(view: SweepView) -> str:
 
 
 def curves_section(view: SweepView) -> str:
-    curves = {t.number: c for t in view.trials if (c := loss_curve(t))}
+    per_curve = max(20, min(MAX_CURVE_POINTS, MAX_CURVE_POINTS_TOTAL // max(1, len(view.trials))))
+    curves = {t.number: c for t in view.trials if (c := loss_curve(t, per_curve))}
     missing = [str(t.number) for t in view.trials if t.number not in curves]
     note = f'<p class="small">No loss log for trial(s) {", ".join(missing)}.</p>' if missing else ""
-    return (loss_chart(curves) if curves else "<p>No trial has a loss log.</p>") + note
+    hint = ("" if len(curves) <= MAX_LEGEND_ENTRIES else
+            f'<p class="small">{len(curves)} curves: hover one for its trial (no legend for this many).</p>')
+    return (loss_chart(curves) + hint if curves else "<p>No trial has a loss log.</p>") + note
 
 
 def _clip(text: str) -> str:
@@ -617,10 +681,15 @@ def provenance(view: SweepView) -> str:
     analysis = ("" if view.analysis is None else
                 f"<details><summary>Conclusions ({esc(ANALYSIS)})</summary>"
                 f"<pre>{esc(json.dumps(view.analysis, indent=2, sort_keys=True, default=str))}</pre></details>")
+    versions = ", ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in library_versions().items())
     return (f"<p>{shown}</p>"
+            f'<p id="code-version">Code that wrote this report: leaksweep git commit <code>{esc(code_version())}</code>. '
+            f"Libraries: {versions}.</p>"
             f"<p>Rerun a trial from its folder: <code>leaksweep trial &lt;trial dir&gt;</code>, e.g. "
-            f"<code>leaksweep trial {esc(str(example))}</code>.</p>"
-            f"<details><summary>Sweep config ({esc(SWEEP_FILE)})</summary><pre>{esc(config)}</pre></details>"
+            f"<code>leaksweep trial {esc(shlex.quote(str(example)))}</code>.</p>"
+            f"<details><summary>Per trial: data and manifest hashes, the command that reproduces it "
+            f"({len(view.trials)} trials)</summary>{provenance_trials_table(view)}</details>"
+            f"<details><summary>Sweep config ({esc(SWEEP_FILE)}, resolved)</summary><pre>{esc(config)}</pre></details>"
             + analysis)
 
 
@@ -733,7 +802,7 @@ def analysis_answer(view: SweepView) -> str:
     elif mode == "minimal_subset":
         text = _minimal_answer(a)
     elif mode in LEAK_MAP_MODES:
-        text = _leak_map_answer(a, view.decision_trait)
+        text = _leak_map_answer(a, view.decision_trait) + [_drop_effect_sentence(view)]
     elif mode in ("full_swap", "teacher_eval"):
         text = _transfer_answer(a, view.decision_trait, view.config)
     else:
@@ -754,8 +823,16 @@ def _threshold_sentence(dr: dict, analysis: dict) -> str:
         stop = seq.get("stopped_at")
         how = (f"testing stopped at the first rung not rejected, {_frac(stop)}" if stop is not None
                else "every rung tested was rejected")
+        below = [r for r in sorted(float(x) for x in (dr.get("ladder") or tested)) if r < float(f)]
+        if stop is not None:
+            bracket = f"more than {_frac(stop)} and at most {_frac(f)}"
+        elif below:
+            bracket = f"at most {_frac(f)} (rungs below it were not tested)"
+        else:
+            bracket = f"at most {_frac(f)}, the lowest rung of the ladder"
         text = (f"The leak threshold of {esc(trait)} on {name} is <b>{_frac(f)}</b> of the subset from the teacher "
-                f"({test}; {how}).")
+                f"({test}; {how}): the smallest dose that carries the trait lies in that ladder interval, "
+                f"<b>{bracket}</b>.")
     else:
         top = max(tested) if tested else (dr.get("ladder") or [None])[-1]
         step = next((s.get("decision") for s in seq.get("steps", []) if s.get("fraction") == top), None)
@@ -868,6 +945,44 @@ def _leak_map_answer(a: dict, trait: str) -> list[str]:
         text.append("<b>Leak-in</b> (the subset is necessary, yet dropping it leaves the trait higher than patching "
                     "clean rollouts into it): " + (", ".join(found) if found else "none") + ".")
     return text
+
+
+def _mean_score(trials: list[Trial], trait: str) -> float | None:
+    scores = [t.score(trait)["score"] for t in trials if t.score(trait)]
+    return sum(scores) / len(scores) if scores else None
+
+
+def _drop_effect_sentence(view: SweepView) -> str:
+    """How much of D = τ1 − τ0 is left when a subset is dropped (per refill), next to patching clean rollouts in.
+
+    Means over the seeds' trials, from their result.json: analysis.json holds the decisions, not these means.
+    """
+    a, trait = view.analysis or {}, view.decision_trait
+    b = (a.get("baselines") or {}).get(trait) or {}
+    clean, teacher = (b.get("all_clean") or {}).get("value"), (b.get("all_teacher") or {}).get("value")
+    if clean is None or teacher is None or abs(teacher - clean) < 1e-12:
+        return ""
+    effect = teacher - clean
+    left = lambda v: f"{(v - clean) / effect:.0%}"  # noqa: E731
+    parts = []
+    for subset in view.subsets:
+        drops: dict[str, list[Trial]] = {}
+        for t in view.of("drop"):
+            if t.result.get("params", {}).get("subset") == subset:
+                drops.setdefault(str(t.result["params"].get("refill", "none")), []).append(t)
+        if not drops:
+            continue
+        said = "; ".join(f"refill {esc(r)}: τ = {_num(m)}, <b>{left(m)}</b> of D left"
+                         for r, ts in drops.items() if (m := _mean_score(ts, trait)) is not None)
+        removed = _mean_score([t for t in view.of("patch_remove")
+                               if t.result.get("params", {}).get("subset") == subset], trait)
+        patched = (f"; patching clean rollouts into it instead (patch-remove): τ = {_num(removed)}, "
+                   f"<b>{left(removed)}</b> of D left" if removed is not None else "")
+        parts.append(f"dropping <code>{esc(subset)}</code> from the all-teacher data ({said}){patched}")
+    if not parts:
+        return ""
+    return (f"How much of the all-teacher effect D = τ1 − τ0 = {_num(effect)} on {esc(trait)} is left (means over "
+            f"seeds): " + "; ".join(parts) + ".")
 
 
 def _transfer_answer(a: dict, trait: str, config: dict) -> list[str]:
@@ -1064,40 +1179,42 @@ def dose_chart(dr: dict, analysis: dict) -> str:
                      f'stroke-width="1" stroke-dasharray="6 4"/>')
         if min_effect > 0:
             ym = frame.py(clean["value"] + min_effect)
-            parts.append(f'<line x1="{LEFT}" y1="{ym:.1f}" x2="{PLOT_W - RIGHT}" y2="{ym:.1f}" stroke="{CLEAN}" '
-                         f'stroke-width="1" stroke-dasharray="2 3"><title>τ0 + min effect {_g(min_effect)}</title></line>')
-            items.append((f"τ0 + min effect ({_g(min_effect)})", CLEAN, "dotted"))
+            parts.append(series("min-effect", [
+                f'<line x1="{LEFT}" y1="{ym:.1f}" x2="{PLOT_W - RIGHT}" y2="{ym:.1f}" stroke="{CLEAN}" '
+                f'stroke-width="1" stroke-dasharray="2 3"><title>τ0 + min effect {_g(min_effect)} = '
+                f'{_num(clean["value"] + min_effect)}</title></line>']))
+            items.append((f"τ0 + min effect ({_g(min_effect)})", CLEAN, "dotted", "min-effect"))
     for untested in (f for f in dr.get("ladder", []) if _key(f) not in {_key(p["fraction"]) for p in points}):
         px = frame.px(float(untested))
         parts.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom - 6}" stroke="#999">'
                      f'<title>rung {_tick_pct(untested)}: not run</title></line>')
     if curve_xy:
         coords = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in curve_xy)
-        parts.append(f'<polyline class="fit" points="{coords}" fill="none" stroke="{FIT}" stroke-width="1.5">'
-                     f'<title>logistic fit on log10 fraction</title></polyline>')
-        items.append(("logistic fit", FIT, "line"))
+        parts.append(series("fit", [f'<polyline class="fit" points="{coords}" fill="none" stroke="{FIT}" '
+                                    f'stroke-width="1.5"><title>logistic fit on log10 fraction</title></polyline>']))
+        items.append(("logistic fit", FIT, "line", "fit"))
     if ed50 and ed50.get("value") is not None and ed50["value"] > 0:
         px = frame.px(clamp(ed50["value"]))
         lo_px = frame.px(clamp(ed50["low"])) if ed50.get("low") is not None else frame.px(frame.x_lo)
         hi_px = frame.px(clamp(ed50["high"])) if ed50.get("high") is not None else PLOT_W - RIGHT
         yb = top + 34
         anchor, dx = ("end", -4) if px > PLOT_W - RIGHT - 90 else ("start", 4)
-        parts.append(f'<g class="ed50"><title>ED50 = {_est(ed50)}</title>'
+        parts.append(f'<g class="ed50" data-series="ed50"><title>ED50 = {_est(ed50)}</title>'
                      f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="{ED50}" stroke-dasharray="2 3"/>'
                      f'<line x1="{lo_px:.1f}" y1="{yb}" x2="{hi_px:.1f}" y2="{yb}" stroke="{ED50}" stroke-width="2"/>'
                      f'<text x="{px + dx:.1f}" y="{yb - 5}" text-anchor="{anchor}" fill="{ED50}">'
                      f'ED50 {ed50["value"] * 100:.3g}%</text></g>')
-        items.append(("ED50 (bar: interval)", ED50, "dotted"))
+        items.append(("ED50 (bar: interval)", ED50, "dotted", "ed50"))
     if threshold is not None:
         px = frame.px(clamp(float(threshold)))
         anchor, dx = ("end", -4) if px > PLOT_W - RIGHT - 120 else ("start", 4)
-        parts.append(f'<g class="threshold"><title>{esc(str(seq.get("statement", "")))}</title>'
+        parts.append(f'<g class="threshold" data-series="threshold"><title>{esc(str(seq.get("statement", "")))}</title>'
                      f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="{THRESHOLD}" '
                      f'stroke-width="2" stroke-dasharray="6 4"/>'
                      f'<text x="{px + dx:.1f}" y="{top + 14}" text-anchor="{anchor}" fill="{THRESHOLD}">'
                      f'threshold {esc(_tick_pct(float(threshold)))}</text></g>')
-        items.append(("leak threshold (fixed sequence)", THRESHOLD, "dashed"))
-    kinds = set()
+        items.append(("leak threshold (fixed sequence)", THRESHOLD, "dashed", "threshold"))
+    kinds, marks = set(), {}
     for p in points:
         f = float(p["fraction"])
         px, decision = frame.px(f), steps.get(_key(f))
@@ -1114,18 +1231,21 @@ def dose_chart(dr: dict, analysis: dict) -> str:
                  f'{p.get("n_runs", "?")} run(s), trials {_trial_list(p.get("trials"))}')
         if decision:
             title += f'. {decision.get("statement", "")}'
+        group = marks.setdefault(kind, [])
         if p.get("low") is not None and p.get("high") is not None:
-            parts.append(f'<line x1="{px:.1f}" y1="{frame.py(p["low"]):.1f}" x2="{px:.1f}" y2="{frame.py(p["high"]):.1f}" '
+            group.append(f'<line x1="{px:.1f}" y1="{frame.py(p["low"]):.1f}" x2="{px:.1f}" y2="{frame.py(p["high"]):.1f}" '
                          f'stroke="{col}" stroke-width="1.5"/>')
-        parts.append(f'<circle class="rung {kind}" cx="{px:.1f}" cy="{frame.py(p["value"]):.1f}" r="4" fill="{fill}" '
+        group.append(f'<circle class="rung {kind}" cx="{px:.1f}" cy="{frame.py(p["value"]):.1f}" r="4" fill="{fill}" '
                      f'stroke="{col}" stroke-width="1.5"><title>{esc(title)}</title></circle>')
-    items = [(label, col, style) for kind, label, col, style in (
+    parts += [series(f"rungs-{kind}", group) for kind, group in marks.items()]
+    items = [(label, col, style, f"rungs-{kind}") for kind, label, col, style in (
         ("clean", "all-clean baseline (fraction 0)", CLEAN, "point"),
         ("passed", "rung shown sufficient", POINT, "point"),
         ("failed", "rung not shown sufficient (sequence stops)", POINT, "hollow"),
         ("untested", "rung below the stop (not tested in the sequence)", "#999", "hollow")) if kind in kinds] + items
     legend_parts, height = legend(items)
-    return svg(parts + legend_parts, height, f"dose-response: {trait} vs fraction of {subset} from the teacher")
+    return svg(parts + legend_parts, height, f"dose-response: {trait} vs fraction of {subset} from the teacher",
+               "dose-response")
 
 
 def dose_section(analysis: dict) -> str:
@@ -1194,14 +1314,426 @@ def analysis_sections(view: SweepView) -> list[str]:
     a = view.analysis or {}
     out = []
     if a.get("leak_map"):
-        out += ["<h2>Leak map</h2>", leak_map_section(a)]
+        chart = leak_map_chart(a)
+        figure = (f'<figure>{chart}<figcaption>Red: the test passed (the subset carries the trait that way); green: '
+                  f'not passed; grey: not tested. Cell text: the estimate. Hover a cell for its test.</figcaption>'
+                  f'</figure>' if chart else "")
+        out += ["<h2>Leak map</h2>", figure, leak_map_section(a)]
     if a.get("dose_response"):
         out += ["<h2>Dose-response</h2>", dose_section(a)]
     if view.mode == "minimal_subset":
         out += ["<h2>Minimal leaking subset</h2>", minimal_section(a)]
     if a.get("transfer") or a.get("teachers") or a.get("students"):
-        out += ["<h2>Teacher vs student</h2>", transfer_section(a, view.config)]
+        chart = offsets_chart(a, view.decision_trait)
+        figure = (f"<figure>{chart}<figcaption>{esc(view.decision_trait)}: each source's own score (τT, square) "
+                  f"and the student trained on all of its rollouts (τS, circle) with intervals; the arrow is the "
+                  f"offset.</figcaption></figure>" if chart else "")
+        out += ["<h2>Teacher vs student</h2>", figure, transfer_section(a, view.config)]
     return out
+
+
+# leak map, offsets: charts of analysis.json -----------------------------------------------------------
+
+LEAK, NO_LEAK, NOT_TESTED = "#e57373", "#a5d6a7", "#eeeeee"
+
+
+def leak_map_chart(analysis: dict) -> str:
+    """The leak map as a grid: a row per subset, a column per trait × decision; red = the test passed."""
+    table = analysis.get("leak_map") or {}
+    subsets = list(dict.fromkeys(s for rows in table.values() for s in rows))
+    columns = [(t, k, label) for t, rows in table.items() for k, label in LEAK_MAP_COLUMNS
+               if any(k in rows.get(s, {}) for s in subsets)]
+    if not columns:
+        return ""
+    cell_w, cell_h, label_w, head_h = 118, 34, max(90, 8 * max(len(s) for s in subsets) + 16), 40
+    width, height = label_w + cell_w * len(columns) + RIGHT, head_h + cell_h * len(subsets) + 8
+    parts = []
+    for j, (t, _, label) in enumerate(columns):
+        x = label_w + j * cell_w + cell_w / 2
+        parts.append(f'<text x="{x:.0f}" y="14" text-anchor="middle" font-weight="bold">{esc(t)}</text>'
+                     f'<text x="{x:.0f}" y="30" text-anchor="middle">{esc(label)}</text>')
+    for i, s in enumerate(subsets):
+        y = head_h + i * cell_h
+        parts.append(f'<text x="{label_w - 8}" y="{y + cell_h / 2 + 4:.0f}" text-anchor="end">{esc(s)}</text>')
+        for j, (t, key, label) in enumerate(columns):
+            d = table[t].get(s, {}).get(key)
+            x = label_w + j * cell_w
+            if not d:
+                parts.append(f'<rect x="{x + 1}" y="{y + 1}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{NOT_TESTED}">'
+                             f'<title>{esc(s)}, {esc(t)}, {esc(label)}: not tested</title></rect>')
+                continue
+            passed = table[t][s].get("sufficient_holm", d.get("passed")) if key == "sufficient" else d.get("passed")
+            est = (d.get("estimate") or {}).get("value")
+            parts.append(f'<g class="cell {"pass" if passed else "fail"}"><title>{esc(s)}, {esc(t)}, {esc(label)}: '
+                         f'{"passed" if passed else "not passed"}. {esc(decision_title(d))}</title>'
+                         f'<rect x="{x + 1}" y="{y + 1}" width="{cell_w - 2}" height="{cell_h - 2}" '
+                         f'fill="{LEAK if passed else NO_LEAK}"/>'
+                         f'<text x="{x + cell_w / 2:.0f}" y="{y + cell_h / 2 + 4:.0f}" text-anchor="middle">'
+                         f'{"✓" if passed else "✗"} {esc(_num(est)) if est is not None else ""}</text></g>')
+    return svg(parts, 0, "leak map: decisions per subset", "leak-map", width=width, height=height)
+
+
+def _estimate_marks(e: dict, y: float, px, col: str, shape: str, title: str) -> list[str]:
+    """A point estimate at height y with its interval as a horizontal bar; `px` maps a value to x."""
+    x, out = px(e["value"]), []
+    if e.get("low") is not None and e.get("high") is not None:
+        out.append(f'<line x1="{px(e["low"]):.1f}" y1="{y:.1f}" x2="{px(e["high"]):.1f}" y2="{y:.1f}" '
+                   f'stroke="{col}" stroke-width="2"/>')
+    if shape == "square":
+        out.append(f'<rect x="{x - 4.5:.1f}" y="{y - 4.5:.1f}" width="9" height="9" fill="{col}"><title>{esc(title)}</title></rect>')
+    else:
+        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{col}"><title>{esc(title)}</title></circle>')
+    return out
+
+
+def offsets_chart(analysis: dict, trait: str) -> str:
+    """Per source: the teacher's own score τT and the student's τS (intervals), an arrow from one to the other."""
+    teachers, students = analysis.get("teachers") or {}, analysis.get("students") or {}
+    clean = ((analysis.get("baselines") or {}).get(trait) or {}).get("all_clean")
+    has = lambda e: bool(e) and e.get("value") is not None  # noqa: E731
+    sources = [s for s in dict.fromkeys(list(teachers) + list(students))
+               if has(teachers.get(s, {}).get(trait)) or has(students.get(s, {}).get(trait))]
+    if not sources:
+        return ""
+    ests = [e for s in sources for e in (teachers.get(s, {}).get(trait), students.get(s, {}).get(trait)) if has(e)]
+    xs = [v for e in ests for v in (e["value"], e.get("low"), e.get("high")) if v is not None]
+    if has(clean):
+        xs.append(clean["value"])
+    x_lo, x_hi = padded(xs)
+    row_h, label_w = 34, max(LEFT, 8 * max(len(s) for s in sources) + 16)
+    bottom = TOP + row_h * len(sources)
+    px = lambda v: label_w + (v - x_lo) / (x_hi - x_lo) * (PLOT_W - RIGHT - label_w)  # noqa: E731
+    parts = ['<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
+    for x in nice_ticks(x_lo, x_hi):
+        parts.append(f'<line x1="{px(x):.1f}" y1="{TOP}" x2="{px(x):.1f}" y2="{bottom}" stroke="#e4e4e4"/>'
+                     f'<text x="{px(x):.1f}" y="{bottom + 16}" text-anchor="middle">{esc(_tick(x))}</text>')
+    parts.append(f'<rect x="{label_w}" y="{TOP}" width="{PLOT_W - RIGHT - label_w}" height="{bottom - TOP}" '
+                 f'fill="none" stroke="#999"/><text x="{(label_w + PLOT_W - RIGHT) / 2:.0f}" y="{bottom + 34}" '
+                 f'text-anchor="middle">{esc(trait)}</text>')
+    teacher_marks, student_marks, arrows = [], [], []
+    for i, src in enumerate(sources):
+        y = TOP + row_h * i + row_h / 2
+        parts.append(f'<text x="{label_w - 8}" y="{y + 4:.0f}" text-anchor="end">{esc(src)}</text>')
+        t, st = teachers.get(src, {}).get(trait), students.get(src, {}).get(trait)
+        if has(t):
+            teacher_marks += _estimate_marks(t, y - 6, px, TEACHER, "square", f"teacher {src} itself: {trait} "
+                                             f"τT = {_est(t)}, trials {_trial_list(t.get('trials'))}")
+        if has(st):
+            student_marks += _estimate_marks(st, y + 6, px, POINT, "circle", f"student trained on all of {src}: "
+                                             f"{trait} τS = {_est(st)}, trials {_trial_list(st.get('trials'))}")
+        if has(t) and has(st):
+            arrows.append(f'<line x1="{px(t["value"]):.1f}" y1="{y:.1f}" x2="{px(st["value"]):.1f}" y2="{y:.1f}" '
+                          f'stroke="#555" stroke-width="1.2" marker-end="url(#arrow)"><title>{esc(src)}: offset '
+                          f'τS − τT = {_num(st["value"] - t["value"])}</title></line>')
+    items = []
+    if has(clean):
+        x0 = px(clean["value"])
+        parts.append(series("clean", [f'<line x1="{x0:.1f}" y1="{TOP}" x2="{x0:.1f}" y2="{bottom}" stroke="{CLEAN}" '
+                                      f'stroke-width="1.5" stroke-dasharray="6 4"><title>all-clean student τ0 = '
+                                      f'{esc(_est(clean))}</title></line>']))
+        items.append(("all-clean student τ0", CLEAN, "dashed", "clean"))
+    for key, marks, label, col in (("teacher", teacher_marks, "teacher's own score τT (interval)", TEACHER),
+                                   ("student", student_marks, "student trained on the source τS (interval)", POINT),
+                                   ("offset", arrows, "offset τT → τS", "#555")):
+        if marks:
+            parts.append(series(key, marks))
+            items.append((label, col, "line" if key == "offset" else "point", key))
+    legend_parts, extra = legend(items, top=bottom + 52)
+    return svg(parts + legend_parts, extra, f"teacher vs student: {trait}", "offsets")
+
+
+# optuna study: Pareto front, parameter importances --------------------------------------------------------
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k} = {_g(v) if isinstance(v, (int, float)) else v}" for k, v in params.items()) or "no params"
+
+
+def pareto_chart(study: dict) -> str:
+    """The first two objectives of every complete trial; the Pareto front filled and joined."""
+    names, directions = study.get("objectives", []), study.get("directions", [])
+    trials = [t for t in study.get("trials", []) if len(t.get("values") or []) >= 2
+              and all(isinstance(v, (int, float)) and math.isfinite(v) for v in t["values"][:2])]
+    if len(names) < 2 or not trials:
+        return ""
+    front = set(study.get("pareto", []))
+    (x_lo, x_hi), (y_lo, y_hi) = padded([t["values"][0] for t in trials]), padded([t["values"][1] for t in trials])
+    frame = Frame(x_lo, x_hi, y_lo, y_hi)
+    parts = axes(frame, nice_ticks(x_lo, x_hi), nice_ticks(y_lo, y_hi), html.unescape(_objective_name(names[0], directions[0])),
+                 html.unescape(_objective_name(names[1], directions[1])))
+    on, off = [], []
+    for t in trials:
+        x, y = t["values"][:2]
+        title = (f'trial {t["number"]}{" (Pareto front)" if t["number"] in front else ""}: {names[0]} {_num(x)}, '
+                 f'{names[1]} {_num(y)}; {_params_text(t.get("params", {}))}')
+        mark = (f'<circle cx="{frame.px(x):.1f}" cy="{frame.py(y):.1f}" r="{5 if t["number"] in front else 4}" '
+                f'fill="{TEACHER if t["number"] in front else "#fff"}" stroke="{TEACHER if t["number"] in front else "#888"}" '
+                f'stroke-width="1.5"><title>{esc(title)}</title></circle>')
+        (on if t["number"] in front else off).append(mark)
+    line = sorted((t["values"][0], t["values"][1]) for t in trials if t["number"] in front)
+    if len(line) > 1:
+        coords = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in line)
+        on.insert(0, f'<polyline points="{coords}" fill="none" stroke="{TEACHER}" stroke-width="1" stroke-dasharray="4 3"/>')
+    parts += [series("dominated", off), series("pareto", on)]
+    items = [(f"Pareto front ({len(front)} trials)", TEACHER, "point", "pareto"),
+             (f"other trials ({len(off)})", "#888", "hollow", "dominated")]
+    legend_parts, height = legend(items)
+    return svg(parts + legend_parts, height, "Pareto front of the first two objectives", "pareto")
+
+
+def importance_chart(study: dict) -> str:
+    """A horizontal bar per parameter and objective: Optuna's importance (they sum to 1 per objective)."""
+    importances = study.get("importances") or {}
+    if not importances:
+        return ""
+    params = list(dict.fromkeys(p for by_param in importances.values() for p in by_param))
+    objectives = list(importances)
+    bar_h, gap = 14, 10
+    label_w = max(LEFT, 7 * max(len(p) for p in params) + 16)
+    group_h = bar_h * len(objectives) + gap
+    bottom = TOP + group_h * len(params)
+    px = lambda v: label_w + v * (PLOT_W - RIGHT - label_w)  # noqa: E731
+    parts = []
+    for x in (0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{px(x):.1f}" y1="{TOP}" x2="{px(x):.1f}" y2="{bottom}" stroke="#e4e4e4"/>'
+                     f'<text x="{px(x):.1f}" y="{bottom + 16}" text-anchor="middle">{_tick(x)}</text>')
+    parts.append(f'<text x="{(label_w + PLOT_W - RIGHT) / 2:.0f}" y="{bottom + 34}" text-anchor="middle">'
+                 f'importance (normalised: sums to 1 per objective)</text>')
+    bars: dict[str, list[str]] = {o: [] for o in objectives}
+    for i, p in enumerate(params):
+        y0 = TOP + i * group_h
+        parts.append(f'<text x="{label_w - 8}" y="{y0 + group_h / 2:.0f}" text-anchor="end">{esc(p)}</text>')
+        for j, o in enumerate(objectives):
+            v = float(importances[o].get(p, 0.0))
+            bars[o].append(f'<rect x="{label_w}" y="{y0 + j * bar_h}" width="{max(px(v) - label_w, 1):.1f}" '
+                           f'height="{bar_h - 2}" fill="{colour(j)}"><title>{esc(p)}: importance {v:.3f} for '
+                           f'{esc(o)}</title></rect>')
+    parts += [series(f"objective-{j}", bars[o]) for j, o in enumerate(objectives)]
+    items = [(o, colour(j), "point", f"objective-{j}") for j, o in enumerate(objectives)]
+    legend_parts, extra = legend(items, top=bottom + 52)
+    return svg(parts + legend_parts, extra, "parameter importances", "importances")
+
+
+def study_section(view: SweepView) -> str:
+    """Optuna's view of the study: Pareto front (several objectives) and parameter importances, or why not."""
+    study = view.study or {}
+    if view.study_error:
+        return f'<p class="small">The Optuna study could not be read: {esc(view.study_error)}</p>'
+    out = []
+    if len(study.get("directions", [])) > 1:
+        chart = pareto_chart(study)
+        extra = (f" Only the first two of {len(study['directions'])} objectives are plotted."
+                 if len(study["directions"]) > 2 else "")
+        out.append("<h3>Pareto front</h3>" + (
+            f"<figure>{chart}<figcaption>{len(study.get('pareto', []))} of {study.get('n_complete', 0)} complete "
+            f"trials are on the Pareto front (filled). Hover a point for its trial, values and parameters; click "
+            f"the legend to hide a group.{extra}</figcaption></figure>" if chart
+            else "<p>No complete trial has values for two objectives.</p>"))
+    chart = importance_chart(study)
+    if chart:
+        out.append(f"<h3>Parameter importances</h3><figure>{chart}<figcaption>"
+                   f"{esc(study.get('importance_method', 'optuna.importance'))}: how much each suggested "
+                   f"parameter matters for reaching the best values of each objective.</figcaption></figure>")
+    elif study.get("importances_absent"):
+        out.append(f"<h3>Parameter importances</h3><p>No importances: {esc(study['importances_absent'])}.</p>")
+    return "".join(out)
+
+
+# samples: every trial's generations, filtered in the page ------------------------------------------------
+
+
+def _text_cut(text: str) -> str:
+    return text if len(text) <= MAX_TABLE_TEXT_CHARS else text[:MAX_TABLE_TEXT_CHARS] + f" … [{len(text)} chars]"
+
+
+def sample_rows(view: SweepView) -> tuple[dict, int]:
+    """({"prompts": {id: text}, "rows": [[trial, condition, trait, prompt_id, sample, value, reason, response]]}, total).
+
+    At most MAX_SAMPLE_ROWS rows, the same number per (trial, trait) (its first ones in the file), so every
+    trial and trait is represented however many trials there are; `total` counts every generation on disk.
+    """
+    per = max(1, MAX_SAMPLE_ROWS // max(1, len(view.trials) * max(1, len(view.traits))))
+    prompts: dict[str, str] = {}
+    rows, total = [], 0
+    for t in view.trials:
+        path = t.dir / SAMPLES
+        if not path.is_file():
+            continue
+        taken: dict[str, int] = {}
+        for r in read_jsonl(path):
+            total += 1
+            trait = str(r.get("trait", ""))
+            if taken.get(trait, 0) >= per or len(rows) >= MAX_SAMPLE_ROWS:
+                continue
+            taken[trait] = taken.get(trait, 0) + 1
+            pid = str(r.get("prompt_id", ""))
+            prompts.setdefault(pid, _text_cut(str(r.get("prompt", ""))))
+            value = r.get("value")
+            rows.append([t.number, t.condition, trait, pid, r.get("sample", 0),
+                         value if isinstance(value, (int, float)) else str(value), _text_cut(str(r.get("reason", ""))),
+                         _text_cut(str(r.get("response", "")))])
+    return {"prompts": prompts, "rows": rows, "per_trial_trait": per}, total
+
+
+def _json_for_script(data) -> str:
+    """JSON that is safe inside <script>: ASCII only, and no `<`, `>` or `&` that could end the element."""
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def samples_table_section(view: SweepView) -> str:
+    """A filterable, paged table of the embedded generations (rendered by SAMPLES_JS)."""
+    data, total = sample_rows(view)
+    shown = len(data["rows"])
+    if not total:
+        return "<p>No trial wrote a samples file (simulated trials and some runners write none).</p>"
+    conditions = sorted({r[1] for r in data["rows"]})
+    traits = sorted({r[2] for r in data["rows"]})
+    options = lambda values: "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)  # noqa: E731
+    cap = ("" if shown == total else
+           f" The page embeds {shown} of the {total} generations: the first {data['per_trial_trait']} per trial and "
+           f"trait; every generation is in <code>trials/NNNNN/{esc(SAMPLES)}</code>.")
+    return (f'<p class="small">{total} generations over {len(view.trials)} trials.{cap} Prompts and responses are cut '
+            f'at {MAX_TABLE_TEXT_CHARS} characters here. Value: the judge\'s verdict (1 = shows the trait, 0 = does '
+            f'not) or score.</p>'
+            f'<div class="controls"><input id="samples-filter" type="search" placeholder="filter: text in prompt, '
+            f'response, reason, condition" size="40" aria-label="filter samples"> '
+            f'<label>trait <select id="samples-trait"><option value="">all</option>{options(traits)}</select></label> '
+            f'<label>verdict <select id="samples-verdict"><option value="">all</option>'
+            f'<option value="pos">shows the trait (value &gt; 0)</option>'
+            f'<option value="zero">does not (value = 0)</option></select></label> '
+            f'<label>condition <select id="samples-condition"><option value="">all</option>{options(conditions)}'
+            f'</select></label></div>'
+            f'<p id="samples-count" class="small">{shown} generations embedded (JavaScript renders the table).</p>'
+            f'<table id="samples-table"><thead><tr><th>trial</th><th>condition</th><th>trait</th><th>prompt</th>'
+            f'<th>response</th><th>value</th><th>judge reason</th></tr></thead><tbody></tbody></table>'
+            f'<div class="controls"><button id="samples-prev" type="button">previous</button> '
+            f'<button id="samples-next" type="button">next</button></div>'
+            f'<script type="application/json" id="samples-data">{_json_for_script(data)}</script>')
+
+
+# provenance -------------------------------------------------------------------------------------------
+
+def _file_sha256(path: Path) -> str:
+    if not path.is_file():
+        return "–"
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def provenance_trials_table(view: SweepView) -> str:
+    """Per trial: data fingerprint, manifest hash (ours and of the file on disk) and the command that reruns it."""
+    rows = "".join(
+        f"<tr><td>{t.number}</td><td>{esc(t.condition)}</td>"
+        f"<td><code>{esc(str(t.result.get('data_fingerprint', '–')))}</code></td>"
+        f"<td><code>{esc(str(t.result.get('manifest', {}).get('hash', '–')))}</code></td>"
+        f"<td><code>{esc(_file_sha256(t.dir / MANIFEST))}</code></td>"
+        f"<td><code>{esc(str(t.result.get('code', 'not recorded')))}</code></td>"
+        f"<td><code>leaksweep trial {esc(shlex.quote(str(t.dir.resolve())))}</code></td></tr>"
+        for t in view.trials)
+    return ('<table class="sortable" id="provenance-trials"><thead><tr><th>trial</th><th>condition</th>'
+            '<th>data fingerprint</th><th>manifest hash</th><th>manifest.jsonl sha256</th><th>code (git commit)</th>'
+            f'<th>reproduce (reruns the trial from its spec.json)</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
+# --- the page's behaviour ------------------------------------------------------------------------------
+
+INTERACT_JS = """
+(function () {
+  // Tooltips: each chart mark's <title> (the no-JS fallback) becomes data-tip, shown at the pointer.
+  var tip = document.createElement("div");
+  tip.id = "tip"; tip.setAttribute("role", "tooltip"); document.body.appendChild(tip);
+  document.querySelectorAll("svg[data-plot] title").forEach(function (t) {
+    var el = t.parentNode;
+    el.setAttribute("data-tip", t.textContent); el.classList.add("has-tip"); t.remove();
+  });
+  function place(e) {
+    var el = e.target.closest ? e.target.closest("[data-tip]") : null;
+    if (!el) { tip.style.display = "none"; return; }
+    tip.textContent = el.getAttribute("data-tip"); tip.style.display = "block";
+    var x = e.clientX + 14, y = e.clientY + 14;
+    if (x + tip.offsetWidth > window.innerWidth - 4) x = Math.max(4, e.clientX - tip.offsetWidth - 14);
+    if (y + tip.offsetHeight > window.innerHeight - 4) y = Math.max(4, e.clientY - tip.offsetHeight - 14);
+    tip.style.left = x + "px"; tip.style.top = y + "px";
+  }
+  document.querySelectorAll("svg[data-plot]").forEach(function (chart) {
+    chart.addEventListener("mousemove", place);
+    chart.addEventListener("mouseleave", function () { tip.style.display = "none"; });
+  });
+  // Legend entries toggle their series.
+  document.querySelectorAll("svg[data-plot] .legend-item").forEach(function (item) {
+    function toggle() {
+      var off = item.classList.toggle("off"), key = item.getAttribute("data-series");
+      item.setAttribute("aria-pressed", off ? "false" : "true");
+      item.closest("svg").querySelectorAll("[data-series]").forEach(function (g) {
+        if (g !== item && !g.classList.contains("legend-item") && g.getAttribute("data-series") === key) {
+          g.style.display = off ? "none" : "";
+        }
+      });
+    }
+    item.addEventListener("click", toggle);
+    item.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggle(); }
+    });
+  });
+})();
+"""
+
+SAMPLES_JS = """
+(function () {
+  var source = document.getElementById("samples-data");
+  if (!source) return;
+  var data = JSON.parse(source.textContent), rows = data.rows, prompts = data.prompts;
+  var PAGE = __PAGE_ROWS__, page = 0, matching = rows;
+  var $ = function (id) { return document.getElementById(id); };
+  var body = $("samples-table").tBodies[0];
+  function haystack(r) {
+    return [r[0], r[1], r[2], prompts[r[3]] || "", r[6], r[7]].join(" ").toLowerCase();
+  }
+  var texts = rows.map(haystack);
+  function cell(tr, text, cls) {
+    var td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
+  }
+  function draw() {
+    body.textContent = "";
+    var first = page * PAGE, slice = matching.slice(first, first + PAGE);
+    slice.forEach(function (r) {
+      var tr = document.createElement("tr");
+      cell(tr, r[0]); cell(tr, r[1]); cell(tr, r[2]); cell(tr, prompts[r[3]] || "", "text");
+      cell(tr, r[7], "text"); cell(tr, r[5], typeof r[5] === "number" && r[5] > 0 ? "pos" : "");
+      cell(tr, r[6]);
+      body.appendChild(tr);
+    });
+    $("samples-count").textContent = matching.length + " of " + rows.length + " embedded generations match" +
+      (matching.length ? "; showing " + (first + 1) + "-" + (first + slice.length) : "") + ".";
+    $("samples-prev").disabled = page === 0;
+    $("samples-next").disabled = first + PAGE >= matching.length;
+  }
+  function filter() {
+    var q = $("samples-filter").value.trim().toLowerCase(), trait = $("samples-trait").value;
+    var verdict = $("samples-verdict").value, cond = $("samples-condition").value;
+    matching = rows.filter(function (r, i) {
+      if (trait && r[2] !== trait) return false;
+      if (cond && r[1] !== cond) return false;
+      if (verdict === "pos" && !(typeof r[5] === "number" && r[5] > 0)) return false;
+      if (verdict === "zero" && r[5] !== 0) return false;
+      return !q || texts[i].indexOf(q) !== -1;
+    });
+    page = 0; draw();
+  }
+  $("samples-filter").addEventListener("input", filter);
+  ["samples-trait", "samples-verdict", "samples-condition"].forEach(function (id) {
+    $(id).addEventListener("change", filter);
+  });
+  $("samples-prev").addEventListener("click", function () { page = Math.max(0, page - 1); draw(); });
+  $("samples-next").addEventListener("click", function () { page += 1; draw(); });
+  draw();
+})();
+""".replace("__PAGE_ROWS__", str(SAMPLES_PAGE_ROWS))
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -1226,6 +1758,17 @@ ul.tree{font-size:13px;list-style:none;padding-left:0}
 ul.tree ul{list-style:none;border-left:1px dotted #aaa;padding-left:1.4em;margin-left:.4em}
 ul.tree li.minimal>code{background:#ffd54f;font-weight:bold;padding:0 3px}
 ul.tree li.fail{color:#666}
+#tip{position:fixed;display:none;max-width:420px;background:#222;color:#fff;font-size:12px;padding:4px 7px;
+ border-radius:3px;pointer-events:none;z-index:10;white-space:pre-wrap}
+svg .has-tip{cursor:pointer}
+svg .has-tip:hover{opacity:.75}
+svg[data-plot="training-curves"] polyline:hover{stroke-width:4}
+svg .legend-item{cursor:pointer}
+svg .legend-item.off{opacity:.35}
+.controls{margin:.4em 0;font-size:13px}
+#samples-table td.text{white-space:pre-wrap;max-width:380px;font-family:monospace;font-size:12px}
+#samples-table td.pos{background:#fdecea;font-weight:bold}
+details{margin:.4em 0}
 """
 
 SORT_JS = """
@@ -1251,21 +1794,28 @@ def render(view: SweepView) -> str:
     """The whole page as a string (ASCII: other characters become HTML character references)."""
     if view.analysis is not None:  # an experiment mode: its conclusions first, then the trials behind them
         head = [answer(view), budget_line(view.analysis)] + analysis_sections(view)
-        charts = []
+        # experiment conditions are not mixtures; Optuna mixture trials in the same folder still get their charts
+        charts = ["<h2>Trait score vs teacher share</h2>", charts_section(view)] if view.varied_subsets() else []
     else:
         head = [answer(view)]
         charts = ["<h2>Trait score vs teacher share</h2>", charts_section(view)]
+    # the study is Optuna's in an optuna-mode sweep; an experiment mode only uses it to queue its conditions
+    optuna_mode = view.config.get("search", {}).get("mode", "optuna") == "optuna"
+    study = study_section(view) if optuna_mode or len((view.study or {}).get("directions", [])) > 1 else ""
     sections = [
         f"<h1>{esc(view.name)}</h1>", *head,
         "<h2>Trials</h2>", status_line(view.dir, len(view.trials)), trials_table(view),
         *charts,
+        *(["<h2>Optuna study</h2>", study] if study else []),
         f"<h2>Best and worst {'mixtures' if view.analysis is None else 'trials'}</h2>", best_worst_section(view),
         "<h2>Training curves</h2>", curves_section(view),
-        "<h2>Sample generations</h2>", samples_section(view),
+        "<h2>Sample generations</h2>", samples_table_section(view),
+        "<h3>Best and worst trial, first generations per trait</h3>", samples_section(view),
         "<h2>Provenance</h2>", provenance(view),
     ]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(view.name)}: leaksweep report'
-            f"</title><style>{CSS}</style></head><body>{''.join(sections)}<script>{SORT_JS}</script></body></html>\n")
+            f"</title><style>{CSS}</style></head><body>{''.join(sections)}"
+            f"<script>{SORT_JS}{INTERACT_JS}{SAMPLES_JS}</script></body></html>\n")
     # ASCII keeps the file correct whatever encoding the writer's locale picks.
     return page.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
@@ -1282,5 +1832,20 @@ def write_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
         )
     out = Path(out_path) if out_path is not None else sweep_dir / REPORT_FILE
     analysis = read_json(sweep_dir / ANALYSIS) if (sweep_dir / ANALYSIS).is_file() else None
-    atomic_write_text(out, render(SweepView(sweep_dir, read_json(sweep_dir / SWEEP_FILE), trials, analysis)))
+    study, study_error = read_study(sweep_dir)
+    atomic_write_text(out, render(SweepView(sweep_dir, read_json(sweep_dir / SWEEP_FILE), trials, analysis,
+                                            study, study_error)))
     return out
+
+
+def read_study(sweep_dir: Path) -> tuple[dict | None, str | None]:
+    """(sweep.study_summary(sweep_dir), None), or (None, why not): the report is still written without it."""
+    # Imported here, not at the top: sweep imports optuna, which rendering a page from a dict does not need.
+    from leaksweep import sweep
+
+    try:
+        return sweep.study_summary(sweep_dir), None
+    except UserError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - an unreachable RDB or a corrupt journal must not cost the whole report
+        return None, f"{type(exc).__name__}: {exc}"

@@ -19,18 +19,20 @@ import fcntl
 import itertools
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from tqdm import tqdm
 
 from leaksweep import lm
 from leaksweep import trial as trial_stage
@@ -39,6 +41,7 @@ from leaksweep.experiments import Condition, Request, Run, make_search
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, write_json
 from leaksweep.mixture import MixturePlan
+from leaksweep.progress import Progress
 from leaksweep.schema import to_dict
 from leaksweep.world import resolve_world
 
@@ -287,17 +290,16 @@ def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None
         log = open(logs / f"worker-{i}.log", "a")
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, i))
     complete = lambda: len(list((sweep_dir / "trials").glob("*/result.json")))  # noqa: E731
-    # A live bar on a terminal; on a log file (Slurm, CI) tqdm is off and a line per finished trial.
-    with tqdm(total=total, desc=f"sweep {cfg.name}", unit="trial", initial=complete(), disable=None) as bar:
-        seen = complete()
+    # A live bar on a terminal, plain lines in a log (progress.py). The workers' own training and
+    # generation progress goes to their log files above, never onto this bar.
+    seen = complete()
+    # every_fraction=0: a trial takes long enough that each finished one earns its own log line
+    with Progress(total, f"sweep {cfg.name}", "trials", initial=seen, leave=True, every_fraction=0) as bar:
         while any(p.poll() is None for p, _, _ in procs):
             time.sleep(1.0)
             now = complete()
-            if now != seen:
-                bar.update(now - seen)
-                if bar.disable:
-                    print(f"sweep {cfg.name}: {now}/{total} trials complete", flush=True)
-                seen = now
+            bar.update(now - seen)
+            seen = now
     failed = []
     for proc, log, i in procs:
         log.close()
@@ -397,3 +399,149 @@ def status(sweep_dir: Path) -> dict:
             failed.append({"trial": t.number, "error": read_json(err)["error"] if err.exists() else "no error.json"})
     return {"sweep": cfg.name, "dir": str(sweep_dir), "budget": planned, "mode": cfg.search.mode, "states": by_state, "best": best,
             "mean_trial_s": sum(durations) / len(durations) if durations else None, "eta_s": eta_s, "failed": failed}
+
+
+# --- dashboard -----------------------------------------------------------------------------------
+
+
+def _storage_target(cfg: SweepConfig, sweep_dir: Path) -> str:
+    """What `optuna-dashboard` takes on its command line: the journal file's path or the RDB URL."""
+    url = cfg.search.storage
+    if not url:
+        return str((sweep_dir / "optuna.journal").resolve())
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        return str((path if path.is_absolute() else sweep_dir / path).resolve())
+    return url
+
+
+def _mask_password(url: str) -> str:
+    """postgresql://user:SECRET@host/db -> postgresql://user:***@host/db: printed commands end up in logs."""
+    # greedy up to the last "@", as SQLAlchemy parses it: a password may itself contain "@"
+    return re.sub(r"^([\w+]+://[^:/@]*:).*@", r"\1***@", url)
+
+
+def dashboard_command(sweep_dir: Path, host: str, port: int) -> str:
+    """The equivalent `optuna-dashboard` command line (a storage password is shown as ***)."""
+    sweep_dir = Path(sweep_dir)
+    target = _mask_password(_storage_target(load_sweep_dir(sweep_dir), sweep_dir))
+    return f"optuna-dashboard {shlex.quote(target)} --host {host} --port {port}"
+
+
+def serve_dashboard(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080,
+                    ready: Callable[[str, str], None] | None = None) -> None:
+    """Serve the sweep's study in optuna-dashboard until interrupted (Ctrl-C).
+
+    Uses optuna-dashboard's WSGI app on our storage object (a journal file is opened the same way
+    the workers open it) behind a threaded wsgiref server, so the bound port is known before
+    serving (`port=0` picks a free one); `ready(url, command)` gets the study's page and the
+    equivalent `optuna-dashboard` command line. The dashboard has no login and can change the
+    study (notes, tell, delete): bind a loopback address unless the network is trusted.
+    """
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    import optuna_dashboard
+
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    study = load_study(sweep_dir, cfg)  # says "run leaksweep sweep first" when there is no study yet
+    storage = study._storage  # the storage object load_study opened (Optuna has no public accessor)
+    study_id = storage.get_study_id_from_name(cfg.name)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # the page polls; a hung request must not block Ctrl-C
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the page polls every few seconds: no access log
+            pass
+
+    try:
+        server = make_server(host, port, optuna_dashboard.wsgi(storage), server_class=Server,
+                             handler_class=QuietHandler)
+    except OSError as exc:
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror}); "
+                        "pick another port (--port 0 picks a free one)") from exc
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+    try:
+        if ready is not None:
+            ready(f"http://{shown}:{server.server_port}/dashboard/studies/{study_id}",
+                  dashboard_command(sweep_dir, host, server.server_port))
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+# --- study summary (for the report) ------------------------------------------------------------------
+
+
+MIN_IMPORTANCE_TRIALS = 3  # PED-ANOVA compares a top quantile with the rest: 2 trials cannot split
+
+
+def study_summary(sweep_dir: Path) -> dict:
+    """What the report needs from the Optuna study, as plain JSON-able data (report.py never imports optuna).
+
+    {"directions": ["maximize", ...], "objectives": [names], "n_complete": int,
+     "trials": [{"number", "values", "params"}] (complete trials),
+     "pareto": [trial numbers on the Pareto front] (multi-objective studies; [] otherwise),
+     "importances": {objective name: {param: importance}} (PED-ANOVA), "importance_method": how,
+     "importances_absent": why there are none (None when computed)}
+
+    Raises UserError when the folder has no study; opening it never creates one.
+    """
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    if not cfg.search.storage and not (sweep_dir / "optuna.journal").is_file():
+        # JournalFileBackend would create an empty journal: a report must not write into the study
+        raise UserError(f"{sweep_dir}: no optuna.journal, so no Optuna study to summarise; "
+                        "`leaksweep sweep` writes it when the sweep starts")
+    study = load_study(sweep_dir, cfg)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    directions = [d.name.lower() for d in study.directions]
+    names = [o.trait for o in cfg.search.objectives] or ["objective"]
+    if len(set(names)) < len(names):  # the same trait both maximised and minimised, say
+        names = [f"{o.trait} ({o.direction})" for o in cfg.search.objectives]
+    names = (names + [f"objective {i}" for i in range(len(names), len(directions))])[: len(directions)]
+    multi = len(directions) > 1
+    summary: dict[str, Any] = {
+        "directions": directions, "objectives": names, "n_complete": len(complete),
+        "trials": [{"number": t.number, "values": list(t.values), "params": dict(t.params)} for t in complete],
+        "pareto": sorted(t.number for t in study.best_trials) if multi and complete else [],
+        "importances": {}, "importances_absent": None,
+    }
+    # Baselines and experiment-mode conditions carry no suggested params: importances only make sense over
+    # the trials that have every param, and only for params that take more than one value there.
+    params = sorted({p for t in complete for p in t.params})
+    with_all = [t for t in complete if set(params) <= set(t.params)]
+    varying = [p for p in params if len({repr(t.params[p]) for t in with_all}) > 1]
+    if not params:
+        summary["importances_absent"] = ("no trial has Optuna-suggested parameters (baselines and experiment-mode "
+                                         "conditions have none)")
+    elif len(with_all) < MIN_IMPORTANCE_TRIALS or not varying:
+        summary["importances_absent"] = (
+            f"{len(with_all)} complete trial(s) have all of the parameters {', '.join(params)}, and "
+            f"{len(varying)} of those parameters vary among them; importances need at least "
+            f"{MIN_IMPORTANCE_TRIALS} such trials and a varying parameter")
+    else:
+        # A copy holding only those trials: the evaluator would otherwise count the param-less baselines.
+        sub = optuna.create_study(directions=study.directions)
+        sub.add_trials(with_all)
+        # PED-ANOVA needs no scikit-learn (fANOVA does) and is deterministic. Its top quantile must hold at
+        # least 2 trials and fewer than all of them, or every importance comes out equal.
+        quantile = min(0.5, max(0.1, 2 / len(with_all)))
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
+        for i, name in enumerate(names):
+            # with an explicit target PED-ANOVA treats lower as better, so maximised objectives are negated
+            sign = -1.0 if directions[i] == "maximize" else 1.0
+            with warnings.catch_warnings():  # its "lower target is better" reminder: handled by the sign
+                warnings.filterwarnings("ignore", message=".*low `target` values.*")
+                found = optuna.importance.get_param_importances(
+                    sub, evaluator=evaluator, params=varying, target=lambda t, i=i, sign=sign: sign * t.values[i])
+            summary["importances"][name] = {k: float(v) for k, v in found.items()}
+        summary["importance_method"] = ("PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator, top "
+                                        f"{quantile:.0%} of {len(with_all)} trials)")
+    return summary
