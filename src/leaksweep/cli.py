@@ -115,6 +115,8 @@ def sweep(sweep_file: str, workers: int, no_wandb: bool, no_report: bool) -> Non
         from leaksweep.report import write_report
 
         click.echo(f"report: {write_report(sweep_dir)}")
+    if not no_wandb:
+        _log_summary(sweep_dir, None if no_report else sweep_dir / "report.html", sweep_stage.budget(cfg))
 
 
 @cli.command()
@@ -154,11 +156,70 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
 @cli.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file (default SWEEP_DIR/report.html).")
-def report(sweep_dir: str, out: str | None) -> None:
-    """Write the self-contained HTML report of a sweep folder."""
+@click.option("--no-wandb", is_flag=True, help="Do not log the study's summary run to W&B.")
+def report(sweep_dir: str, out: str | None, no_wandb: bool) -> None:
+    """Write the self-contained HTML report of a sweep folder (and update its W&B summary run)."""
     from leaksweep.report import write_report
 
-    click.echo(write_report(Path(sweep_dir), Path(out) if out else None))
+    written = write_report(Path(sweep_dir), Path(out) if out else None)
+    click.echo(written)
+    if not no_wandb:
+        from leaksweep import sweep as sweep_stage
+
+        _log_summary(Path(sweep_dir), Path(written), sweep_stage.budget(sweep_stage.load_sweep_dir(Path(sweep_dir))))
+
+
+def _log_summary(sweep_dir: Path, report_path: Path | None, budget: int | None) -> None:
+    """The study's summary run in W&B: leak map, dose-response, baselines, budget, the report."""
+    from leaksweep.summary import load_config, log_study_summary
+    from leaksweep.tracking import make_tracker
+
+    cfg = load_config(sweep_dir)
+    tracker = make_tracker(cfg.tracking)
+    run_id = log_study_summary(sweep_dir, tracker, budget, report_path)
+    if run_id:
+        click.echo(f"W&B summary run {run_id} ({tracker.mode}), group {cfg.name}")
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--jobs", default=4, show_default=True, help="Uploads at a time, each a `wandb sync` process.")
+def sync(sweep_dir: str, jobs: int) -> None:
+    """Upload a sweep's offline W&B runs (on a login node with network); skips runs already synced."""
+    from leaksweep import tracking
+
+    root = Path(sweep_dir)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: use at least 1")
+    if not root.is_dir():
+        raise UserError(f"{sweep_dir}: no such folder; give a sweep folder such as runs/demo")
+    tracking.require_api_key("leaksweep sync")
+    runs, skipped = tracking.find_offline_runs(root)
+    click.echo(f"{len(runs)} offline run(s) to upload, {skipped} folder(s) already synced; {jobs} at a time")
+
+    def progress(done: int, total: int, outcome: tracking.SyncOutcome) -> None:
+        where = ", ".join(str(d.relative_to(root)) for d in outcome.run.dirs)
+        click.echo(f"[{done}/{total}] {'ok' if outcome.ok else 'FAILED'} {outcome.run.run_id} ({where}): {outcome.message}")
+
+    failed = [o for o in tracking.sync_offline_runs(runs, jobs, progress=progress) if not o.ok]
+    if failed:
+        click.echo(f"{len(failed)} of {len(runs)} run(s) failed to upload: {', '.join(o.run.run_id for o in failed)}; "
+                   f"rerun `leaksweep sync {sweep_dir}` to retry them (synced runs are skipped)", err=True)
+        sys.exit(1)
+
+
+@cli.command("wandb-report")
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+def wandb_report(sweep_dir: str) -> None:
+    """Create a W&B Report of the study (its runs must be online or synced first); prints its URL."""
+    from leaksweep.summary import load_config, report_spec
+    from leaksweep.tracking import create_wandb_report
+
+    cfg = load_config(Path(sweep_dir))
+    if cfg.tracking.wandb is None:
+        raise UserError(f"{Path(sweep_dir) / 'sweep.json'}: tracking.wandb is null, so this sweep logged nothing to "
+                        "W&B; set tracking.wandb in the sweep file and rerun the sweep to get a W&B report")
+    click.echo(create_wandb_report(report_spec(Path(sweep_dir)), cfg.tracking.wandb))
 
 
 def _print_status(info: dict) -> None:
@@ -184,6 +245,28 @@ def status(sweep_dir: str, as_json: bool) -> None:
 
     info = sweep_status(Path(sweep_dir))
     click.echo(json.dumps(info, indent=2)) if as_json else _print_status(info)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you trust the network).")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on (0: any free port).")
+def dashboard(sweep_dir: str, host: str, port: int) -> None:
+    """Open the sweep's Optuna study in optuna-dashboard (until Ctrl-C)."""
+    from leaksweep.sweep import serve_dashboard
+
+    if host not in LOOPBACK_HOSTS:
+        click.echo(f"warning: listening on {host}: anyone who can reach it can read and change the study "
+                   "(optuna-dashboard has no login); use an SSH tunnel to 127.0.0.1 instead where you can", err=True)
+
+    def ready(url: str, command: str) -> None:
+        click.echo(f"optuna-dashboard: {url}  (Ctrl-C stops it)")
+        click.echo(f"same as: {command}")
+
+    serve_dashboard(Path(sweep_dir), host, port, ready)
 
 
 @cli.command()
