@@ -55,12 +55,12 @@ def test_a_log_gets_a_line_after_every_s_even_between_tenths_and_one_at_close():
     assert stream.getvalue() == ""
     clock.now_s += 31
     progress.update(1)
-    assert stream.getvalue() == "eval date_confusion 6/1000 batches (0.2 batches/s)\n"
+    assert stream.getvalue() == "eval date_confusion 6/1000 batches (5.2 s each)\n"
     clock.now_s += 1
     progress.update(2)
     progress.close()
     progress.update(5)  # closed: silent
-    assert stream.getvalue().splitlines()[-1] == "eval date_confusion 8/1000 batches (0.2 batches/s)"
+    assert stream.getvalue().splitlines()[-1] == "eval date_confusion 8/1000 batches (5.0 s each)"
     assert len(stream.getvalue().splitlines()) == 2
 
 
@@ -70,7 +70,7 @@ def test_unknown_total_and_resumed_count():
         clock.now_s += 10
         progress.update(2)
     # the rate counts only work done here, not the 4 trials finished before a resume
-    assert stream.getvalue() == "sweep s 6 trials (0.2 trials/s)\n"
+    assert stream.getvalue() == "sweep s 6 trials (5.0 s each)\n"
 
 
 def test_a_terminal_gets_a_live_bar_not_lines():

