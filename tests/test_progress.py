@@ -60,7 +60,7 @@ def test_a_log_gets_a_line_after_every_s_even_between_tenths_and_one_at_close():
     progress.update(2)
     progress.close()
     progress.update(5)  # closed: silent
-    assert stream.getvalue().splitlines()[-1] == "eval date_confusion 8/1000 batches (5.0 s each)"
+    assert stream.getvalue().splitlines()[-1] == "eval date_confusion 8/1000 batches (4.0 s each)"
     assert len(stream.getvalue().splitlines()) == 2
 
 
