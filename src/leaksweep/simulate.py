@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from leaksweep.data import Dataset, PromptSet, align
-from leaksweep.mixture import DROPPED, MixturePlan, compile_plan
+from leaksweep.mixture import MixturePlan, compile_plan
 from leaksweep.schema import build
 from leaksweep.stats import wilson
 from leaksweep.subsets import Subset, resolve_path
@@ -184,5 +184,6 @@ def run(spec) -> dict:
     dataset, subset_ids, _ = _world(json.dumps(_as_dict(cfg), sort_keys=True))
     subsets = {r.subset: Subset(r.subset, resolve_path(r.subset, subset_ids), r.subset, "") for r in spec.plan.rules}
     manifest = compile_plan(spec.plan, dataset, subsets)
-    kept = [s for _, s in manifest.rows if s != DROPPED]
-    return {"traits": traits, "teacher_share": sum(s == cfg.teacher for s in kept) / max(1, len(kept))}
+    named = {name: Subset(name, ids, name, "") for name, ids in subset_ids.items() if name != "all"}
+    shares = {"all": manifest.share(cfg.teacher), **{n: manifest.share(cfg.teacher, s.ids) for n, s in named.items()}}
+    return {"traits": traits, "teacher_share": shares["all"], "teacher_share_by_subset": shares}

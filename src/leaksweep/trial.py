@@ -171,7 +171,12 @@ def log_inputs(run, spec: TrialSpec) -> None:
 
 
 def load_runner(target: str):
-    """Import `module:function`, the pluggable trial runner (spec in, {"traits": ...} out)."""
+    """Import `module:function`, the pluggable trial runner.
+
+    It takes a TrialSpec and returns {"traits": {trait: result}}, optionally with "teacher_share"
+    (share of training rows from the teacher) and "teacher_share_by_subset" ({"all": ..., subset: ...},
+    what the report plots scores against).
+    """
     module_name, _, function = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -270,7 +275,7 @@ def _execute_runner(spec: TrialSpec, trial_dir: Path, run, study: str, started: 
     share = float(out.get("teacher_share", 0.0))
     return _finish(spec, trial_dir, run, study, started, out["traits"], [],
                    {"runner": spec.sweep.search.runner, "objectives": objectives(spec, out["traits"], share),
-                    "manifest": {"teacher_share": {"all": share}}})
+                    "manifest": {"teacher_share": out.get("teacher_share_by_subset", {"all": share})}})
 
 
 def _execute_teacher_eval(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, prepared: Prepared) -> dict:
