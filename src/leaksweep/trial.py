@@ -107,7 +107,7 @@ def tiny_corpus(prepared: Prepared) -> list[str]:
 def base_model_path(train: TrainConfig, models_dir: str, prepared: Prepared) -> str:
     """The model to fine-tune: the built-in tiny model (built once into models_dir) or as named."""
     if train.model != "tiny":
-        return train.model
+        return lm.resolve_model_name(train.model)  # `smollm2`: the converted SmolLM2 folder (cached)
     return str(lm.build_tiny_model(Path(models_dir) / "tiny", tiny_corpus(prepared), train.tiny))
 
 
