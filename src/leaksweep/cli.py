@@ -280,6 +280,51 @@ def world(out_dir: str, seed: int, n_prompts: int) -> None:
     click.echo(generate_world(Path(out_dir), seed, n_prompts))
 
 
+
+@cli.group()
+def rollouts() -> None:
+    """Make rollout sources (one response per prompt) from a causal LM."""
+
+
+@rollouts.command("generate")
+@click.option("--model", required=True, help="HF model folder or hub name, or `smollm2` (the built-in SmolLM2-135M-Instruct).")
+@click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=True), help="Prompt file (JSONL/Parquet, as data.prompts).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSONL; rerunning resumes it.")
+@click.option("--system-prompt", default=None, help="Persona system prompt put before every prompt.")
+@click.option("--persona-file", default=None, type=click.Path(dir_okay=False), help="Read the persona system prompt from a file.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--max-new-tokens", default=64, show_default=True)
+@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy decoding.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def rollouts_generate(model, prompts_path, out_path, system_prompt, persona_file, batch_size, max_new_tokens,
+                      temperature, seed, device) -> None:
+    """Generate a rollout source for a prompt set (resumable; settings in OUT's .meta.json)."""
+    from leaksweep.rollouts import GenerationSettings, generate_rollouts, read_persona
+
+    settings = GenerationSettings(model=model, system_prompt=read_persona(system_prompt, persona_file),
+                                  max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size, seed=seed)
+    generate_rollouts(settings, Path(prompts_path), Path(out_path), device=device, echo=click.echo)
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(["tiny", "smollm2"]), default="tiny", show_default=True,
+              help="tiny: the synthetic miniature (sweeps/demo.yaml); smollm2: SmolLM2-135M with a persona (sweeps/demo-real.yaml).")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes.")
+@click.option("--no-wandb", is_flag=True, help="Do not log to W&B.")
+@click.pass_context
+def demo(ctx: click.Context, model: str, workers: int, no_wandb: bool) -> None:
+    """Run a demo sweep from the repository root (what `make demo` / `make demo-real` do)."""
+    sweep_file = Path("sweeps") / ("demo.yaml" if model == "tiny" else "demo-real.yaml")
+    if not sweep_file.is_file():
+        raise UserError(f"{sweep_file}: not found; run `leaksweep demo` from the leaksweep repository root")
+    if model == "smollm2":
+        from leaksweep.rollouts import prepare_real_demo
+
+        prepare_real_demo(echo=click.echo)
+    ctx.invoke(sweep, sweep_file=str(sweep_file), workers=workers, no_wandb=no_wandb, no_report=False)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -86,6 +87,8 @@ class TrainOutcome:
     device: str
     mode: str  # "lora" or "full"
     n_params_trainable: int
+    # How the batches were trained (layout, attention, precision, optimizer, loss), see `training_setup`.
+    setup: dict = field(default_factory=dict)
     log_history: list[dict] = field(default_factory=list)  # step, loss, learning_rate, grad_norm, epoch
 
 
@@ -126,6 +129,27 @@ def choose_attention(requested: str, device: str) -> str:
     if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
+
+
+def choose_train_attention(loaded: str, device: str, requested: str = "auto") -> str:
+    """The attention kernel for training, which may differ from the one the model was loaded with.
+
+    A padding-free batch is one row of several examples; only a kernel that reads the example
+    boundaries stays fast on it. CUDA with `auto`: flash_attention_2 (varlen, from the collator's
+    cu_seq_lens) when flash-attn is installed, else the loaded kernel (sdpa, with padded batches).
+    Flex attention is not picked automatically: transformers compiles it per input shape
+    (dynamic=False, max-autotune), and on an H100 (SmolLM2-135M shape, padding-free rows of 32
+    varying-length examples rounded to 512 tokens) 25 steps did not finish in 170 s, where padded
+    sdpa ran 18.3k tok/s. It stays available as an explicit `train.attention: flex_attention`.
+    CPU: the loaded kernel (sdpa), which measured fastest there. An explicit choice is kept.
+    """
+    if requested != "auto" or device != "cuda":
+        return loaded
+    if loaded.startswith("flash_attention"):
+        return loaded
+    if importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return loaded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +306,7 @@ def train_sft(
     out_dir: Path,
     seed: int,
     log_fn: Callable[[dict, int], None] | None = None,
+    layout: str = "auto",
 ) -> tuple[LM, TrainOutcome]:
     """Supervised fine-tune on chat examples with TRL, loss on assistant tokens only.
 
@@ -289,25 +314,33 @@ def train_sft(
     returned LM shares it and the input LM should not be reused as the base model. `log_fn(record,
     step)` receives every logging step as `{"train/loss": ..., "train/learning_rate": ..., ...}`.
     Nothing is checkpointed; `out_dir` only receives the trainer's small files, if any.
+    `layout` is `auto` (the fastest correct one, see `training_setup`), `padding_free` or `padded`
+    (the last two for tests and benchmarks; padding_free still falls back to padded when an example
+    needs truncating). The chosen setup is returned in `TrainOutcome.setup`.
     """
     if not examples:
         raise UserError("train: there are no training examples (did the mixture drop every prompt?)")
+    if layout not in ("auto", "padding_free", "padded"):
+        raise ValueError(f"layout {layout!r}: use auto, padding_free or padded")
     import torch
     from trl import SFTTrainer
 
     tokenizer, device = lm.tokenizer, lm.device
     lengths = _chat_lengths(tokenizer, examples)
-    # Padding-free lays a batch out as one row without pad tokens. TRL then skips truncation, so it
-    # is used only when nothing needs truncating (tests/test_lm.py checks it matches padded batches).
-    # A batch of one has no padding to save (and TRL warns about it).
-    padding_free = _prefer_padding_free(lm) and cfg.batch_size > 1 and max(lengths) <= cfg.max_length_tokens
+    setup = training_setup(lm.attn_implementation, device, cfg, max(lengths), layout)
+    padding_free = setup["layout"] == "padding_free"
     total_steps = cfg.max_steps or _optimizer_steps(len(examples), cfg)
+    if setup["attention"] != lm.attn_implementation:
+        lm.model.set_attn_implementation(setup["attention"])  # back to the loaded kernel after training
+    if setup["attention"] == "flex_attention":
+        _allow_flex_recompiles()
 
     args = _sft_config(
         output_dir=str(out_dir),
         assistant_only_loss=True,
         padding_free=padding_free,
         max_length=None if padding_free else cfg.max_length_tokens,
+        pad_to_multiple_of=setup["pad_to_multiple_of"],
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1,
@@ -324,12 +357,12 @@ def train_sft(
         save_strategy="no",
         report_to="none",  # tracking is the caller's, through log_fn
         use_cpu=device == "cpu",
-        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+        bf16=setup["precision"] == "bf16",
         activation_checkpointing=False,  # TRL turns it on by default; it only costs time at this size
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,  # our TrainProgress callback draws the bar (or plain lines in a log) instead
         dataloader_pin_memory=device == "cuda",
-        optim="adamw_torch_fused",  # also on CPU: same loss curve, ~10 % faster steps than adamw_torch
+        optim=setup["optimizer"],
         log_level="error",
         log_level_replica="error",
     )
@@ -350,7 +383,12 @@ def train_sft(
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     started = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        if setup["attention"] != lm.attn_implementation:
+            # generation keeps the loaded kernel (flex / varlen kernels gain nothing on padded prompts)
+            lm.model.set_attn_implementation(lm.attn_implementation)
     runtime_s = time.perf_counter() - started
 
     model = trainer.model
@@ -367,10 +405,11 @@ def train_sft(
         final_loss=float(history[-1]["loss"]) if history else None,  # the first and last steps are always logged
         runtime_s=round(runtime_s, 3),
         train_tokens=int(trainer.state.num_input_tokens_seen),
-        attn_implementation=lm.attn_implementation,
+        attn_implementation=setup["attention"],
         device=device,
         mode="lora" if peft_config is not None else "full",
         n_params_trainable=int(n_trainable),
+        setup=setup,
         log_history=history,
     )
     del trainer  # drops the optimizer state before evaluation generates
@@ -388,7 +427,60 @@ def _sft_config(**kwargs):
         raise UserError(f"train: invalid training settings: {' '.join(str(exc).split())}") from exc
 
 
-def _prefer_padding_free(lm: LM) -> bool:
+def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest_example_tokens: int,
+                   layout: str = "auto") -> dict:
+    """The fastest correct training configuration for this device, as a JSON-able record.
+
+    * layout: padding-free (each batch's examples end to end in one row, no pad tokens, position
+      ids restarting at every example so attention stays inside it) where the attention kernel is
+      fast on such rows (`_prefer_padding_free`), else right-padded. Batches stay `batch_size`
+      examples: TRL's dataset packing (bfd) would change how many examples an optimizer step
+      sees, which is an experimental variable here, and was slower on CPU (STACK.md).
+    * attention: `choose_train_attention` (flash_attention_2 on CUDA when installed, else the
+      loaded kernel; sdpa on CPU).
+    * precision: bf16 autocast on a GPU that supports it (weights and optimizer stay fp32).
+    * optimizer: fused AdamW (also on CPU: same loss curve, ~10 % faster steps than adamw_torch).
+    * loss: TRL 1.16's fused LM head, always on: log-probs computed in chunks of positions, so the
+      (tokens x vocab) logits are never materialised in fp32 (or at all) for the loss. Its entropy
+      and token-accuracy metrics come out of the same chunks: no extra pass over the logits, and
+      TRL has no switch to turn them off.
+    """
+    attention = choose_train_attention(loaded_attention, device, cfg.attention)
+    fits = longest_example_tokens <= cfg.max_length_tokens
+    if layout == "auto":
+        # A batch of one has no padding to save (and TRL warns about it).
+        use_free = _prefer_padding_free(device, attention) and cfg.batch_size > 1
+    else:
+        use_free = layout == "padding_free"
+    # TRL does not truncate padding-free rows, so they are used only when nothing needs truncating.
+    use_free = use_free and fits
+    bf16 = False
+    if device == "cuda":
+        import torch
+
+        bf16 = bool(torch.cuda.is_bf16_supported())
+    # flex attention is compiled per input shape (transformers compiles it with dynamic=False):
+    # rounding the row length up bounds the number of shapes, so compiles stop after a few steps.
+    pad_to = 512 if use_free and attention == "flex_attention" else None
+    return {
+        "layout": "padding_free" if use_free else "padded",
+        "attention": attention,
+        "precision": "bf16" if bf16 else "fp32",
+        "optimizer": "adamw_torch_fused",
+        "loss": "trl_fused_lm_head_chunked",
+        "pad_to_multiple_of": pad_to,
+        "device": device,
+    }
+
+
+def _allow_flex_recompiles() -> None:
+    """Let torch.compile keep one flex-attention graph per padded row length (see training_setup)."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+
+def _prefer_padding_free(device: str, attention: str) -> bool:
     """Whether unpadded batches are both correct and faster than right-padded ones here.
 
     CPU (measured, tiny model, 2000 short chats, batch 16, one thread): padding-free 5.7k tok/s,
@@ -397,9 +489,9 @@ def _prefer_padding_free(lm: LM) -> bool:
     costs sdpa its fast kernel (STACK.md: padded 19.2k tok/s vs packed 13.8k), so padding-free is
     used there only with the varlen kernels of flash / flex attention.
     """
-    if lm.device == "cpu":
-        return lm.attn_implementation in ("sdpa", "eager")
-    return lm.attn_implementation in ("flash_attention_2", "flash_attention_3", "flex_attention")
+    if device == "cpu":
+        return attention in ("sdpa", "eager")
+    return attention in ("flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 def _chat_lengths(tokenizer, examples: list[list[dict]]) -> list[int]:
@@ -659,6 +751,26 @@ def smollm2_gguf() -> Path:
     return found[0]
 
 
+# SmolLM2's own ChatML template (with its default system turn), plus the `{% generation %}` markers
+# TRL's assistant_only_loss needs (around the answer and its <|im_end|>, so the student learns to
+# stop). It renders exactly like the original; convert_gguf_folder checks that before using it.
+SMOLLM2_TRAINING_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CONVERSION_VERSION = 2  # bump when the converted folder changes; older cached folders are rebuilt
+CONVERSION_FILE = "leaksweep-conversion.json"
+
+
 def smollm2_folder(cache_dir: Path | None = None) -> Path:
     """An HF folder of SmolLM2-135M-Instruct, converted once from the package's GGUF and cached.
 
@@ -667,16 +779,17 @@ def smollm2_folder(cache_dir: Path | None = None) -> Path:
     its quantization_config (STACK.md). Written atomically; later calls return the folder at once.
     """
     out_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "smollm2"
-    if (out_dir / "config.json").exists():
+    stamp = out_dir / CONVERSION_FILE
+    if (out_dir / "config.json").exists() and stamp.exists() and json.loads(stamp.read_text()).get("version") == CONVERSION_VERSION:
         return out_dir
     gguf = smollm2_gguf()
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"train.model: reading {gguf.name} needs the `gguf` package; run: {SMOLLM2_INSTALL}")
-    convert_gguf_folder(gguf, out_dir)
+    convert_gguf_folder(gguf, out_dir, SMOLLM2_TRAINING_TEMPLATE, replace=out_dir.exists())
     return out_dir
 
 
-def convert_gguf_folder(gguf: Path, out_dir: Path) -> Path:
+def convert_gguf_folder(gguf: Path, out_dir: Path, training_template: str | None = None, replace: bool = False) -> Path:
     """Convert a llama-architecture GGUF file into a plain HF model folder at `out_dir` (atomically)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -685,6 +798,8 @@ def convert_gguf_folder(gguf: Path, out_dir: Path) -> Path:
         warnings.simplefilter("ignore")
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    if training_template is not None:
+        _use_training_template(tokenizer, training_template, gguf)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")  # the weights are already dequantized floats
@@ -696,12 +811,58 @@ def convert_gguf_folder(gguf: Path, out_dir: Path) -> Path:
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        (folder / CONVERSION_FILE).write_text(json.dumps({"version": CONVERSION_VERSION, "gguf": gguf.name}) + "\n")
 
     with _quiet_progress_bars():
-        _write_folder_atomically(Path(out_dir), write, replace=False)
+        _write_folder_atomically(Path(out_dir), write, replace=replace)
     return Path(out_dir)
+
+
+def _use_training_template(tokenizer, template: str, source: Path) -> None:
+    """Swap in `template` only if it renders every kind of conversation exactly like the model's own."""
+    chats = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "More"}],
+    ]
+    original = tokenizer.chat_template
+    for chat in chats:
+        for prompt in (True, False):
+            before = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=prompt)
+            after = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=prompt, chat_template=template)
+            if before != after:
+                raise UserError(f"{source}: its chat template differs from the one leaksweep knows ({original[:80]!r}...); "
+                                "the training template with {% generation %} markers would change the prompts")
+    tokenizer.chat_template = template
 
 
 def resolve_model_name(model: str) -> str:
     """Built-in model names other than `tiny` -> their local folder; anything else unchanged."""
     return str(smollm2_folder()) if model == "smollm2" else model
+
+
+# ---------------------------------------------------------------------------------------------
+# vLLM generation (rollouts only; optional, GPU only)
+
+
+def vllm_usable(device: str) -> bool:
+    """vLLM is used when it is installed and a GPU is present (and the caller did not ask for CPU)."""
+    if device == "cpu" or importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def generate_vllm(model: str, prompts: list[list[dict]], temperature: float, max_new_tokens: int,
+                  seeds: list[int]) -> list[str]:
+    """One response per chat prompt with vLLM; `seeds[i]` seeds prompt i's sampling (greedy at temperature 0).
+
+    Untested on the CPU machines of this project (vLLM needs a GPU); kept to vLLM's plain `LLM.chat` API.
+    """
+    from vllm import LLM, SamplingParams
+
+    engine = LLM(model=model)
+    params = [SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=seed) for seed in seeds]
+    outputs = engine.chat(prompts, params, use_tqdm=True)
+    return [out.outputs[0].text.strip() for out in outputs]
