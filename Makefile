@@ -38,20 +38,35 @@ demo-real: $(REAL_STAMP)
 	rm -rf runs/demo-real
 	OMP_NUM_THREADS=1 $(BIN)/leaksweep demo --model smollm2 --workers 2
 
-# The browser test (tests/test_report_browser.py) drives Debian's chromium; playwright's own browser
-# download is not used. Installed once: apt-get as root, sudo -n otherwise.
+# System packages for tests that need a real service: Debian's chromium (tests/test_report_browser.py;
+# playwright's own browser download is not used), a single-node Slurm (tests/test_slurm.py,
+# tests/test_preemption.py) and PostgreSQL (tests/test_reclaim.py). Each is installed once with
+# apt-get, as root or with sudo -n; where neither works make says so, and those tests fail under CI
+# (env CI set) and skip elsewhere. $(1): a command that succeeds when installed, $(2): the packages.
+define APT_ENSURE
+	@$(1) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "make: $(2) missing and neither root nor passwordless sudo can install it;" \
+	    "run: sudo apt-get install -y --no-install-recommends $(2)"; exit 0; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $(2); }
+	@if $(1); then touch $@; fi
+endef
+
 CHROMIUM_STAMP := $(VENV)/.chromium
+SLURM_STAMP := $(VENV)/.slurm
+POSTGRES_STAMP := $(VENV)/.postgres
 
 $(CHROMIUM_STAMP): | $(BASE_STAMP)
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
-	  else echo "make: chromium is missing and neither root nor passwordless sudo can install it;" \
-	    "run: sudo apt-get install -y --no-install-recommends chromium (the browser test fails under CI, skips elsewhere)"; \
-	    exit 0; fi; \
-	  $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
-	@if command -v chromium >/dev/null; then touch $@; fi
+	$(call APT_ENSURE,command -v chromium >/dev/null,chromium)
 
-test: $(TEST_STAMP) $(CHROMIUM_STAMP)
+$(SLURM_STAMP): | $(BASE_STAMP)
+	$(call APT_ENSURE,command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null && command -v munged >/dev/null,slurmctld slurmd slurm-client munge)
+
+$(POSTGRES_STAMP): | $(BASE_STAMP)
+	$(call APT_ENSURE,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,postgresql)
+
+test: $(TEST_STAMP) $(CHROMIUM_STAMP) $(SLURM_STAMP) $(POSTGRES_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-unit: $(TEST_STAMP)
