@@ -120,17 +120,96 @@ def sweep(sweep_file: str, workers: int, no_wandb: bool, no_report: bool) -> Non
 
 
 @cli.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+def prepare(sweep_file: str) -> None:
+    """Validate a sweep, create its folder and study (once, even when many tasks call it); print the folder."""
+    from leaksweep import sweep as sweep_stage
+
+    click.echo(sweep_stage.prepare(_load(sweep_file)))
+
+
+@cli.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--script", default="slurm/sweep.sh", show_default=True, type=click.Path(dir_okay=False),
+              help="The sbatch script; sbatch runs in the folder above its own (the repository root).")
+@click.option("--dry-run", is_flag=True, help="Prepare the folder and print the sbatch command, but submit nothing.")
+def launch(sweep_file: str, script: str, dry_run: bool) -> None:
+    """Submit the sweep to Slurm: an array of workers (slurm/sweep.sh) with the sweep's `slurm:` section."""
+    import shlex
+
+    from leaksweep import slurm
+    from leaksweep import sweep as sweep_stage
+
+    cfg = _load(sweep_file)
+    if cfg.search.mode != "optuna":
+        # experiment modes decide each round from the last one's results: that driver loop runs in
+        # `leaksweep sweep`, while Slurm workers only run what is enqueued
+        raise UserError(f"{sweep_file}: search.mode {cfg.search.mode!r} runs rounds decided as it goes; `leaksweep launch` "
+                        "runs optuna-mode sweeps only. Run it with `leaksweep sweep` (e.g. inside one Slurm job)")
+    script_path = Path(script).resolve()
+    if not script_path.is_file():
+        raise UserError(f"--script {script}: not found; run `leaksweep launch` from the leaksweep repository root")
+    root = script_path.parent.parent  # slurm/sweep.sh -> the repository root: the tasks run from there
+    sweep_dir = sweep_stage.prepare(cfg).resolve()  # validates everything and creates the study once, before any task
+    planned = sweep_stage.budget(cfg) or "adaptive number of"
+    click.echo(f"sweep folder: {sweep_dir}  ({planned} trials, {cfg.slurm.array_size} worker task(s))")
+    if dry_run:
+        (sweep_dir / slurm.LOG_DIR).mkdir(exist_ok=True)
+        click.echo(f"would run (in {root}): {shlex.join(slurm.sbatch_argv(cfg, sweep_dir, script_path))}")
+        return
+    job = slurm.submit(cfg, sweep_dir, script_path, root)
+    quoted = shlex.quote(str(sweep_dir))
+    click.echo(f"submitted Slurm job {job.job_id}: {shlex.join(job.argv)}")
+    click.echo(f"watch:  leaksweep status {quoted}   (squeue -r -j {job.job_id}; logs {job.log_pattern})")
+    click.echo(f"cancel: scancel {job.job_id}   (finished trials stay; running ones are reclaimed on resume)")
+    click.echo(f"resume: leaksweep launch {shlex.quote(sweep_file)}   (the same folder and study continue)")
+    click.echo(f"W&B:    leaksweep sync {quoted}   (on a login node with network, for offline runs)")
+
+
+@cli.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--no-wandb", is_flag=True, help="Do not log to W&B.")
 @click.option("--max-trials", type=int, default=None, help="Stop after this many trials.")
-def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None) -> None:
-    """Run one sweep worker (what `sweep --workers` and Slurm tasks start)."""
+@click.option("--report-when-done", is_flag=True,
+              help="Write the report if the sweep has nothing left when this worker stops (Slurm tasks: the last one writes it).")
+def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_done: bool) -> None:
+    """Run one sweep worker (what `sweep --workers` and Slurm tasks start).
+
+    On SIGUSR1 (Slurm's `--signal=B:USR1@N` warning) it checkpoints the running trial, marks it
+    preempted, requeues its Slurm job and exits with 75; the requeued job resumes the trial.
+    """
+    from leaksweep import preemption
     from leaksweep import sweep as sweep_stage
     from leaksweep.tracking import make_tracker
 
+    preemption.install()
     cfg = sweep_stage.load_sweep_dir(Path(sweep_dir))
     done = sweep_stage.run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)
     click.echo(f"worker finished {done} trial(s)")
+    if preemption.requested.is_set():
+        click.echo(f"worker preempted: {preemption.requeue()}", err=True)
+        sys.exit(preemption.REQUEUE_EXIT)
+    if report_when_done and sweep_stage.finished(Path(sweep_dir)):
+        from leaksweep.report import write_report
+
+        click.echo(f"sweep finished; report: {write_report(Path(sweep_dir))}")
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--preempted", is_flag=True,
+              help="Also reclaim trials marked preempted whose requeued job never resumed them (e.g. it was cancelled).")
+def reclaim(sweep_dir: str, preempted: bool) -> None:
+    """Fail stale RUNNING trials (worker killed, node lost) and re-enqueue their parameters.
+
+    Workers do this themselves before each new trial; this command is for a sweep with no worker left.
+    """
+    from leaksweep import sweep as sweep_stage
+
+    found = sweep_stage.reclaim(Path(sweep_dir), include_preempted=preempted)
+    for r in found:
+        click.echo(f"trial {r['trial']}: {r['reason']}; " + ("re-enqueued" if r["retried"] else "not retried (max_retries reached)"))
+    click.echo(f"reclaimed {len(found)} stale trial(s)")
 
 
 @cli.command()
@@ -234,6 +313,10 @@ def _print_status(info: dict) -> None:
         click.echo(f"mean trial time {info['mean_trial_s']:.1f} s{eta}")
     for f in info["failed"]:
         click.echo(f"failed trial {f['trial']}: {f['error']}")
+    for p in info.get("preempted", []):
+        job = f" (Slurm job {p['slurm_job']})" if p["slurm_job"] else ""
+        click.echo(f"preempted trial {p['trial']}{job} at {p['at']}: checkpoint at step {p['step']}; "
+                   "the next worker (its requeued job first) resumes it")
 
 
 @cli.command()
@@ -241,10 +324,28 @@ def _print_status(info: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(sweep_dir: str, as_json: bool) -> None:
     """Trials by state, best so far, and a time estimate."""
+    from leaksweep.slurm import job_tasks
     from leaksweep.sweep import status as sweep_status
 
     info = sweep_status(Path(sweep_dir))
-    click.echo(json.dumps(info, indent=2)) if as_json else _print_status(info)
+    info["slurm"] = job_tasks(Path(sweep_dir))  # [] for a sweep never launched on Slurm
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    _print_status(info)
+    _print_slurm(info["slurm"], info.get("slurm_trials", {}))
+
+
+def _print_slurm(tasks: list[dict], trials_by_task: dict[str, list[int]]) -> None:
+    """One line per Slurm array task: state, node, restarts, and the trials it ran or is running."""
+    if not tasks:
+        return
+    click.echo(f"{'slurm task':<14} {'state':<12} {'node':<12} {'restarts':>8}  trials")
+    for t in tasks:
+        name = f"{t['job']}_{t['task']}" if t["task"] is not None else t["id"]
+        trials = ", ".join(map(str, trials_by_task.get(name, []))) or "-"
+        note = f"  ({t['reason']})" if t["reason"] and t["reason"] != "None" else ""
+        click.echo(f"{name:<14} {t['state']:<12} {t['node'] or '-':<12} {t['restarts']:>8}  {trials}{note}")
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -182,6 +182,10 @@ class SearchConfig:
       `leaksweep.simulate:run`, configured by `simulation`).
     baselines: also run the all-clean and all-teacher trials (optuna mode; experiment modes always do).
     storage: any Optuna storage URL; default a journal file in the sweep folder.
+    heartbeat_s, stale_after_s, max_retries: a worker beats for its running trial every
+      heartbeat_s; a trial with no beat for stale_after_s (its worker was killed or lost its node)
+      is marked failed and its parameters re-enqueued, at most max_retries times per trial. Journal
+      storage: leaksweep's own heartbeat files; RDB storage (PostgreSQL): Optuna's heartbeat.
     """
 
     teacher: str
@@ -209,9 +213,20 @@ class SearchConfig:
     teacher_eval: bool = False
     runner: str | None = None
     simulation: dict[str, Any] | None = None
+    heartbeat_s: float = 10.0
+    stale_after_s: float = 60.0
+    max_retries: int = 2
 
     def check(self) -> list[str]:
         problems = []
+        if self.heartbeat_s <= 0:
+            problems.append(f".heartbeat_s: {self.heartbeat_s} must be > 0 (seconds between a running trial's heartbeats)")
+        elif self.stale_after_s < 3 * self.heartbeat_s:
+            # a few missed beats (a slow NFS write, a busy node) must not reclaim a live trial
+            problems.append(f".stale_after_s: {self.stale_after_s} must be at least 3 x heartbeat_s "
+                            f"({3 * self.heartbeat_s:g}); raise it or lower heartbeat_s")
+        if self.max_retries < 0:
+            problems.append(f".max_retries: {self.max_retries} must be >= 0 (how often a reclaimed trial is rerun)")
         for group in ("fractions", "drop"):
             for subset, choice in getattr(self, group).items():
                 values = choice if isinstance(choice, list) else [choice.low, choice.high]
@@ -403,6 +418,51 @@ class TrackingConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# slurm
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """How `leaksweep launch` submits slurm/sweep.sh: an array of sweep workers on one study.
+
+    Each value becomes an sbatch option and overrides the script's own `#SBATCH` line; None keeps
+    the script's line (partition: the cluster's default partition). array_size workers run at most
+    array_throttle at a time. gres: e.g. `gpu:1`; `gpu:4` gives each trial four GPUs of one node
+    (the script starts one accelerate process per GPU). signal_lead_s: Slurm sends USR1 this long
+    before the time limit, so the worker can checkpoint and requeue. extra_args: more sbatch
+    options, verbatim (e.g. ["--account=myproj", "--qos=high"]).
+    """
+
+    partition: str | None = None
+    gres: str | None = None
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    time_min: int | None = None
+    array_size: int = 4
+    array_throttle: int | None = None
+    signal_lead_s: int = 120
+    extra_args: list[str] = field(default_factory=list)
+
+    def check(self) -> list[str]:
+        problems = []
+        for name in ("cpus_per_task", "mem_gb", "time_min", "array_throttle"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f".{name}: {value} must be at least 1 (or leave it out to keep the script's #SBATCH line)")
+        if self.array_size < 1:
+            problems.append(f".array_size: {self.array_size} must be at least 1 (how many workers to start)")
+        if self.signal_lead_s < 1:
+            problems.append(f".signal_lead_s: {self.signal_lead_s} must be at least 1 (seconds of warning before the time limit)")
+        elif self.time_min is not None and self.signal_lead_s >= self.time_min * 60:
+            problems.append(f".signal_lead_s: {self.signal_lead_s} s is not below time_min ({self.time_min} min); "
+                            "the warning must come before the time limit")
+        for i, arg in enumerate(self.extra_args):
+            if not arg.startswith("-"):
+                problems.append(f".extra_args[{i}]: {arg!r} is not an sbatch option; write it as --option=value")
+        return problems
+
+
+# ---------------------------------------------------------------------------------------------
 # the sweep
 
 
@@ -418,6 +478,7 @@ class SweepConfig:
     traits: dict[str, TraitConfig] = field(default_factory=dict)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str | None = None
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def check(self) -> list[str]:
         problems = []

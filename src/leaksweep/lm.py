@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from leaksweep import preemption
 from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.progress import Progress
@@ -307,19 +308,26 @@ def train_sft(
     seed: int,
     log_fn: Callable[[dict, int], None] | None = None,
     layout: str = "auto",
+    resume_from: Path | None = None,
 ) -> tuple[LM, TrainOutcome]:
     """Supervised fine-tune on chat examples with TRL, loss on assistant tokens only.
 
     `lm.model` is trained in place (LoRA adapters are merged back into it at the end), so the
     returned LM shares it and the input LM should not be reused as the base model. `log_fn(record,
     step)` receives every logging step as `{"train/loss": ..., "train/learning_rate": ..., ...}`.
-    Nothing is checkpointed; `out_dir` only receives the trainer's small files, if any.
+    Nothing is checkpointed unless preemption is requested (preemption.requested, set by the
+    worker's signal handler): then the Trainer saves `out_dir/checkpoint-<step>` after the current
+    step and this raises preemption.Preempted; a later call with `resume_from=` that checkpoint
+    continues from it (weights, optimizer, scheduler, RNG and data position) to the same end.
+    A run that finishes deletes its checkpoints.
     `layout` is `auto` (the fastest correct one, see `training_setup`), `padding_free` or `padded`
     (the last two for tests and benchmarks; padding_free still falls back to padded when an example
     needs truncating). The chosen setup is returned in `TrainOutcome.setup`.
     """
     if not examples:
         raise UserError("train: there are no training examples (did the mixture drop every prompt?)")
+    if preemption.requested.is_set():  # the signal came before training: keep the checkpoint we have
+        raise preemption.Preempted(resume_from, None)
     if layout not in ("auto", "padding_free", "padded"):
         raise ValueError(f"layout {layout!r}: use auto, padding_free or padded")
     import torch
@@ -354,7 +362,8 @@ def train_sft(
         logging_first_step=True,  # the curve needs its starting point
         seed=seed,
         data_seed=seed,
-        save_strategy="no",
+        save_strategy="no",  # only a preemption saves (the Preempt callback below)
+        save_total_limit=1,  # a second preemption replaces the first checkpoint
         report_to="none",  # tracking is the caller's, through log_fn
         use_cpu=device == "cpu",
         bf16=setup["precision"] == "bf16",
@@ -380,16 +389,27 @@ def train_sft(
             peft_config=peft_config,
         )
     _install_callbacks(trainer, log_fn)
+    stop = _preempt_callback()
+    trainer.add_callback(stop)
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     started = time.perf_counter()
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
         if setup["attention"] != lm.attn_implementation:
             # generation keeps the loaded kernel (flex / varlen kernels gain nothing on padded prompts)
             lm.model.set_attn_implementation(lm.attn_implementation)
     runtime_s = time.perf_counter() - started
+    if stop.stopped_at is not None:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(str(out_dir))
+        if checkpoint is None:
+            raise RuntimeError(f"preempted at step {stop.stopped_at}, but no checkpoint was written under {out_dir}")
+        raise preemption.Preempted(Path(checkpoint), stop.stopped_at)
+    for old in Path(out_dir).glob("checkpoint-*"):  # finished: a resume point is no longer needed
+        shutil.rmtree(old, ignore_errors=True)
 
     model = trainer.model
     if peft_config is not None:
@@ -573,6 +593,22 @@ def _install_callbacks(trainer, log_fn: Callable[[dict, int], None] | None) -> N
     trainer.add_callback(_train_progress_callback())
     trainer.add_callback(LogLastStep())
     trainer.add_callback(Forward())
+
+
+def _preempt_callback():
+    """Save a checkpoint and stop after the step during which preemption was requested."""
+    from transformers import TrainerCallback
+
+    class Preempt(TrainerCallback):
+        stopped_at: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if preemption.requested.is_set() and state.global_step < state.max_steps:
+                control.should_save = True  # the Trainer saves right after this callback returns
+                control.should_training_stop = True
+                self.stopped_at = int(state.global_step)
+
+    return Preempt()
 
 
 def _train_progress_callback():

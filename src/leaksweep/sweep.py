@@ -14,10 +14,12 @@ a worker asks for a trial, writes its spec.json, runs it (trial.py) and tells th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fcntl
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -30,11 +32,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import optuna
-from optuna.storages import JournalStorage
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from leaksweep import lm
+from leaksweep import heartbeat, lm, preemption, slurm
 from leaksweep import trial as trial_stage
 from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
 from leaksweep.experiments import Condition, Request, Run, make_search
@@ -60,10 +63,20 @@ def prepare(cfg: SweepConfig) -> Path:
     if cfg.data.world is None:
         trial_stage.prepare_data(cfg)  # bad data fails here, before anything is written
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    # Slurm array tasks given a sweep file all prepare the same folder at once: one creates the study
+    # and enqueues the plan, the others wait and then find it (enqueueing twice would run it twice).
+    with open(sweep_dir / ".prepare.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return _prepare_locked(cfg, sweep_dir)
+
+
+def _prepare_locked(cfg: SweepConfig, sweep_dir: Path) -> Path:
     cfg = resolve_world(cfg, sweep_dir)
     resolved = to_dict(cfg)
     existing = sweep_dir / "sweep.json"
-    if existing.exists() and read_json(existing) != resolved:
+    # Compared with defaults filled in (a folder from before a new config key still resumes), and without
+    # `slurm:`: more time or another partition for the same sweep must not start a new one.
+    if existing.exists() and _resumable_view(sweep_from_dict(read_json(existing), str(existing))) != _resumable_view(cfg):
         raise UserError(
             f"{sweep_dir}: holds a sweep with a different configuration; set another `output_dir` "
             "(or delete the folder) to start a new sweep, or restore the old sweep file to resume it"
@@ -82,6 +95,11 @@ def prepare(cfg: SweepConfig) -> Path:
     return sweep_dir
 
 
+def _resumable_view(cfg: SweepConfig) -> dict:
+    """The parts of a sweep's config that must match for a folder to be resumed."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "slurm"}
+
+
 def check_partition(cfg: SweepConfig, prepared: trial_stage.Prepared) -> None:
     """subset_scan with `partition: true` needs a disjoint family: name every overlap."""
     if not cfg.search.partition:
@@ -93,14 +111,30 @@ def check_partition(cfg: SweepConfig, prepared: trial_stage.Prepared) -> None:
         raise UserError(f"search.subsets: `partition: true` needs disjoint subsets, but {'; '.join(overlaps)}")
 
 
-def open_storage(url: str | None, sweep_dir: Path):
-    """Default: a journal file in the sweep folder (no server, safe for concurrent local workers)."""
+def open_storage(url: str | None, sweep_dir: Path, search=None):
+    """Default: a journal file in the sweep folder (no server, safe for concurrent local workers).
+
+    An RDB URL (sqlite:///..., postgresql://...) is opened with Optuna's heartbeat when `search`
+    (the sweep's SearchConfig) is given: its heartbeat_s / stale_after_s become Optuna's interval and
+    grace period (whole seconds), and reclaim_stale fails and retries the trials it finds stale.
+    """
     if not url:
         return JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
         return JournalStorage(JournalFileBackend(str(path if path.is_absolute() else sweep_dir / path)))
-    return url  # an RDB URL (sqlite:///..., postgresql://...); Optuna opens it
+    if search is None:
+        return url  # Optuna opens it
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; the API is stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _rdb_with_heartbeat(url, search)
+
+
+def _rdb_with_heartbeat(url: str, search) -> RDBStorage:
+    return RDBStorage(url, heartbeat_interval=max(1, math.ceil(search.heartbeat_s)),
+                      grace_period=max(1, math.ceil(search.stale_after_s)),
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries),
+                      engine_kwargs={"pool_pre_ping": True})  # a server restart must not break long-lived workers
 
 
 def _create_study(cfg: SweepConfig, sweep_dir: Path) -> bool:
@@ -127,7 +161,7 @@ def _sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
 
 
 def load_study(sweep_dir: Path, cfg: SweepConfig) -> optuna.Study:
-    storage = open_storage(cfg.search.storage, sweep_dir)
+    storage = open_storage(cfg.search.storage, sweep_dir, cfg.search)
     try:
         return optuna.load_study(study_name=cfg.name, storage=storage, sampler=_sampler(cfg))
     except KeyError as exc:
@@ -230,15 +264,158 @@ def _ask_lock(sweep_dir: Path) -> Iterator[None]:
 
 
 def _next_trial(study: optuna.Study, cfg: SweepConfig, sweep_dir: Path) -> optuna.Trial | None:
+    """The next trial to run, or None when the sweep (or the current round) has nothing left.
+
+    When nothing is left to ask but other workers' trials are still running, wait for them (polling
+    every second at most): if one of those workers died, its trial goes stale and this worker reclaims and
+    reruns it. Otherwise the last workers of a sweep could all exit and leave a dead trial behind.
+    Preempted trials are not waited for: their requeued Slurm job resumes them. A preempted trial
+    comes first of all: this worker adopts it (its own Slurm job's first, then any other), and runs it
+    again from its spec.json; training resumes from the checkpoint (preemption.py).
+    """
+    while not preemption.requested.is_set():
+        with _ask_lock(sweep_dir):
+            # a trial whose worker died is failed and re-enqueued first, so it counts as waiting below
+            reclaim_stale(study, cfg, sweep_dir)
+            adopted = _adopt_preempted(study, cfg, sweep_dir)
+            if adopted is not None:
+                return adopted
+            trials = study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            counted = sum(t.state != TrialState.FAIL for t in trials)
+            only_enqueued = cfg.search.mode != "optuna" or cfg.search.sampler == "grid"
+            if waiting or (not only_enqueued and counted < budget(cfg)):
+                with warnings.catch_warnings():  # we run the heartbeat ourselves (beating), not Study.optimize
+                    warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used.*")
+                    return study.ask()
+            others = [t for t in trials if t.state == TrialState.RUNNING
+                      and not _is_preempted(trial_dir(sweep_dir, t.number))]
+            if not others:
+                return None
+        # at most 1 s: the last trial's own worker exits as soon as it is done, and a sweep (or round)
+        # ends when its last worker does, so a long nap here would only delay the end
+        time.sleep(min(cfg.search.heartbeat_s, 1.0))
+    return None  # preemption requested: take nothing new
+
+
+def _adopt_preempted(study: optuna.Study, cfg: SweepConfig, sweep_dir: Path) -> optuna.Trial | None:
+    """Claim a RUNNING trial whose worker was preempted (under the ask lock, so only one worker can):
+    this job's own first (a requeued task finds the trial it left), then any other's (a job that was
+    not requeued, or a local worker, must not leave it behind)."""
+    mine = heartbeat.slurm_job()  # the id its heartbeats record: "<array job>_<task>" or the job id
+    found = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = heartbeat.read_beat(trial_dir(sweep_dir, t.number))
+        if beat is not None and beat.state == "preempted":
+            found.append((beat.slurm_job != mine or mine is None, t.number, t))
+    if not found:
+        return None
+    _, number, t = min(found, key=lambda f: f[:2])
+    heartbeat.write_beat(trial_dir(sweep_dir, number), cfg.search.heartbeat_s)  # claimed: no longer "preempted"
+    print(f"resuming preempted trial {number}", file=sys.stderr, flush=True)
+    return optuna.Trial(study, t._trial_id)
+
+
+def _is_preempted(directory: Path) -> bool:
+    beat = heartbeat.read_beat(directory)
+    return beat is not None and beat.state == "preempted"
+
+
+# --- heartbeats and stale trials -------------------------------------------------------------------
+
+
+def _uses_optuna_heartbeat(study: optuna.Study) -> bool:
+    # Optuna wraps an RDBStorage in a cache that forwards the heartbeat methods; the journal has none
+    interval = getattr(study._storage, "get_heartbeat_interval", None)
+    return interval is not None and interval() is not None
+
+
+def beating(study: optuna.Study, trial: optuna.Trial, directory: Path, cfg: SweepConfig) -> heartbeat.Heartbeat:
+    """The heartbeat of a running trial: its heartbeat.json always, and Optuna's RDB heartbeat too when
+    the storage has one (Optuna only beats inside Study.optimize; leaksweep workers ask and tell)."""
+    extra = None
+    if _uses_optuna_heartbeat(study):
+        storage, trial_id = study._storage, trial._trial_id
+        extra = lambda: storage.record_heartbeat(trial_id)  # noqa: E731
+    return heartbeat.Heartbeat(directory, cfg.search.heartbeat_s, extra)
+
+
+def _stale_running(study: optuna.Study, cfg: SweepConfig, sweep_dir: Path, now: float,
+                   include_preempted: bool) -> list[tuple[optuna.trial.FrozenTrial, str]]:
+    """RUNNING trials whose worker stopped beating, each with why it counts as stale."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    grace_s = cfg.search.stale_after_s
+    if _uses_optuna_heartbeat(study):
+        stale_ids = set(study._storage._get_stale_trial_ids(study._study_id))  # Optuna's own verdict
+    else:
+        stale_ids = None
+    found = []
+    for t in running:
+        beat = heartbeat.read_beat(trial_dir(sweep_dir, t.number))
+        if beat is not None and beat.state == "preempted":
+            if include_preempted:
+                found.append((t, f"preempted (job {beat.slurm_job}) {beat.age_s(now):.0f} s ago and not resumed; "
+                                 "reclaimed on request"))
+            continue  # its requeued job resumes it from its checkpoint
+        if stale_ids is not None:
+            if t._trial_id in stale_ids:
+                found.append((t, f"no Optuna heartbeat for over {math.ceil(grace_s)} s"))
+            continue
+        if beat is not None:
+            if beat.age_s(now) > grace_s:
+                found.append((t, f"no heartbeat for {beat.age_s(now):.0f} s (over stale_after_s={grace_s:g}) from "
+                                 f"pid {beat.pid} on {beat.host}" + (f", Slurm job {beat.slurm_job}" if beat.slurm_job else "")))
+        elif t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_s:
+            found.append((t, f"started {now - t.datetime_start.timestamp():.0f} s ago and never sent a heartbeat"))
+    return found
+
+
+def reclaim_stale(study: optuna.Study, cfg: SweepConfig, sweep_dir: Path, now: float | None = None,
+                  include_preempted: bool = False) -> list[dict]:
+    """Mark stale RUNNING trials FAIL and re-enqueue their parameters and attributes (at most
+    `search.max_retries` times per original trial; Optuna's retry callback keeps the history).
+
+    Workers call this under the ask lock before each ask; `leaksweep reclaim` calls it on demand.
+    Marking FAIL is a compare-and-set in the storage: when two reclaimers race, or the worker
+    finishes at the same moment, only one wins, so a trial is never re-enqueued twice.
+    Each reclaimed trial's folder gets error.json saying why (what `leaksweep status` shows).
+    """
+    with warnings.catch_warnings():  # the retry callback is "experimental" since Optuna 2.8 and stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _reclaim_stale(study, cfg, sweep_dir, time.time() if now is None else now, include_preempted)
+
+
+def _reclaim_stale(study: optuna.Study, cfg: SweepConfig, sweep_dir: Path, now: float,
+                   include_preempted: bool) -> list[dict]:
+    sweep_dir = Path(sweep_dir)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=cfg.search.max_retries)
+    reclaimed = []
+    for t, why in _stale_running(study, cfg, sweep_dir, now, include_preempted):
+        try:
+            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # finished (or reclaimed by another worker) meanwhile
+        failed = copy.deepcopy(study._storage.get_trial(t._trial_id))  # the callback edits its system_attrs
+        runs = len(RetryHeartbeatStaleTrialCallback.retry_history(failed)) + 1  # this one and its earlier tries
+        retry(study, failed)
+        retried = runs <= cfg.search.max_retries  # the callback's own rule: it enqueued the retry
+        note = (f"reclaimed: {why}; its parameters were re-enqueued as a new trial" if retried else
+                f"reclaimed: {why}; not retried: the trial already ran {runs} times "
+                f"(search.max_retries={cfg.search.max_retries})")
+        write_json(trial_dir(sweep_dir, t.number) / trial_stage.ERROR, {"error": note, "traceback": None})
+        print(f"trial {t.number} {note}", file=sys.stderr, flush=True)
+        reclaimed.append({"trial": t.number, "reason": why, "retried": retried})
+    return reclaimed
+
+
+def reclaim(sweep_dir: Path, include_preempted: bool = False) -> list[dict]:
+    """`leaksweep reclaim`: reclaim the stale trials of a sweep folder now (under the ask lock)."""
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    study = load_study(sweep_dir, cfg)
     with _ask_lock(sweep_dir):
-        trials = study.get_trials(deepcopy=False)
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        if not waiting and (cfg.search.mode != "optuna" or cfg.search.sampler == "grid"):
-            return None  # only enqueued trials: none left
-        counted = sum(t.state != TrialState.FAIL for t in trials)
-        if not waiting and counted >= budget(cfg):
-            return None
-        return study.ask()
+        return reclaim_stale(study, cfg, sweep_dir, include_preempted=include_preempted)
 
 
 def trial_dir(sweep_dir: Path, number: int) -> Path:
@@ -250,28 +427,67 @@ def run_worker(sweep_dir: Path, tracker, max_trials: int | None = None) -> int:
     sweep_dir = Path(sweep_dir)
     cfg = load_sweep_dir(sweep_dir)
     study = load_study(sweep_dir, cfg)
+    slurm_task = slurm.task_env_id()
     done = 0
-    while max_trials is None or done < max_trials:
+    while (max_trials is None or done < max_trials) and not preemption.requested.is_set():
         trial = _next_trial(study, cfg, sweep_dir)
         if trial is None:
             break
         directory = trial_dir(sweep_dir, trial.number)
         try:
-            spec = spec_for(cfg, trial, sweep_dir)
-            trial.set_user_attr("trial_dir", str(directory))
-            trial.set_user_attr("label", trial_stage.label(spec))
-            write_json(directory / trial_stage.SPEC, spec.to_dict())
-            result = trial_stage.run_trial(directory, tracker, study=cfg.name)
+            # beat from the moment the trial is ours: a slow spec write on a busy node must not look like death
+            with beating(study, trial, directory, cfg):
+                if not (directory / trial_stage.SPEC).exists():  # else an adopted preempted trial: rerun its spec
+                    spec = spec_for(cfg, trial, sweep_dir)
+                    trial.set_user_attr("trial_dir", str(directory))
+                    trial.set_user_attr("label", trial_stage.label(spec))
+                    write_json(directory / trial_stage.SPEC, spec.to_dict())
+                if slurm_task:  # which Slurm array task runs it (the latest, after a requeue), for `leaksweep status`
+                    trial.set_user_attr("slurm_task", slurm_task)
+                result = trial_stage.run_trial(directory, tracker, study=cfg.name)
+        except preemption.Preempted as exc:
+            # Not told: the trial stays RUNNING (counted once, never failed), marked preempted for
+            # whichever worker resumes it; the heartbeat thread has stopped, so nothing overwrites the mark.
+            heartbeat.mark_preempted(directory, cfg.search.heartbeat_s)
+            print(f"trial {trial.number} preempted: {exc}", file=sys.stderr, flush=True)
+            break
         except UserError:
-            study.tell(trial, state=TrialState.FAIL)
+            _tell_failed(study, trial)
             raise  # a config problem fails every trial the same way: stop and say it
         except Exception as exc:  # one broken trial must not stop the sweep; error.json says why
             print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            study.tell(trial, state=TrialState.FAIL)
+            _tell_failed(study, trial)
             continue
-        study.tell(trial, values=result["objectives"])
+        if not _tell_complete(study, trial, result["objectives"], directory):
+            continue
         done += 1
     return done
+
+
+def _tell_failed(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Tell FAIL, unless the trial was reclaimed meanwhile (then it is FAIL already and retried)."""
+    try:
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except UpdateFinishedTrialError:
+        pass
+
+
+def _tell_complete(study: optuna.Study, trial: optuna.Trial, values: list[float], directory: Path) -> bool:
+    """Tell a finished trial's values; False when it was reclaimed meanwhile (this worker looked dead,
+    e.g. stopped or cut off from storage longer than stale_after_s). Its retry is the trial that counts,
+    so this result is moved aside, where the report and progress (which read result.json) ignore it."""
+    try:
+        frozen = study.tell(trial, values=values, skip_if_finished=True)
+    except UpdateFinishedTrialError:
+        frozen = None
+    if frozen is not None and frozen.state == TrialState.COMPLETE:
+        return True
+    result = directory / trial_stage.RESULT
+    if result.exists():
+        os.replace(result, directory / "result.reclaimed.json")
+    print(f"trial {trial.number} finished after it was reclaimed as stale; its result is kept in "
+          f"{directory / 'result.reclaimed.json'} and not counted (its retry counts)", file=sys.stderr, flush=True)
+    return False
 
 
 def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None:
@@ -303,7 +519,10 @@ def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None
     failed = []
     for proc, log, i in procs:
         log.close()
-        if proc.returncode != 0:
+        if proc.returncode == preemption.REQUEUE_EXIT:
+            failed.append(f"worker {i} was preempted (SIGUSR1): its trial is checkpointed and marked preempted; "
+                          "rerun the same command to resume it")
+        elif proc.returncode != 0:
             tail = (logs / f"worker-{i}.log").read_text().splitlines()[-15:]
             failed.append(f"worker {i} exited with {proc.returncode}; last lines of {logs / f'worker-{i}.log'}:\n  " + "\n  ".join(tail))
     if failed:
@@ -372,6 +591,20 @@ def run_experiment(sweep_dir: Path, execute_round) -> dict:
 # --- status --------------------------------------------------------------------------------------
 
 
+def finished(sweep_dir: Path) -> bool:
+    """True when an optuna-mode sweep has nothing left: no trial waiting or running (a preempted trial
+    stays RUNNING until its requeued job resumes it) and the budget spent. Slurm workers use it to
+    decide which of them writes the report."""
+    sweep_dir = Path(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
+    trials = load_study(sweep_dir, cfg).get_trials(deepcopy=False)
+    if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
+        return False
+    if cfg.search.mode != "optuna" or cfg.search.sampler == "grid":
+        return True  # only enqueued trials, and none is left
+    return sum(t.state != TrialState.FAIL for t in trials) >= budget(cfg)
+
+
 def status(sweep_dir: Path) -> dict:
     """Trials by state, the best so far by the first objective, and a time estimate."""
     sweep_dir = Path(sweep_dir)
@@ -397,8 +630,20 @@ def status(sweep_dir: Path) -> dict:
         if t.state == TrialState.FAIL:
             err = trial_dir(sweep_dir, t.number) / trial_stage.ERROR
             failed.append({"trial": t.number, "error": read_json(err)["error"] if err.exists() else "no error.json"})
+    slurm_trials: dict[str, list[int]] = {}  # Slurm array task -> the trials it ran (set by run_worker)
+    for t in trials:
+        if "slurm_task" in t.user_attrs:
+            slurm_trials.setdefault(t.user_attrs["slurm_task"], []).append(t.number)
+    preempted = []  # RUNNING trials waiting for a worker to resume them from their checkpoint
+    for t in trials:
+        if t.state == TrialState.RUNNING and _is_preempted(trial_dir(sweep_dir, t.number)):
+            record = trial_stage.read_preempted(trial_dir(sweep_dir, t.number)) or {}
+            last = (record.get("history") or [{}])[-1]
+            preempted.append({"trial": t.number, "step": record.get("step"), "slurm_job": last.get("slurm_job"),
+                              "at": last.get("at")})
     return {"sweep": cfg.name, "dir": str(sweep_dir), "budget": planned, "mode": cfg.search.mode, "states": by_state, "best": best,
-            "mean_trial_s": sum(durations) / len(durations) if durations else None, "eta_s": eta_s, "failed": failed}
+            "mean_trial_s": sum(durations) / len(durations) if durations else None, "eta_s": eta_s, "failed": failed,
+            "slurm_trials": slurm_trials, "preempted": preempted}
 
 
 # --- dashboard -----------------------------------------------------------------------------------

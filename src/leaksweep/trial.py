@@ -8,6 +8,8 @@ A trial folder is self-contained and rerunnable (`leaksweep trial DIR`):
     samples.jsonl     every eval generation with its judge verdict
     result.json       written last, atomically: its presence means the trial is complete
     error.json        written instead when the trial failed
+    preempted.json    written when the worker was preempted: the checkpoint to resume from, the
+                      W&B run id to continue, and every preemption so far (preemption.py)
 
 The tracker (W&B or its null twin) is handed in by the caller; this module never imports wandb.
 """
@@ -19,6 +21,8 @@ import functools
 import hashlib
 import importlib
 import json
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leaksweep import lm
+from leaksweep import lm, preemption
 from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig, sweep_from_dict
 from leaksweep.data import Dataset, load_dataset, read_records
 from leaksweep.errors import UserError
@@ -119,19 +123,55 @@ def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
     study = study or spec.sweep.name
     (trial_dir / ERROR).unlink(missing_ok=True)
     started = time.time()
+    resume = read_preempted(trial_dir)  # a preempted trial continues its W&B run and its training
     run = tracker.start_run(
         name=f"{study}-t{spec.trial:05d}", group=study, config=raw, run_dir=trial_dir,
-        tags=[spec.sweep.search.mode, spec.condition], run_id=None, job_type="trial",
+        tags=[spec.sweep.search.mode, spec.condition], run_id=resume.get("run_id") if resume else None,
+        job_type="trial",
     )
     try:
         log_inputs(run, spec)
         result = _execute(spec, trial_dir, run, study, started)
+    except preemption.Preempted as exc:  # not a failure: no error.json; the worker requeues itself
+        record = record_preemption(trial_dir, exc, run.run_id, resume)
+        run.summary({"trial/status": "preempted", "trial/preemptions": len(record["history"])})
+        run.finish(exit_code=0)
+        raise
     except BaseException as exc:
         write_json(trial_dir / ERROR, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
         run.finish(exit_code=1)
         raise
     run.finish(exit_code=0)
     return result
+
+
+def read_preempted(trial_dir: Path) -> dict | None:
+    """The trial's preemption record (preempted.json), or None when it was never preempted."""
+    path = Path(trial_dir) / preemption.PREEMPTED
+    return read_json(path) if path.exists() else None
+
+
+def resume_checkpoint(trial_dir: Path) -> Path | None:
+    """The Trainer checkpoint a preempted trial resumes from (None: train from the start)."""
+    record = read_preempted(trial_dir)
+    if not record or not record.get("checkpoint"):
+        return None
+    path = Path(trial_dir) / record["checkpoint"]
+    return path if path.is_dir() else None
+
+
+def record_preemption(trial_dir: Path, exc: preemption.Preempted, run_id: str | None, previous: dict | None) -> dict:
+    """Write preempted.json: where to resume (a signal before training keeps the older checkpoint),
+    the W&B run to continue, and this preemption appended to the history."""
+    trial_dir = Path(trial_dir)
+    checkpoint = str(exc.checkpoint.relative_to(trial_dir)) if exc.checkpoint else (previous or {}).get("checkpoint")
+    event = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "step": exc.step, "checkpoint": checkpoint,
+             "host": socket.gethostname(), "slurm_job": preemption.slurm_job_id(),
+             "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
+    record = {"checkpoint": checkpoint, "step": exc.step if exc.checkpoint else (previous or {}).get("step"),
+              "run_id": run_id or (previous or {}).get("run_id"), "history": [*(previous or {}).get("history", []), event]}
+    write_json(trial_dir / preemption.PREEMPTED, record)
+    return record
 
 
 def input_files(spec: TrialSpec) -> list[tuple[str, str, Path]]:
@@ -219,15 +259,23 @@ def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) 
     device = lm.resolve_device(spec.train.device)
     model_path = base_model_path(spec.train, spec.models_dir, prepared)
     base = lm.load_lm(model_path, device, spec.train.attention)
+    checkpoint = resume_checkpoint(trial_dir)
     curve: list[dict] = []
+    if checkpoint is not None and (trial_dir / "train_log.jsonl").exists():
+        # the curve up to the checkpoint; the steps after it are trained (and logged) again
+        resumed_at = int(read_preempted(trial_dir)["step"])
+        curve = [r for r in read_records(str(trial_dir / "train_log.jsonl")) if int(r["step"]) <= resumed_at]
 
     def log(record: dict, step: int) -> None:
         curve.append({"step": step, **record})
         run.log(record, step=step)
 
     examples = training_examples(manifest, prepared.dataset)
-    trained, outcome = lm.train_sft(base, examples, spec.train, trial_dir / "trainer", spec.seed, log)
-    write_jsonl(trial_dir / "train_log.jsonl", curve)
+    try:
+        trained, outcome = lm.train_sft(base, examples, spec.train, trial_dir / "trainer", spec.seed, log,
+                                        resume_from=checkpoint)
+    finally:  # a preempted trial keeps its curve so far
+        write_jsonl(trial_dir / "train_log.jsonl", curve)
     if spec.train.save_model:
         lm.save_lm(trained, trial_dir / "model")
 
@@ -263,6 +311,8 @@ def _finish(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, s
         "traits": scores, **extra,
         "code": code_version(), "versions": library_versions(),
         "wall_s": round(time.time() - started, 3),
+        "wandb_run_id": run.run_id,
+        "preemptions": (read_preempted(trial_dir) or {}).get("history", []),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     run.summary({f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")} | {"wall_s": result["wall_s"]})
