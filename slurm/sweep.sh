@@ -48,14 +48,19 @@ else
   SWEEP_DIR="$("$PYTHON" -m leaksweep.cli prepare "$SWEEP" | tail -n 1)" || fail "could not prepare '$SWEEP' (see the error above)"
 fi
 
-# GPUs of this task's allocation (Slurm sets CUDA_VISIBLE_DEVICES for --gres=gpu:N). A trial is one
-# process: with N > 1 it sees all N (see slurm/README.md, "GPUs").
-if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
-  IFS=, read -r -a GPUS <<< "$CUDA_VISIBLE_DEVICES"
-  NUM_GPUS="${#GPUS[@]}"
-else
-  NUM_GPUS=0
-fi
+# GPUs of this task's allocation (Slurm sets CUDA_VISIBLE_DEVICES for --gres=gpu:N). With N > 1 each
+# trial trains on N processes, one per GPU (`accelerate launch`, train.num_processes: auto; see
+# slurm/README.md, "GPUs"), and evaluates in the worker.
+count_gpus() {
+  if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+    local gpus
+    IFS=, read -r -a gpus <<< "$CUDA_VISIBLE_DEVICES"
+    echo "${#gpus[@]}"
+  else
+    echo 0
+  fi
+}
+NUM_GPUS="$(count_gpus)"
 export LEAKSWEEP_NUM_GPUS="$NUM_GPUS"
 # one torch thread pool sized to the CPUs Slurm gave this task
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"

@@ -426,6 +426,15 @@ def demo(ctx: click.Context, model: str, workers: int, no_wandb: bool) -> None:
     ctx.invoke(sweep, sweep_file=str(sweep_file), workers=workers, no_wandb=no_wandb, no_report=False)
 
 
+@cli.command("train-step", hidden=True)
+@click.argument("trial_dir", type=click.Path(file_okay=False, exists=True))
+def train_step(trial_dir: str) -> None:
+    """One training rank of a multi-process trial (run by `accelerate launch`; see trial._train_processes)."""
+    from leaksweep.trial import train_step as run_rank
+
+    sys.exit(run_rank(Path(trial_dir)))
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

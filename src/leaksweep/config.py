@@ -342,6 +342,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = 1
     save_model: bool = False
+    # Training processes of one trial (DDP through `accelerate launch`, one per GPU of the node). `auto`:
+    # LEAKSWEEP_NUM_GPUS (set by slurm/sweep.sh from the allocation) when above 1, else 1 (in-process).
+    num_processes: int | Literal["auto"] = "auto"
 
     def check(self) -> list[str]:
         problems = []
@@ -351,6 +354,8 @@ class TrainConfig:
             problems.append(f".max_steps: {self.max_steps} must be at least 1")
         if self.epochs <= 0:
             problems.append(f".epochs: {self.epochs} must be > 0")
+        if isinstance(self.num_processes, int) and self.num_processes < 1:
+            problems.append(f".num_processes: {self.num_processes} must be at least 1 (or auto)")
         for name in ("batch_size", "grad_accum_steps", "logging_steps", "max_length_tokens", "torch_threads"):
             if getattr(self, name) < 1:
                 problems.append(f".{name}: {getattr(self, name)} must be at least 1")

@@ -91,6 +91,7 @@ class TrainOutcome:
     # How the batches were trained (layout, attention, precision, optimizer, loss), see `training_setup`.
     setup: dict = field(default_factory=dict)
     log_history: list[dict] = field(default_factory=list)  # step, loss, learning_rate, grad_norm, epoch
+    num_processes: int = 1  # DDP training processes (accelerate launch; trial._train_processes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -603,12 +604,34 @@ def _preempt_callback():
         stopped_at: int | None = None
 
         def on_step_end(self, args, state, control, **kwargs):
-            if preemption.requested.is_set() and state.global_step < state.max_steps:
+            if _any_rank(preemption.requested.is_set(), args.device) and state.global_step < state.max_steps:
                 control.should_save = True  # the Trainer saves right after this callback returns
                 control.should_training_stop = True
                 self.stopped_at = int(state.global_step)
 
     return Preempt()
+
+
+def _any_rank(flag: bool, device) -> bool:
+    """`flag` of any training process (DDP under accelerate launch): every rank must stop and save at the
+    same step, or the next collective waits forever. One process: the flag itself."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    votes = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return bool(votes.item())
+
+
+def bind_local_rank() -> None:
+    """Under `accelerate launch` on GPUs, put this rank's model on its own GPU (LOCAL_RANK), not all on GPU 0."""
+    import torch
+
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 
 
 def _train_progress_callback():
