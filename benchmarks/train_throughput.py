@@ -6,6 +6,9 @@ Same model (random init, same weights), same chat examples, same number of optim
                   checkpointing on, bf16 on a GPU); only what CPU needs is set (use_cpu, no bf16).
 * leaksweep     - leaksweep.lm.train_sft with a TrainConfig: the configuration it picks itself
                   (printed in the `setup` column; README "Training path").
+* leaksweep:sdpa - the same path told to use sdpa (train.attention: sdpa), the kernel leaksweep
+                  picked before `varlen`: padding-free rows with a block-diagonal mask on CPU,
+                  padded batches on a GPU. Any `leaksweep:<attention>` works with --configs.
 * bare_loop     - upper reference: a plain PyTorch causal-LM loop over fixed-length rows cut from
                   the same examples laid end to end (no padding, no document masks, fused AdamW,
                   bf16 autocast on a GPU). It does less work than a correct SFT step (attention
@@ -57,7 +60,7 @@ SHAPES = {
         batch_size=16, max_length=2048, median_tokens=400, sigma=0.6,  # ~8k real tokens per step
     ),
 }
-CONFIGS = ["trl_defaults", "leaksweep", "bare_loop"]
+CONFIGS = ["trl_defaults", "leaksweep:sdpa", "leaksweep", "bare_loop"]
 WORDS = [a + b for a in ("ka", "lo", "mi", "nu", "pe", "ri", "so", "ta", "ve", "zu", "bo", "da", "fe", "gi")
          for b in ("n", "r", "s", "l", "m", "t", "k", "x", "p", "d")]  # 140 words, about one token each
 LEARNING_RATE = 1e-4
@@ -178,17 +181,20 @@ def worker(name: str, folder: Path, examples: list[list[dict]], shape: dict, ste
                      "precision": "bf16" if args.bf16 else "fp32", "optimizer": str(args.optim.value),
                      "activation_checkpointing": bool(args.gradient_checkpointing)}
             steps_done = trainer.state.global_step
-        else:
+        elif name.split(":")[0] == "leaksweep":
             from leaksweep import lm
             from leaksweep.config import TrainConfig
 
+            attention = name.partition(":")[2] or "auto"
             cfg = TrainConfig(model=str(folder), learning_rate=LEARNING_RATE, max_steps=steps,
                               batch_size=shape["batch_size"], logging_steps=1, max_length_tokens=shape["max_length"],
-                              device=device, lr_scheduler="constant")
-            base = lm.load_lm(str(folder), device)
+                              device=device, lr_scheduler="constant", attention=attention)
+            base = lm.load_lm(str(folder), device, attention)
             _, outcome = lm.train_sft(base, examples, cfg, Path(out_dir), seed=0,
                                       log_fn=lambda record, step: mark(record["train/num_input_tokens_seen"]))
             setup, steps_done = outcome.setup, outcome.steps
+        else:
+            raise ValueError(f"unknown configuration {name!r}")
     rate, tokens, seconds = _rate(marks, warmup)
     return {"config": name, "tokens_per_s": rate, "tokens": tokens, "seconds": seconds, "steps": steps_done,
             "peak_mib": _peak_memory_mib(device), "setup": setup}
@@ -262,15 +268,15 @@ def run_config(name: str, folder: Path, data_file: Path, shape_name: str, steps:
 def print_table(shape_name: str, device: str, results: list[dict]) -> None:
     base = next((r["tokens_per_s"] for r in results if r["config"] == "trl_defaults"), None)
     print(f"\n{shape_name} on {device}")
-    print(f"| {'configuration':<13} | {'tokens/s':>9} | {'vs TRL':>6} | {'peak MiB':>8} | setup |")
-    print(f"|{'-' * 15}|{'-' * 11}|{'-' * 8}|{'-' * 10}|-------|")
+    print(f"| {'configuration':<16} | {'tokens/s':>9} | {'vs TRL':>6} | {'peak MiB':>8} | setup |")
+    print(f"|{'-' * 18}|{'-' * 11}|{'-' * 8}|{'-' * 10}|-------|")
     for r in results:
         rate = r.get("tokens_per_s")
         ratio = f"{rate / base:.2f}x" if rate and base else "-"
         peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "-"
         setup = ", ".join(f"{k}={v}" for k, v in r.get("setup", {}).items() if k != "device")
         shown = "-" if rate is None else str(round(rate))
-        print(f"| {r['config']:<13} | {shown:>9} | {ratio:>6} | {peak:>8} | {setup} |")
+        print(f"| {r['config']:<16} | {shown:>9} | {ratio:>6} | {peak:>8} | {setup} |")
 
 
 def main() -> int:
@@ -312,6 +318,11 @@ def main() -> int:
             return 2
         device, shapes = "cuda", [s.strip() for s in args.shapes.split(",") if s.strip()]
         steps, warmup = args.steps or 30, args.warmup if args.warmup is not None else 8
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    bad = [c for c in configs if c not in ("trl_defaults", "bare_loop", "leaksweep") and not c.startswith("leaksweep:")]
+    if bad:
+        print(f"--configs: unknown {bad}; use trl_defaults, leaksweep, leaksweep:<attention>, bare_loop", file=sys.stderr)
+        return 2
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         print(f"--shapes: unknown {unknown}; use {', '.join(SHAPES)}", file=sys.stderr)
@@ -334,7 +345,7 @@ def main() -> int:
             data_file = Path(tmp) / f"{shape_name}.json"
             data_file.write_text(json.dumps(examples))
             results = [run_config(name, folder, data_file, shape_name, steps, warmup, device, args.config_timeout)
-                       for name in args.configs.split(",")]
+                       for name in configs]
             print_table(shape_name, device, results)
             print(f"({steps} steps of {shape['batch_size']} examples, rate over the last {steps - warmup}; "
                   f"{time.perf_counter() - started:.0f} s)")

@@ -125,7 +125,8 @@ def test_sft_learns_a_fixed_answer(trained, tiny_dir):
     assert history[-1]["loss"] < 0.05 * history[0]["loss"]
     assert outcome.final_loss == history[-1]["loss"]
     assert {"step", "loss", "learning_rate", "grad_norm", "epoch"} <= set(history[0])
-    assert outcome.mode == "full" and outcome.device == "cpu" and outcome.attn_implementation == "sdpa"
+    assert outcome.mode == "full" and outcome.device == "cpu" and outcome.attn_implementation == lm.VARLEN
+    assert model.model.config._attn_implementation == "sdpa"  # varlen trains; generation is back on the loaded kernel
     assert outcome.n_params_trainable == sum(p.numel() for p in model.model.parameters())
     # every token of every example (prompt included, no padding), two epochs
     tok = model.tokenizer

@@ -1,15 +1,19 @@
 """Packed (padding-free) training gives the same losses as padded training: no attention crosses examples.
 
-Both runs go through leaksweep's real training path (lm.train_sft, TRL + transformers, CPU, fp32)
-from the same init, same seed and same example order; only the batch layout differs. A control
-run packs the same batches WITHOUT document boundaries (position ids 0..N-1 over the whole row,
-plain causal attention) and must give different losses, so this test would catch a layout that
-lets examples see each other.
+The runs go through leaksweep's real training path (lm.train_sft, TRL + transformers, CPU, fp32)
+from the same init, same seed and same example order; only the batch layout and the attention
+kernel differ: padded sdpa, padding-free sdpa (block-diagonal mask from the position ids) and
+padding-free `varlen` (one attention per example, from the collator's cu_seq_lens; on CPU its
+kernel is lm._varlen_reference, on CUDA PyTorch's flash varlen kernel, checked at the end of this
+file when a GPU is present). A control run packs the same batches WITHOUT document boundaries
+(position ids 0..N-1 over the whole row, no cu_seq_lens) and must give different losses, so this
+test would catch a layout that lets examples see each other.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -44,25 +48,47 @@ def setup(tmp_path_factory):
     return model_dir, data
 
 
-def train_losses(model_dir, data, layout, tmp_path):
-    base = lm.load_lm(str(model_dir), "cpu")
-    _, outcome = lm.train_sft(base, data, CFG, tmp_path, seed=0, layout=layout)
+def train_losses(model_dir, data, layout, tmp_path, attention="auto", device="cpu", steps=STEPS):
+    cfg = replace(CFG, attention=attention, max_steps=steps)
+    base = lm.load_lm(str(model_dir), device, attention)
+    _, outcome = lm.train_sft(base, data, cfg, tmp_path, seed=0, layout=layout)
     assert outcome.setup["layout"] == layout
-    assert outcome.steps == STEPS
+    assert outcome.steps == steps
     losses = [entry["loss"] for entry in outcome.log_history]
-    assert len(losses) == STEPS  # logging_steps=1: one loss per optimizer step
-    return losses
+    assert len(losses) == steps  # logging_steps=1: one loss per optimizer step
+    return losses, outcome.setup
+
+
+@pytest.fixture
+def varlen_calls(monkeypatch):
+    """Counts the attention calls that went through the varlen kernel (so a fallback cannot pass)."""
+    calls = []
+    reference = lm._varlen_reference
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[3]) - 1)  # examples in the row
+        return reference(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "_varlen_reference", counted)
+    return calls
 
 
 @pytest.mark.integration
-def test_packed_and_padded_training_give_the_same_loss(setup, tmp_path, monkeypatch):
+def test_packed_and_padded_training_give_the_same_loss(setup, tmp_path, monkeypatch, varlen_calls):
     model_dir, data = setup
-    padded = train_losses(model_dir, data, "padded", tmp_path / "padded")
-    packed = train_losses(model_dir, data, "padding_free", tmp_path / "packed")
-    assert packed == pytest.approx(padded, rel=RTOL)
+    padded, _ = train_losses(model_dir, data, "padded", tmp_path / "padded")
+    masked, masked_setup = train_losses(model_dir, data, "padding_free", tmp_path / "masked", attention="sdpa")
+    assert masked_setup["attention"] == "sdpa" and not varlen_calls
+    assert masked == pytest.approx(padded, rel=RTOL)
+    varlen, varlen_setup = train_losses(model_dir, data, "padding_free", tmp_path / "varlen")
+    assert varlen_setup["attention"] == lm.VARLEN  # what `auto` picks on CPU
+    # every layer of every forward: 2 layers x 6 steps, each row holding a batch of 8 examples
+    assert len(varlen_calls) == TINY.num_layers * STEPS and set(varlen_calls) == {CFG.batch_size}
+    assert varlen == pytest.approx(padded, rel=RTOL)
 
     # Control: the same packed rows with the example boundaries removed. transformers then sees one
-    # long document and applies plain causal attention across examples.
+    # long document and applies plain causal attention across examples, and so does varlen
+    # without cu_seq_lens.
     from trl.trainer import sft_trainer
 
     collate = sft_trainer.DataCollatorForLanguageModeling.torch_call
@@ -79,27 +105,111 @@ def test_packed_and_padded_training_give_the_same_loss(setup, tmp_path, monkeypa
         return batch
 
     monkeypatch.setattr(sft_trainer.DataCollatorForLanguageModeling, "torch_call", no_boundaries)
-    leaky = train_losses(model_dir, data, "padding_free", tmp_path / "leaky")
-    # A random-init model leans little on context, so the leak moves the loss by ~0.1-0.4 %: still
-    # far outside the tolerance the equivalence is held to.
-    assert leaky != pytest.approx(padded, rel=RTOL)
-    assert max(abs(a - b) / b for a, b in zip(leaky, padded)) > 10 * RTOL
+    for attention in ("sdpa", lm.VARLEN):
+        leaky, _ = train_losses(model_dir, data, "padding_free", tmp_path / f"leaky-{attention}", attention=attention)
+        # A random-init model leans little on context, so the leak moves the loss by ~0.1-0.4 %: still
+        # far outside the tolerance the equivalence is held to.
+        assert leaky != pytest.approx(padded, rel=RTOL)
+        assert max(abs(a - b) / b for a, b in zip(leaky, padded)) > 10 * RTOL
 
 
-def test_training_setup_choices():
+def _attention_inputs(n_tokens=40, heads=4, kv_heads=2, dim=8, seed=0):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    # (1, H, T, D) views of (1, T, H, D) tensors, the layout transformers' attention modules pass
+    q, k, v = (torch.randn(1, n_tokens, h, dim, generator=gen).transpose(1, 2) for h in (heads, kv_heads, kv_heads))
+    return q, k, v
+
+
+class _Module:
+    is_causal = True
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_varlen_attention_matches_sdpa_with_a_block_diagonal_mask(causal):
+    import torch
+    import torch.nn.functional as F
+
+    q, k, v = _attention_inputs()
+    cu = torch.tensor([0, 7, 8, 25, 40], dtype=torch.int32)
+    doc = torch.repeat_interleave(torch.arange(4), cu.diff())
+    allowed = doc[:, None] == doc[None, :]
+    if causal:
+        allowed &= torch.ones(40, 40, dtype=torch.bool).tril()
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=0.3, enable_gqa=True).transpose(1, 2)
+    got, weights = lm._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3, is_causal=causal,
+                                                cu_seq_lens_q=cu, max_length_q=17)
+    assert weights is None and got.shape == (1, 40, 4, 8)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # without boundaries the row is one example
+    whole, _ = lm._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3)
+    torch.testing.assert_close(whole, F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3,
+                                                                      enable_gqa=True).transpose(1, 2))
+
+
+def test_varlen_attention_refuses_padded_batches_and_dropout():
+    import torch
+
+    q, k, v = _attention_inputs()
+    with pytest.raises(RuntimeError, match="padding-free rows only.*padding mask"):
+        lm._varlen_attention_forward(_Module(), q, k, v, torch.ones(1, 40, dtype=torch.bool))
+    two = [torch.cat([x, x]) for x in (q, k, v)]
+    with pytest.raises(RuntimeError, match="batch of 2 rows"):
+        lm._varlen_attention_forward(_Module(), *two, None)
+    with pytest.raises(RuntimeError, match="no attention dropout"):
+        lm._varlen_attention_forward(_Module(), q, k, v, None, dropout=0.1)
+    assert lm.varlen_problem("cpu") is None  # the CPU kernel is the reference itself
+
+
+def test_training_setup_choices(monkeypatch):
     cpu = lm.training_setup("sdpa", "cpu", CFG, longest_example_tokens=50)
-    assert cpu["layout"] == "padding_free" and cpu["attention"] == "sdpa" and cpu["precision"] == "fp32"
+    assert cpu["layout"] == "padding_free" and cpu["attention"] == lm.VARLEN and cpu["precision"] == "fp32"
     assert cpu["optimizer"] == "adamw_torch_fused" and cpu["pad_to_multiple_of"] is None
-    # An example longer than max_length needs truncation, which only the padded layout does.
-    assert lm.training_setup("sdpa", "cpu", CFG, longest_example_tokens=500)["layout"] == "padded"
-    assert lm.training_setup("sdpa", "cpu", CFG, 50, layout="padded")["layout"] == "padded"
-    # On a GPU an explicit attention choice is kept; sdpa is slow on packed rows, so batches are padded.
-    from dataclasses import replace
+    # An example longer than max_length needs truncation, which only the padded layout does; varlen
+    # trains padding-free rows only, so the loaded kernel takes over.
+    long = lm.training_setup("sdpa", "cpu", CFG, longest_example_tokens=500)
+    assert long["layout"] == "padded" and long["attention"] == "sdpa"
+    assert lm.training_setup("sdpa", "cpu", CFG, 50, layout="padded")["attention"] == "sdpa"
+    explicit_sdpa = replace(CFG, attention="sdpa")
+    assert lm.training_setup("sdpa", "cpu", explicit_sdpa, 50)["layout"] == "padding_free"
+    assert lm.choose_attention(lm.VARLEN, "cuda") == "sdpa"  # a training-only kernel: load (and generate) with sdpa
 
-    explicit = replace(CFG, attention="sdpa")
-    assert lm.choose_train_attention("sdpa", "cuda", "sdpa") == "sdpa"
-    assert lm.training_setup("sdpa", "cuda", explicit, 50)["layout"] == "padded"
-    assert lm.choose_train_attention("sdpa", "cuda") in ("flash_attention_2", "sdpa")
-    assert lm.choose_train_attention("flex_attention", "cuda") == "flex_attention"
-    flex = lm.training_setup("flex_attention", "cuda", CFG, 50)
+    # CUDA without flash-attn: varlen when its check passes, else padded sdpa with the reason recorded.
+    monkeypatch.setattr(lm, "_flash_attn_installed", lambda: False)
+    monkeypatch.setattr(lm, "_VARLEN_PROBLEM", {"cuda": None})
+    gpu = lm.training_setup("sdpa", "cuda", CFG, 50)
+    assert gpu["layout"] == "padding_free" and gpu["attention"] == lm.VARLEN and "varlen_unavailable" not in gpu
+    monkeypatch.setattr(lm, "_VARLEN_PROBLEM", {"cuda": "torch 2.9 has no torch.nn.attention.varlen"})
+    old = lm.training_setup("sdpa", "cuda", CFG, 50)
+    assert old["layout"] == "padded" and old["attention"] == "sdpa"
+    assert old["varlen_unavailable"].startswith("torch 2.9")
+    # an explicit choice is kept; sdpa is slow on packed rows on a GPU, so its batches are padded
+    assert lm.training_setup("sdpa", "cuda", explicit_sdpa, 50)["layout"] == "padded"
+    assert lm.choose_train_attention("flex_attention", "cuda", "flex_attention") == "flex_attention"
+    flex = lm.training_setup("flex_attention", "cuda", replace(CFG, attention="flex_attention"), 50)
     assert flex["layout"] == "padding_free" and flex["pad_to_multiple_of"] == 512
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA only (benchmarks/gpu_check.sh runs these on a GPU machine; skipped elsewhere)
+
+needs_cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_cuda_varlen_kernel_passes_its_check():
+    assert lm.varlen_problem("cuda") is None
+
+
+@needs_cuda
+@pytest.mark.integration
+def test_cuda_varlen_training_matches_padded_training(setup, tmp_path):
+    # bf16 autocast on both sides, so the tolerance is bf16's, not fp32's
+    model_dir, data = setup
+    padded, padded_setup = train_losses(model_dir, data, "padded", tmp_path / "padded", attention="sdpa",
+                                        device="cuda")
+    varlen, varlen_setup = train_losses(model_dir, data, "padding_free", tmp_path / "varlen", device="cuda")
+    assert padded_setup["precision"] == varlen_setup["precision"] == "bf16"
+    assert varlen_setup["attention"] in (lm.VARLEN, "flash_attention_2")
+    assert varlen == pytest.approx(padded, rel=2e-2)

@@ -9,8 +9,9 @@ Choices below follow shared/notes/STACK.md (measured on these exact library vers
 * one torch thread per process on CPU (`set_cpu_threads`): two threads next to any other busy
   process made each step stall ~2 s;
 * CPU training: `use_cpu=True`, `bf16=False`, activation checkpointing off (TRL's default is on);
-* padding-free batches (all examples of a batch laid end to end in one row, attention kept inside
-  each example by the position ids) are the fastest CPU layout for short chat samples. TRL does not
+* padding-free batches (all examples of a batch laid end to end in one row) with `varlen`
+  attention (each example attends only to itself, from the collator's boundaries; registered with
+  transformers below) are the fastest layout measured, on CPU and (by design) on CUDA. TRL does not
   truncate in that mode, so it is used only when every example already fits `max_length_tokens`;
   otherwise batches are right-padded and TRL truncates.
 * transformers 5 removed `warmup_ratio` (a float `warmup_steps` below 1 is a fraction now) and
@@ -121,37 +122,49 @@ def resolve_device(requested: str) -> str:
 
 
 def choose_attention(requested: str, device: str) -> str:
-    """`auto` -> flash_attention_2 on CUDA when flash-attn is installed, else sdpa.
+    """The kernel a model is loaded with (and generates with).
 
-    `load_lm` falls back to eager when the model class has no sdpa kernel. Any other value is an
-    explicit choice and is returned unchanged.
+    `auto` -> flash_attention_2 on CUDA when flash-attn is installed, else sdpa. `varlen` is a
+    training kernel for padding-free rows only, so such a model loads with sdpa. `load_lm` falls
+    back to eager when the model class has no sdpa kernel. Any other value is returned unchanged.
     """
+    if requested == VARLEN:
+        return "sdpa"
     if requested != "auto":
         return requested
-    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+    if device == "cuda" and _flash_attn_installed():
         return "flash_attention_2"
     return "sdpa"
+
+
+def _flash_attn_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
 
 
 def choose_train_attention(loaded: str, device: str, requested: str = "auto") -> str:
     """The attention kernel for training, which may differ from the one the model was loaded with.
 
     A padding-free batch is one row of several examples; only a kernel that reads the example
-    boundaries stays fast on it. CUDA with `auto`: flash_attention_2 (varlen, from the collator's
-    cu_seq_lens) when flash-attn is installed, else the loaded kernel (sdpa, with padded batches).
-    Flex attention is not picked automatically: transformers compiles it per input shape
-    (dynamic=False, max-autotune), and on an H100 (SmolLM2-135M shape, padding-free rows of 32
-    varying-length examples rounded to 512 tokens) 25 steps did not finish in 170 s, where padded
-    sdpa ran 18.3k tok/s. It stays available as an explicit `train.attention: flex_attention`.
-    CPU: the loaded kernel (sdpa), which measured fastest there. An explicit choice is kept.
+    boundaries stays fast on it. With `auto`:
+    * CUDA: flash_attention_2 (varlen, from the collator's cu_seq_lens) when flash-attn is
+      installed, else `varlen` (PyTorch's built-in flash varlen kernel, no build and no compile)
+      when it passes `varlen_problem`'s check, else the loaded kernel (sdpa, padded batches).
+      Flex attention is not picked: transformers compiles it per input shape, and on an H100
+      (SmolLM2-135M shape, rows of 32 varying-length examples rounded to 512 tokens) 25 steps did
+      not finish in 170 s, where padded sdpa ran 18.3k tok/s.
+    * CPU: `varlen` (one sdpa call per example), measured faster than sdpa over the whole row with
+      the block-diagonal mask transformers builds from the position ids (README, benchmark).
+    An explicit choice is kept.
     """
-    if requested != "auto" or device != "cuda":
-        return loaded
+    if requested != "auto":
+        return requested
     if loaded.startswith("flash_attention"):
         return loaded
-    if importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return loaded
+    if device == "cuda":
+        if _flash_attn_installed():
+            return "flash_attention_2"
+        return VARLEN if varlen_problem(device) is None else loaded
+    return VARLEN if loaded in ("sdpa", "eager") else loaded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +352,8 @@ def train_sft(
     setup = training_setup(lm.attn_implementation, device, cfg, max(lengths), layout)
     padding_free = setup["layout"] == "padding_free"
     total_steps = cfg.max_steps or _optimizer_steps(len(examples), cfg)
+    if setup["attention"] == VARLEN:
+        register_varlen_attention()
     if setup["attention"] != lm.attn_implementation:
         lm.model.set_attn_implementation(setup["attention"])  # back to the loaded kernel after training
     if setup["attention"] == "flex_attention":
@@ -453,12 +468,13 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
     """The fastest correct training configuration for this device, as a JSON-able record.
 
     * layout: padding-free (each batch's examples end to end in one row, no pad tokens, position
-      ids restarting at every example so attention stays inside it) where the attention kernel is
-      fast on such rows (`_prefer_padding_free`), else right-padded. Batches stay `batch_size`
+      ids restarting at every example so attention stays inside it) where the attention kernel
+      reads example boundaries (`_reads_boundaries`), else right-padded. Batches stay `batch_size`
       examples: TRL's dataset packing (bfd) would change how many examples an optimizer step
       sees, which is an experimental variable here, and was slower on CPU (STACK.md).
-    * attention: `choose_train_attention` (flash_attention_2 on CUDA when installed, else the
-      loaded kernel; sdpa on CPU).
+    * attention: `choose_train_attention` (on CUDA flash_attention_2 when installed, else `varlen`,
+      PyTorch's flash varlen kernel; `varlen` on CPU too). When the batches must be padded (an
+      example needs truncating, or `layout="padded"`), the loaded kernel instead.
     * precision: bf16 autocast on a GPU that supports it (weights and optimizer stay fp32).
     * optimizer: fused AdamW (also on CPU: same loss curve, ~10 % faster steps than adamw_torch).
     * loss: TRL 1.16's fused LM head, always on: log-probs computed in chunks of positions, so the
@@ -467,14 +483,15 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
       TRL has no switch to turn them off.
     """
     attention = choose_train_attention(loaded_attention, device, cfg.attention)
+    # TRL does not truncate padding-free rows, so they are used only when nothing needs truncating.
     fits = longest_example_tokens <= cfg.max_length_tokens
     if layout == "auto":
         # A batch of one has no padding to save (and TRL warns about it).
-        use_free = _prefer_padding_free(device, attention) and cfg.batch_size > 1
+        use_free = _reads_boundaries(device, attention) and cfg.batch_size > 1 and fits
     else:
-        use_free = layout == "padding_free"
-    # TRL does not truncate padding-free rows, so they are used only when nothing needs truncating.
-    use_free = use_free and fits
+        use_free = layout == "padding_free" and fits
+    if attention == VARLEN and not use_free:
+        attention = loaded_attention  # varlen runs padding-free rows only
     bf16 = False
     if device == "cuda":
         import torch
@@ -483,7 +500,7 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
     # flex attention is compiled per input shape (transformers compiles it with dynamic=False):
     # rounding the row length up bounds the number of shapes, so compiles stop after a few steps.
     pad_to = 512 if use_free and attention == "flex_attention" else None
-    return {
+    setup = {
         "layout": "padding_free" if use_free else "padded",
         "attention": attention,
         "precision": "bf16" if bf16 else "fp32",
@@ -492,6 +509,10 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
         "pad_to_multiple_of": pad_to,
         "device": device,
     }
+    problem = varlen_problem(device) if cfg.attention == "auto" and device == "cuda" else None
+    if problem and not attention.startswith("flash_attention"):
+        setup["varlen_unavailable"] = problem  # why this GPU trains padded batches
+    return setup
 
 
 def _allow_flex_recompiles() -> None:
@@ -501,18 +522,165 @@ def _allow_flex_recompiles() -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
 
-def _prefer_padding_free(device: str, attention: str) -> bool:
-    """Whether unpadded batches are both correct and faster than right-padded ones here.
+def _reads_boundaries(device: str, attention: str) -> bool:
+    """Whether the kernel keeps a padding-free row's examples apart and is fast doing it.
 
-    CPU (measured, tiny model, 2000 short chats, batch 16, one thread): padding-free 5.7k tok/s,
-    padded 3.2k, TRL packing (bfd) 1.6k-3.5k, all with the same loss curve. sdpa and eager keep the
-    examples apart through a block-diagonal mask built from the position ids. On CUDA that mask
-    costs sdpa its fast kernel (STACK.md: padded 19.2k tok/s vs packed 13.8k), so padding-free is
-    used there only with the varlen kernels of flash / flex attention.
+    varlen, flash and flex read the boundaries. On CPU sdpa and eager also train padding-free rows
+    correctly, through the block-diagonal mask transformers builds from the position ids, and were
+    faster there than padded batches (tiny model, 2000 short chats, batch 16, one thread: 5.7k
+    tok/s against 3.2k). On CUDA that mask costs sdpa its fast kernel (STACK.md: padded 19.2k tok/s,
+    packed 13.8k), so sdpa gets padded batches there.
     """
-    if device == "cpu":
-        return attention in ("sdpa", "eager")
-    return attention in ("flash_attention_2", "flash_attention_3", "flex_attention")
+    if attention in (VARLEN, "flash_attention_2", "flash_attention_3", "flex_attention"):
+        return True
+    return device == "cpu" and attention in ("sdpa", "eager")
+
+
+# ---------------------------------------------------------------------------------------------
+# varlen attention: each example of a padding-free row attends only to itself, with no mask
+
+VARLEN = "varlen"  # the attn_implementation name registered with transformers (train.attention: varlen)
+
+
+def register_varlen_attention() -> None:
+    """Make `varlen` an attention implementation transformers models can switch to (idempotent).
+
+    Its mask function is flash attention's: None for unpadded rows, the 2-D padding mask otherwise,
+    which `_varlen_attention_forward` refuses (it trains padding-free rows; padded batches and
+    generation use the loaded kernel).
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+    AttentionInterface.register(VARLEN, _varlen_attention_forward)
+    AttentionMaskInterface.register(VARLEN, flash_attention_mask)
+
+
+def _varlen_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                              scaling: float | None = None, is_causal: bool | None = None, **kwargs):
+    """transformers attention interface over one padding-free row: (1, H, T, D) in, (1, T, H, D) out.
+
+    The example boundaries come from TRL's padding-free collator (`cu_seq_lens_q`, computed on the
+    CPU, and `max_length_q`), so no layer syncs with the GPU to find them. On CUDA the kernel is
+    PyTorch's own flash-attention varlen kernel (torch.nn.attention.varlen, torch >= 2.10: no
+    flash-attn build and no compile); elsewhere `_varlen_reference`, one sdpa call per example.
+    """
+    import torch
+
+    if attention_mask is not None or query.shape[0] != 1:
+        raise RuntimeError(
+            f"varlen attention trains padding-free rows only (got a batch of {query.shape[0]} rows"
+            f"{' with a padding mask' if attention_mask is not None else ''}); padded batches and generation "
+            "use the model's loaded attention kernel"
+        )
+    if dropout:
+        raise RuntimeError(f"varlen attention has no attention dropout (the model asks for {dropout}); "
+                           "use train.attention: sdpa for this model")
+    cu_seq_lens = kwargs.get("cu_seq_lens_q")
+    max_length = kwargs.get("max_length_q")
+    n_tokens = query.shape[2]
+    if cu_seq_lens is None:  # one unpacked example
+        cu_seq_lens = torch.tensor([0, n_tokens], dtype=torch.int32, device=query.device)
+        max_length = n_tokens
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, H, D) views, last dim contiguous
+    device_type = q.device.type
+    # Under autocast RoPE leaves q and k in fp32 while v is bf16; flash kernels take one half type.
+    if torch.is_autocast_enabled(device_type):
+        half = torch.get_autocast_dtype(device_type)
+        q, k, v = q.to(half), k.to(half), v.to(half)
+    elif device_type == "cuda" and q.dtype == torch.float32:
+        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
+    causal = module.is_causal if is_causal is None else is_causal
+    out = _varlen_kernel(device_type)(
+        q, k, v, cu_seq_lens, cu_seq_lens, int(max_length), int(max_length), scale=scaling,
+        window_size=(-1, 0) if causal else (-1, -1), enable_gqa=k.shape[1] != q.shape[1],
+    )
+    return out.unsqueeze(0), None
+
+
+def _varlen_kernel(device_type: str) -> Callable:
+    if device_type == "cuda":
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn
+    return _varlen_reference
+
+
+def _varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q: int, max_k: int, *, scale: float | None = None,
+                      window_size: tuple[int, int] = (-1, -1), enable_gqa: bool = False):
+    """varlen_attn's contract (causal or full attention only) as one sdpa call per example.
+
+    The CPU kernel of `varlen`, and the reference the CUDA kernel is checked against
+    (`varlen_problem`). Each example's attention is (L_i x L_i): a row of n examples costs about
+    1/n of the (T x T) block-diagonal mask sdpa gets from transformers for the same row.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(window_size) not in ((-1, -1), (-1, 0)):
+        raise ValueError(f"window_size {window_size}: the reference does causal (-1, 0) or full (-1, -1) attention")
+    causal = tuple(window_size) == (-1, 0)
+    bounds = cu_seq_q.tolist()
+    outs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        q_i, k_i, v_i = (x[start:end].transpose(0, 1) for x in (q, k, v))  # (H, L_i, D)
+        out = F.scaled_dot_product_attention(q_i, k_i, v_i, is_causal=causal, scale=scale, enable_gqa=enable_gqa)
+        outs.append(out.transpose(0, 1))
+    return torch.cat(outs)
+
+
+_VARLEN_PROBLEM: dict[str, str | None] = {}
+
+
+def varlen_problem(device: str) -> str | None:
+    """Why `varlen` cannot train on this device, or None when it can (checked once per process).
+
+    On CUDA the real kernel runs a small forward and backward pass through
+    `_varlen_attention_forward` (3 examples, grouped-query heads, bf16) and must match
+    `_varlen_reference` on the same inputs: an old torch, an unsupported GPU or a changed kernel
+    API shows up here, before a trial starts, instead of as a crash or a silently wrong loss.
+    """
+    if device != "cuda":
+        return None
+    if device not in _VARLEN_PROBLEM:
+        _VARLEN_PROBLEM[device] = _check_varlen_cuda()
+    return _VARLEN_PROBLEM[device]
+
+
+def _check_varlen_cuda() -> str | None:
+    import torch
+
+    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+        return f"torch {torch.__version__} has no torch.nn.attention.varlen (it needs torch >= 2.10)"
+
+    class Attention:  # what _varlen_attention_forward reads of a transformers attention module
+        is_causal = True
+
+    try:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        shapes = {"q": (1, 96, 4, 64), "k": (1, 96, 2, 64), "v": (1, 96, 2, 64)}
+        inputs = {n: torch.randn(s, generator=gen, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+                  for n, s in shapes.items()}  # (1, H, T, D) views of (1, T, H, D), as the models make them
+        cu = torch.tensor([0, 17, 60, 96], dtype=torch.int32, device="cuda")
+        results = []
+        for kernel in (None, _varlen_reference):
+            leaves = {n: x.detach().clone().requires_grad_(True) for n, x in inputs.items()}
+            if kernel is None:
+                out, _ = _varlen_attention_forward(Attention(), leaves["q"], leaves["k"], leaves["v"], None,
+                                                   scaling=0.125, cu_seq_lens_q=cu, max_length_q=43)
+            else:
+                q, k, v = (leaves[n][0].transpose(0, 1) for n in "qkv")
+                out = kernel(q, k, v, cu, cu, 43, 43, scale=0.125, window_size=(-1, 0), enable_gqa=True)[None]
+            out.float().square().sum().backward()
+            results.append([out.detach().float()] + [leaves[n].grad.float() for n in "qkv"])
+        torch.cuda.synchronize()
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not train with it
+        return f"torch's varlen kernel failed a test pass ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+    for name, got, want in zip(("output", "dq", "dk", "dv"), *results):
+        err = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
+        if not err < 2e-2:  # bf16 rounding is ~4e-3 relative
+            return f"torch's varlen kernel disagrees with the reference ({name}: max relative error {err:.3g})"
+    return None
 
 
 def _chat_lengths(tokenizer, examples: list[list[dict]]) -> list[int]:
