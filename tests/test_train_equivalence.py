@@ -213,3 +213,30 @@ def test_cuda_varlen_training_matches_padded_training(setup, tmp_path):
     assert padded_setup["precision"] == varlen_setup["precision"] == "bf16"
     assert varlen_setup["attention"] in (lm.VARLEN, "flash_attention_2")
     assert varlen == pytest.approx(padded, rel=2e-2)
+
+
+def test_varlen_call_adapts_to_older_torch_signatures():
+    # torch 2.10's varlen_attn: is_causal, no scale, no grouped-query heads (repeated for it)
+    import torch
+
+    seen = {}
+
+    def torch_2_10(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, is_causal=False):
+        seen.update(is_causal=is_causal, kv_heads=key.shape[1])
+        return lm._varlen_reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
+                                    window_size=(-1, 0) if is_causal else (-1, -1))
+
+    q, k, v = (x[0].transpose(0, 1) for x in _attention_inputs())
+    cu = torch.tensor([0, 10, 40], dtype=torch.int32)
+    call = lm._with_current_signature(torch_2_10)
+    got = call(q, k, v, cu, cu, 30, 30, scale=8 ** -0.5, window_size=(-1, 0), enable_gqa=True)
+    assert seen == {"is_causal": True, "kv_heads": 4}
+    want = lm._varlen_reference(q, k, v, cu, cu, 30, 30, window_size=(-1, 0), enable_gqa=True)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="no scale argument"):
+        call(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True)
+    # the current signature passes straight through
+    current = lm._with_current_signature(lm._varlen_reference)
+    torch.testing.assert_close(current(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True),
+                               lm._varlen_reference(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0),
+                                                    enable_gqa=True))

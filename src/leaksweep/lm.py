@@ -602,8 +602,41 @@ def _varlen_kernel(device_type: str) -> Callable:
     if device_type == "cuda":
         from torch.nn.attention.varlen import varlen_attn
 
-        return varlen_attn
+        return _with_current_signature(varlen_attn)
     return _varlen_reference
+
+
+def _with_current_signature(varlen_attn: Callable) -> Callable:
+    """torch's varlen_attn as called here (scale, window_size, enable_gqa keywords), on any torch.
+
+    torch 2.10 took `is_causal=` and had neither `scale` (its default is 1/sqrt(head_dim), what
+    these models use anyway) nor grouped-query heads (repeated here instead); later versions take
+    `window_size=(-1, 0)` for causal attention.
+    """
+    import inspect
+
+    params = inspect.signature(varlen_attn).parameters
+
+    def call(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+        kwargs = {}
+        if "window_size" in params:
+            kwargs["window_size"] = tuple(window_size)
+        elif tuple(window_size) in ((-1, 0), (-1, -1)):
+            kwargs["is_causal"] = tuple(window_size) == (-1, 0)
+        else:
+            raise ValueError(f"this torch's varlen_attn has no window_size (asked for {window_size})")
+        if "enable_gqa" in params:
+            kwargs["enable_gqa"] = enable_gqa
+        elif k.shape[1] != q.shape[1]:
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if "scale" in params:
+            kwargs["scale"] = scale
+        elif scale is not None and not math.isclose(scale, q.shape[-1] ** -0.5, rel_tol=1e-6):
+            raise ValueError(f"this torch's varlen_attn has no scale argument (the model asks for {scale})")
+        return varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, **kwargs)
+
+    return call
 
 
 def _varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q: int, max_k: int, *, scale: float | None = None,
