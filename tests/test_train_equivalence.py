@@ -159,6 +159,8 @@ def test_varlen_attention_refuses_padded_batches_and_dropout():
         lm._varlen_attention_forward(_Module(), *two, None)
     with pytest.raises(RuntimeError, match="no attention dropout"):
         lm._varlen_attention_forward(_Module(), q, k, v, None, dropout=0.1)
+    with pytest.raises(RuntimeError, match=r"asks for \['sliding_window'\]"):
+        lm._varlen_attention_forward(_Module(), q, k, v, None, sliding_window=16)
     assert lm.varlen_problem("cpu") is None  # the CPU kernel is the reference itself
 
 
@@ -174,6 +176,15 @@ def test_training_setup_choices(monkeypatch):
     explicit_sdpa = replace(CFG, attention="sdpa")
     assert lm.training_setup("sdpa", "cpu", explicit_sdpa, 50)["layout"] == "padding_free"
     assert lm.choose_attention(lm.VARLEN, "cuda") == "sdpa"  # a training-only kernel: load (and generate) with sdpa
+    # sliding-window models (Mistral, Gemma) keep their loaded kernel; asking for varlen is an error
+    sliding = lm.training_setup("sdpa", "cpu", CFG, 50, sliding_window=True)
+    assert sliding["attention"] == "sdpa" and sliding["layout"] == "padding_free"
+    with pytest.raises(lm.UserError, match="sliding-window"):
+        lm.training_setup("sdpa", "cpu", replace(CFG, attention=lm.VARLEN), 50, sliding_window=True)
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    assert not lm._has_sliding_window(LlamaConfig()) and not lm._has_sliding_window(Qwen2Config())
+    assert lm._has_sliding_window(MistralConfig()) and lm._has_sliding_window(Gemma2Config())
 
     # CUDA without flash-attn: varlen when its check passes, else padded sdpa with the reason recorded.
     monkeypatch.setattr(lm, "_flash_attn_installed", lambda: False)

@@ -349,7 +349,8 @@ def train_sft(
 
     tokenizer, device = lm.tokenizer, lm.device
     lengths = _chat_lengths(tokenizer, examples)
-    setup = training_setup(lm.attn_implementation, device, cfg, max(lengths), layout)
+    setup = training_setup(lm.attn_implementation, device, cfg, max(lengths), layout,
+                           sliding_window=_has_sliding_window(lm.model.config))
     padding_free = setup["layout"] == "padding_free"
     total_steps = cfg.max_steps or _optimizer_steps(len(examples), cfg)
     if setup["attention"] == VARLEN:
@@ -464,7 +465,7 @@ def _sft_config(**kwargs):
 
 
 def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest_example_tokens: int,
-                   layout: str = "auto") -> dict:
+                   layout: str = "auto", sliding_window: bool = False) -> dict:
     """The fastest correct training configuration for this device, as a JSON-able record.
 
     * layout: padding-free (each batch's examples end to end in one row, no pad tokens, position
@@ -474,7 +475,8 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
       sees, which is an experimental variable here, and was slower on CPU (STACK.md).
     * attention: `choose_train_attention` (on CUDA flash_attention_2 when installed, else `varlen`,
       PyTorch's flash varlen kernel; `varlen` on CPU too). When the batches must be padded (an
-      example needs truncating, or `layout="padded"`), the loaded kernel instead.
+      example needs truncating, or `layout="padded"`), or the model has sliding-window layers
+      (`sliding_window`), the loaded kernel instead.
     * precision: bf16 autocast on a GPU that supports it (weights and optimizer stay fp32).
     * optimizer: fused AdamW (also on CPU: same loss curve, ~10 % faster steps than adamw_torch).
     * loss: TRL 1.16's fused LM head, always on: log-probs computed in chunks of positions, so the
@@ -490,8 +492,13 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
         use_free = _reads_boundaries(device, attention) and cfg.batch_size > 1 and fits
     else:
         use_free = layout == "padding_free" and fits
-    if attention == VARLEN and not use_free:
-        attention = loaded_attention  # varlen runs padding-free rows only
+    if attention == VARLEN and (not use_free or sliding_window):
+        if sliding_window and cfg.attention == VARLEN:
+            raise UserError("train.attention: varlen does plain causal attention, but this model has sliding-window "
+                            "layers; use auto or sdpa")
+        attention = loaded_attention  # varlen runs padding-free rows of plain causal attention only
+        if layout == "auto":
+            use_free = use_free and _reads_boundaries(device, attention)
     bf16 = False
     if device == "cuda":
         import torch
@@ -513,6 +520,14 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
     if problem and not attention.startswith("flash_attention"):
         setup["varlen_unavailable"] = problem  # why this GPU trains padded batches
     return setup
+
+
+def _has_sliding_window(config) -> bool:
+    """Whether any attention layer of this transformers config is sliding-window (Mistral, Gemma, ...)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return "sliding_attention" in layer_types
+    return bool(getattr(config, "sliding_window", None)) and bool(getattr(config, "use_sliding_window", True))
 
 
 def _allow_flex_recompiles() -> None:
@@ -575,6 +590,10 @@ def _varlen_attention_forward(module, query, key, value, attention_mask, dropout
         )
     if dropout:
         raise RuntimeError(f"varlen attention has no attention dropout (the model asks for {dropout}); "
+                           "use train.attention: sdpa for this model")
+    unsupported = {k: kwargs.get(k) for k in ("sliding_window", "softcap", "s_aux") if kwargs.get(k) is not None}
+    if unsupported:
+        raise RuntimeError(f"varlen attention does plain causal attention, and this model asks for {sorted(unsupported)}; "
                            "use train.attention: sdpa for this model")
     cu_seq_lens = kwargs.get("cu_seq_lens_q")
     max_length = kwargs.get("max_length_q")
