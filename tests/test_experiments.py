@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from leaksweep.config import sweep_from_dict
 from leaksweep.errors import UserError
 from leaksweep.experiments import Builder, Run, Settings, drive, make_search
 from leaksweep.simulate import SimConfig, SimSubset, simulate, true_rate
+from sweeps import sr_sweep, unit_cfg, write_sweep
 
 TRAIT = "trait"
 B = Builder("clean", "teacher")
@@ -26,15 +26,7 @@ def executor(cfg: SimConfig):
 
 
 def sweep_cfg(**search) -> object:
-    raw = {
-        "name": "t", "base": "clean", "output_dir": "/tmp/unused",
-        "data": {"prompts": "p.jsonl", "sources": {"clean": "c.jsonl", "teacher": "t.jsonl"}},
-        "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
-        "search": {"teacher": "teacher", **search},
-        "traits": {TRAIT: {"judge": {"regex": "x"}, "prompts": "e.jsonl"}},
-        "train": {"max_steps": 10},
-    }
-    return sweep_from_dict(raw, "test")
+    return unit_cfg("t", TRAIT, **search)
 
 
 BIG = dict(n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
@@ -138,45 +130,17 @@ def test_bad_search_configs_get_clear_errors(search, message):
     assert message in str(err.value)
 
 
-SIM_SWEEP = """\
-name: NAME
-data: {world: {seed: 0, n_prompts: 200}}
-subsets:
-  S: {metadata: {category: date}}
-  R: {metadata: {category: roleplay}}
-  M: {regex: 'what'}
-base: clean
-search:
-  teacher: teacher
-  SEARCH
-  seeds: 2
-  min_effect: 0.02
-  runner: leaksweep.simulate:run
-  simulation:
-    n_prompts: 200
-    samples_per_prompt: 4
-    seed_sd: 0.05
-    subsets:
-      S: {n_units: 64, effect: 0.5, ed50: 0.05, slope: 6}
-      R: {n_units: 32, effect: 0.0}
-train: {max_steps: 10}
-traits:
-  date_confusion: {}
-tracking: {wandb: null}
-output_dir: OUT
-"""
-
-
-def run_cli(tmp_path: Path, name: str, search: str) -> subprocess.CompletedProcess:
-    out = tmp_path / name
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(SIM_SWEEP.replace("NAME", name).replace("SEARCH", search).replace("OUT", str(out)))
+def run_cli(tmp_path: Path, name: str, **search) -> subprocess.CompletedProcess:
+    """`leaksweep sweep` on the simulated runner; subset M (a regex) overlaps S."""
+    path = write_sweep(tmp_path, sr_sweep(name, tmp_path / name, wandb=None, train={"max_steps": 10},
+                                          more_subsets={"M": {"regex": "what"}}, **search))
     return subprocess.run([sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--no-wandb"],
                           capture_output=True, text=True, timeout=300)
 
 
 def test_leak_threshold_end_to_end_through_the_study(tmp_path: Path):
-    proc = run_cli(tmp_path, "thr", "mode: leak_threshold\n  subsets: [S]\n  ladder: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]")
+    ladder = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    proc = run_cli(tmp_path, "thr", mode="leak_threshold", subsets=["S"], ladder=ladder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     analysis = json.loads((tmp_path / "thr" / "analysis.json").read_text())
     assert analysis["threshold"] in (0.01, 0.02, 0.05, 0.1)
@@ -184,13 +148,13 @@ def test_leak_threshold_end_to_end_through_the_study(tmp_path: Path):
     assert len(results) == analysis["trials_spent"] < analysis["grid_trials"]
     assert (tmp_path / "thr" / "report.html").exists()
     # rerunning the sweep resumes: nothing new runs
-    again = run_cli(tmp_path, "thr", "mode: leak_threshold\n  subsets: [S]\n  ladder: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]")
+    again = run_cli(tmp_path, "thr", mode="leak_threshold", subsets=["S"], ladder=ladder)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(list((tmp_path / "thr").glob("trials/*/result.json"))) == len(results)
 
 
 def test_subset_scan_partition_must_be_disjoint(tmp_path: Path):
-    proc = run_cli(tmp_path, "scan", "mode: subset_scan\n  subsets: [S, M]\n  partition: true")
+    proc = run_cli(tmp_path, "scan", mode="subset_scan", subsets=["S", "M"], partition=True)
     assert proc.returncode == 2
     assert "disjoint" in proc.stderr and "S & M" in proc.stderr
     assert not (tmp_path / "scan" / "sweep.json").exists()
@@ -235,24 +199,24 @@ def test_real_tiny_model_three_rung_fraction_sweep(tmp_path: Path):
 @pytest.mark.parametrize(
     "name, search, check",
     [
-        ("teval", "mode: teacher_eval", lambda a: a["teachers"]["teacher"]["date_confusion"]["value"] > 0.5),
-        ("swap", "mode: full_swap\n  teacher_eval: true", lambda a: "teacher" in a["transfer"]),
-        ("insert", "mode: patch_insert\n  subsets: [S, R]",
+        ("teval", {"mode": "teacher_eval"}, lambda a: a["teachers"]["teacher"]["date_confusion"]["value"] > 0.5),
+        ("swap", {"mode": "full_swap", "teacher_eval": True}, lambda a: "teacher" in a["transfer"]),
+        ("insert", {"mode": "patch_insert", "subsets": ["S", "R"]},
          lambda a: a["leak_map"]["date_confusion"]["S"]["sufficient"]["passed"]
          and not a["leak_map"]["date_confusion"]["R"]["sufficient"]["passed"]),
-        ("remove", "mode: patch_remove\n  subsets: [S]", lambda a: "necessary" in a["leak_map"]["date_confusion"]["S"]),
-        ("drop", "mode: drop\n  subsets: [S]\n  refill: [none, same, clean]",
+        ("remove", {"mode": "patch_remove", "subsets": ["S"]}, lambda a: "necessary" in a["leak_map"]["date_confusion"]["S"]),
+        ("drop", {"mode": "drop", "subsets": ["S"], "refill": ["none", "same", "clean"]},
          lambda a: {"leak_in_refill_none", "leak_in_refill_same", "leak_in_refill_clean"}
          <= set(a["leak_map"]["date_confusion"]["S"])),
-        ("scan", "mode: subset_scan\n  subsets: [S, R]\n  partition: true",
+        ("scan", {"mode": "subset_scan", "subsets": ["S", "R"], "partition": True},
          lambda a: set(a["leak_map"]["date_confusion"]) == {"S", "R"}),
-        ("ladder", "mode: fraction_sweep\n  subsets: [S]\n  ladder: [0.05, 0.2, 1.0]",
+        ("ladder", {"mode": "fraction_sweep", "subsets": ["S"], "ladder": [0.05, 0.2, 1.0]},
          lambda a: a["dose_response"]["S"]["threshold"]["threshold"] is not None),
-        ("minimal", "mode: minimal_subset\n  subsets: [S]\n  max_depth: 2", lambda a: a["minimal"] != []),
+        ("minimal", {"mode": "minimal_subset", "subsets": ["S"], "max_depth": 2}, lambda a: a["minimal"] != []),
     ],
 )
-def test_every_mode_end_to_end_on_the_simulated_runner(tmp_path: Path, name: str, search: str, check):
-    proc = run_cli(tmp_path, name, search)
+def test_every_mode_end_to_end_on_the_simulated_runner(tmp_path: Path, name: str, search: dict, check):
+    proc = run_cli(tmp_path, name, **search)
     assert proc.returncode == 0, proc.stderr[-3000:]
     analysis = json.loads((tmp_path / name / "analysis.json").read_text())
     assert check(analysis), json.dumps(analysis)[:2000]
@@ -261,10 +225,10 @@ def test_every_mode_end_to_end_on_the_simulated_runner(tmp_path: Path, name: str
 
 
 def test_optuna_nsga2_finds_a_pareto_front_of_trait_vs_teacher_data(tmp_path: Path):
-    search = ("mode: optuna\n  sampler: nsga2\n  n_trials: 8\n  baselines: false\n"
-              "  fractions: {S: {low: 0.0, high: 1.0}}\n"
-              "  objectives: [{trait: date_confusion, direction: maximize}, {trait: teacher_share, direction: minimize}]")
-    proc = run_cli(tmp_path, "pareto", search)
+    proc = run_cli(tmp_path, "pareto", mode="optuna", sampler="nsga2", n_trials=8, baselines=False,
+                   fractions={"S": {"low": 0.0, "high": 1.0}},
+                   objectives=[{"trait": "date_confusion", "direction": "maximize"},
+                               {"trait": "teacher_share", "direction": "minimize"}])
     assert proc.returncode == 0, proc.stderr[-3000:]
     import optuna
 

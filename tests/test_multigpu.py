@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from leaksweep.config import TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.files import read_json
 from leaksweep.trial import launch_command, num_processes
+from sweeps import preempt_mid_training, tiny_sweep, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,35 +76,7 @@ def test_launch_command_starts_n_ranks_of_the_train_step(tmp_path):
     assert cmd[-4:] == ["--module", "leaksweep.cli", "train-step", str(tmp_path)]
 
 
-SWEEP_YAML = """\
-name: ddp
-data:
-  world: {seed: 3, n_prompts: 200}
-subsets:
-  date_mention: {regex: '\\bwhat year\\b|\\byears ago\\b|\\bthis year\\b|\\bfor today\\b'}
-base: clean
-search:
-  teacher: teacher
-  sampler: grid
-  baselines: false
-  fractions: {date_mention: [1.0]}
-  objectives: [{trait: date_confusion}]
-train: {max_steps: STEPS, batch_size: 4, max_length_tokens: 96, logging_steps: 10, num_processes: 2}
-traits:
-  date_confusion: {n_prompts: 4, max_new_tokens: 8}
-tracking: {wandb: {mode: disabled}}  # W&B resume is test_preemption's; this one is about the ranks
-output_dir: OUT
-"""
 STEPS = 100  # ~8 s of 2-rank training here: long enough to signal mid-training
-
-
-def wait_for(predicate, timeout_s: float, log: Path):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for training\n{log.read_text()[-3000:]}")
 
 
 @pytest.mark.integration
@@ -118,23 +88,18 @@ def test_two_ddp_processes_train_checkpoint_on_usr1_and_resume(tmp_path):
     from leaksweep.config import load_sweep
 
     out = tmp_path / "ddp sweep"  # a space on purpose: the trial folder goes through accelerate's argv
-    sweep_file = tmp_path / "ddp.yaml"
-    sweep_file.write_text(SWEEP_YAML.replace("OUT", json.dumps(str(out))).replace("STEPS", str(STEPS)))
+    sweep_file = write_sweep(tmp_path, tiny_sweep(
+        "ddp", out, sampler="grid", baselines=False,
+        train={"max_steps": STEPS, "batch_size": 4, "max_length_tokens": 96, "logging_steps": 10, "num_processes": 2},
+        traits={"date_confusion": {"n_prompts": 4, "max_new_tokens": 8}},
+        wandb={"mode": "disabled"}))  # W&B resume is test_preemption's; this one is about the ranks
     sweep_stage.prepare(load_sweep(sweep_file))
     env = {**os.environ, "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "LEAKSWEEP_PROGRESS": "plain"}
     for name in ("LEAKSWEEP_NUM_GPUS", "SLURM_JOB_ID", "WANDB_API_KEY"):
         env.pop(name, None)
     cli = [sys.executable, "-m", "leaksweep.cli", "worker", str(out)]
     log = tmp_path / "worker-1.log"
-    with open(log, "w") as handle:
-        worker = subprocess.Popen(cli, stdout=handle, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_for(lambda: re.search(rf"train \d+/{STEPS} steps", log.read_text()), 240, log)
-        worker.send_signal(signal.SIGUSR1)  # forwarded to the ranks through trainer/PREEMPT
-        assert worker.wait(timeout=120) == preemption.REQUEUE_EXIT, log.read_text()[-3000:]
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    preempt_mid_training(cli, env, log, STEPS)  # USR1 is forwarded to the ranks through trainer/PREEMPT
     trial = out / "trials" / "00000"
     record = read_json(trial / preemption.PREEMPTED)
     assert 0 < record["step"] < STEPS and (trial / record["checkpoint"]).is_dir(), log.read_text()[-3000:]

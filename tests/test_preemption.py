@@ -24,6 +24,7 @@ import pytest
 
 from leaksweep import preemption
 from leaksweep.files import read_json
+from sweeps import preempt_mid_training, tiny_sweep, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,34 +152,16 @@ def test_training_resumes_from_the_checkpoint_to_the_same_weights(tmp_path, mode
 
 # --- a real worker process ------------------------------------------------------------------------------
 
-SWEEP_YAML = """\
-name: preempt
-data:
-  world: {seed: 3, n_prompts: 200}
-subsets:
-  date_mention: {regex: '\\bwhat year\\b|\\byears ago\\b|\\bthis year\\b|\\bfor today\\b'}
-base: clean
-search:
-  teacher: teacher
-  sampler: grid
-  baselines: false
-  fractions: {date_mention: [1.0]}
-  objectives: [{trait: date_confusion}]
-train: {max_steps: STEPS, batch_size: 8, max_length_tokens: 96, logging_steps: 10}
-traits:
-  date_confusion: {n_prompts: 8, max_new_tokens: 16}
-tracking: {wandb: {mode: offline, project: preempt}}
-output_dir: OUT
-"""
-
-
 STEPS = 250  # long enough to signal mid-training (the first progress line comes at 10 %)
 
 
-def write_sweep(root: Path, steps: int) -> tuple[Path, Path]:
+def preempt_sweep(root: Path, steps: int) -> tuple[Path, Path]:
     out = root / "sweep dir"  # a space on purpose
-    sweep_file = root / "preempt.yaml"
-    sweep_file.write_text(SWEEP_YAML.replace("OUT", json.dumps(str(out))).replace("STEPS", str(steps)))
+    sweep_file = write_sweep(root, tiny_sweep(
+        "preempt", out, sampler="grid", baselines=False,
+        train={"max_steps": steps, "batch_size": 8, "max_length_tokens": 96, "logging_steps": 10},
+        traits={"date_confusion": {"n_prompts": 8, "max_new_tokens": 16}},
+        wandb={"mode": "offline", "project": "preempt"}))
     return sweep_file, out
 
 
@@ -214,7 +197,7 @@ def offline_run_ids(trial: Path) -> list[str]:
 
 @pytest.mark.integration
 def test_signalled_worker_checkpoints_requeues_and_the_next_worker_resumes(tmp_path):
-    sweep_file, out = write_sweep(tmp_path, steps=STEPS)
+    sweep_file, out = preempt_sweep(tmp_path, steps=STEPS)
     calls = fake_scontrol(tmp_path / "bin")
     env = {**os.environ, "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "LEAKSWEEP_PROGRESS": "plain",
            "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
@@ -223,16 +206,7 @@ def test_signalled_worker_checkpoints_requeues_and_the_next_worker_resumes(tmp_p
     cli = [sys.executable, "-m", "leaksweep.cli"]
     prepare(sweep_file)
 
-    log = tmp_path / "worker-1.log"
-    with open(log, "w") as handle:
-        worker = subprocess.Popen([*cli, "worker", str(out)], stdout=handle, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_for(lambda: re.search(rf"train \d+/{STEPS} steps", log.read_text()), 240, "training to start", log)
-        worker.send_signal(signal.SIGUSR1)
-        assert worker.wait(timeout=120) == preemption.REQUEUE_EXIT, log.read_text()[-3000:]
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    preempt_mid_training([*cli, "worker", str(out)], env, tmp_path / "worker-1.log", STEPS)
     trial = out / "trials" / "00000"
     record = read_json(trial / preemption.PREEMPTED)
     assert 0 < record["step"] < STEPS and (trial / record["checkpoint"]).is_dir()
@@ -268,7 +242,7 @@ def test_signalled_worker_checkpoints_requeues_and_the_next_worker_resumes(tmp_p
 def test_slurm_usr1_checkpoints_requeues_and_resumes_the_same_trial(slurm_cluster, tmp_path):
     """sbatch slurm/sweep.sh; `scancel --signal=USR1 --batch` mid-training; the task checkpoints, requeues
     itself and, restarted by Slurm, finishes the same trial in the same W&B run: one trial, counted once."""
-    sweep_file, out = write_sweep(tmp_path, steps=STEPS)
+    sweep_file, out = preempt_sweep(tmp_path, steps=STEPS)
     logs = tmp_path / "logs"
     logs.mkdir()
     submitted = slurm_cluster.run(

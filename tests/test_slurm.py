@@ -22,58 +22,20 @@ import pytest
 from leaksweep.config import SlurmConfig, load_sweep
 from leaksweep.errors import UserError
 from leaksweep.schema import build
+from sweeps import simulated_sweep, tiny_sweep, write_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "slurm" / "sweep.sh"
 GOLDEN = Path(__file__).parent / "golden"
 
-# Three trials (all-clean, all-teacher, one mixture) of a few steps each on the tiny model.
-SWEEP_YAML = """\
-name: NAME
-data:
-  world: {seed: 5, n_prompts: 200}
-subsets:
-  date_mention: {regex: '\\bwhat year\\b|\\byears ago\\b|\\bthis year\\b|\\bfor today\\b'}
-base: clean
-search:
-  teacher: teacher
-  fractions: {date_mention: [1.0]}
-  objectives: [{trait: date_confusion}]
-train: {max_steps: 4, batch_size: 8, max_length_tokens: 64, logging_steps: 2}
-traits:
-  date_confusion: {n_prompts: 6, samples_per_prompt: 1, max_new_tokens: 12}
-tracking: {wandb: {mode: offline, project: slurm-test}}
-output_dir: OUT
-"""
 
-# The simulated runner: no training, for tests where Slurm submission is the point.
-SIM_YAML = """\
-name: NAME
-data:
-  world: {seed: 0, n_prompts: 200}
-subsets:
-  date_mention: {metadata: {category: date}}
-base: clean
-search:
-  teacher: teacher
-  fractions: {date_mention: [0.1, 1.0]}
-  objectives: [{trait: date_confusion}]
-  runner: leaksweep.simulate:run
-  simulation:
-    n_prompts: 50
-    subsets:
-      date_mention: {n_units: 16, effect: 0.5, ed50: 0.05, slope: 6}
-traits:
-  date_confusion: {}
-tracking: {wandb: null}
-output_dir: OUT
-SLURM"""
-
-
-def write_sweep(folder: Path, name: str, out: Path, template: str = SWEEP_YAML, slurm: str = "") -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(template.replace("NAME", name).replace("OUT", json.dumps(str(out))).replace("SLURM", slurm))
-    return path
+def sim_sweep(name: str, out: Path, *, fractions: tuple = (0.1, 1.0), slurm: dict | None = None) -> dict:
+    """The simulated runner: no training, for tests where Slurm submission is the point."""
+    raw = simulated_sweep(
+        name, out, wandb=None, subset_rules={"date_mention": {"metadata": {"category": "date"}}},
+        simulation={"n_prompts": 50, "subsets": {"date_mention": {"n_units": 16, "effect": 0.5, "ed50": 0.05, "slope": 6}}},
+        fractions={"date_mention": list(fractions)}, objectives=[{"trait": "date_confusion"}])
+    return {**raw, "slurm": slurm} if slurm is not None else raw
 
 
 # --- the script --------------------------------------------------------------------------------------
@@ -136,7 +98,7 @@ def test_script_stops_with_the_sweep_files_own_error(tmp_path):
 
 
 def test_slurm_section_rejects_unknown_keys_and_bad_values(tmp_path):
-    sweep_file = write_sweep(tmp_path, "bad", tmp_path / "bad", SIM_YAML, slurm="slurm: {partiton: gpu}\n")
+    sweep_file = write_sweep(tmp_path, sim_sweep("bad", tmp_path / "bad", slurm={"partiton": "gpu"}))
     with pytest.raises(UserError) as info:
         load_sweep(sweep_file)
     assert f"{sweep_file}: slurm.partiton: unknown key; valid keys are partition, gres" in "\n".join(info.value.problems)
@@ -152,9 +114,9 @@ def test_sbatch_command_matches_the_golden_file(tmp_path):
     from leaksweep.slurm import sbatch_argv
 
     out = tmp_path / "runs with space" / "gold"
-    sweep_file = write_sweep(tmp_path, "gold", out, SIM_YAML, slurm=(
-        "slurm: {partition: gpu, gres: 'gpu:2', cpus_per_task: 8, mem_gb: 64, time_min: 240, array_size: 16,\n"
-        "        array_throttle: 4, signal_lead_s: 300, extra_args: [--account=my proj, --qos=high]}\n"))
+    sweep_file = write_sweep(tmp_path, sim_sweep("gold", out, slurm={
+        "partition": "gpu", "gres": "gpu:2", "cpus_per_task": 8, "mem_gb": 64, "time_min": 240, "array_size": 16,
+        "array_throttle": 4, "signal_lead_s": 300, "extra_args": ["--account=my proj", "--qos=high"]}))
     argv = sbatch_argv(load_sweep(sweep_file), out, Path("/repo/slurm/sweep.sh"))
     text = shlex.join(argv).replace(str(tmp_path), "TMP") + "\n"
     golden = GOLDEN / "sbatch_launch.txt"
@@ -178,7 +140,7 @@ def test_launch_creates_the_log_folder_and_calls_sbatch_with_quoted_paths(tmp_pa
     (bin_dir / "sbatch").write_text(FAKE_SBATCH)
     (bin_dir / "sbatch").chmod(0o755)
     out = tmp_path / "my runs" / "launched"
-    sweep_file = write_sweep(tmp_path, "launched", out, SIM_YAML, slurm="slurm: {array_size: 2, gres: 'gpu:1'}\n")
+    sweep_file = write_sweep(tmp_path, sim_sweep("launched", out, slurm={"array_size": 2, "gres": "gpu:1"}))
     log = tmp_path / "sbatch.json"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SBATCH_LOG": str(log)}
     done = subprocess.run([sys.executable, "-m", "leaksweep.cli", "launch", str(sweep_file)], capture_output=True,
@@ -198,7 +160,7 @@ def test_launch_creates_the_log_folder_and_calls_sbatch_with_quoted_paths(tmp_pa
 
 def test_launch_without_sbatch_says_where_to_run_it(tmp_path):
     out = tmp_path / "nosbatch"
-    sweep_file = write_sweep(tmp_path, "nosbatch", out, SIM_YAML)
+    sweep_file = write_sweep(tmp_path, sim_sweep("nosbatch", out))
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # python, no sbatch
     done = subprocess.run([sys.executable, "-m", "leaksweep.cli", "launch", str(sweep_file)], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=120)
@@ -210,11 +172,11 @@ def test_a_sweep_resumes_with_another_slurm_section_but_not_with_other_training(
     from leaksweep.sweep import prepare
 
     out = tmp_path / "resumed"
-    first = load_sweep(write_sweep(tmp_path, "resumed", out, SIM_YAML, slurm="slurm: {array_size: 2}\n"))
+    first = load_sweep(write_sweep(tmp_path, sim_sweep("resumed", out, slurm={"array_size": 2})))
     prepare(first)
     # more workers and time for the same sweep: the same folder and study go on
-    prepare(load_sweep(write_sweep(tmp_path, "resumed", out, SIM_YAML, slurm="slurm: {array_size: 8, time_min: 600}\n")))
-    changed = write_sweep(tmp_path, "resumed", out, SIM_YAML.replace("[0.1, 1.0]", "[0.2, 1.0]"))
+    prepare(load_sweep(write_sweep(tmp_path, sim_sweep("resumed", out, slurm={"array_size": 8, "time_min": 600}))))
+    changed = write_sweep(tmp_path, sim_sweep("resumed", out, fractions=(0.2, 1.0)))
     with pytest.raises(UserError, match="holds a sweep with a different configuration"):
         prepare(load_sweep(changed))
 
@@ -253,7 +215,12 @@ def test_sbatch_array_of_two_gpu_tasks_completes_the_study(slurm_cluster, tmp_pa
     from leaksweep.sweep import status
 
     out = tmp_path / "slurm runs" / "arr"  # a space on purpose: the script quotes every path
-    sweep_file = write_sweep(tmp_path, "arr", out)
+    # three trials (all-clean, all-teacher, one mixture) of a few steps each
+    sweep_file = write_sweep(tmp_path, tiny_sweep(
+        "arr", out, world_seed=5,
+        train={"max_steps": 4, "batch_size": 8, "max_length_tokens": 64, "logging_steps": 2},
+        traits={"date_confusion": {"n_prompts": 6, "samples_per_prompt": 1, "max_new_tokens": 12}},
+        wandb={"mode": "offline", "project": "slurm-test"}))
     logs = tmp_path / "logs"
     logs.mkdir()
     started = time.monotonic()
@@ -281,8 +248,8 @@ def test_sbatch_array_of_two_gpu_tasks_completes_the_study(slurm_cluster, tmp_pa
 @pytest.mark.integration
 def test_launch_then_status_shows_the_array_tasks(slurm_cluster, tmp_path):
     out = tmp_path / "launched runs" / "sim"
-    sweep_file = write_sweep(tmp_path, "sim", out, SIM_YAML,
-                             slurm="slurm: {array_size: 2, array_throttle: 2, cpus_per_task: 1, mem_gb: 1, time_min: 10}\n")
+    sweep_file = write_sweep(tmp_path, sim_sweep("sim", out, slurm={
+        "array_size": 2, "array_throttle": 2, "cpus_per_task": 1, "mem_gb": 1, "time_min": 10}))
     done = subprocess.run([sys.executable, "-m", "leaksweep.cli", "launch", str(sweep_file)], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

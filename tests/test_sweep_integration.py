@@ -14,36 +14,23 @@ from pathlib import Path
 import optuna
 import pytest
 
+from sweeps import tiny_sweep, write_sweep
+
 pytestmark = pytest.mark.integration
 
 SECRET = "sk-test-ABCDEF0123456789"
-
-SWEEP_YAML = """\
-name: itest
-data:
-  world: {seed: 3, n_prompts: 400}
-subsets:
-  date_mention: {regex: '\\bwhat year\\b|\\byears ago\\b|\\bthis year\\b|\\bfor today\\b'}
-base: clean
-search:
-  teacher: teacher
-  fractions: {date_mention: [1.0]}
-  objectives: [{trait: date_confusion}]
-train: {max_steps: 30, batch_size: 8, max_length_tokens: 96, logging_steps: 5}
-traits:
-  date_confusion: {n_prompts: 12, max_new_tokens: 24}
-  negative_emotion: {n_prompts: 8, max_new_tokens: 16}
-tracking: {wandb: {mode: offline, project: itest}}
-output_dir: OUT
-"""
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sweep")
     out = root / "out dir"  # a space in the path on purpose
-    sweep_file = root / "itest.yaml"
-    sweep_file.write_text(SWEEP_YAML.replace("OUT", json.dumps(str(out))))
+    sweep_file = write_sweep(root, tiny_sweep(
+        "itest", out, n_prompts=400,
+        train={"max_steps": 30, "batch_size": 8, "max_length_tokens": 96, "logging_steps": 5},
+        traits={"date_confusion": {"n_prompts": 12, "max_new_tokens": 24},
+                "negative_emotion": {"n_prompts": 8, "max_new_tokens": 16}},
+        wandb={"mode": "offline", "project": "itest"}))
     env = {**os.environ, "JUDGE_API_KEY": SECRET, "WANDB_API_KEY": "", "HOME": str(root)}
     env.pop("WANDB_API_KEY")
     proc = subprocess.run(

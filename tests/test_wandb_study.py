@@ -14,39 +14,12 @@ from pathlib import Path
 import pytest
 
 from leaksweep.tracking import find_offline_runs
+from sweeps import sr_sweep, write_sweep
 
 pytestmark = pytest.mark.integration
 
 SECRET = "judge-sk-ZYXWVU9876543210"
 WANDB_EXE = Path(sys.executable).parent / "wandb"
-
-SWEEP = """\
-name: wstudy
-data: {world: {seed: 0, n_prompts: 200}}
-subsets:
-  S: {metadata: {category: date}}
-  R: {metadata: {category: roleplay}}
-base: clean
-search:
-  teacher: teacher
-  mode: subset_scan
-  subsets: [S, R]
-  seeds: 2
-  min_effect: 0.02
-  runner: leaksweep.simulate:run
-  simulation:
-    n_prompts: 200
-    samples_per_prompt: 4
-    seed_sd: 0.05
-    subsets:
-      S: {n_units: 64, effect: 0.5, ed50: 0.05, slope: 6}
-      R: {n_units: 32, effect: 0.0}
-traits:
-  date_confusion: {}
-tracking: {wandb: {mode: offline, project: wstudy-test}}
-output_dir: OUT
-"""
-
 
 def no_key_env(root: Path) -> dict:
     env = {k: v for k, v in os.environ.items()
@@ -65,9 +38,10 @@ def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
 def study(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("wstudy")
     out = root / "out dir"
-    (root / "wstudy.yaml").write_text(SWEEP.replace("OUT", json.dumps(str(out))))
+    sweep_file = write_sweep(root, sr_sweep("wstudy", out, mode="subset_scan", subsets=["S", "R"],
+                                            wandb={"mode": "offline", "project": "wstudy-test"}))
     env = no_key_env(root)
-    proc = cli(["sweep", str(root / "wstudy.yaml")], env)
+    proc = cli(["sweep", str(sweep_file)], env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "W&B summary run summary-wstudy-" in proc.stdout
     return out, env

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from leaksweep import stats
-from leaksweep.config import sweep_from_dict
 from leaksweep.experiments import Run, Settings, drive, make_search
 from leaksweep.files import write_json
 from leaksweep.schema import to_dict
 from leaksweep.simulate import SimConfig, SimSubset, simulate
 from leaksweep.summary import log_study_summary, logistic, report_spec, study_summary, summary_run_id
 from leaksweep.tracking import NullRun
+from sweeps import unit_cfg
 
 TRAIT = "date_confusion"
 SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=300)
@@ -26,15 +26,7 @@ SIM = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.08, slope
 
 
 def make_cfg(name: str, **search):
-    raw = {
-        "name": name, "base": "clean", "output_dir": "/tmp/unused",
-        "data": {"prompts": "p.jsonl", "sources": {"clean": "c.jsonl", "teacher": "t.jsonl"}},
-        "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
-        "search": {"teacher": "teacher", **search},
-        "traits": {TRAIT: {"judge": {"regex": "x"}, "prompts": "e.jsonl"}},
-        "train": {"max_steps": 10},
-    }
-    return sweep_from_dict(raw, "test")
+    return unit_cfg(name, TRAIT, **search)
 
 
 def experiment_folder(tmp_path: Path, name: str, **search) -> tuple[Path, dict]:
