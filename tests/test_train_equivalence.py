@@ -164,6 +164,24 @@ def test_varlen_attention_refuses_padded_batches_and_dropout():
     assert lm.varlen_problem("cpu") is None  # the CPU kernel is the reference itself
 
 
+def test_varlen_check_catches_a_wrong_or_failing_kernel(monkeypatch):
+    # The check varlen_problem runs on CUDA, here on CPU with stand-in kernels in place of torch's.
+    assert lm._check_varlen("cpu") is None  # the reference against itself
+
+    def not_causal(*args, **kwargs):
+        return lm._varlen_reference(*args, **{**kwargs, "window_size": (-1, -1)})
+
+    monkeypatch.setattr(lm, "_varlen_kernel", lambda device_type: not_causal)
+    assert "disagrees with the reference (output" in lm._check_varlen("cpu")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.")
+
+    monkeypatch.setattr(lm, "_varlen_kernel", lambda device_type: broken)
+    assert lm._check_varlen("cpu") == ("torch's varlen kernel failed a test pass "
+                                       "(RuntimeError: FlashAttention only supports Ampere GPUs or newer.)")
+
+
 def test_training_setup_choices(monkeypatch):
     cpu = lm.training_setup("sdpa", "cpu", CFG, longest_example_tokens=50)
     assert cpu["layout"] == "padding_free" and cpu["attention"] == lm.VARLEN and cpu["precision"] == "fp32"
