@@ -213,6 +213,8 @@ def test_training_setup_choices(monkeypatch):
     old = lm.training_setup("sdpa", "cuda", CFG, 50)
     assert old["layout"] == "padded" and old["attention"] == "sdpa"
     assert old["varlen_unavailable"].startswith("torch 2.9")
+    with pytest.raises(lm.UserError, match="varlen cannot train on this GPU: torch 2.9"):
+        lm.training_setup("sdpa", "cuda", replace(CFG, attention=lm.VARLEN), 50)
     # an explicit choice is kept; sdpa is slow on packed rows on a GPU, so its batches are padded
     assert lm.training_setup("sdpa", "cuda", explicit_sdpa, 50)["layout"] == "padded"
     assert lm.choose_train_attention("flex_attention", "cuda", "flex_attention") == "flex_attention"

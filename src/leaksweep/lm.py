@@ -517,7 +517,9 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
         "pad_to_multiple_of": pad_to,
         "device": device,
     }
-    problem = varlen_problem(device) if cfg.attention == "auto" and device == "cuda" else None
+    problem = varlen_problem(device) if cfg.attention in ("auto", VARLEN) else None
+    if problem and cfg.attention == VARLEN:
+        raise UserError(f"train.attention: varlen cannot train on this GPU: {problem}; use auto or sdpa")
     if problem and not attention.startswith("flash_attention"):
         setup["varlen_unavailable"] = problem  # why this GPU trains padded batches
     return setup
