@@ -21,6 +21,7 @@ Choices below follow shared/notes/STACK.md (measured on these exact library vers
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import itertools
 import json
@@ -621,11 +622,15 @@ def _varlen_attention_forward(module, query, key, value, attention_mask, dropout
 
 
 def _varlen_kernel(device_type: str) -> Callable:
-    if device_type == "cuda":
-        from torch.nn.attention.varlen import varlen_attn
+    return _cuda_varlen_kernel() if device_type == "cuda" else _varlen_reference
 
-        return _with_current_signature(varlen_attn)
-    return _varlen_reference
+
+@functools.cache
+def _cuda_varlen_kernel() -> Callable:
+    """Built once: the signature inspection must not run in every layer of every step."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return _with_current_signature(varlen_attn)
 
 
 def _with_current_signature(varlen_attn: Callable) -> Callable:
