@@ -1,0 +1,376 @@
+"""The sweep folder: every file name in it, and typed records for what its files hold.
+
+The sweep folder is the source of truth of a study (every other state can be rebuilt from it), and
+the report reads nothing else. This module is its one owner: no other module spells a file name of
+the folder, and readers get dataclasses instead of nested dicts, so a renamed field fails here,
+loudly, instead of silently somewhere in a report.
+
+    runs/<sweep>/
+      sweep.json            the resolved sweep config (written by prepare)
+      optuna.journal        the Optuna study, unless search.storage names another storage
+      analysis.json         an experiment mode's conclusions
+      report.html           the self-contained report
+      world/                the built-in miniature's data, when the sweep uses it
+      models/               the built-in tiny base model, shared by the sweep's trials
+      logs/                 local worker logs;  slurm/ the Slurm task logs and jobs.json
+      summary/              the W&B summary run's offline files
+      trials/NNNNN/         one folder per trial (TrialDir)
+
+Records read old folders: unknown keys are ignored and missing ones defaulted, so a folder written
+by an older leaksweep still renders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from leaksweep.errors import UserError
+from leaksweep.files import read_json, read_jsonl, write_json, write_jsonl
+
+
+class TrialDir:
+    """One trial's folder: spec.json first, result.json last (atomically; its presence means done)."""
+
+    SPEC = "spec.json"  # written first: resolved sweep config, plan, seed, train config
+    MANIFEST = "manifest.jsonl"  # one row per prompt {prompt_id, source | DROPPED} (+ refill rows)
+    TRAIN_LOG = "train_log.jsonl"  # the training curve
+    SAMPLES = "samples.jsonl"  # every eval generation with its judge verdict
+    RESULT = "result.json"  # written last: the trial is complete
+    RECLAIMED_RESULT = "result.reclaimed.json"  # a result that arrived after its trial was reclaimed
+    ERROR = "error.json"  # written instead of result.json when the trial failed
+    PREEMPTED = "preempted.json"  # checkpoint to resume from, W&B run id, every preemption so far
+    HEARTBEAT = "heartbeat.json"  # rewritten by the worker while the trial runs
+    TRAINER = "trainer"  # the Trainer's output folder: checkpoints, multi-process hand-over files
+    MODEL = "model"  # the fine-tuned model, with train.save_model
+    WANDB = "wandb"  # the trial's offline W&B run
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"TrialDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def spec(self) -> Path:
+        return self.path / self.SPEC
+
+    @property
+    def result(self) -> Path:
+        return self.path / self.RESULT
+
+    @property
+    def error(self) -> Path:
+        return self.path / self.ERROR
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / self.MANIFEST
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / self.TRAIN_LOG
+
+    @property
+    def samples(self) -> Path:
+        return self.path / self.SAMPLES
+
+    @property
+    def preempted(self) -> Path:
+        return self.path / self.PREEMPTED
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.path / self.HEARTBEAT
+
+    @property
+    def trainer(self) -> Path:
+        return self.path / self.TRAINER
+
+    @property
+    def model(self) -> Path:
+        return self.path / self.MODEL
+
+    def is_complete(self) -> bool:
+        return self.result.is_file()
+
+    def read_result(self) -> "TrialResult":
+        return TrialResult.from_dict(read_json(self.result), str(self.result))
+
+    def write_result(self, result: "TrialResult | dict") -> None:
+        """Atomically, and last: its presence marks the trial complete."""
+        write_json(self.result, result.to_dict() if isinstance(result, TrialResult) else result)
+
+    def read_error(self) -> str:
+        return str(read_json(self.error).get("error", "(no message)")) if self.error.is_file() else ""
+
+    def write_error(self, error: str, traceback: str) -> None:
+        write_json(self.error, {"error": error, "traceback": traceback})
+
+    def read_preempted(self) -> dict | None:
+        """The preemption record, or None when the trial was never preempted."""
+        return read_json(self.preempted) if self.preempted.exists() else None
+
+    def write_preempted(self, record: dict) -> None:
+        write_json(self.preempted, record)
+
+    def read_train_log(self) -> list[dict]:
+        return read_jsonl(self.train_log) if self.train_log.is_file() else []
+
+    def write_train_log(self, rows: list[dict]) -> None:
+        write_jsonl(self.train_log, rows)
+
+    def read_samples(self) -> list[dict]:
+        return read_jsonl(self.samples) if self.samples.is_file() else []
+
+    def write_samples(self, rows: list[dict]) -> None:
+        write_jsonl(self.samples, rows)
+
+    def write_manifest(self, rows: list[dict]) -> None:
+        write_jsonl(self.manifest, rows)
+
+
+class SweepDir:
+    """A sweep's folder (runs/<name>): the config, the study, the trials, the conclusions, the report."""
+
+    SWEEP = "sweep.json"
+    JOURNAL = "optuna.journal"
+    ANALYSIS = "analysis.json"
+    REPORT = "report.html"
+    TRIALS = "trials"
+    WORLD = "world"
+    MODELS = "models"
+    LOGS = "logs"
+    SLURM = "slurm"  # Slurm task logs and JOBS
+    JOBS = "jobs.json"
+    SUMMARY = "summary"  # the W&B summary run's offline files land in summary/wandb/
+    PREPARE_LOCK = ".prepare.lock"
+    ASK_LOCK = ".ask.lock"
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"SweepDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.path / self.SWEEP
+
+    @property
+    def journal(self) -> Path:
+        return self.path / self.JOURNAL
+
+    @property
+    def analysis(self) -> Path:
+        return self.path / self.ANALYSIS
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.path / self.TRIALS
+
+    @property
+    def world(self) -> Path:
+        return self.path / self.WORLD
+
+    @property
+    def models(self) -> Path:
+        return self.path / self.MODELS
+
+    @property
+    def logs(self) -> Path:
+        return self.path / self.LOGS
+
+    @property
+    def slurm(self) -> Path:
+        return self.path / self.SLURM
+
+    @property
+    def jobs_file(self) -> Path:
+        return self.path / self.SLURM / self.JOBS
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
+
+    def exists(self) -> bool:
+        return self.sweep_file.is_file()
+
+    def require(self) -> None:
+        """UserError unless this is a sweep folder (one holding sweep.json)."""
+        if not self.exists():
+            raise UserError(
+                f"{self.path}: not a sweep folder (no {self.SWEEP} in it); "
+                f"pass the folder a sweep writes, the one holding {self.SWEEP} and {self.TRIALS}/"
+            )
+
+    def trial(self, number: int) -> TrialDir:
+        return TrialDir(self.trials_dir / f"{number:05d}")
+
+    def trials(self) -> Iterator[TrialDir]:
+        """Every trial folder that has a spec.json, in trial-number order."""
+        for spec in sorted(self.trials_dir.glob(f"*/{TrialDir.SPEC}")):
+            yield TrialDir(spec.parent)
+
+    def complete(self) -> list[TrialDir]:
+        """Trial folders with a result.json (complete trials), in folder order."""
+        return [TrialDir(p.parent) for p in sorted(self.trials_dir.glob(f"*/{TrialDir.RESULT}"))]
+
+    def count_complete(self) -> int:
+        return sum(1 for _ in self.trials_dir.glob(f"*/{TrialDir.RESULT}"))
+
+    def read_results(self) -> list["TrialResult"]:
+        """The complete trials' results, sorted by trial number."""
+        return sorted((t.read_result() for t in self.complete()), key=lambda r: r.trial)
+
+    def read_config(self) -> dict:
+        """sweep.json as written (raw dict; config.sweep_from_dict types it)."""
+        self.require()
+        return read_json(self.sweep_file)
+
+    def read_analysis(self) -> dict | None:
+        return read_json(self.analysis) if self.analysis.is_file() else None
+
+    def write_analysis(self, conclusions: dict) -> None:
+        write_json(self.analysis, conclusions)
+
+
+# --- records ---------------------------------------------------------------------------------------
+
+
+def _known(cls: type, raw: dict) -> dict:
+    """The keys of `raw` that `cls` declares: unknown keys (newer writers) are ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
+@dataclass(frozen=True)
+class TraitScore:
+    """One trait's score in one trial, with its interval and how it was measured."""
+
+    score: float
+    low: float
+    high: float
+    kind: str = "rate"  # rate (binary judge, Wilson interval) or scale (0-10, prompt bootstrap)
+    interval: str = ""  # wilson95 | prompt_bootstrap95 | ...
+    n_samples: int = 0
+    n_prompts: int = 0
+    judge: str = ""
+    eval_duplicates_removed: int = 0
+    prompt_values: tuple[float, ...] = ()  # per eval prompt, the mean judge value
+
+    @staticmethod
+    def from_dict(raw: dict) -> "TraitScore":
+        known = _known(TraitScore, raw)
+        known["prompt_values"] = tuple(known.get("prompt_values") or ())
+        return TraitScore(**known)
+
+
+@dataclass(frozen=True)
+class PlanRule:
+    subset: str
+    action: str  # patch | drop
+    source: str | None = None
+    fraction: float = 1.0
+    refill: str = "none"
+
+    def is_teacher_patch(self, teacher: str) -> bool:
+        """A patch with the teacher's rollouts at a fraction above 0."""
+        return self.action == "patch" and self.source == teacher and float(self.fraction) > 0
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    base: str = ""
+    mixture_seed: int = 0
+    rules: tuple[PlanRule, ...] = ()
+
+    @staticmethod
+    def from_dict(raw: dict) -> "PlanRecord":
+        rules = tuple(PlanRule(**_known(PlanRule, r)) for r in raw.get("rules", []))
+        return PlanRecord(str(raw.get("base", "")), int(raw.get("mixture_seed", 0)), rules)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """result.json. `raw` keeps the file as read: `to_dict()` writes back exactly what was read."""
+
+    trial: int
+    study: str = ""
+    status: str = "complete"
+    condition: str = "mixture"  # mixture | all_clean | all_teacher | an experiment condition kind
+    label: str = ""
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    plan: PlanRecord = PlanRecord()
+    traits: dict[str, TraitScore] = field(default_factory=dict)
+    teacher_share: dict[str, float] = field(default_factory=dict)  # manifest.teacher_share: subset -> share
+    manifest: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[float, ...] = ()
+    wall_s: float | None = None
+    wandb_run_id: str | None = None
+    preemptions: tuple[dict, ...] = ()
+    code: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @staticmethod
+    def from_dict(raw: dict, where: str = "result.json") -> "TrialResult":
+        if not isinstance(raw, dict) or "trial" not in raw:
+            raise UserError(f"{where}: not a trial result (no `trial` key); was it written by leaksweep?")
+        manifest = raw.get("manifest") or {}
+        try:
+            return TrialResult(
+                trial=int(raw["trial"]),
+                study=str(raw.get("study", "")),
+                status=str(raw.get("status", "complete")),
+                condition=str(raw.get("condition", "mixture")),
+                label=str(raw.get("label") or f"trial {raw['trial']}"),
+                seed=int(raw.get("seed", 0)),
+                params=dict(raw.get("params") or {}),
+                plan=PlanRecord.from_dict(raw.get("plan") or {}),
+                traits={k: TraitScore.from_dict(v) for k, v in (raw.get("traits") or {}).items()},
+                teacher_share={k: float(v) for k, v in (manifest.get("teacher_share") or {}).items()},
+                manifest=dict(manifest),
+                train=dict(raw.get("train") or {}),
+                objectives=tuple(raw.get("objectives") or ()),
+                wall_s=raw.get("wall_s"),
+                wandb_run_id=raw.get("wandb_run_id"),
+                preemptions=tuple(raw.get("preemptions") or ()),
+                code=dict(raw.get("code") or {}),
+                versions=dict(raw.get("versions") or {}),
+                raw=dict(raw),
+            )
+        except (TypeError, ValueError, KeyError) as exc:
+            raise UserError(f"{where}: malformed trial result ({type(exc).__name__}: {exc})") from exc
+
+    def to_dict(self) -> dict:
+        return dict(self.raw)
+
+    def share(self, subset: str) -> float:
+        """The teacher's share of `subset`'s prompts in this trial's manifest (0 when not recorded)."""
+        return self.teacher_share.get(subset, 0.0)
+
+    def score(self, trait: str) -> TraitScore | None:
+        return self.traits.get(trait)
