@@ -46,79 +46,106 @@ def _show(value: Any) -> str:
 
 
 def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
-    label = path or "(top level)"
-    origin = get_origin(tp)
     if tp is Any:
         return value
+    origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        non_none = [o for o in options if o is not type(None)]
-        if len(non_none) == 1:
-            return _convert(non_none[0], value, path, problems)
-        # A union of several shapes (e.g. `list[float] | FloatRange`): take the first that fits.
-        for option in non_none:
-            trial: list[str] = []
-            converted = _convert(option, value, path, trial)
-            if not trial:
-                return converted
-        problems.append(f"{label}: value {_show(value)} fits none of {_type_name(tp)}")
-        return None
+        return _convert_union(tp, value, path, problems)
     if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
-            problems.append(
-                f"{label}: {_show(value)} is not allowed; use one of {', '.join(map(repr, allowed))}"
-            )
-        return value
+        return _convert_literal(tp, value, path, problems)
     if dataclasses.is_dataclass(tp):
         return _convert_dataclass(tp, value, path, problems)
     if origin is list:
-        (item_tp,) = get_args(tp)
-        if not isinstance(value, list):
-            problems.append(f"{label}: expected a list, got {_show(value)}")
-            return []
-        return [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return _convert_list(tp, value, path, problems)
     if origin is dict:
-        key_tp, item_tp = get_args(tp)
-        if not isinstance(value, dict):
-            problems.append(f"{label}: expected a mapping, got {_show(value)}")
-            return {}
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                problems.append(f"{label}: key {_show(k)} must be a string")
-                continue
-            out[k] = _convert(item_tp, v, f"{path}.{k}" if path else k, problems)
-        return out
-    if tp is float:
-        # YAML reads `1e-3` (no dot) as a string; accept it, and ints, as floats.
-        if isinstance(value, bool):
-            problems.append(f"{label}: expected a number, got {_show(value)}")
-            return value
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        return _convert_dict(tp, value, path, problems)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, path or "(top level)", problems)
+    raise TypeError(f"schema: unsupported annotation {tp!r} at {path or '(top level)'}")  # a bug in our dataclasses
+
+
+def _convert_union(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    options = get_args(tp)
+    if value is None and type(None) in options:
+        return None
+    non_none = [o for o in options if o is not type(None)]
+    if len(non_none) == 1:
+        return _convert(non_none[0], value, path, problems)
+    # A union of several shapes (e.g. `list[float] | FloatRange`): take the first that fits.
+    for option in non_none:
+        trial: list[str] = []
+        converted = _convert(option, value, path, trial)
+        if not trial:
+            return converted
+    problems.append(f"{path or '(top level)'}: value {_show(value)} fits none of {_type_name(tp)}")
+    return None
+
+
+def _convert_literal(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    allowed = get_args(tp)
+    if value not in allowed:
+        problems.append(f"{path or '(top level)'}: {_show(value)} is not allowed; use one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+def _convert_list(tp: Any, value: Any, path: str, problems: list[str]) -> list:
+    (item_tp,) = get_args(tp)
+    if not isinstance(value, list):
+        problems.append(f"{path or '(top level)'}: expected a list, got {_show(value)}")
+        return []
+    return [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+
+
+def _convert_dict(tp: Any, value: Any, path: str, problems: list[str]) -> dict:
+    _, item_tp = get_args(tp)
+    label = path or "(top level)"
+    if not isinstance(value, dict):
+        problems.append(f"{label}: expected a mapping, got {_show(value)}")
+        return {}
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            problems.append(f"{label}: key {_show(k)} must be a string")
+            continue
+        out[k] = _convert(item_tp, v, f"{path}.{k}" if path else k, problems)
+    return out
+
+
+def _to_float(value: Any, label: str, problems: list[str]) -> Any:
+    # YAML reads `1e-3` (no dot) as a string; accept it, and ints, as floats.
+    if isinstance(value, bool):
         problems.append(f"{label}: expected a number, got {_show(value)}")
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{label}: expected an integer, got {_show(value)}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{label}: expected true or false, got {_show(value)}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            problems.append(f"{label}: expected a string, got {_show(value)}")
-        return value
-    raise TypeError(f"schema: unsupported annotation {tp!r} at {label}")  # a bug in our dataclasses
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    problems.append(f"{label}: expected a number, got {_show(value)}")
+    return value
+
+
+def _to_int(value: Any, label: str, problems: list[str]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"{label}: expected an integer, got {_show(value)}")
+    return value
+
+
+def _to_bool(value: Any, label: str, problems: list[str]) -> Any:
+    if not isinstance(value, bool):
+        problems.append(f"{label}: expected true or false, got {_show(value)}")
+    return value
+
+
+def _to_str(value: Any, label: str, problems: list[str]) -> Any:
+    if not isinstance(value, str):
+        problems.append(f"{label}: expected a string, got {_show(value)}")
+    return value
+
+
+_SCALARS = {float: _to_float, int: _to_int, bool: _to_bool, str: _to_str}
 
 
 def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) -> Any:

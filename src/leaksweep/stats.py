@@ -1,4 +1,4 @@
-"""Intervals for trait scores (DESIGN.md, Statistics).
+"""Intervals for trait scores and the decisions built on them (README: Statistics).
 
 Binary traits: a Wilson score interval per run. Ordinal traits (0-10): the mean with a bootstrap
 interval that resamples eval prompts (clusters of samples), not single samples, because samples
