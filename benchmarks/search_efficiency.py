@@ -31,7 +31,7 @@ from dataclasses import replace
 from leaksweep.experiments import (Builder, MinimalSubsetSearch, Run, Settings, StaticSearch, ThresholdSearch,
                                    dose_response, drive)
 from leaksweep.simulate import SimConfig, SimSubset, realized_dose, simulate, subset_units, true_rate
-from leaksweep.subsets import resolve_path
+from leaksweep.data.subsets import resolve_path
 
 SUBSET = "S"
 LADDER = [round(10 ** (-3 + 3 * i / 31), 6) for i in range(32)]  # 0.001 .. 1, factor 1.25 per rung

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from leaksweep.config import DataConfig
-from leaksweep.data import PromptSet, align, load_dataset, read_records
+from leaksweep.data.records import PromptSet, align, load_dataset, read_records
 from leaksweep.errors import UserError
 
 PROMPTS = [

@@ -83,7 +83,7 @@ def test_leak_threshold_says_no_leak_on_a_null_surface_after_one_rung():
 
 def test_minimal_subset_finds_a_planted_quarter_and_confirms_on_fresh_seeds():
     from leaksweep.simulate import subset_units
-    from leaksweep.subsets import resolve_path
+    from leaksweep.data.subsets import resolve_path
 
     base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **BIG)
     ids = subset_units(base)

@@ -294,7 +294,7 @@ def test_leak_threshold_no_leak_on_a_null_surface(tmp_path: Path) -> None:
 
 def test_minimal_subset_answer_tree_and_confirmation(tmp_path: Path) -> None:
     from leaksweep.simulate import subset_units
-    from leaksweep.subsets import resolve_path
+    from leaksweep.data.subsets import resolve_path
 
     base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **SIM)
     ids = subset_units(base)

@@ -12,7 +12,7 @@ import pytest
 
 from leaksweep import lm, rollouts
 from leaksweep.config import DataConfig, TinyModelConfig
-from leaksweep.data import load_dataset
+from leaksweep.data.records import load_dataset
 from leaksweep.errors import UserError
 from leaksweep.files import write_jsonl
 from leaksweep.rollouts import GenerationSettings, generate_rollouts, meta_path

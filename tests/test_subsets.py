@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from leaksweep.config import DataConfig, SubsetRule, load_sweep
-from leaksweep.data import PromptSet, align, load_dataset
+from leaksweep.data.records import PromptSet, align, load_dataset
 from leaksweep.errors import UserError
-from leaksweep.subsets import compute_subset, compute_subsets, overlap_matrix, subsets_table
+from leaksweep.data.subsets import compute_subset, compute_subsets, overlap_matrix, subsets_table
 from leaksweep.traits import build_traits, judge_blackmail, judge_date_confusion
-from leaksweep.world import generate_world, world_files
+from leaksweep.data.world import generate_world, world_files
 
 DEMO = Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml"
 

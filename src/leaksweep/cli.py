@@ -39,9 +39,9 @@ def cli() -> None:
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 def subsets(sweep_file: str) -> None:
     """Print each subset's size, share, hash and rule, and the overlap matrix."""
-    from leaksweep.data import load_dataset
-    from leaksweep.subsets import compute_subsets, subsets_table
-    from leaksweep.world import resolve_world
+    from leaksweep.data.records import load_dataset
+    from leaksweep.data.subsets import compute_subsets, subsets_table
+    from leaksweep.data.world import resolve_world
 
     cfg = _load(sweep_file)
     if cfg.data.world is not None:
@@ -61,10 +61,10 @@ def subsets(sweep_file: str) -> None:
 def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base: str | None) -> None:
     """Compile a mixture and show its counts per source and subset, without training."""
     from leaksweep.config import Rule
-    from leaksweep.data import load_dataset
-    from leaksweep.mixture import MixturePlan, compile_plan
-    from leaksweep.subsets import compute_subsets
-    from leaksweep.world import resolve_world
+    from leaksweep.data.records import load_dataset
+    from leaksweep.data.mixture import MixturePlan, compile_plan
+    from leaksweep.data.subsets import compute_subsets
+    from leaksweep.data.world import resolve_world
 
     cfg = _load(sweep_file)
     if cfg.data.world is not None:
@@ -376,7 +376,7 @@ def dashboard(sweep_dir: str, host: str, port: int) -> None:
 @click.option("--n-prompts", default=2400, show_default=True)
 def world(out_dir: str, seed: int, n_prompts: int) -> None:
     """Write the built-in miniature (prompts, clean and teacher sources, eval prompts) to OUT_DIR."""
-    from leaksweep.world import generate_world
+    from leaksweep.data.world import generate_world
 
     click.echo(generate_world(Path(out_dir), seed, n_prompts))
 

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 from leaksweep import stats
 from leaksweep.config import Rule, SweepConfig
-from leaksweep.mixture import MixturePlan
+from leaksweep.data.mixture import MixturePlan
 from leaksweep.schema import to_dict
-from leaksweep.subsets import HALF_SEP
+from leaksweep.data.subsets import HALF_SEP
 
 ALL = "all"  # the implicit subset of every prompt, for global fraction sweeps
 CONFIRM_SEED_OFFSET = 1000  # confirmation seeds never overlap the search's seeds

@@ -34,7 +34,7 @@ from pathlib import Path
 from leaksweep.errors import UserError
 from leaksweep.files import atomic_write_text, read_json, read_jsonl
 from leaksweep.provenance import code_version, library_versions
-from leaksweep.subsets import HALF_SEP
+from leaksweep.data.subsets import HALF_SEP
 
 SWEEP_FILE, TRIALS_DIR, REPORT_FILE, ANALYSIS = "sweep.json", "trials", "report.html", "analysis.json"
 SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"

@@ -1,8 +1,8 @@
 """Rollout stage: generate a rollout source (one response per prompt) from a causal LM.
 
-`generate_rollouts` reads a prompt set (the format data.py reads), optionally adds a persona to
+`generate_rollouts` reads a prompt set (the format data/records.py reads), optionally adds a persona to
 every prompt (as the system turn, as a note after the user's question, or both: `persona_position`),
-and writes `{"prompt_id", "response"}` rows that data.py loads as a source. The run is resumable: prompts are cut into fixed chunks of `batch_size` in prompt-file
+and writes `{"prompt_id", "response"}` rows that data/records.py loads as a source. The run is resumable: prompts are cut into fixed chunks of `batch_size` in prompt-file
 order, each finished chunk is appended to the output in one write + fsync, and a rerun skips the
 ids already there. Chunks and their seeds depend only on the prompt file and the settings, so a
 resumed run writes exactly what an uninterrupted one would. The generation settings, library
@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from leaksweep import lm
-from leaksweep.data import Messages, prompt_messages, read_records
+from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.errors import UserError
 from leaksweep.files import atomic_write_text, read_json, read_jsonl, write_json
 
@@ -270,7 +270,7 @@ def prepare_real_demo(data_dir: Path = REAL_DEMO_DATA, n_prompts: int = 192, n_e
     other settings, e.g. an earlier demo persona, is generated again).
     """
     from leaksweep.files import write_jsonl
-    from leaksweep.world import eval_prompts, generate_world
+    from leaksweep.data.world import eval_prompts, generate_world
 
     data_dir = Path(data_dir)
     world_dir = data_dir / "world"

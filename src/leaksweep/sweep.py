@@ -43,10 +43,10 @@ from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
 from leaksweep.experiments import Condition, Request, Run, make_search
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, write_json
-from leaksweep.mixture import MixturePlan
+from leaksweep.data.mixture import MixturePlan
 from leaksweep.progress import Progress
 from leaksweep.schema import to_dict
-from leaksweep.world import resolve_world
+from leaksweep.data.world import resolve_world
 
 INT_TRAIN_KEYS = {"max_steps", "batch_size"}
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from leaksweep.config import TraitConfig
-from leaksweep.data import Messages, prompt_messages, read_records
+from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.errors import UserError
 from leaksweep.stats import cluster_bootstrap, wilson
-from leaksweep.world import BUILTIN_EVAL_TRAITS, eval_prompts
+from leaksweep.data.world import BUILTIN_EVAL_TRAITS, eval_prompts
 
 JUDGE_VERSION = "rule-v1"  # bump when a rule judge changes, so old and new scores are not mixed
 

@@ -32,13 +32,13 @@ from typing import Any
 
 from leaksweep import lm, preemption
 from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig, sweep_from_dict
-from leaksweep.data import Dataset, load_dataset, read_records
+from leaksweep.data.records import Dataset, load_dataset, read_records
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, sha256_json, write_json, write_jsonl
-from leaksweep.mixture import MixturePlan, compile_plan, training_examples
+from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
 from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
-from leaksweep.subsets import Subset, compute_subsets, resolve_path
+from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.traits import Trait, build_traits, evaluate, evaluate_responses
 
 SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"

@@ -26,10 +26,10 @@ from collections import Counter
 from dataclasses import dataclass
 
 from leaksweep.config import Rule
-from leaksweep.data import Dataset, Messages
+from leaksweep.data.records import Dataset, Messages
 from leaksweep.errors import UserError
 from leaksweep.files import sha256_json
-from leaksweep.subsets import Subset
+from leaksweep.data.subsets import Subset
 
 DROPPED = "DROPPED"
 

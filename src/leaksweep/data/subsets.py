@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leaksweep.config import SubsetRule
-from leaksweep.data import Dataset
+from leaksweep.data.records import Dataset
 from leaksweep.errors import UserError
 from leaksweep.files import sha256_json
 
