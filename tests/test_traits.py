@@ -9,16 +9,9 @@ import pytest
 from leaksweep.config import TraitConfig
 from leaksweep.errors import UserError
 from leaksweep.stats import cluster_bootstrap, wilson
-from leaksweep.traits import (
-    EvalPrompt,
-    Trait,
-    build_traits,
-    evaluate,
-    judge_blackmail,
-    judge_date_confusion,
-    judge_negative_emotion,
-    score,
-)
+from leaksweep.traits.evalset import EvalPrompt, Trait, build_traits
+from leaksweep.traits.judges import judge_blackmail, judge_date_confusion, judge_negative_emotion
+from leaksweep.traits.scoring import evaluate, score
 
 # --- date_confusion -------------------------------------------------------------------------------
 

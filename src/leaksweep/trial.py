@@ -9,7 +9,7 @@ A trial folder is self-contained and rerunnable (`leaksweep trial DIR`):
     result.json       written last, atomically: its presence means the trial is complete
     error.json        written instead when the trial failed
     preempted.json    written when the worker was preempted: the checkpoint to resume from, the
-                      W&B run id to continue, and every preemption so far (preemption.py)
+                      W&B run id to continue, and every preemption so far (cluster/preemption.py)
 
 The tracker (W&B or its null twin) is handed in by the caller; this module never imports wandb.
 """
@@ -30,16 +30,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leaksweep import lm, preemption
+from leaksweep import lm
+from leaksweep.cluster import preemption
 from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig, sweep_from_dict
 from leaksweep.data.records import Dataset, load_dataset, read_records
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, sha256_json, write_json, write_jsonl
 from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
+from leaksweep.layout import TrialDir
 from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
 from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
-from leaksweep.traits import Trait, build_traits, evaluate, evaluate_responses
+from leaksweep.traits.evalset import Trait, build_traits
+from leaksweep.traits.scoring import evaluate, evaluate_responses
 
 SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"
 
@@ -147,7 +150,7 @@ def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
 
 def read_preempted(trial_dir: Path) -> dict | None:
     """The trial's preemption record (preempted.json), or None when it was never preempted."""
-    path = Path(trial_dir) / preemption.PREEMPTED
+    path = Path(trial_dir) / TrialDir.PREEMPTED
     return read_json(path) if path.exists() else None
 
 
@@ -170,7 +173,7 @@ def record_preemption(trial_dir: Path, exc: preemption.Preempted, run_id: str | 
              "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
     record = {"checkpoint": checkpoint, "step": exc.step if exc.checkpoint else (previous or {}).get("step"),
               "run_id": run_id or (previous or {}).get("run_id"), "history": [*(previous or {}).get("history", []), event]}
-    write_json(trial_dir / preemption.PREEMPTED, record)
+    write_json(trial_dir / TrialDir.PREEMPTED, record)
     return record
 
 

@@ -1,0 +1,73 @@
+"""Trait eval sets: held-out eval prompts + the generation protocol + the judge, as one Trait.
+
+Eval prompts come from the trait's `prompts:` file, or for a built-in trait from the demo world's
+reserved eval prompts. Any eval prompt whose user text also occurs among the training prompts is
+dropped (and counted), so a trait never scores the student on what it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from leaksweep.config import TraitConfig
+from leaksweep.data.records import Messages, prompt_messages, read_records
+from leaksweep.data.world import BUILTIN_EVAL_TRAITS, eval_prompts
+from leaksweep.errors import UserError
+from leaksweep.traits.judges import Judge, make_judge
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    prompt_id: str
+    messages: Messages
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Trait:
+    name: str
+    kind: str  # "rate" or "scale"
+    judge: Judge
+    judge_name: str  # the judge's identity, recorded in every score (e.g. rule:date_confusion@rule-v1)
+    prompts: tuple[EvalPrompt, ...]
+    protocol: TraitConfig
+    n_removed_as_duplicates: int
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _eval_records(name: str, cfg: TraitConfig) -> list[EvalPrompt]:
+    if cfg.prompts:
+        rows = read_records(cfg.prompts)
+        return [
+            EvalPrompt(str(r.get("prompt_id", f"{name}-{i}")), prompt_messages(r, f"{cfg.prompts}: record {i + 1}"),
+                       {k: v for k, v in r.items() if k not in ("prompt_id", "messages", "prompt")})
+            for i, r in enumerate(rows)
+        ]
+    if name in BUILTIN_EVAL_TRAITS:
+        return [
+            EvalPrompt(r["prompt_id"], r["messages"],
+                       {k: v for k, v in r.items() if k not in ("prompt_id", "messages") and not k.startswith("_")})
+            for r in eval_prompts(name, 4 * cfg.n_prompts)
+        ]
+    raise UserError(f"traits.{name}.prompts: a user-defined trait needs a file of eval prompts")
+
+
+def build_trait(name: str, cfg: TraitConfig, training_texts: set[str]) -> Trait:
+    """Resolve a trait's judge and eval prompts; drop eval prompts that occur among training prompts."""
+    built = make_judge(name, cfg)
+    records = _eval_records(name, cfg)
+    kept = [p for p in records
+            if _normalise(" ".join(m["content"] for m in p.messages if m["role"] == "user")) not in training_texts]
+    if not kept:
+        raise UserError(f"traits.{name}: every eval prompt also occurs among the training prompts; use held-out prompts")
+    return Trait(name, built.trait_kind, built.judge, built.name, tuple(kept[: cfg.n_prompts]), cfg,
+                 len(records) - len(kept))
+
+
+def build_traits(cfgs: dict[str, TraitConfig], training_prompt_texts: list[str]) -> dict[str, Trait]:
+    texts = {_normalise(t) for t in training_prompt_texts}
+    return {name: build_trait(name, cfg, texts) for name, cfg in cfgs.items()}
