@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from leaksweep import preemption
-from leaksweep.config import SweepConfig, sweep_from_dict
+from leaksweep.cluster import preemption
+from leaksweep.config import SweepConfig
+from leaksweep.experiments.registry import sweep_from_dict
 
 DATE_MENTION_REGEX = r"\bwhat year\b|\byears ago\b|\bthis year\b|\bfor today\b"
 

@@ -20,7 +20,7 @@ import pytest
 from leaksweep.config import TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.files import read_json
-from leaksweep.trial import launch_command, num_processes
+from leaksweep.model.ddp import launch_command, num_processes
 from sweeps import preempt_mid_training, tiny_sweep, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,9 +83,9 @@ STEPS = 100  # ~8 s of 2-rank training here: long enough to signal mid-training
 def test_two_ddp_processes_train_checkpoint_on_usr1_and_resume(tmp_path):
     """A worker whose trial trains on 2 gloo DDP ranks gets USR1 mid-training: the ranks agree on a step and
     checkpoint, the trial is preempted; the next worker resumes it on 2 ranks to the end and evaluates."""
-    from leaksweep import preemption
-    from leaksweep import sweep as sweep_stage
+    from leaksweep.study.prepare import prepare
     from leaksweep.config import load_sweep
+    from leaksweep.layout import TrialDir
 
     out = tmp_path / "ddp sweep"  # a space on purpose: the trial folder goes through accelerate's argv
     sweep_file = write_sweep(tmp_path, tiny_sweep(
@@ -93,7 +93,7 @@ def test_two_ddp_processes_train_checkpoint_on_usr1_and_resume(tmp_path):
         train={"max_steps": STEPS, "batch_size": 4, "max_length_tokens": 96, "logging_steps": 10, "num_processes": 2},
         traits={"date_confusion": {"n_prompts": 4, "max_new_tokens": 8}},
         wandb={"mode": "disabled"}))  # W&B resume is test_preemption's; this one is about the ranks
-    sweep_stage.prepare(load_sweep(sweep_file))
+    prepare(load_sweep(sweep_file))
     env = {**os.environ, "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "LEAKSWEEP_PROGRESS": "plain"}
     for name in ("LEAKSWEEP_NUM_GPUS", "SLURM_JOB_ID", "WANDB_API_KEY"):
         env.pop(name, None)
@@ -101,7 +101,7 @@ def test_two_ddp_processes_train_checkpoint_on_usr1_and_resume(tmp_path):
     log = tmp_path / "worker-1.log"
     preempt_mid_training(cli, env, log, STEPS)  # USR1 is forwarded to the ranks through trainer/PREEMPT
     trial = out / "trials" / "00000"
-    record = read_json(trial / preemption.PREEMPTED)
+    record = read_json(trial / TrialDir.PREEMPTED)
     assert 0 < record["step"] < STEPS and (trial / record["checkpoint"]).is_dir(), log.read_text()[-3000:]
     assert not (trial / "result.json").exists() and not (trial / "error.json").exists()
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from leaksweep import preemption
+from leaksweep.cluster import preemption
 from leaksweep.files import read_json
+from leaksweep.layout import TrialDir
 from sweeps import preempt_mid_training, tiny_sweep, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def test_preemption_record_keeps_history_run_id_and_older_checkpoint(tmp_path, m
     second = trial_stage.record_preemption(tmp_path, preemption.Preempted(None, None), None, first)
     assert second["checkpoint"] == "trainer/checkpoint-5" and second["step"] == 5 and second["run_id"] == "run-abc"
     assert [e["slurm_restart_count"] for e in second["history"]] == [0, 1]
-    assert read_json(tmp_path / preemption.PREEMPTED) == second
+    assert read_json(tmp_path / TrialDir.PREEMPTED) == second
 
 
 # --- training stopped and resumed ---------------------------------------------------------------------
@@ -113,7 +114,9 @@ def test_training_resumes_from_the_checkpoint_to_the_same_weights(tmp_path, mode
 
     import torch
 
-    from leaksweep import lm
+    from leaksweep.model.loading import load_lm, set_cpu_threads
+    from leaksweep.model.sft import train_sft
+    from leaksweep.model.tiny import build_tiny_model
     from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
 
     tiny = TinyModelConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
@@ -125,22 +128,22 @@ def test_training_resumes_from_the_checkpoint_to_the_same_weights(tmp_path, mode
     data = [[{"role": "user", "content": " ".join(words[(i + j) % 10] for j in range(1 + i % 5))},
              {"role": "assistant", "content": " ".join(words[(3 * i + j) % 10] for j in range(2 + i % 7))}]
             for i in range(32)]
-    lm.set_cpu_threads(1)
-    model_dir = lm.build_tiny_model(tmp_path / "tiny", [m["content"] for chat in data for m in chat], tiny)
+    set_cpu_threads(1)
+    model_dir = build_tiny_model(tmp_path / "tiny", [m["content"] for chat in data for m in chat], tiny)
 
-    whole, whole_outcome = lm.train_sft(lm.load_lm(str(model_dir), "cpu"), data, cfg, tmp_path / "whole", seed=0)
+    whole, whole_outcome = train_sft(load_lm(str(model_dir), "cpu"), data, cfg, tmp_path / "whole", seed=0)
 
     def request_at_3(record, step):
         if step == 3:  # logged after step 3's on_step_end: the request is seen at the end of step 4
             preemption.requested.set()  # what the USR1 handler does
 
     with pytest.raises(preemption.Preempted) as stopped:
-        lm.train_sft(lm.load_lm(str(model_dir), "cpu"), data, cfg, tmp_path / "split", seed=0, log_fn=request_at_3)
+        train_sft(load_lm(str(model_dir), "cpu"), data, cfg, tmp_path / "split", seed=0, log_fn=request_at_3)
     assert stopped.value.step == 4 and stopped.value.checkpoint == tmp_path / "split" / "checkpoint-4"
     assert (stopped.value.checkpoint / "optimizer.pt").exists()
     preemption.requested.clear()
     steps = []
-    resumed, outcome = lm.train_sft(lm.load_lm(str(model_dir), "cpu"), data, cfg, tmp_path / "split", seed=0,
+    resumed, outcome = train_sft(load_lm(str(model_dir), "cpu"), data, cfg, tmp_path / "split", seed=0,
                                     log_fn=lambda record, step: steps.append(step), resume_from=stopped.value.checkpoint)
     assert outcome.steps == whole_outcome.steps == 8
     assert steps == [5, 6, 7, 8]  # only the steps after the checkpoint
@@ -178,10 +181,10 @@ def wait_for(predicate, timeout_s: float, what: str, log: Path | None = None):
 
 def prepare(sweep_file: Path) -> None:
     """What `leaksweep launch` does before it submits: the sweep folder and its study."""
-    from leaksweep import sweep as sweep_stage
+    from leaksweep.study.prepare import prepare
     from leaksweep.config import load_sweep
 
-    sweep_stage.prepare(load_sweep(sweep_file))
+    prepare(load_sweep(sweep_file))
 
 
 def study_trials(out: Path):
@@ -208,12 +211,12 @@ def test_signalled_worker_checkpoints_requeues_and_the_next_worker_resumes(tmp_p
 
     preempt_mid_training([*cli, "worker", str(out)], env, tmp_path / "worker-1.log", STEPS)
     trial = out / "trials" / "00000"
-    record = read_json(trial / preemption.PREEMPTED)
+    record = read_json(trial / TrialDir.PREEMPTED)
     assert 0 < record["step"] < STEPS and (trial / record["checkpoint"]).is_dir()
     assert read_json(trial / "heartbeat.json")["state"] == "preempted"
     assert not (trial / "result.json").exists() and not (trial / "error.json").exists()
     assert [t.state.name for t in study_trials(out)] == ["RUNNING"]  # preempted, not failed
-    from leaksweep.sweep import status
+    from leaksweep.study.status import status
 
     assert [(p["trial"], p["step"], p["slurm_job"]) for p in status(out)["preempted"]] == [(0, record["step"], "4242")]
     assert calls.read_text().split() == ["requeue", "4242"]
@@ -258,13 +261,13 @@ def test_slurm_usr1_checkpoints_requeues_and_resumes_the_same_trial(slurm_cluste
     signalled = time.monotonic()
     slurm_cluster.run("scancel", "--signal=USR1", "--batch", task)
     trial = out / "trials" / "00000"
-    wait_for(lambda: (trial / preemption.PREEMPTED).exists(), 60, "the checkpoint and preempted.json", None)
+    wait_for(lambda: (trial / TrialDir.PREEMPTED).exists(), 60, "the checkpoint and preempted.json", None)
     checkpointed = time.monotonic()
     wait_for(lambda: "resuming preempted trial 0" in log(), 180, "the requeued task to resume the trial", None)
     resumed = time.monotonic()
     slurm_cluster.wait_jobs_done(task.split("_")[0], timeout_s=300)
     text = log()
-    record = read_json(trial / preemption.PREEMPTED)
+    record = read_json(trial / TrialDir.PREEMPTED)
     assert 0 < record["step"] < STEPS, text[-3000:]
     assert "requeued Slurm job" in text and re.search(r"restart 1 ", text), text[-3000:]
     assert [(t.number, t.state.name) for t in study_trials(out)] == [(0, "COMPLETE")], text[-3000:]

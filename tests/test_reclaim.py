@@ -18,10 +18,13 @@ import optuna
 import pytest
 import yaml
 
-from leaksweep import heartbeat
-from leaksweep import sweep as sweep_stage
 from leaksweep.config import sweep_from_dict
-from leaksweep.tracking import make_tracker
+from leaksweep.layout import SweepDir, TrialDir
+from leaksweep.study import heartbeat, storage
+from leaksweep.study.prepare import load_sweep_dir, prepare
+from leaksweep.study.reclaim import reclaim_stale
+from leaksweep.study.worker import beating, run_worker, tell_complete
+from leaksweep.tracking.protocol import make_tracker
 
 TESTS = Path(__file__).parent
 
@@ -55,22 +58,22 @@ def _slow_runner_importable(monkeypatch):
 
 def prepared(tmp_path: Path, n_trials: int, **search):
     cfg = sweep_from_dict(sweep_config(tmp_path / "sweep", n_trials, **search), "test")
-    sweep_dir = sweep_stage.prepare(cfg)
-    return sweep_dir, sweep_stage.load_sweep_dir(sweep_dir)
+    sweep_dir = prepare(cfg)
+    return sweep_dir, load_sweep_dir(sweep_dir)
 
 
 def ask_and_abandon(sweep_dir: Path, cfg) -> optuna.trial.FrozenTrial:
     """What a worker killed mid-trial leaves: a RUNNING trial with params and a heartbeat that stops."""
-    study = sweep_stage.load_study(sweep_dir, cfg)
+    study = storage.load_study(sweep_dir, cfg)
     trial = study.ask()
     trial.suggest_float("frac.S", 0.0, 1.0)
     trial.set_user_attr("condition", "mixture")
-    heartbeat.write_beat(sweep_stage.trial_dir(sweep_dir, trial.number), cfg.search.heartbeat_s)
+    heartbeat.write_beat(SweepDir(sweep_dir).trial(trial.number).path, cfg.search.heartbeat_s)
     return study.trials[trial.number]
 
 
 def states(sweep_dir: Path, cfg) -> list[str]:
-    return [t.state.name for t in sweep_stage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)]
+    return [t.state.name for t in storage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)]
 
 
 def test_the_heartbeat_thread_keeps_beating_until_exit_and_survives_a_failing_extra(tmp_path, monkeypatch):
@@ -97,25 +100,25 @@ def test_the_heartbeat_thread_keeps_beating_until_exit_and_survives_a_failing_ex
 def test_a_fresh_heartbeat_is_not_reclaimed_and_a_stale_one_is_retried_with_its_params(tmp_path):
     sweep_dir, cfg = prepared(tmp_path, 3)
     dead = ask_and_abandon(sweep_dir, cfg)
-    study = sweep_stage.load_study(sweep_dir, cfg)
-    assert sweep_stage.reclaim_stale(study, cfg, sweep_dir) == []  # beat just now
+    study = storage.load_study(sweep_dir, cfg)
+    assert reclaim_stale(study, cfg, sweep_dir) == []  # beat just now
     assert states(sweep_dir, cfg) == ["RUNNING"]
 
-    found = sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
+    found = reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
     assert [(r["trial"], r["retried"]) for r in found] == [(0, True)]
     assert "no heartbeat for" in found[0]["reason"] and str(os.getpid()) in found[0]["reason"]
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
     assert trials[1].params == dead.params and trials[1].user_attrs["condition"] == "mixture"
-    error = json.loads((sweep_stage.trial_dir(sweep_dir, 0) / "error.json").read_text())["error"]
+    error = json.loads((SweepDir(sweep_dir).trial(0).path / "error.json").read_text())["error"]
     assert error.startswith("reclaimed: no heartbeat")
     # a second reclaimer finds nothing more to do: a trial is never re-enqueued twice
-    assert sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5) == []
+    assert reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5) == []
 
     # a worker runs the retry and the budget: 3 complete trials, the retry among them with the same params
-    done = sweep_stage.run_worker(sweep_dir, make_tracker(cfg.tracking, enabled=False))
+    done = run_worker(sweep_dir, make_tracker(cfg.tracking, enabled=False))
     assert done == 3
-    final = sweep_stage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)
+    final = storage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)
     assert [t.state.name for t in final] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
     assert final[1].params == dead.params
     assert sorted(p.parent.name for p in (sweep_dir / "trials").glob("*/result.json")) == ["00001", "00002", "00003"]
@@ -123,20 +126,20 @@ def test_a_fresh_heartbeat_is_not_reclaimed_and_a_stale_one_is_retried_with_its_
 
 def test_a_trial_with_no_heartbeat_file_is_stale_from_its_start(tmp_path):
     sweep_dir, cfg = prepared(tmp_path, 1)
-    study = sweep_stage.load_study(sweep_dir, cfg)
+    study = storage.load_study(sweep_dir, cfg)
     study.ask().suggest_float("frac.S", 0.0, 1.0)  # killed before its first beat
-    assert sweep_stage.reclaim_stale(study, cfg, sweep_dir) == []
-    found = sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
+    assert reclaim_stale(study, cfg, sweep_dir) == []
+    found = reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
     assert "never sent a heartbeat" in found[0]["reason"]
 
 
 def test_preempted_trials_are_left_to_their_requeued_job_unless_asked(tmp_path):
     sweep_dir, cfg = prepared(tmp_path, 1)
     ask_and_abandon(sweep_dir, cfg)
-    heartbeat.mark_preempted(sweep_stage.trial_dir(sweep_dir, 0), cfg.search.heartbeat_s)
-    study = sweep_stage.load_study(sweep_dir, cfg)
-    assert sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 3600) == []
-    found = sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 3600, include_preempted=True)
+    heartbeat.mark_preempted(SweepDir(sweep_dir).trial(0).path, cfg.search.heartbeat_s)
+    study = storage.load_study(sweep_dir, cfg)
+    assert reclaim_stale(study, cfg, sweep_dir, now=time.time() + 3600) == []
+    found = reclaim_stale(study, cfg, sweep_dir, now=time.time() + 3600, include_preempted=True)
     assert [r["trial"] for r in found] == [0] and "preempted" in found[0]["reason"]
 
 
@@ -147,7 +150,7 @@ def test_the_reclaim_command_reports_what_it_reclaimed(tmp_path):
 
     sweep_dir, cfg = prepared(tmp_path, 2)
     ask_and_abandon(sweep_dir, cfg)
-    beat_file = sweep_stage.trial_dir(sweep_dir, 0) / heartbeat.HEARTBEAT
+    beat_file = SweepDir(sweep_dir).trial(0).path / TrialDir.HEARTBEAT
     raw = json.loads(beat_file.read_text())
     beat_file.write_text(json.dumps({**raw, "beat_at": raw["beat_at"] - 30, "state": "preempted", "slurm_job": "7_1"}))
     out = CliRunner().invoke(cli, ["reclaim", str(sweep_dir)])
@@ -160,27 +163,27 @@ def test_the_reclaim_command_reports_what_it_reclaimed(tmp_path):
 
 def test_retries_stop_after_max_retries(tmp_path):
     sweep_dir, cfg = prepared(tmp_path, 1, max_retries=1)
-    study = sweep_stage.load_study(sweep_dir, cfg)
+    study = storage.load_study(sweep_dir, cfg)
     ask_and_abandon(sweep_dir, cfg)
-    first = sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
+    first = reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
     retry = study.ask()  # the retry (trial 1) dies too
-    heartbeat.write_beat(sweep_stage.trial_dir(sweep_dir, retry.number), cfg.search.heartbeat_s)
-    second = sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
+    heartbeat.write_beat(SweepDir(sweep_dir).trial(retry.number).path, cfg.search.heartbeat_s)
+    second = reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
     assert [r["retried"] for r in first + second] == [True, False]
     assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["FAIL", "FAIL"]
-    assert "already ran 2 times (search.max_retries=1)" in (sweep_stage.trial_dir(sweep_dir, 1) / "error.json").read_text()
+    assert "already ran 2 times (search.max_retries=1)" in (SweepDir(sweep_dir).trial(1).path / "error.json").read_text()
 
 
 def test_a_late_result_of_a_reclaimed_trial_is_not_counted(tmp_path):
     sweep_dir, cfg = prepared(tmp_path, 1)
-    study = sweep_stage.load_study(sweep_dir, cfg)
+    study = storage.load_study(sweep_dir, cfg)
     trial = study.ask()
     trial.suggest_float("frac.S", 0.0, 1.0)
-    directory = sweep_stage.trial_dir(sweep_dir, trial.number)
+    directory = SweepDir(sweep_dir).trial(trial.number).path
     heartbeat.write_beat(directory, cfg.search.heartbeat_s)
-    sweep_stage.reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
+    reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
     (directory / "result.json").write_text("{}")  # the stopped worker wakes up and finishes
-    assert sweep_stage._tell_complete(study, trial, [0.5], directory) is False
+    assert tell_complete(study, trial, [0.5], directory) is False
     assert not (directory / "result.json").exists() and (directory / "result.reclaimed.json").exists()
 
 
@@ -206,7 +209,7 @@ def write_sweep(tmp_path: Path, n_trials: int, **search) -> Path:
 
 
 def count_results(sweep_dir: Path, cfg) -> dict:
-    trials = sweep_stage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)
+    trials = storage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)
     numbers = [t.number for t in trials]
     results = sorted(int(p.parent.name) for p in (sweep_dir / "trials").glob("*/result.json"))
     complete = sorted(t.number for t in trials if t.state.name == "COMPLETE")
@@ -217,12 +220,12 @@ def count_results(sweep_dir: Path, cfg) -> dict:
 @pytest.mark.integration
 def test_a_worker_killed_with_sigkill_mid_trial_is_reclaimed_by_another(tmp_path):
     sweep_file = write_sweep(tmp_path, 4, heartbeat_s=0.5, stale_after_s=3.0)
-    subprocess.run([sys.executable, "-c", "import sys, leaksweep.sweep as s, leaksweep.cli as c;"
+    subprocess.run([sys.executable, "-c", "import sys, leaksweep.study.prepare as s, leaksweep.cli as c;"
                     "s.prepare(c._load(sys.argv[1]))", str(sweep_file)], check=True)
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "SLOW_RUNNER_S": "2.0", "OMP_NUM_THREADS": "1"}
     victim = start_worker(sweep_dir, tmp_path / "victim.log", env)
-    beat_file = sweep_stage.trial_dir(sweep_dir, 0) / heartbeat.HEARTBEAT
+    beat_file = SweepDir(sweep_dir).trial(0).path / TrialDir.HEARTBEAT
     deadline = time.time() + 60
     while not beat_file.exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -234,9 +237,9 @@ def test_a_worker_killed_with_sigkill_mid_trial_is_reclaimed_by_another(tmp_path
     victim.wait()
     assert survivor.wait(timeout=90) == 0, (tmp_path / "survivor.log").read_text()
 
-    cfg = sweep_stage.load_sweep_dir(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
     counts = count_results(sweep_dir, cfg)
-    study = sweep_stage.load_study(sweep_dir, cfg)
+    study = storage.load_study(sweep_dir, cfg)
     trials = study.get_trials(deepcopy=False)
     assert trials[0].state.name == "FAIL"
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
@@ -251,7 +254,7 @@ def test_a_worker_killed_with_sigkill_mid_trial_is_reclaimed_by_another(tmp_path
 def run_many_workers(tmp_path: Path, n_workers: int, n_trials: int, **search) -> dict:
     # a grace period that 8 busy processes on 2 cores never exceed: this test is about concurrency, not reclaim
     sweep_file = write_sweep(tmp_path, n_trials, **{"heartbeat_s": 1.0, "stale_after_s": 60.0, **search})
-    subprocess.run([sys.executable, "-c", "import sys, leaksweep.sweep as s, leaksweep.cli as c;"
+    subprocess.run([sys.executable, "-c", "import sys, leaksweep.study.prepare as s, leaksweep.cli as c;"
                     "s.prepare(c._load(sys.argv[1]))", str(sweep_file)], check=True)
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -260,7 +263,7 @@ def run_many_workers(tmp_path: Path, n_workers: int, n_trials: int, **search) ->
     codes = [p.wait(timeout=600) for p in procs]
     elapsed_s = time.time() - started
     assert codes == [0] * n_workers, [(tmp_path / f"w{i}.log").read_text()[-2000:] for i in range(n_workers)]
-    cfg = sweep_stage.load_sweep_dir(sweep_dir)
+    cfg = load_sweep_dir(sweep_dir)
     counts = count_results(sweep_dir, cfg)
     per_worker = [int((tmp_path / f"w{i}.log").read_text().rsplit("worker finished ", 1)[1].split()[0]) for i in range(n_workers)]
     print(f"{n_workers} workers x {n_trials} trials: {elapsed_s:.1f} s; trials {counts['trials']}, "
@@ -289,21 +292,21 @@ def test_a_worker_killed_with_sigkill_is_reclaimed_through_optunas_heartbeat_on_
 
     url = postgres_cluster.new_database("killed")
     sweep_dir, cfg = prepared(tmp_path, 2, storage=url, heartbeat_s=1.0, stale_after_s=3.0)
-    study = sweep_stage.load_study(sweep_dir, cfg)
+    study = storage.load_study(sweep_dir, cfg)
     trial = study.ask()
     trial.suggest_float("frac.S", 0.0, 1.0)
-    with sweep_stage.beating(study, trial, sweep_stage.trial_dir(sweep_dir, trial.number), cfg):
+    with beating(study, trial, SweepDir(sweep_dir).trial(trial.number).path, cfg):
         pass  # beat once into Optuna's heartbeat table, then "die"
     engine = sqlalchemy.create_engine(url)
     with engine.connect() as conn:
         beats = conn.execute(sqlalchemy.text("SELECT count(*) FROM trial_heartbeats")).scalar()
     engine.dispose()
     assert beats == 1
-    assert sweep_stage.reclaim_stale(study, cfg, sweep_dir) == []
+    assert reclaim_stale(study, cfg, sweep_dir) == []
     time.sleep(4.0)  # Optuna compares its grace period with the database server's clock
-    found = sweep_stage.reclaim_stale(study, cfg, sweep_dir)
+    found = reclaim_stale(study, cfg, sweep_dir)
     assert [(r["trial"], r["retried"]) for r in found] == [(0, True)] and "Optuna heartbeat" in found[0]["reason"]
-    assert sweep_stage.run_worker(sweep_dir, make_tracker(cfg.tracking, enabled=False)) == 2
-    final = sweep_stage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)
+    assert run_worker(sweep_dir, make_tracker(cfg.tracking, enabled=False)) == 2
+    final = storage.load_study(sweep_dir, cfg).get_trials(deepcopy=False)
     assert [t.state.name for t in final] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert final[1].params == trial.params

@@ -111,7 +111,7 @@ def test_slurm_section_rejects_unknown_keys_and_bad_values(tmp_path):
 
 
 def test_sbatch_command_matches_the_golden_file(tmp_path):
-    from leaksweep.slurm import sbatch_argv
+    from leaksweep.cluster.slurm import sbatch_argv
 
     out = tmp_path / "runs with space" / "gold"
     sweep_file = write_sweep(tmp_path, sim_sweep("gold", out, slurm={
@@ -169,7 +169,7 @@ def test_launch_without_sbatch_says_where_to_run_it(tmp_path):
 
 
 def test_a_sweep_resumes_with_another_slurm_section_but_not_with_other_training(tmp_path):
-    from leaksweep.sweep import prepare
+    from leaksweep.study.prepare import prepare
 
     out = tmp_path / "resumed"
     first = load_sweep(write_sweep(tmp_path, sim_sweep("resumed", out, slurm={"array_size": 2})))
@@ -190,7 +190,7 @@ def test_launch_refuses_experiment_modes(tmp_path):
 
 
 def test_jobcomp_lines_give_each_array_task_its_last_state(tmp_path):
-    from leaksweep.slurm import _from_jobcomp
+    from leaksweep.cluster.slurm import _from_jobcomp
 
     log = tmp_path / "jobcomp.txt"
     line = ("JobId={id} UserId=root(0) GroupId=root(0) Name=leaksweep JobState={state} Partition=debug "
@@ -212,7 +212,7 @@ def wandb_run_ids(folder: Path) -> list[str]:
 
 @pytest.mark.integration
 def test_sbatch_array_of_two_gpu_tasks_completes_the_study(slurm_cluster, tmp_path):
-    from leaksweep.sweep import status
+    from leaksweep.study.status import status
 
     out = tmp_path / "slurm runs" / "arr"  # a space on purpose: the script quotes every path
     # three trials (all-clean, all-teacher, one mixture) of a few steps each
@@ -267,7 +267,7 @@ def test_launch_then_status_shows_the_array_tasks(slurm_cluster, tmp_path):
                                         capture_output=True, text=True, timeout=120, check=True).stdout)
     assert {t["source"] for t in as_json["slurm"]} == {"scontrol"}
     # after MinJobAge Slurm forgets the job: then the job-completion log answers the same
-    from leaksweep.slurm import _from_jobcomp
+    from leaksweep.cluster.slurm import _from_jobcomp
 
     later = sorted(_from_jobcomp(job, str(slurm_cluster.jobcomp)), key=lambda t: t["task"])
     assert [(t["task"], t["state"]) for t in later] == [("0", "COMPLETED"), ("1", "COMPLETED")]
@@ -277,7 +277,7 @@ def test_launch_then_status_shows_the_array_tasks(slurm_cluster, tmp_path):
 @pytest.mark.integration
 def test_slurm_reads_every_sbatch_line_of_the_script(slurm_cluster, tmp_path):
     """A held job shows what Slurm made of the script's own lines (a command above them would end them)."""
-    from leaksweep.slurm import _fields
+    from leaksweep.cluster.slurm import _fields
 
     held = slurm_cluster.run("sbatch", "--parsable", "--hold", "--mem=1G", "--cpus-per-task=1", f"--chdir={tmp_path}",
                              str(SCRIPT), "x.yaml", check=False)

@@ -15,23 +15,11 @@ import pytest
 
 from leaksweep.config import TrackingConfig, WandbConfig
 from leaksweep.errors import UserError
-from leaksweep.tracking import (
-    REDACTED,
-    NullRun,
-    NullTracker,
-    OfflineRun,
-    WandbTracker,
-    build_wandb_report,
-    create_wandb_report,
-    find_offline_runs,
-    flatten,
-    looks_secret,
-    make_tracker,
-    redact,
-    require_api_key,
-    resolve_mode,
-    sync_offline_runs,
-)
+from leaksweep.tracking.protocol import NullRun, NullTracker, make_tracker, require_api_key, resolve_mode
+from leaksweep.tracking.redact import REDACTED, flatten, looks_secret, redact
+from leaksweep.tracking.reports import build_wandb_report, create_wandb_report
+from leaksweep.tracking.sync import OfflineRun, find_offline_runs, sync_offline_runs
+from leaksweep.tracking.wandb_tracker import WandbTracker
 
 SECRET = "judge-sk-0123456789abcdef"  # a fake key, long enough to be hunted for
 WANDB_EXE = Path(sys.executable).parent / "wandb"
@@ -286,7 +274,7 @@ FALLBACK_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from leaksweep.config import TrackingConfig
-from leaksweep.tracking import make_tracker
+from leaksweep.tracking.protocol import make_tracker
 
 tracker = make_tracker(TrackingConfig())
 out = {"mode_before": tracker.mode, "runs": []}

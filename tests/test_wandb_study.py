@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from leaksweep.tracking import find_offline_runs
+from leaksweep.tracking.sync import find_offline_runs
 from sweeps import sr_sweep, write_sweep
 
 pytestmark = pytest.mark.integration
@@ -162,7 +162,7 @@ def test_the_real_uploader_reports_a_failed_wandb_sync(study, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     for name in ("HOME", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR"):
         monkeypatch.setenv(name, env[name])
-    from leaksweep.tracking import is_synced, wandb_sync
+    from leaksweep.tracking.sync import is_synced, wandb_sync
 
     runs, _ = find_offline_runs(out / "trials" / "00000")
     (run,) = runs

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from leaksweep import stats
-from leaksweep.experiments import Run, Settings, drive, make_search
+from leaksweep.experiments.conditions import Run, Settings, drive
+from leaksweep.experiments.registry import make_search
 from leaksweep.files import write_json
 from leaksweep.schema import to_dict
 from leaksweep.simulate import SimConfig, SimSubset, simulate
 from leaksweep.summary import log_study_summary, logistic, report_spec, study_summary, summary_run_id
-from leaksweep.tracking import NullRun
+from leaksweep.tracking.protocol import NullRun
 from sweeps import unit_cfg
 
 TRAIT = "date_confusion"

@@ -12,7 +12,7 @@ from leaksweep.errors import UserError
 
 
 def _load(path: str):
-    from leaksweep.config import load_sweep
+    from leaksweep.experiments.registry import load_sweep
 
     return load_sweep(path)
 
@@ -92,40 +92,45 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report at the end.")
 def sweep(sweep_file: str, workers: int, no_wandb: bool, no_report: bool) -> None:
     """Run a sweep: prepare the folder and study, run local workers, write the report."""
-    from leaksweep import sweep as sweep_stage
+    from leaksweep.study.experiment import run_experiment
+    from leaksweep.study.local import run_local
+    from leaksweep.study.prepare import budget
+    from leaksweep.study.prepare import prepare as prepare_sweep
+    from leaksweep.study.status import status as sweep_status
+    from leaksweep.study.worker import run_worker
 
     if workers < 1:
         raise UserError(f"--workers {workers}: use at least 1")
     cfg = _load(sweep_file)
-    sweep_dir = sweep_stage.prepare(cfg)
-    planned = sweep_stage.budget(cfg) or "adaptive number of"
+    sweep_dir = prepare_sweep(cfg)
+    planned = budget(cfg) or "adaptive number of"
     click.echo(f"sweep folder: {sweep_dir}  ({planned} trials, mode {cfg.search.mode}, {workers} worker(s))")
     if cfg.search.mode == "optuna":
-        sweep_stage.run_local(sweep_dir, workers, wandb_enabled=not no_wandb)
+        run_local(sweep_dir, workers, wandb_enabled=not no_wandb)
     elif cfg.search.runner and workers == 1:
         # a pluggable runner is cheap: run the trials in this process rather than start workers
-        from leaksweep.tracking import make_tracker
+        from leaksweep.tracking.protocol import make_tracker
 
         tracker = make_tracker(cfg.tracking, enabled=not no_wandb)
-        sweep_stage.run_experiment(sweep_dir, lambda: sweep_stage.run_worker(sweep_dir, tracker))
+        run_experiment(sweep_dir, lambda: run_worker(sweep_dir, tracker))
     else:
-        sweep_stage.run_experiment(sweep_dir, lambda: sweep_stage.run_local(sweep_dir, workers, wandb_enabled=not no_wandb))
-    _print_status(sweep_stage.status(sweep_dir))
+        run_experiment(sweep_dir, lambda: run_local(sweep_dir, workers, wandb_enabled=not no_wandb))
+    _print_status(sweep_status(sweep_dir))
     if not no_report:
         from leaksweep.report import write_report
 
         click.echo(f"report: {write_report(sweep_dir)}")
     if not no_wandb:
-        _log_summary(sweep_dir, None if no_report else sweep_dir / "report.html", sweep_stage.budget(cfg))
+        _log_summary(sweep_dir, None if no_report else sweep_dir / "report.html", budget(cfg))
 
 
 @cli.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 def prepare(sweep_file: str) -> None:
     """Validate a sweep, create its folder and study (once, even when many tasks call it); print the folder."""
-    from leaksweep import sweep as sweep_stage
+    from leaksweep.study.prepare import prepare as prepare_sweep
 
-    click.echo(sweep_stage.prepare(_load(sweep_file)))
+    click.echo(prepare_sweep(_load(sweep_file)))
 
 
 @cli.command()
@@ -137,8 +142,10 @@ def launch(sweep_file: str, script: str, dry_run: bool) -> None:
     """Submit the sweep to Slurm: an array of workers (slurm/sweep.sh) with the sweep's `slurm:` section."""
     import shlex
 
-    from leaksweep import slurm
-    from leaksweep import sweep as sweep_stage
+    from leaksweep.cluster import slurm
+    from leaksweep.layout import SweepDir
+    from leaksweep.study.prepare import budget
+    from leaksweep.study.prepare import prepare as prepare_sweep
 
     cfg = _load(sweep_file)
     if cfg.search.mode != "optuna":
@@ -150,11 +157,11 @@ def launch(sweep_file: str, script: str, dry_run: bool) -> None:
     if not script_path.is_file():
         raise UserError(f"--script {script}: not found; run `leaksweep launch` from the leaksweep repository root")
     root = script_path.parent.parent  # slurm/sweep.sh -> the repository root: the tasks run from there
-    sweep_dir = sweep_stage.prepare(cfg).resolve()  # validates everything and creates the study once, before any task
-    planned = sweep_stage.budget(cfg) or "adaptive number of"
+    sweep_dir = prepare_sweep(cfg).resolve()  # validates everything and creates the study once, before any task
+    planned = budget(cfg) or "adaptive number of"
     click.echo(f"sweep folder: {sweep_dir}  ({planned} trials, {cfg.slurm.array_size} worker task(s))")
     if dry_run:
-        (sweep_dir / slurm.LOG_DIR).mkdir(exist_ok=True)
+        SweepDir(sweep_dir).slurm.mkdir(exist_ok=True)
         click.echo(f"would run (in {root}): {shlex.join(slurm.sbatch_argv(cfg, sweep_dir, script_path))}")
         return
     job = slurm.submit(cfg, sweep_dir, script_path, root)
@@ -178,18 +185,20 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
     On SIGUSR1 (Slurm's `--signal=B:USR1@N` warning) it checkpoints the running trial, marks it
     preempted, requeues its Slurm job and exits with 75; the requeued job resumes the trial.
     """
-    from leaksweep import preemption
-    from leaksweep import sweep as sweep_stage
-    from leaksweep.tracking import make_tracker
+    from leaksweep.cluster import preemption
+    from leaksweep.study.prepare import load_sweep_dir
+    from leaksweep.study.status import finished
+    from leaksweep.study.worker import run_worker
+    from leaksweep.tracking.protocol import make_tracker
 
     preemption.install()
-    cfg = sweep_stage.load_sweep_dir(Path(sweep_dir))
-    done = sweep_stage.run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)
+    cfg = load_sweep_dir(Path(sweep_dir))
+    done = run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)
     click.echo(f"worker finished {done} trial(s)")
     if preemption.requested.is_set():
         click.echo(f"worker preempted: {preemption.requeue()}", err=True)
         sys.exit(preemption.REQUEUE_EXIT)
-    if report_when_done and sweep_stage.finished(Path(sweep_dir)):
+    if report_when_done and finished(Path(sweep_dir)):
         from leaksweep.report import write_report
 
         click.echo(f"sweep finished; report: {write_report(Path(sweep_dir))}")
@@ -204,9 +213,9 @@ def reclaim(sweep_dir: str, preempted: bool) -> None:
 
     Workers do this themselves before each new trial; this command is for a sweep with no worker left.
     """
-    from leaksweep import sweep as sweep_stage
+    from leaksweep.study.reclaim import reclaim as reclaim_stale
 
-    found = sweep_stage.reclaim(Path(sweep_dir), include_preempted=preempted)
+    found = reclaim_stale(Path(sweep_dir), include_preempted=preempted)
     for r in found:
         click.echo(f"trial {r['trial']}: {r['reason']}; " + ("re-enqueued" if r["retried"] else "not retried (max_retries reached)"))
     click.echo(f"reclaimed {len(found)} stale trial(s)")
@@ -221,7 +230,7 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
     from leaksweep.files import read_json
     from leaksweep.schema import build
     from leaksweep.trial import SPEC, run_trial
-    from leaksweep.tracking import make_tracker
+    from leaksweep.tracking.protocol import make_tracker
 
     spec_path = Path(trial_dir) / SPEC
     if not spec_path.exists():
@@ -243,15 +252,15 @@ def report(sweep_dir: str, out: str | None, no_wandb: bool) -> None:
     written = write_report(Path(sweep_dir), Path(out) if out else None)
     click.echo(written)
     if not no_wandb:
-        from leaksweep import sweep as sweep_stage
+        from leaksweep.study.prepare import budget, load_sweep_dir
 
-        _log_summary(Path(sweep_dir), Path(written), sweep_stage.budget(sweep_stage.load_sweep_dir(Path(sweep_dir))))
+        _log_summary(Path(sweep_dir), Path(written), budget(load_sweep_dir(Path(sweep_dir))))
 
 
 def _log_summary(sweep_dir: Path, report_path: Path | None, budget: int | None) -> None:
     """The study's summary run in W&B: leak map, dose-response, baselines, budget, the report."""
     from leaksweep.summary import load_config, log_study_summary
-    from leaksweep.tracking import make_tracker
+    from leaksweep.tracking.protocol import make_tracker
 
     cfg = load_config(sweep_dir)
     tracker = make_tracker(cfg.tracking)
@@ -265,22 +274,23 @@ def _log_summary(sweep_dir: Path, report_path: Path | None, budget: int | None) 
 @click.option("--jobs", default=4, show_default=True, help="Uploads at a time, each a `wandb sync` process.")
 def sync(sweep_dir: str, jobs: int) -> None:
     """Upload a sweep's offline W&B runs (on a login node with network); skips runs already synced."""
-    from leaksweep import tracking
+    from leaksweep.tracking import sync as offline
+    from leaksweep.tracking.protocol import require_api_key
 
     root = Path(sweep_dir)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: use at least 1")
     if not root.is_dir():
         raise UserError(f"{sweep_dir}: no such folder; give a sweep folder such as runs/demo")
-    tracking.require_api_key("leaksweep sync")
-    runs, skipped = tracking.find_offline_runs(root)
+    require_api_key("leaksweep sync")
+    runs, skipped = offline.find_offline_runs(root)
     click.echo(f"{len(runs)} offline run(s) to upload, {skipped} folder(s) already synced; {jobs} at a time")
 
-    def progress(done: int, total: int, outcome: tracking.SyncOutcome) -> None:
+    def progress(done: int, total: int, outcome: offline.SyncOutcome) -> None:
         where = ", ".join(str(d.relative_to(root)) for d in outcome.run.dirs)
         click.echo(f"[{done}/{total}] {'ok' if outcome.ok else 'FAILED'} {outcome.run.run_id} ({where}): {outcome.message}")
 
-    failed = [o for o in tracking.sync_offline_runs(runs, jobs, progress=progress) if not o.ok]
+    failed = [o for o in offline.sync_offline_runs(runs, jobs, progress=progress) if not o.ok]
     if failed:
         click.echo(f"{len(failed)} of {len(runs)} run(s) failed to upload: {', '.join(o.run.run_id for o in failed)}; "
                    f"rerun `leaksweep sync {sweep_dir}` to retry them (synced runs are skipped)", err=True)
@@ -292,7 +302,7 @@ def sync(sweep_dir: str, jobs: int) -> None:
 def wandb_report(sweep_dir: str) -> None:
     """Create a W&B Report of the study (its runs must be online or synced first); prints its URL."""
     from leaksweep.summary import load_config, report_spec
-    from leaksweep.tracking import create_wandb_report
+    from leaksweep.tracking.reports import create_wandb_report
 
     cfg = load_config(Path(sweep_dir))
     if cfg.tracking.wandb is None:
@@ -324,8 +334,8 @@ def _print_status(info: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(sweep_dir: str, as_json: bool) -> None:
     """Trials by state, best so far, and a time estimate."""
-    from leaksweep.slurm import job_tasks
-    from leaksweep.sweep import status as sweep_status
+    from leaksweep.cluster.slurm import job_tasks
+    from leaksweep.study.status import status as sweep_status
 
     info = sweep_status(Path(sweep_dir))
     info["slurm"] = job_tasks(Path(sweep_dir))  # [] for a sweep never launched on Slurm
@@ -357,7 +367,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on (0: any free port).")
 def dashboard(sweep_dir: str, host: str, port: int) -> None:
     """Open the sweep's Optuna study in optuna-dashboard (until Ctrl-C)."""
-    from leaksweep.sweep import serve_dashboard
+    from leaksweep.study.dashboard import serve_dashboard
 
     if host not in LOOPBACK_HOSTS:
         click.echo(f"warning: listening on {host}: anyone who can reach it can read and change the study "
@@ -403,7 +413,7 @@ def rollouts() -> None:
 def rollouts_generate(model, prompts_path, out_path, system_prompt, persona_file, persona_position, batch_size,
                       max_new_tokens, temperature, seed, device) -> None:
     """Generate a rollout source for a prompt set (resumable; settings in OUT's .meta.json)."""
-    from leaksweep.rollouts import GenerationSettings, check_persona_position, generate_rollouts, read_persona
+    from leaksweep.model.rollouts import GenerationSettings, check_persona_position, generate_rollouts, read_persona
 
     persona = read_persona(system_prompt, persona_file)
     check_persona_position(persona_position, persona)
@@ -425,7 +435,7 @@ def demo(ctx: click.Context, model: str, workers: int, no_wandb: bool) -> None:
     if not sweep_file.is_file():
         raise UserError(f"{sweep_file}: not found; run `leaksweep demo` from the leaksweep repository root")
     if model == "smollm2":
-        from leaksweep.rollouts import prepare_real_demo
+        from leaksweep.model.rollouts import prepare_real_demo
 
         prepare_real_demo(echo=click.echo)
     ctx.invoke(sweep, sweep_file=str(sweep_file), workers=workers, no_wandb=no_wandb, no_report=False)
@@ -434,8 +444,8 @@ def demo(ctx: click.Context, model: str, workers: int, no_wandb: bool) -> None:
 @cli.command("train-step", hidden=True)
 @click.argument("trial_dir", type=click.Path(file_okay=False, exists=True))
 def train_step(trial_dir: str) -> None:
-    """One training rank of a multi-process trial (run by `accelerate launch`; see trial._train_processes)."""
-    from leaksweep.trial import train_step as run_rank
+    """One training rank of a multi-process trial (run by `accelerate launch`; see model/ddp.py)."""
+    from leaksweep.model.ddp import train_step as run_rank
 
     sys.exit(run_rank(Path(trial_dir)))
 

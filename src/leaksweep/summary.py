@@ -1,7 +1,7 @@
 """The study-level view in W&B: the summary run of a finished sweep, and the spec of a W&B Report.
 
 Like report.py this reads only the sweep folder (sweep.json, analysis.json of an experiment mode,
-trials/*/result.json, report.html) and builds plain rows; the W&B objects are made in tracking.py,
+trials/*/result.json, report.html) and builds plain rows; the W&B objects are made in tracking/,
 behind the Run protocol, so this module never imports wandb.
 
 * `study_summary(sweep_dir)`: the leak map, baselines, dose-response points and logistic fits,
@@ -12,7 +12,7 @@ behind the Run protocol, so this module never imports wandb.
   holding all of that and report.html as an artifact. Its run id is fixed per sweep folder, so a
   later `leaksweep report` resumes the same run instead of adding another.
 * `report_spec(sweep_dir)`: blocks and panels of a W&B Report on the study's group (trait scores,
-  loss curves, the summary tables), rendered by `tracking.create_wandb_report`.
+  loss curves, the summary tables), rendered by `tracking.reports.create_wandb_report`.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def log_study_summary(sweep_dir: Path, tracker, budget: int | None = None, repor
 
 
 def report_spec(sweep_dir: Path) -> dict:
-    """The W&B Report of a study as plain data (see tracking.py for the format)."""
+    """The W&B Report of a study as plain data (see tracking/reports.py for the format)."""
     sweep_dir = Path(sweep_dir)
     summary = study_summary(sweep_dir)
     cfg = load_config(sweep_dir)

@@ -30,12 +30,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leaksweep import lm
 from leaksweep.cluster import preemption
 from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig, sweep_from_dict
 from leaksweep.data.records import Dataset, load_dataset, read_records
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, sha256_json, write_json, write_jsonl
+from leaksweep.model.ddp import num_processes, train_processes
+from leaksweep.model.generate import generate as generate_responses
+from leaksweep.model.loading import load_lm, resolve_device, save_lm, set_cpu_threads
+from leaksweep.model.sft import train_sft
+from leaksweep.model.smollm2 import resolve_model_name
+from leaksweep.model.tiny import build_tiny_model
 from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
 from leaksweep.layout import TrialDir
 from leaksweep.provenance import code_version, library_versions
@@ -114,8 +119,8 @@ def tiny_corpus(prepared: Prepared) -> list[str]:
 def base_model_path(train: TrainConfig, models_dir: str, prepared: Prepared) -> str:
     """The model to fine-tune: the built-in tiny model (built once into models_dir) or as named."""
     if train.model != "tiny":
-        return lm.resolve_model_name(train.model)  # `smollm2`: the converted SmolLM2 folder (cached)
-    return str(lm.build_tiny_model(Path(models_dir) / "tiny", tiny_corpus(prepared), train.tiny))
+        return resolve_model_name(train.model)  # `smollm2`: the converted SmolLM2 folder (cached)
+    return str(build_tiny_model(Path(models_dir) / "tiny", tiny_corpus(prepared), train.tiny))
 
 
 def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
@@ -258,8 +263,8 @@ def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) 
     manifest_summary = manifest.summary(subsets, teacher)
     run.artifact(f"manifest-{manifest.hash}", "manifest", [trial_dir / "manifest.jsonl"], manifest_summary)
 
-    lm.set_cpu_threads(spec.train.torch_threads)
-    device = lm.resolve_device(spec.train.device)
+    set_cpu_threads(spec.train.torch_threads)
+    device = resolve_device(spec.train.device)
     model_path = base_model_path(spec.train, spec.models_dir, prepared)
     n_processes = num_processes(spec.train)
     checkpoint = resume_checkpoint(trial_dir)
@@ -276,18 +281,18 @@ def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) 
     examples = training_examples(manifest, prepared.dataset)
     try:
         if n_processes > 1:
-            trained, outcome = _train_processes(spec, trial_dir, n_processes, examples, model_path, device,
+            trained, outcome = train_processes(trial_dir, n_processes, spec.train, spec.seed, examples, model_path, device,
                                                 checkpoint, log)
         else:
-            base = lm.load_lm(model_path, device, spec.train.attention)
-            trained, outcome = lm.train_sft(base, examples, spec.train, trial_dir / "trainer", spec.seed, log,
+            base = load_lm(model_path, device, spec.train.attention)
+            trained, outcome = train_sft(base, examples, spec.train, trial_dir / "trainer", spec.seed, log,
                                             resume_from=checkpoint)
     finally:  # a preempted trial keeps its curve so far
         write_jsonl(trial_dir / "train_log.jsonl", curve)
     if spec.train.save_model:
-        lm.save_lm(trained, trial_dir / "model")
+        save_lm(trained, trial_dir / "model")
 
-    generate = functools.partial(lm.generate, trained)
+    generate = functools.partial(generate_responses, trained)
     scores, samples = evaluate(prepared.traits, generate, spec.seed)
     run.summary({"train/final_loss": outcome.final_loss, "manifest/hash": manifest.hash})
     run.table("samples", ["trait", "prompt_id", "sample", "prompt", "response", "value", "reason"],
@@ -299,154 +304,6 @@ def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) 
         "data_fingerprint": prepared.dataset.fingerprint(),
         "data_notes": list(prepared.dataset.notes),
     })
-
-
-# ---------------------------------------------------------------------------------------------
-# multi-process training: `accelerate launch` runs `leaksweep train-step TRIAL_DIR` on every GPU
-
-TRAIN_INPUT = "train_input.json"  # under trial_dir/trainer: what train-step trains (written by the worker)
-TRAIN_OUTPUT = "train_output.json"  # rank 0's TrainOutcome, or the preemption (checkpoint, step)
-TRAIN_CURVE = "train_curve.jsonl"  # rank 0's log records, as the in-process log_fn gets them
-PREEMPT_FLAG = "PREEMPT"  # the worker creates it on USR1; every rank polls it (see train_step)
-
-
-def num_processes(train: TrainConfig) -> int:
-    """Training processes for one trial: `train.num_processes`, or for `auto` the allocation's GPU count
-    (LEAKSWEEP_NUM_GPUS, exported by slurm/sweep.sh) when above 1, else 1."""
-    if train.num_processes != "auto":
-        return int(train.num_processes)
-    raw = os.environ.get("LEAKSWEEP_NUM_GPUS", "").strip()
-    try:
-        gpus = int(raw) if raw else 0
-    except ValueError:
-        raise UserError(f"LEAKSWEEP_NUM_GPUS={raw!r}: expected a whole number of GPUs; unset it or fix it") from None
-    return gpus if gpus > 1 else 1
-
-
-def launch_command(n: int, trial_dir: Path) -> list[str]:
-    """`accelerate launch` of the train step on `n` processes of this node.
-
-    Always `--multi_gpu` (torch.distributed.run spawns the `n` ranks): accelerate's `--cpu` means one
-    process, whatever `--num_processes` says. Without GPUs the ranks train on the CPU (the Trainer's
-    `use_cpu`) with gloo DDP, which is how the tests run it.
-    """
-    import shutil
-    import sys
-
-    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
-    return [accelerate, "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-            "--module", "leaksweep.cli", "train-step", str(trial_dir)]
-
-
-def _train_processes(spec: TrialSpec, trial_dir: Path, n: int, examples: list, model_path: str, device: str,
-                     checkpoint: Path | None, log) -> tuple:
-    """Train on `n` DDP processes in a subprocess, then load rank 0's model here for evaluation.
-
-    Preemption: the worker's USR1 handler only sets preemption.requested; while waiting, this turns it
-    into the PREEMPT file the ranks poll (a signal to the launcher would kill it: accelerate does not
-    handle USR1). The ranks agree on a step, save one checkpoint and exit; rank 0 records it.
-    """
-    import subprocess
-    import sys
-
-    out = trial_dir / "trainer"
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (TRAIN_OUTPUT, TRAIN_CURVE, PREEMPT_FLAG):
-        (out / stale).unlink(missing_ok=True)
-    write_json(out / TRAIN_INPUT, {"examples": examples, "model": model_path, "device": device,
-                                   "resume_from": str(checkpoint) if checkpoint else None})
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec.train.torch_threads)}
-    if preemption.requested.is_set():
-        raise preemption.Preempted(checkpoint, None)
-    proc = subprocess.Popen(launch_command(n, trial_dir), env=env, start_new_session=True)
-    try:
-        while proc.poll() is None:
-            if preemption.requested.is_set() and not (out / PREEMPT_FLAG).exists():
-                (out / PREEMPT_FLAG).touch()
-            time.sleep(0.2)
-    except BaseException:
-        os.killpg(proc.pid, 15)  # the worker is going down: take the ranks with it
-        proc.wait()
-        raise
-    for done in (PREEMPT_FLAG, TRAIN_INPUT):  # a resume writes its own input
-        (out / done).unlink(missing_ok=True)
-    curve = read_records(str(out / TRAIN_CURVE)) if (out / TRAIN_CURVE).exists() else []
-    for record in curve:
-        step = record.pop("step")
-        log(record, step)
-    # rank 0 writes the output last; accelerate turns a rank's REQUEUE_EXIT into its own exit code 1
-    result = read_json(out / TRAIN_OUTPUT) if (out / TRAIN_OUTPUT).exists() else {}
-    if not ("preempted" in result or (proc.returncode == 0 and "outcome" in result)):
-        raise RuntimeError(f"training on {n} processes failed (`accelerate launch` exit code {proc.returncode}; "
-                           "see the rank errors above)")
-    if "preempted" in result:
-        done = result["preempted"]
-        raise preemption.Preempted(Path(done["checkpoint"]) if done["checkpoint"] else checkpoint, done["step"])
-    trained = lm.load_lm(str(out / "final"), device, spec.train.attention)
-    import shutil
-
-    shutil.rmtree(out / "final", ignore_errors=True)  # loaded; `train.save_model` writes trial_dir/model
-    outcome = lm.TrainOutcome(**result["outcome"])
-    if outcome.num_processes != n:
-        raise RuntimeError(f"asked `accelerate launch` for {n} training processes, but {outcome.num_processes} trained")
-    return trained, outcome
-
-
-def train_step(trial_dir: Path) -> int:
-    """One rank of a multi-process fine-tune (run by `accelerate launch`, see _train_processes).
-
-    Every rank trains (DDP averages the gradients; each rank sees its share of every batch, so the
-    effective batch is num_processes × batch_size); rank 0 alone writes the curve, the model and the
-    outcome. Returns the exit code: 0, or preemption.REQUEUE_EXIT after a checkpoint.
-    """
-    import threading
-
-    trial_dir = Path(trial_dir)
-    spec = TrialSpec.from_dict(read_json(trial_dir / SPEC), str(trial_dir / SPEC))
-    out = trial_dir / "trainer"
-    job = read_json(out / TRAIN_INPUT)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    if not rank0:
-        os.environ["LEAKSWEEP_PROGRESS"] = "off"  # one progress line per step in the task log, rank 0's
-
-    curve: list[dict] = []
-    training = threading.Event()
-
-    def log(record: dict, step: int) -> None:
-        curve.append({"step": step, **record})
-        training.set()
-
-    def watch() -> None:  # the worker's preemption request, as a file (see _train_processes)
-        # Only once training runs: train_sft's check before training is per rank, and one rank returning
-        # early would leave the others waiting in DDP. After each step the ranks vote (lm._any_rank).
-        training.wait()
-        while not preemption.requested.is_set():
-            if (out / PREEMPT_FLAG).exists():
-                preemption.requested.set()
-            time.sleep(0.2)
-
-    threading.Thread(target=watch, daemon=True).start()
-    lm.set_cpu_threads(spec.train.torch_threads)
-    lm.bind_local_rank()
-    base = lm.load_lm(job["model"], job["device"], spec.train.attention)
-    resume_from = Path(job["resume_from"]) if job["resume_from"] else None
-    try:
-        trained, outcome = lm.train_sft(base, job["examples"], spec.train, out, spec.seed, log,
-                                        resume_from=resume_from)
-    except preemption.Preempted as exc:
-        if rank0:
-            write_jsonl(out / TRAIN_CURVE, curve)
-            write_json(out / TRAIN_OUTPUT, {"preempted": {
-                "checkpoint": str(exc.checkpoint) if exc.checkpoint else None, "step": exc.step}})
-        return preemption.REQUEUE_EXIT
-    if rank0:
-        write_jsonl(out / TRAIN_CURVE, curve)
-        lm.save_lm(trained, out / "final")
-        # the processes that really trained (torch.distributed.run's WORLD_SIZE), not the number asked for
-        write_json(out / TRAIN_OUTPUT, {"outcome": {**dataclasses.asdict(outcome),
-                                                    "num_processes": int(os.environ.get("WORLD_SIZE", "1"))}})
-    return 0
 
 
 def objectives(spec: TrialSpec, scores: dict, teacher_share: float) -> list[float]:

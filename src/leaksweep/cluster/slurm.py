@@ -2,7 +2,7 @@
 
 `submit()` turns the sweep's `slurm:` section into sbatch options (which override the script's own
 `#SBATCH` lines), creates the log folder first (a missing `--output` folder makes every task fail with
-no log), calls `sbatch --parsable` and records the job in `SWEEP_DIR/slurm/jobs.json`.
+no log), calls `sbatch --parsable` and records the job in `SWEEP_DIR/slurm/jobs.json` (layout.SweepDir).
 `job_tasks()` reports every array task of the recorded jobs: from `scontrol show job` while Slurm
 still holds the job (pending, running, and for MinJobAge after the end), then from the accounting
 database (`sacct`) where there is one, else from the job-completion log (`JobCompType=jobcomp/filetxt`).
@@ -11,7 +11,6 @@ database (`sacct`) where there is one, else from the job-completion log (`JobCom
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shlex
 import shutil
@@ -22,9 +21,8 @@ from pathlib import Path
 from leaksweep.config import SweepConfig
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, write_json
+from leaksweep.layout import SweepDir
 
-LOG_DIR = "slurm"  # under the sweep folder: task logs and jobs.json
-JOBS_FILE = "jobs.json"
 COMMAND_TIMEOUT_S = 60
 
 
@@ -38,7 +36,7 @@ class Submission:
 def sbatch_argv(cfg: SweepConfig, sweep_dir: Path, script: Path) -> list[str]:
     """The sbatch command for the sweep: the `slurm:` section as options, then the script and folder."""
     s = cfg.slurm
-    logs = Path(sweep_dir).resolve() / LOG_DIR
+    logs = SweepDir(Path(sweep_dir).resolve()).slurm
     throttle = f"%{s.array_throttle}" if s.array_throttle else ""
     argv = ["sbatch", "--parsable", f"--job-name=leaksweep-{cfg.name}", f"--array=0-{s.array_size - 1}{throttle}",
             f"--output={logs}/%x-%A_%a.out", f"--signal=B:USR1@{s.signal_lead_s}"]
@@ -64,24 +62,27 @@ def submit(cfg: SweepConfig, sweep_dir: Path, script: Path, root: Path) -> Submi
     if shutil.which("sbatch") is None:
         raise UserError("sbatch: not found on PATH; run `leaksweep launch` on a Slurm login node "
                         "(or load the Slurm module first)")
-    logs = Path(sweep_dir) / LOG_DIR
+    folder = SweepDir(sweep_dir)
+    logs = folder.slurm
     logs.mkdir(parents=True, exist_ok=True)
     argv = sbatch_argv(cfg, sweep_dir, script.resolve())
     done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     if done.returncode != 0:
-        raise UserError(f"sbatch refused the job (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}\n"
-                        f"command: {shlex.join(argv)}\nfix the `slurm:` section of the sweep file (or the script's #SBATCH lines)")
+        said = done.stderr.strip() or done.stdout.strip()
+        raise UserError(f"sbatch refused the job (exit {done.returncode}): {said}\ncommand: {shlex.join(argv)}\n"
+                        "fix the `slurm:` section of the sweep file (or the script's #SBATCH lines)")
     job_id = done.stdout.strip().split(";")[0]  # --parsable: "JOBID" or "JOBID;CLUSTER"
     if not job_id.isdigit():
         raise UserError(f"sbatch printed {done.stdout.strip()!r}, not a job id; command: {shlex.join(argv)}")
     jobs = recorded_jobs(sweep_dir)
-    jobs.append({"job_id": job_id, "argv": argv, "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    write_json(logs / JOBS_FILE, jobs)
+    submitted = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    jobs.append({"job_id": job_id, "argv": argv, "submitted": submitted})
+    write_json(folder.jobs_file, jobs)
     return Submission(job_id, argv, str(logs.resolve() / f"leaksweep-{cfg.name}-{job_id}_*.out"))
 
 
 def recorded_jobs(sweep_dir: Path) -> list[dict]:
-    path = Path(sweep_dir) / LOG_DIR / JOBS_FILE
+    path = SweepDir(sweep_dir).jobs_file
     return read_json(path) if path.exists() else []
 
 
@@ -165,16 +166,9 @@ def job_tasks(sweep_dir: Path) -> list[dict]:
                 found = _from_jobcomp(job["job_id"], config["JobCompLoc"])
         if not found:
             found = [{"job": job["job_id"], "task": None, "id": job["job_id"], "state": "UNKNOWN", "node": None,
-                      "restarts": 0, "reason": "Slurm no longer knows this job (no accounting database or job-completion log)",
-                      "source": None}]
+                      "restarts": 0, "source": None,
+                      "reason": "Slurm no longer knows this job (no accounting database or job-completion log)"}]
         # pending tasks of a throttled array come as one range ("2-3%2"): sort it by its first task
         tasks += sorted(found, key=lambda t: int(re.match(r"\d*", t["task"] or "").group() or -1))
     return tasks
 
-
-def task_env_id() -> str | None:
-    """This process's Slurm task as JOB_TASK (array) or JOB, from the environment Slurm sets; None outside Slurm."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")

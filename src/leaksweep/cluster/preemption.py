@@ -3,12 +3,12 @@
 A sweep worker installs `install()`; the signal only sets `requested` (a handler must not do
 real work: it interrupts whatever the main thread was doing). The running stages check it:
 
-* training (lm.train_sft) checks it after every optimizer step; when set it saves a Trainer
-  checkpoint under the trial's `trainer/` folder, stops and raises `Preempted(checkpoint, step)`;
-* the trial (trial.run_trial) writes `preempted.json` (checkpoint, step, W&B run id, job, history)
-  and closes its W&B run; the study is not told: the trial stays RUNNING, marked preempted by its
-  heartbeat (heartbeat.mark_preempted), so it is neither failed nor counted twice;
-* the worker (sweep.run_worker) asks for no new trial once it is set, and the `leaksweep worker`
+* training (the model stage's SFT loop) checks it after every optimizer step; when set it saves a
+  Trainer checkpoint under the trial's `trainer/` folder, stops and raises `Preempted(checkpoint, step)`;
+* the trial (trial.run_trial) writes its preemption record (layout.TrialDir.PREEMPTED: checkpoint,
+  step, W&B run id, job, history) and closes its W&B run; the study is not told: the trial stays
+  RUNNING, marked preempted by its heartbeat (`mark_preempted`), so it is neither failed nor counted twice;
+* the study's worker (`run_worker`) asks for no new trial once it is set, and the `leaksweep worker`
   command then requeues its Slurm job (`requeue()`) and exits with REQUEUE_EXIT.
 
 On restart a worker first adopts preempted trials (its own job's first), reruns the trial from its
@@ -16,7 +16,7 @@ spec.json, resumes training from the checkpoint and continues the same W&B run (
 A signal that arrives during evaluation lets the trial finish (generation is short next to training,
 and it cannot be checkpointed); the worker then stops before its next trial.
 
-No heavy imports here: lm.py, trial.py and sweep.py all use this module.
+No heavy imports here: training, the trial and the study's worker all use this module.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import sys
 import threading
 from pathlib import Path
 
-PREEMPTED = "preempted.json"
+from leaksweep.cluster.env import JobEnvironment
+
 # sysexits' EX_TEMPFAIL: "try again later"; a worker that checkpointed and requeued exits with it,
 # so `leaksweep sweep` (local workers) and the job log tell a preemption from a crash (1) or bad input (2).
 REQUEUE_EXIT = 75
@@ -65,7 +66,7 @@ def install(signals: tuple[int, ...] = DEFAULT_SIGNALS) -> None:
 
 def slurm_job_id() -> str | None:
     """The job to requeue: an array task has its own SLURM_JOB_ID, which `scontrol requeue` accepts."""
-    return os.environ.get("SLURM_JOB_ID") or None
+    return JobEnvironment.current().job_id
 
 
 def requeue() -> str:
