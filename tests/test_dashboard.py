@@ -161,6 +161,6 @@ def test_dashboard_on_a_busy_port_is_a_user_error(finished_sweep: Path):
     ],
 )
 def test_printed_storage_urls_hide_the_password(url, shown):
-    from leaksweep.sweep import _mask_password
+    from leaksweep.study.dashboard import mask_password
 
-    assert _mask_password(url) == shown
+    assert mask_password(url) == shown

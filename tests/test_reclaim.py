@@ -171,7 +171,7 @@ def test_retries_stop_after_max_retries(tmp_path):
     second = reclaim_stale(study, cfg, sweep_dir, now=time.time() + 5)
     assert [r["retried"] for r in first + second] == [True, False]
     assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["FAIL", "FAIL"]
-    assert "already ran 2 times (search.max_retries=1)" in (SweepDir(sweep_dir).trial(1).path / "error.json").read_text()
+    assert "already ran 2 times (search.max_retries=1)" in (SweepDir(sweep_dir).trial(1) / "error.json").read_text()
 
 
 def test_a_late_result_of_a_reclaimed_trial_is_not_counted(tmp_path):

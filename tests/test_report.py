@@ -180,9 +180,10 @@ def test_without_baselines_makes_no_comparison(separated: Path) -> None:
 
 # --- experiment modes: analysis.json from the real searches on the simulated surface -------------------
 
-from leaksweep.experiments import (  # noqa: E402
-    Builder, MinimalSubsetSearch, Run, Settings, StaticSearch, ThresholdSearch, drive,
-)
+from leaksweep.experiments.conditions import Builder, Run, Settings, drive  # noqa: E402
+from leaksweep.experiments.minimal import MinimalSubsetSearch  # noqa: E402
+from leaksweep.experiments.static import StaticSearch  # noqa: E402
+from leaksweep.experiments.threshold import ThresholdSearch  # noqa: E402
 from leaksweep.simulate import SimConfig, SimSubset, simulate  # noqa: E402
 
 TRAIT = "date_confusion"
@@ -522,7 +523,7 @@ def test_200_trial_report_is_under_5_mb_and_renders_every_section(tmp_path: Path
 
 
 def test_study_summary_reads_pareto_front_and_importances(tmp_path: Path) -> None:
-    from leaksweep.sweep import study_summary
+    from leaksweep.study.status import study_summary
 
     sweep = rich_sweep(tmp_path / "small", 12, samples_per_trait=2, loss_steps=5)
     summary = study_summary(sweep)
@@ -536,7 +537,7 @@ def test_study_summary_reads_pareto_front_and_importances(tmp_path: Path) -> Non
 
 
 def test_study_summary_says_why_importances_are_absent_and_never_creates_a_journal(tmp_path: Path) -> None:
-    from leaksweep.sweep import study_summary
+    from leaksweep.study.status import study_summary
 
     sweep = rich_sweep(tmp_path / "two", 2, samples_per_trait=2, loss_steps=5)
     summary = study_summary(sweep)

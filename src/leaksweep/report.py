@@ -3,14 +3,14 @@
 The report reads only the sweep folder (DESIGN.md: "report reads trial dirs only"):
 
     sweep.json                     the resolved sweep config
-    analysis.json                  an experiment mode's conclusions (experiments.py `conclude`), when present
+    analysis.json                  an experiment mode's conclusions (leaksweep.experiments: a Search's `conclude`), when present
     trials/NNNNN/result.json       a complete trial (its presence means done)
     trials/NNNNN/train_log.jsonl   the training curve
     trials/NNNNN/samples.jsonl     every eval generation with its judge verdict
     trials/NNNNN/spec.json         a started trial; with error.json instead of result.json, a failed one
 
     trials/NNNNN/manifest.jsonl    hashed for provenance
-    optuna.journal (or the RDB)    through sweep.study_summary(): Pareto front, parameter importances
+    optuna.journal (or the RDB)    through study.status.study_summary(): Pareto front, parameter importances
 
 The page is one file with inline CSS, inline SVG charts drawn here in Python (so it reads without
 JS) and small hand-written inline JS (no library, nothing loaded from elsewhere): tooltips from each
@@ -173,7 +173,7 @@ class SweepView:
     config: dict
     trials: list[Trial]
     analysis: dict | None = None  # analysis.json of an experiment mode; None for optuna sweeps
-    study: dict | None = None  # sweep.study_summary(): the Optuna study's directions, Pareto front, importances
+    study: dict | None = None  # study.status.study_summary(): the Optuna study's directions, Pareto front, importances
     study_error: str | None = None  # why the study could not be read, when it could not
 
     @property
@@ -211,7 +211,7 @@ class SweepView:
 
     @property
     def decision_trait(self) -> str:
-        """The trait an experiment mode decides on, chosen as experiments.settings_for chooses it."""
+        """The trait an experiment mode decides on, chosen as experiments.conditions.settings_for chooses it."""
         search = self.config.get("search", {})
         if search.get("trait"):
             return str(search["trait"])
@@ -695,7 +695,7 @@ def provenance(view: SweepView) -> str:
 
 # --- experiment modes: sections computed from analysis.json ------------------------------------------
 #
-# The shapes are those of experiments.py `conclude`: decisions are stats.Decision.to_dict() ({test, alpha,
+# The shapes are those of the experiment searches' `conclude`: decisions are stats.Decision.to_dict() ({test, alpha,
 # margin, estimate, p_value, passed, trials, statement}), estimates {value, low, high, level, method,
 # n_runs, n_prompts, trials}. Every number shown is read from analysis.json; nothing is recomputed.
 
@@ -1839,12 +1839,12 @@ def write_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
 
 
 def read_study(sweep_dir: Path) -> tuple[dict | None, str | None]:
-    """(sweep.study_summary(sweep_dir), None), or (None, why not): the report is still written without it."""
-    # Imported here, not at the top: sweep imports optuna, which rendering a page from a dict does not need.
-    from leaksweep import sweep
+    """(study.status.study_summary(sweep_dir), None), or (None, why not): the report is still written without it."""
+    # Imported here, not at the top: the study stage imports optuna, which rendering a page from a dict does not need.
+    from leaksweep.study.status import study_summary
 
     try:
-        return sweep.study_summary(sweep_dir), None
+        return study_summary(sweep_dir), None
     except UserError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - an unreachable RDB or a corrupt journal must not cost the whole report

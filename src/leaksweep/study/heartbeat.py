@@ -2,14 +2,14 @@
 
 Optuna's journal file storage has no heartbeat (only its RDB storage does): a worker killed with
 -9, or lost with its node, leaves its trial RUNNING forever. So every running trial of a
-leaksweep worker has `trials/NNNNN/heartbeat.json`, rewritten every `interval_s` by a thread of
-the worker:
+leaksweep worker has `trials/NNNNN/heartbeat.json` (layout.TrialDir.heartbeat), rewritten every
+`interval_s` by a thread of the worker:
 
     {"pid": 1234, "host": "node7", "beat_at": 1795000000.0, "interval_s": 10.0, "state": "running",
      "slurm_job": "4242_1" | null}
 
 A trial is stale when its last beat (or, before the first beat, its start) is older than the
-grace period; sweep.reclaim_stale marks it failed and re-enqueues its parameters. Times are Unix
+grace period; study.reclaim.reclaim_stale marks it failed and re-enqueues its parameters. Times are Unix
 seconds from the writing host's clock: workers on several nodes must have synchronised clocks,
 which Slurm's munge authentication requires anyway.
 
@@ -17,7 +17,8 @@ A preempted trial (Slurm sent the signal, the worker checkpointed and requeued i
 dead: `mark_preempted` records that, and reclaim leaves such trials to the requeued job unless
 told otherwise (`leaksweep reclaim --preempted`).
 
-This module knows nothing of Optuna; sweep.py decides what a stale trial means for the study.
+This module owns the heartbeat file's format and knows nothing of Optuna; study.reclaim decides what a
+stale trial means for the study.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from leaksweep.cluster.env import JobEnvironment
 from leaksweep.files import write_json
-
-HEARTBEAT = "heartbeat.json"
+from leaksweep.layout import TrialDir
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,13 @@ class Beat:
 
 
 def slurm_job() -> str | None:
-    job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if job and task:
-        return f"{job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
+    """This process's Slurm task ("<array job>_<task>" or the job id), as its heartbeats record it."""
+    return JobEnvironment.current().task
 
 
 def write_beat(trial_dir: Path, interval_s: float, state: str = "running") -> None:
     """Write one heartbeat now (atomically: a reader never sees half a file)."""
-    write_json(Path(trial_dir) / HEARTBEAT, {
+    write_json(TrialDir(trial_dir).heartbeat, {
         "pid": os.getpid(), "host": socket.gethostname(), "beat_at": time.time(), "interval_s": interval_s,
         "state": state, "slurm_job": slurm_job(),
     })
@@ -68,11 +67,17 @@ def write_beat(trial_dir: Path, interval_s: float, state: str = "running") -> No
 def read_beat(trial_dir: Path) -> Beat | None:
     """The trial's last heartbeat; None when it has none (or a file another writer is replacing)."""
     try:
-        raw = json.loads((Path(trial_dir) / HEARTBEAT).read_text(encoding="utf-8"))
+        raw = json.loads(TrialDir(trial_dir).heartbeat.read_text(encoding="utf-8"))
         return Beat(int(raw["pid"]), str(raw["host"]), float(raw["beat_at"]), float(raw["interval_s"]),
                     str(raw.get("state", "running")), raw.get("slurm_job"))
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+def is_preempted(trial_dir: Path) -> bool:
+    """True when the trial's worker stopped for preemption and no worker has resumed it yet."""
+    beat = read_beat(trial_dir)
+    return beat is not None and beat.state == "preempted"
 
 
 def mark_preempted(trial_dir: Path, interval_s: float) -> None:

@@ -1,0 +1,186 @@
+"""Preparing a sweep folder, and what a sweep will run.
+
+Owns: `prepare` (validate everything a trial needs, write sweep.json, create the study and enqueue
+the planned trials, once, under the folder's prepare lock), the folder's two locks, `load_sweep_dir`,
+the trial plan (`planned_trials`, `budget`) and `spec_for`, which turns an asked trial into the
+TrialSpec that trial.py runs.
+
+Enqueued trials are popped by exactly one worker each, so parallel workers never duplicate a grid
+point (Optuna's GridSampler can). Experiment modes enqueue round by round (study.experiment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import itertools
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from leaksweep import trial as trial_stage
+from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
+from leaksweep.data.mixture import MixturePlan
+from leaksweep.data.world import resolve_world
+from leaksweep.errors import UserError
+from leaksweep.experiments.conditions import Condition
+from leaksweep.files import read_json, write_json
+from leaksweep.layout import SweepDir
+from leaksweep.model.loading import local_folder
+from leaksweep.schema import to_dict
+from leaksweep.study import storage
+
+INT_TRAIN_KEYS = {"max_steps", "batch_size"}  # hyperparameters Optuna suggests as whole numbers
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ask_lock(sweep_dir: Path):
+    """Serialise 'reclaim, count trials, then ask' across workers, so the budget is never overshot."""
+    return _locked(SweepDir(sweep_dir) / SweepDir.ASK_LOCK)
+
+
+def prepare(cfg: SweepConfig) -> Path:
+    """Create (or reopen) the sweep folder and its study; returns the folder."""
+    sweep_dir = Path(cfg.output_dir)
+    if cfg.train.model != "tiny":
+        local_folder(cfg.train.model)  # a path-looking model must exist: fail before anything is written
+    # the user's data: bad data fails here, before anything is written (the built-in world is built
+    # into the folder, under the lock, and read there)
+    prepared = trial_stage.prepare_data(cfg) if cfg.data.world is None else None
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    # Slurm array tasks given a sweep file all prepare the same folder at once: one creates the study
+    # and enqueues the plan, the others wait and then find it (enqueueing twice would run it twice).
+    with _locked(SweepDir(sweep_dir) / SweepDir.PREPARE_LOCK):
+        return _prepare_locked(cfg, sweep_dir, prepared)
+
+
+def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Prepared | None) -> Path:
+    folder = SweepDir(sweep_dir)
+    cfg = resolve_world(cfg, sweep_dir)
+    # Compared with defaults filled in (a folder from before a new config key still resumes), and without
+    # `slurm:`: more time or another partition for the same sweep must not start a new one.
+    existing = sweep_from_dict(folder.read_config(), str(folder.sweep_file)) if folder.exists() else None
+    if existing is not None and _resumable_view(existing) != _resumable_view(cfg):
+        raise UserError(
+            f"{sweep_dir}: holds a sweep with a different configuration; set another `output_dir` "
+            "(or delete the folder) to start a new sweep, or restore the old sweep file to resume it"
+        )
+    if prepared is None:
+        prepared = trial_stage.prepare_data(cfg)
+    check_partition(cfg, prepared)
+    if not cfg.search.runner:
+        trial_stage.base_model_path(cfg.train, str(folder.models), prepared)
+    folder.trials_dir.mkdir(exist_ok=True)
+    created = storage.create_study(cfg, sweep_dir)
+    if created and cfg.search.mode == "optuna":  # experiment modes enqueue round by round
+        study = storage.load_study(sweep_dir, cfg)
+        for params, attrs in planned_trials(cfg):
+            storage.enqueue(study, params, attrs)
+    write_json(folder.sweep_file, to_dict(cfg))
+    return sweep_dir
+
+
+def _resumable_view(cfg: SweepConfig) -> dict:
+    """The parts of a sweep's config that must match for a folder to be resumed."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "slurm"}
+
+
+def check_partition(cfg: SweepConfig, prepared: trial_stage.Prepared) -> None:
+    """subset_scan with `partition: true` needs a disjoint family: name every overlap."""
+    if not cfg.search.partition:
+        return
+    family = [prepared.subsets[n] for n in cfg.search.subsets]
+    overlaps = [f"{a.name} & {b.name}: {len(a.ids & b.ids)} prompts" for i, a in enumerate(family)
+                for b in family[i + 1:] if a.ids & b.ids]
+    if overlaps:
+        raise UserError(f"search.subsets: `partition: true` needs disjoint subsets, but {'; '.join(overlaps)}")
+
+
+def load_sweep_dir(sweep_dir: Path) -> SweepConfig:
+    """The resolved config a prepared sweep folder holds (its sweep.json)."""
+    folder = SweepDir(sweep_dir)
+    if not folder.exists():
+        raise UserError(f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); "
+                        "run `leaksweep sweep SWEEP.yaml` first")
+    return sweep_from_dict(read_json(folder.sweep_file), str(folder.sweep_file))
+
+
+# --- what to run ---------------------------------------------------------------------------------
+
+
+def _axes(cfg: SweepConfig) -> list[tuple[str, Any]]:
+    s = cfg.search
+    return (
+        [(f"frac.{k}", v) for k, v in s.fractions.items()]
+        + [(f"drop.{k}", v) for k, v in s.drop.items()]
+        + [(f"hp.{k}", v) for k, v in s.hyperparameters.items()]
+    )
+
+
+def planned_trials(cfg: SweepConfig) -> list[tuple[dict, dict]]:
+    """The enqueued trials: baselines first, then (grid sampler) every grid point, each x seeds."""
+    s = cfg.search
+    planned = []
+    for seed in range(s.seeds):
+        if s.baselines:
+            planned += [({}, {"condition": base, "seed": seed}) for base in ("all_clean", "all_teacher")]
+        if s.sampler != "grid":
+            continue
+        names = [n for n, _ in _axes(cfg)]
+        for values in itertools.product(*[v for _, v in _axes(cfg)]):
+            params = dict(zip(names, values))
+            if s.baselines and not s.hyperparameters and all(v == 0 for v in values):
+                continue  # the same manifest as the all-clean baseline
+            planned.append((params, {"condition": "mixture", "seed": seed}))
+    return planned
+
+
+def budget(cfg: SweepConfig) -> int | None:
+    """Trials the sweep will run; None for experiment modes, whose searches decide as they go."""
+    if cfg.search.mode != "optuna":
+        return None
+    planned = len(planned_trials(cfg))
+    return planned if cfg.search.sampler == "grid" else planned + cfg.search.n_trials
+
+
+def _suggest(trial: storage.Trial, name: str, choice: list | FloatRange) -> Any:
+    return storage.suggest(trial, name, choice, integer=name.removeprefix("hp.") in INT_TRAIN_KEYS)
+
+
+def spec_for(cfg: SweepConfig, trial: storage.Trial, sweep_dir: Path) -> trial_stage.TrialSpec:
+    """Turn an asked trial into a TrialSpec: its params become mixture rules and train overrides."""
+    attrs = storage.user_attrs(trial)
+    models = str(SweepDir(sweep_dir).models)
+    seed = int(attrs.get("seed", 0))
+    if "condition_json" in attrs:  # an experiment mode's condition
+        cond = Condition.from_dict(json.loads(attrs["condition_json"]))
+        params = {k: v for k, v in (("subset", cond.subset), ("fraction", cond.fraction), ("refill", cond.refill),
+                                    ("source", cond.source)) if v is not None}
+        return trial_stage.TrialSpec(cfg, trial.number, cond.kind, params, cond.plan, seed, cfg.train, models)
+    condition = attrs.get("condition", "mixture")
+    s = cfg.search
+    params: dict[str, Any] = {}
+    rules: list[Rule] = []
+    train = cfg.train
+    base = cfg.base
+    if condition == "all_teacher":
+        base = s.teacher
+    elif condition == "mixture":
+        params = {name: _suggest(trial, name, choice) for name, choice in _axes(cfg)}
+        rules = list(cfg.rules)
+        rules += [Rule(subset=k, action="patch", source=s.teacher, fraction=params[f"frac.{k}"]) for k in s.fractions]
+        rules += [Rule(subset=k, action="drop", fraction=params[f"drop.{k}"]) for k in s.drop]
+        overrides = {k.removeprefix("hp."): v for k, v in params.items() if k.startswith("hp.")}
+        train = dataclasses.replace(train, **overrides)
+    plan = MixturePlan(base, tuple(rules), s.mixture_seed)
+    return trial_stage.TrialSpec(cfg, trial.number, condition, params, plan, seed, train, models)
