@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from leaksweep.errors import UserError
-from leaksweep.report import load_trials, nice_ticks, write_report
+from leaksweep.report.page import write_report
+from leaksweep.report.svg import nice_ticks
+from leaksweep.report.view import load_trials
 
 XSS = "<script>alert(1)</script>"
 
@@ -294,8 +296,8 @@ def test_leak_threshold_no_leak_on_a_null_surface(tmp_path: Path) -> None:
 
 
 def test_minimal_subset_answer_tree_and_confirmation(tmp_path: Path) -> None:
-    from leaksweep.simulate import subset_units
     from leaksweep.data.subsets import resolve_path
+    from leaksweep.simulate import subset_units
 
     base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **SIM)
     ids = subset_units(base)

@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from leaksweep.report import write_report
 from test_report import ALL_PLOTS, rich_sweep
+
+from leaksweep.report.page import write_report
 
 pytestmark = pytest.mark.integration
 

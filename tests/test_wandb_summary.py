@@ -1,4 +1,4 @@
-"""Unit tests for leaksweep.summary: the study summary run's tables and the W&B Report spec, built
+"""Unit tests for leaksweep.report.wandb_summary: the study summary run's tables and the W&B Report spec, built
 from sweep folders whose analysis.json comes from the real searches on the simulator."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from leaksweep import stats
 from leaksweep.experiments.conditions import Run, Settings, drive
 from leaksweep.experiments.registry import make_search
 from leaksweep.files import write_json
+from leaksweep.report.wandb_summary import log_study_summary, report_spec, study_summary, summary_run_id
 from leaksweep.schema import to_dict
 from leaksweep.simulate import SimConfig, SimSubset, simulate
-from leaksweep.summary import log_study_summary, logistic, report_spec, study_summary, summary_run_id
+from leaksweep.stats import logistic
 from leaksweep.tracking.protocol import NullRun
 from sweeps import unit_cfg
 

@@ -117,7 +117,7 @@ def sweep(sweep_file: str, workers: int, no_wandb: bool, no_report: bool) -> Non
         run_experiment(sweep_dir, lambda: run_local(sweep_dir, workers, wandb_enabled=not no_wandb))
     _print_status(sweep_status(sweep_dir))
     if not no_report:
-        from leaksweep.report import write_report
+        from leaksweep.report.page import write_report
 
         click.echo(f"report: {write_report(sweep_dir)}")
     if not no_wandb:
@@ -199,7 +199,7 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
         click.echo(f"worker preempted: {preemption.requeue()}", err=True)
         sys.exit(preemption.REQUEUE_EXIT)
     if report_when_done and finished(Path(sweep_dir)):
-        from leaksweep.report import write_report
+        from leaksweep.report.page import write_report
 
         click.echo(f"sweep finished; report: {write_report(Path(sweep_dir))}")
 
@@ -247,7 +247,7 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
 @click.option("--no-wandb", is_flag=True, help="Do not log the study's summary run to W&B.")
 def report(sweep_dir: str, out: str | None, no_wandb: bool) -> None:
     """Write the self-contained HTML report of a sweep folder (and update its W&B summary run)."""
-    from leaksweep.report import write_report
+    from leaksweep.report.page import write_report
 
     written = write_report(Path(sweep_dir), Path(out) if out else None)
     click.echo(written)
@@ -259,7 +259,7 @@ def report(sweep_dir: str, out: str | None, no_wandb: bool) -> None:
 
 def _log_summary(sweep_dir: Path, report_path: Path | None, budget: int | None) -> None:
     """The study's summary run in W&B: leak map, dose-response, baselines, budget, the report."""
-    from leaksweep.summary import load_config, log_study_summary
+    from leaksweep.report.wandb_summary import load_config, log_study_summary
     from leaksweep.tracking.protocol import make_tracker
 
     cfg = load_config(sweep_dir)
@@ -301,7 +301,7 @@ def sync(sweep_dir: str, jobs: int) -> None:
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 def wandb_report(sweep_dir: str) -> None:
     """Create a W&B Report of the study (its runs must be online or synced first); prints its URL."""
-    from leaksweep.summary import load_config, report_spec
+    from leaksweep.report.wandb_summary import load_config, report_spec
     from leaksweep.tracking.reports import create_wandb_report
 
     cfg = load_config(Path(sweep_dir))

@@ -78,6 +78,15 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def file_sha256(path: Path) -> str:
+    """Content hash of a file (hex), read in 1 MiB blocks so large files stay out of memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def sha256_json(obj: Any) -> str:
     """Content hash of a JSON-able object (canonical key order), as 16 hex digits for display."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()

@@ -331,8 +331,9 @@ class TrialResult:
     wall_s: float | None = None
     wandb_run_id: str | None = None
     preemptions: tuple[dict, ...] = ()
-    code: dict[str, Any] = field(default_factory=dict)
+    code: str = ""  # code_version() of the writer: `<commit>, clean` or `..., with uncommitted changes`
     versions: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""  # the prepared dataset's fingerprint; empty for runners without real data
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @staticmethod
@@ -358,8 +359,9 @@ class TrialResult:
                 wall_s=raw.get("wall_s"),
                 wandb_run_id=raw.get("wandb_run_id"),
                 preemptions=tuple(raw.get("preemptions") or ()),
-                code=dict(raw.get("code") or {}),
+                code=str(raw.get("code") or ""),
                 versions=dict(raw.get("versions") or {}),
+                data_fingerprint=str(raw.get("data_fingerprint") or ""),
                 raw=dict(raw),
             )
         except (TypeError, ValueError, KeyError) as exc:

@@ -486,6 +486,19 @@ def _logistic(params: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     return bottom + (top - bottom) * share
 
 
+LOGISTIC_PARAMS = ("bottom", "top", "slope_per_decade", "log10_ed50")  # the fitted curve in fit_dose_response's params
+
+
+def logistic(params: dict, fraction: float) -> float:
+    """The fitted curve at one fraction, in plain floats (_logistic is its array form for the fit):
+    tau(f) = bottom + (top - bottom) * expit(slope * (log10 f - log10 ED50)); tau(0) = bottom."""
+    bottom, top = float(params["bottom"]), float(params["top"])
+    if fraction <= 0:
+        return bottom
+    z = float(params["slope_per_decade"]) * (math.log10(fraction) - float(params["log10_ed50"]))
+    return bottom + (top - bottom) * (1 / (1 + math.exp(-z)) if z > -700 else 0.0)
+
+
 def _logistic_jacobian(params: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """d tau / d (bottom, top, slope, log10 ED50), one row per fraction."""
     bottom, top, slope, _ = params

@@ -1,18 +1,19 @@
 """The study-level view in W&B: the summary run of a finished sweep, and the spec of a W&B Report.
 
-Like report.py this reads only the sweep folder (sweep.json, analysis.json of an experiment mode,
-trials/*/result.json, report.html) and builds plain rows; the W&B objects are made in tracking/,
-behind the Run protocol, so this module never imports wandb.
+Like the HTML report this reads only the sweep folder (through leaksweep.layout: sweep.json,
+analysis.json of an experiment mode, the trials' result.json, report.html) and builds plain rows; the
+W&B objects are made by the tracking stage, behind the Run protocol, so this module never imports wandb.
 
 * `study_summary(sweep_dir)`: the leak map, baselines, dose-response points and logistic fits,
   thresholds and other conclusions as tables and charts, plus scalar values (mode, trial budget,
-  alpha, thresholds). Experiment modes read analysis.json; an Optuna sweep (no analysis.json)
-  reads the trials' result.json: trait score against teacher share, per trial.
+  alpha, thresholds). Experiment modes read analysis.json, by kind of conclusion (TABLES, the same
+  kinds as the HTML report's analysis.KINDS; a kind without an entry is logged as a JSON value); an
+  Optuna sweep (no analysis.json) reads the trials' results: trait score against teacher share, per trial.
 * `log_study_summary(sweep_dir, tracker)`: one run with job_type "summary" in the study's group
   holding all of that and report.html as an artifact. Its run id is fixed per sweep folder, so a
   later `leaksweep report` resumes the same run instead of adding another.
 * `report_spec(sweep_dir)`: blocks and panels of a W&B Report on the study's group (trait scores,
-  loss curves, the summary tables), rendered by `tracking.reports.create_wandb_report`.
+  loss curves, the summary tables), rendered by the tracking stage's `create_wandb_report`.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from leaksweep import stats
 from leaksweep.config import SweepConfig, sweep_from_dict
 from leaksweep.errors import UserError
 from leaksweep.files import read_json
+from leaksweep.layout import SweepDir, TrialResult
+from leaksweep.report.analysis import unknown_keys
 
-SWEEP_FILE, ANALYSIS, REPORT_FILE = "sweep.json", "analysis.json", "report.html"
-SUMMARY_DIR = "summary"  # the summary run's offline files land in <sweep dir>/summary/wandb/
 FIT_CURVE_POINTS = 50  # points on the fitted logistic curve, log-spaced over the tested fractions
 
 
@@ -62,9 +64,9 @@ class StudySummary:
 
 
 def load_config(sweep_dir: Path) -> SweepConfig:
-    path = Path(sweep_dir) / SWEEP_FILE
+    path = SweepDir(sweep_dir).sweep_file
     if not path.exists():
-        raise UserError(f"{sweep_dir}: not a sweep folder (no {SWEEP_FILE}); run `leaksweep sweep SWEEP.yaml` first")
+        raise UserError(f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); run `leaksweep sweep SWEEP.yaml` first")
     return sweep_from_dict(read_json(path), str(path))
 
 
@@ -88,16 +90,7 @@ def _estimate(e: dict | None) -> list[Any]:
     return [_num(e.get("value")), _num(e.get("low")), _num(e.get("high"))]
 
 
-def logistic(params: dict, fraction: float) -> float:
-    """The fitted curve of stats.fit_dose_response: bottom + (top - bottom) * expit(slope * (log10 f - log10 ED50))."""
-    if fraction <= 0:
-        return float(params["bottom"])
-    z = params["slope_per_decade"] * (math.log10(fraction) - params["log10_ed50"])
-    share = 1 / (1 + math.exp(-z)) if z > -700 else 0.0
-    return float(params["bottom"] + (params["top"] - params["bottom"]) * share)
-
-
-# --- experiment modes: analysis.json ---------------------------------------------------------------
+# --- experiment modes: analysis.json, by kind of conclusion ------------------------------------------------
 
 
 def _baselines(analysis: dict, out: StudySummary) -> None:
@@ -130,6 +123,18 @@ def _leak_map(analysis: dict, out: StudySummary) -> None:
                                              "level", "p_value", "alpha", "margin", "trials", "statement"], rows))
 
 
+def _fit_chart(subset: str, trait: str, fit: dict, points: list[list[Any]]) -> Chart | None:
+    """The fitted logistic over the tested fractions, log-spaced; None unless the fit is ok."""
+    params = fit.get("params") or {}
+    if fit.get("fit") != "ok" or not set(stats.LOGISTIC_PARAMS) <= set(params):
+        return None
+    positive = [p[0] for p in points if p[0]]
+    lo, hi = math.log10(min(positive)), math.log10(max(positive))
+    grid = [10 ** (lo + (hi - lo) * i / (FIT_CURVE_POINTS - 1)) for i in range(FIT_CURVE_POINTS)]
+    return Chart(f"dose_fit/{subset}", "line", ["fraction", "fitted"], [[f, stats.logistic(params, f)] for f in grid],
+                 "fraction", "fitted", f"logistic fit of {trait} on {subset}")
+
+
 def _dose_response(analysis: dict, out: StudySummary) -> None:
     thresholds = []
     for subset, dr in analysis.get("dose_response", {}).items():
@@ -140,14 +145,8 @@ def _dose_response(analysis: dict, out: StudySummary) -> None:
         out.charts.append(Chart(f"dose_response/{subset}", "scatter", columns, points, "fraction", "value",
                                 f"{trait} vs teacher fraction on {subset}"))
         fit = dr.get("fit") or {}
-        params = fit.get("params") or {}
-        if fit.get("fit") == "ok" and {"bottom", "top", "slope_per_decade", "log10_ed50"} <= set(params):
-            positive = [p[0] for p in points if p[0]]
-            lo, hi = math.log10(min(positive)), math.log10(max(positive))
-            grid = [10 ** (lo + (hi - lo) * i / (FIT_CURVE_POINTS - 1)) for i in range(FIT_CURVE_POINTS)]
-            out.charts.append(Chart(f"dose_fit/{subset}", "line", ["fraction", "fitted"],
-                                    [[f, logistic(params, f)] for f in grid], "fraction", "fitted",
-                                    f"logistic fit of {trait} on {subset}"))
+        if (chart := _fit_chart(subset, trait, fit, points)) is not None:
+            out.charts.append(chart)
         seq = dr.get("threshold") or {}
         ed10, ed50 = fit.get("ed10"), fit.get("ed50")
         thresholds.append([subset, trait, _num(seq.get("threshold")), _num(seq.get("stopped_at")),
@@ -192,35 +191,52 @@ def _transfer(analysis: dict, out: StudySummary) -> None:
         out.tables.append(Table("teachers", ["teacher", "trait", "value", "low", "high"], rows))
 
 
-# --- optuna mode: the trials' result.json ---------------------------------------------------------------
+# analysis kind (as in analysis.KINDS) -> what it adds to the summary run: tables, charts, values
+TABLES: dict[str, Callable[[dict, StudySummary], None]] = {
+    "baselines": _baselines,
+    "leak_map": _leak_map,
+    "dose_response": _dose_response,
+    "minimal": _minimal,
+    "transfer": _transfer,
+}
 
 
-def _results(sweep_dir: Path) -> list[dict]:
-    results = [read_json(p) for p in (Path(sweep_dir) / "trials").glob("*/result.json")]
-    return sorted(results, key=lambda r: int(r["trial"]))
+def _analysis(analysis: dict, out: StudySummary) -> None:
+    for key in ("trials_spent", "grid_trials", "alpha", "min_effect", "margin"):
+        if key in analysis:
+            out.values[key] = analysis[key]
+    for tabulate in TABLES.values():
+        tabulate(analysis, out)
+    for key in unknown_keys(analysis):  # a kind the report does not know yet: kept, as JSON
+        out.values[f"analysis/{key}"] = json.dumps(analysis[key], sort_keys=True, default=str)
 
 
-def _optuna(cfg: SweepConfig, results: list[dict], out: StudySummary) -> None:
+# --- optuna mode: the trials' results ------------------------------------------------------------------------
+
+
+def _score(r: TrialResult, trait: str, key: str) -> float | None:
+    """`key` (score, low or high) of the trial's score of `trait`; None when it did not score it."""
+    s = r.score(trait)
+    return _num(getattr(s, key)) if s else None
+
+
+def _optuna(cfg: SweepConfig, results: list[TrialResult], out: StudySummary) -> None:
     traits = list(cfg.traits)
     columns = ["trial", "condition", "label", "seed", "teacher_share"]
     columns += [f"{t}_{k}" for t in traits for k in ("score", "low", "high")] + ["params"]
     rows = []
     for r in results:
-        share = (r.get("manifest") or {}).get("teacher_share", {})
-        scores = r.get("traits", {})
-        rows.append([r["trial"], r.get("condition"), r.get("label"), r.get("seed"), _num(share.get("all"))]
-                    + [_num((scores.get(t) or {}).get(k)) for t in traits for k in ("score", "low", "high")]
-                    + [json.dumps(r.get("params", {}), sort_keys=True)])
+        rows.append([r.trial, r.condition, r.label, r.seed, _num(r.teacher_share.get("all"))]
+                    + [_score(r, t, k) for t in traits for k in ("score", "low", "high")]
+                    + [json.dumps(r.params, sort_keys=True)])
     out.tables.append(Table("trials", columns, rows))
-    baselines = [[t, r["condition"], *[_num((r["traits"].get(t) or {}).get(k)) for k in ("score", "low", "high")],
-                  1, str(r["trial"])] for r in results if r.get("condition") in ("all_clean", "all_teacher") for t in traits]
+    baselines = [[t, r.condition, *[_score(r, t, k) for k in ("score", "low", "high")], 1, str(r.trial)]
+                 for r in results if r.condition in ("all_clean", "all_teacher") for t in traits]
     if baselines:
         out.tables.append(Table("baselines", ["trait", "condition", "value", "low", "high", "n_runs", "trials"], baselines))
-    subsets = ["all", *cfg.search.fractions]
     for trait in traits:
-        for subset in subsets:
-            points = [[r["trial"], _num(((r.get("manifest") or {}).get("teacher_share") or {}).get(subset)),
-                       _num((r["traits"].get(trait) or {}).get("score"))] for r in results]
+        for subset in ["all", *cfg.search.fractions]:
+            points = [[r.trial, _num(r.teacher_share.get(subset)), _score(r, trait, "score")] for r in results]
             points = [p for p in points if p[1] is not None and p[2] is not None]
             if points:
                 out.charts.append(Chart(f"dose_response/{trait}/{subset}", "scatter", ["trial", "teacher_share", "score"],
@@ -230,25 +246,17 @@ def _optuna(cfg: SweepConfig, results: list[dict], out: StudySummary) -> None:
 
 def study_summary(sweep_dir: Path, budget: int | None = None) -> StudySummary:
     """Everything the summary run logs, from the sweep folder alone."""
-    sweep_dir = Path(sweep_dir)
-    cfg = load_config(sweep_dir)
-    analysis_path = sweep_dir / ANALYSIS
-    results = _results(sweep_dir)
+    sweep = SweepDir(sweep_dir)
+    cfg = load_config(sweep.path)
+    results = sweep.read_results()
     mode = cfg.search.mode
     out = StudySummary(cfg.name, mode)
     out.values.update({"mode": mode, "trials_complete": len(results)})
     if budget is not None:
         out.values["trial_budget"] = budget
-    if analysis_path.exists():
-        analysis = read_json(analysis_path)
-        for key in ("trials_spent", "grid_trials", "alpha", "min_effect", "margin"):
-            if key in analysis:
-                out.values[key] = analysis[key]
-        _baselines(analysis, out)
-        _leak_map(analysis, out)
-        _dose_response(analysis, out)
-        _minimal(analysis, out)
-        _transfer(analysis, out)
+    analysis = sweep.read_analysis()
+    if analysis is not None:
+        _analysis(analysis, out)
     else:
         _optuna(cfg, results, out)
     return out
@@ -265,12 +273,12 @@ def log_study_summary(sweep_dir: Path, tracker, budget: int | None = None, repor
 
     `report`: the HTML report to attach as an artifact (None: none, e.g. `sweep --no-report`).
     Returns the run id (None when tracking is off)."""
-    sweep_dir = Path(sweep_dir)
-    summary = study_summary(sweep_dir, budget)
+    sweep = SweepDir(sweep_dir)
+    summary = study_summary(sweep.path, budget)
     run = tracker.start_run(
-        name=f"{summary.study}-summary", group=summary.study, config=read_json(sweep_dir / SWEEP_FILE),
-        tags=[summary.mode, "summary"], run_dir=sweep_dir / SUMMARY_DIR,
-        run_id=summary_run_id(summary.study, sweep_dir), job_type="summary",
+        name=f"{summary.study}-summary", group=summary.study, config=read_json(sweep.sweep_file),
+        tags=[summary.mode, "summary"], run_dir=sweep.summary,
+        run_id=summary_run_id(summary.study, sweep.path), job_type="summary",
     )
     try:
         for table in summary.tables:
@@ -288,7 +296,7 @@ def log_study_summary(sweep_dir: Path, tracker, budget: int | None = None, repor
 
 
 def report_spec(sweep_dir: Path) -> dict:
-    """The W&B Report of a study as plain data (see tracking/reports.py for the format)."""
+    """The W&B Report of a study as plain data (see the tracking stage's create_wandb_report for the format)."""
     sweep_dir = Path(sweep_dir)
     summary = study_summary(sweep_dir)
     cfg = load_config(sweep_dir)
