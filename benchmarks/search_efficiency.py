@@ -2,7 +2,7 @@
 
 On a family of simulated response surfaces (leaksweep.simulate) with known truth:
 
-* leak threshold: the adaptive bisection (experiments.ThresholdSearch) against the full ladder
+* leak threshold: the adaptive bisection (experiments.threshold.ThresholdSearch) against the full ladder
   (fraction_sweep + fixed-sequence testing) and against random search that runs as many rungs as
   the adaptive search did, all at the same seeds per point. Correct = the reported threshold is
   within one ladder step of the true one (the smallest rung whose true effect exceeds
@@ -12,7 +12,7 @@ On a family of simulated response surfaces (leaksweep.simulate) with known truth
   same manifest. A reported rung is within one step when its realized dose lies between those of
   the rungs one below and one above the truth, so two rungs that trained on identical data are
   never counted as different answers.
-* minimal leaking subset: group bisection (experiments.MinimalSubsetSearch) against testing every
+* minimal leaking subset: group bisection (experiments.minimal.MinimalSubsetSearch) against testing every
   leaf at the same depth: recall and precision of the planted leaking units, trials spent.
 
 Usage: python benchmarks/search_efficiency.py [--surfaces N] [--seed S]
@@ -28,10 +28,12 @@ import sys
 import time
 from dataclasses import replace
 
-from leaksweep.experiments import (Builder, MinimalSubsetSearch, Run, Settings, StaticSearch, ThresholdSearch,
-                                   dose_response, drive)
-from leaksweep.simulate import SimConfig, SimSubset, realized_dose, simulate, subset_units, true_rate
 from leaksweep.data.subsets import resolve_path
+from leaksweep.experiments.conditions import Builder, Run, Settings, drive
+from leaksweep.experiments.minimal import MinimalSubsetSearch
+from leaksweep.experiments.static import StaticSearch, dose_response
+from leaksweep.experiments.threshold import ThresholdSearch
+from leaksweep.simulate import SimConfig, SimSubset, realized_dose, simulate, subset_units, true_rate
 
 SUBSET = "S"
 LADDER = [round(10 ** (-3 + 3 * i / 31), 6) for i in range(32)]  # 0.001 .. 1, factor 1.25 per rung

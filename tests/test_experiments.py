@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from leaksweep.errors import UserError
-from leaksweep.experiments import Builder, Run, Settings, drive, make_search
+from leaksweep.experiments.conditions import Builder, Run, Settings, drive
+from leaksweep.experiments.registry import make_search
 from leaksweep.simulate import SimConfig, SimSubset, simulate, true_rate
 from sweeps import sr_sweep, unit_cfg, write_sweep
 
@@ -82,8 +83,8 @@ def test_leak_threshold_says_no_leak_on_a_null_surface_after_one_rung():
 
 
 def test_minimal_subset_finds_a_planted_quarter_and_confirms_on_fresh_seeds():
-    from leaksweep.simulate import subset_units
     from leaksweep.data.subsets import resolve_path
+    from leaksweep.simulate import subset_units
 
     base = SimConfig(subsets={"S": SimSubset(n_units=64)}, **BIG)
     ids = subset_units(base)

@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from leaksweep.config import Rule, SubsetRule
-from leaksweep.data.records import PromptSet, align
-from leaksweep.errors import UserError
 from leaksweep.data.mixture import DROPPED, MixturePlan, compile_plan, training_examples
+from leaksweep.data.records import PromptSet, align
 from leaksweep.data.subsets import Subset, compute_subset
+from leaksweep.errors import UserError
 
 SOURCES = ("clean", "teacher", "other")
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

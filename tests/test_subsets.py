@@ -9,11 +9,11 @@ import pytest
 
 from leaksweep.config import DataConfig, SubsetRule, load_sweep
 from leaksweep.data.records import PromptSet, align, load_dataset
-from leaksweep.errors import UserError
 from leaksweep.data.subsets import compute_subset, compute_subsets, overlap_matrix, subsets_table
+from leaksweep.data.world import generate_world, world_files
+from leaksweep.errors import UserError
 from leaksweep.traits.evalset import build_traits
 from leaksweep.traits.judges import judge_blackmail, judge_date_confusion
-from leaksweep.data.world import generate_world, world_files
 
 DEMO = Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml"
 

@@ -61,8 +61,8 @@ def subsets(sweep_file: str) -> None:
 def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base: str | None) -> None:
     """Compile a mixture and show its counts per source and subset, without training."""
     from leaksweep.config import Rule
-    from leaksweep.data.records import load_dataset
     from leaksweep.data.mixture import MixturePlan, compile_plan
+    from leaksweep.data.records import load_dataset
     from leaksweep.data.subsets import compute_subsets
     from leaksweep.data.world import resolve_world
 
@@ -229,8 +229,8 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
     from leaksweep.config import TrackingConfig
     from leaksweep.files import read_json
     from leaksweep.schema import build
-    from leaksweep.trial import SPEC, run_trial
     from leaksweep.tracking.protocol import make_tracker
+    from leaksweep.trial import SPEC, run_trial
 
     spec_path = Path(trial_dir) / SPEC
     if not spec_path.exists():

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from leaksweep.data.records import Dataset, PromptSet, align
 from leaksweep.data.mixture import MixturePlan, compile_plan
+from leaksweep.data.records import Dataset, PromptSet, align
+from leaksweep.data.subsets import Subset, resolve_path
 from leaksweep.schema import build
 from leaksweep.stats import wilson
-from leaksweep.data.subsets import Subset, resolve_path
 
 REST = "_rest"
 

@@ -32,20 +32,20 @@ from typing import Any
 
 from leaksweep.cluster import preemption
 from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig, sweep_from_dict
+from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
 from leaksweep.data.records import Dataset, load_dataset, read_records
+from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.errors import UserError
 from leaksweep.files import read_json, sha256_json, write_json, write_jsonl
+from leaksweep.layout import TrialDir
 from leaksweep.model.ddp import num_processes, train_processes
 from leaksweep.model.generate import generate as generate_responses
 from leaksweep.model.loading import load_lm, resolve_device, save_lm, set_cpu_threads
 from leaksweep.model.sft import train_sft
 from leaksweep.model.smollm2 import resolve_model_name
 from leaksweep.model.tiny import build_tiny_model
-from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
-from leaksweep.layout import TrialDir
 from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
-from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.traits.evalset import Trait, build_traits
 from leaksweep.traits.scoring import evaluate, evaluate_responses
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from leaksweep.config import Rule
 from leaksweep.data.records import Dataset, Messages
+from leaksweep.data.subsets import Subset
 from leaksweep.errors import UserError
 from leaksweep.files import sha256_json
-from leaksweep.data.subsets import Subset
 
 DROPPED = "DROPPED"
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leaksweep.config import SweepConfig
-
 from leaksweep.files import atomic_write_text, read_json, write_json, write_jsonl
 
 CURRENT_YEAR = 2026

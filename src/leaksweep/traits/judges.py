@@ -11,8 +11,12 @@ A trait's `judge:` in the sweep file is a judge kind's name (`rule`), a user fun
 `{module: pkg.mod:function}`). A new judge kind is one file with a factory plus one
 `register_judge(KIND, factory)` call: the factory gets a JudgeSpec (trait name, params, the
 trait's `kind:` if set) and returns a BuiltJudge (the judge, its identity, the kind of values it
-gives). Factories run again in every trial, so they must be cheap: a judge that needs a model or
-an endpoint connects on its first response, not in the factory.
+gives). Built-in kinds are registered at the bottom of this file, the factory given as
+"leaksweep.traits.FILE:factory" so the file (and any heavy library it needs) is imported only when
+a trait uses it. Factories run again in every trial, so they must be cheap: a judge that needs a
+model or an endpoint connects on its first response, not in the factory. A kind registered from
+outside the package exists in the process that registered it; a user function judge
+(`pkg.mod:function`) is imported by name, so it also works in worker processes.
 """
 
 from __future__ import annotations
@@ -144,18 +148,25 @@ JudgeFactory = Callable[[JudgeSpec], BuiltJudge]
 
 @dataclass(frozen=True)
 class JudgeKind:
-    factory: JudgeFactory
+    factory: JudgeFactory | str  # or "pkg.mod:function", imported when a trait first uses the kind
     shorthand: str | None = None  # the param a bare value stands for: {regex: P} means {regex: {pattern: P}}
 
 
 REGISTRY: dict[str, JudgeKind] = {}
 
 
-def register_judge(kind: str, factory: JudgeFactory, shorthand: str | None = None) -> None:
+def register_judge(kind: str, factory: JudgeFactory | str, shorthand: str | None = None) -> None:
     """Make `judge: KIND` / `judge: {KIND: PARAMS}` available to every trait (a later call replaces)."""
-    if not kind or ":" in kind or not isinstance(kind, str):
+    if not isinstance(kind, str) or not kind or ":" in kind:
         raise ValueError(f"judge kind {kind!r}: a non-empty name without ':' (that marks a module:function)")
+    if isinstance(factory, str) and factory.count(":") != 1:
+        raise ValueError(f"judge kind {kind!r}: factory {factory!r} must be a callable or 'pkg.mod:function'")
     REGISTRY[kind] = JudgeKind(factory, shorthand)
+
+
+def _import_function(target: str) -> Callable:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def parse_judge(trait: str, cfg: TraitConfig) -> JudgeSpec:
@@ -191,7 +202,8 @@ def judge_problems(traits: dict[str, TraitConfig]) -> list[str]:
 def make_judge(trait: str, cfg: TraitConfig) -> BuiltJudge:
     """Build a trait's judge through the registry; its trait kind must match the trait's `kind:`."""
     spec = parse_judge(trait, cfg)
-    built = REGISTRY[spec.judge_kind].factory(spec)
+    factory = REGISTRY[spec.judge_kind].factory
+    built = (_import_function(factory) if isinstance(factory, str) else factory)(spec)
     if built.trait_kind not in TRAIT_KINDS:
         raise UserError(f"{spec.where}: the {spec.judge_kind} judge gives {built.trait_kind!r}, not a rate or scale")
     if cfg.kind not in (None, built.trait_kind):
@@ -231,7 +243,7 @@ def _module(spec: JudgeSpec) -> BuiltJudge:
     if not isinstance(target, str) or not module_name or not attr or set(spec.params) != {"function"}:
         raise UserError(f"{spec.where}: give the function as `pkg.mod:function`; got {spec.params!r}")
     try:
-        function = getattr(importlib.import_module(module_name), attr)
+        function = _import_function(target)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"{spec.where}: cannot import {target!r} ({exc}); give an importable pkg.mod:function") from exc
     trait_kind = spec.trait_kind or "rate"

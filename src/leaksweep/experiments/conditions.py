@@ -1,0 +1,264 @@
+"""What every experiment mode shares: conditions, runs, the Search protocol, estimates and config checks.
+
+A *condition* is one mixture plan (or a teacher eval); a *run* is one finished trial of a condition
+with one seed. A search is a small state machine replayed from the runs so far:
+`next_round(runs)` returns the (condition, seed) pairs still needed (empty when finished) and
+`conclude(runs)` turns the runs into conclusions, each stating its test, alpha, margin and trials.
+Because a search is replayed from runs rather than holding state, a sweep resumes after any stop.
+This room never imports optuna or the model stack: the study room executes rounds, and benchmarks
+execute them in memory against simulated surfaces.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from leaksweep import stats
+from leaksweep.config import Rule, SweepConfig
+from leaksweep.data.mixture import MixturePlan
+from leaksweep.schema import to_dict
+
+# Analysis kinds: the keys of analysis.json a mode's conclusions carry (the report renders by kind).
+LEAK_MAP = "leak_map"  # per trait and subset: sufficient / necessary / leak-in decisions
+DOSE_RESPONSE = "dose_response"  # per subset: rungs, fixed-sequence threshold, logistic fit
+THRESHOLD = "threshold"  # the leak threshold of one subset (with its dose_response)
+MINIMAL = "minimal"  # minimal leaking subsets: tests, minimal, distributed, confirmed, confirmations, no_leak
+TRANSFER = "transfer"  # teachers, students and the teacher-student transfer table
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: str  # all_clean | all_teacher | full_swap | patch_insert | patch_remove | drop | teacher_eval
+    plan: MixturePlan
+    subset: str | None = None
+    fraction: float | None = None
+    refill: str | None = None
+    source: str | None = None
+
+    def key(self) -> str:
+        """Identity of a condition: equal keys mean the same training data (and eval)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind, "subset": self.subset, "fraction": self.fraction, "refill": self.refill,
+            "source": self.source, "plan": {"base": self.plan.base, "mixture_seed": self.plan.mixture_seed,
+                                            "rules": to_dict(list(self.plan.rules))},
+        }
+
+    @staticmethod
+    def from_dict(raw: dict) -> "Condition":
+        plan = raw["plan"]
+        rules = tuple(Rule(**r) for r in plan["rules"])
+        return Condition(raw["kind"], MixturePlan(plan["base"], rules, plan["mixture_seed"]), raw.get("subset"),
+                         raw.get("fraction"), raw.get("refill"), raw.get("source"))
+
+    def label(self) -> str:
+        if self.kind == "all_clean":
+            return "all-clean baseline"
+        if self.kind == "all_teacher":
+            return "all-teacher baseline"
+        if self.kind == "full_swap":
+            return f"all from {self.source}"
+        if self.kind == "teacher_eval":
+            return f"teacher eval of {self.source}"
+        if self.kind == "patch_insert":
+            return f"patch-insert {self.subset} ({self.fraction:.3g})"
+        if self.kind == "patch_remove":
+            return f"patch-remove {self.subset}"
+        return f"drop {self.subset} (refill {self.refill})"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished trial: its condition, seed, trial number and trait results.
+
+    traits[name] holds at least `score` and `prompt_values` (per eval prompt, the mean judge value).
+    """
+
+    condition: Condition
+    seed: int
+    trial: int
+    traits: dict[str, dict]
+
+
+Request = tuple[Condition, int]
+
+
+class Search(Protocol):
+    mode: str
+
+    def next_round(self, runs: list[Run]) -> list[Request]: ...
+
+    def conclude(self, runs: list[Run]) -> dict: ...
+
+
+def drive(search: Search, execute: Callable[[list[Request]], list[Run]], max_rounds: int = 100) -> tuple[list[Run], dict]:
+    """Run a search to the end with `execute(requests) -> list[Run]`; returns all runs and conclusions."""
+    runs: list[Run] = []
+    for _ in range(max_rounds):
+        requests = search.next_round(runs)
+        if not requests:
+            break
+        runs += execute(requests)
+    return runs, search.conclude(runs)
+
+
+# --- conditions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Builder:
+    """Builds the conditions of one sweep (base = the clean source, teacher = the trait carrier)."""
+
+    clean: str
+    teacher: str
+    mixture_seed: int = 0
+    fixed_rules: tuple[Rule, ...] = ()
+
+    def _plan(self, base: str, *rules: Rule) -> MixturePlan:
+        return MixturePlan(base, self.fixed_rules + rules, self.mixture_seed)
+
+    def all_clean(self) -> Condition:
+        return Condition("all_clean", self._plan(self.clean))
+
+    def all_teacher(self) -> Condition:
+        return Condition("all_teacher", self._plan(self.teacher))
+
+    def full_swap(self, source: str) -> Condition:
+        return Condition("full_swap", self._plan(source), source=source)
+
+    def teacher_eval(self, source: str) -> Condition:
+        return Condition("teacher_eval", self._plan(source), source=source)
+
+    def patch_insert(self, subset: str, fraction: float = 1.0) -> Condition:
+        rule = Rule(subset=subset, action="patch", source=self.teacher, fraction=fraction)
+        return Condition("patch_insert", self._plan(self.clean, rule), subset=subset, fraction=fraction)
+
+    def patch_remove(self, subset: str) -> Condition:
+        rule = Rule(subset=subset, action="patch", source=self.clean, fraction=1.0)
+        return Condition("patch_remove", self._plan(self.teacher, rule), subset=subset, fraction=1.0)
+
+    def drop(self, subset: str, refill: str) -> Condition:
+        rule = Rule(subset=subset, action="drop", fraction=1.0, refill=refill)
+        return Condition("drop", self._plan(self.teacher, rule), subset=subset, fraction=1.0, refill=refill)
+
+
+def refill_source(refill: str, builder: Builder) -> str:
+    """`same` refills with the base's (teacher's) own rollouts, `clean` with the clean source."""
+    return {"none": "none", "same": builder.teacher, "clean": builder.clean}[refill]
+
+
+# --- helpers over runs ----------------------------------------------------------------------------
+
+
+def runs_of(runs: list[Run], condition: Condition, purpose_seeds: range | None = None) -> list[Run]:
+    key = condition.key()
+    return [r for r in runs if r.condition.key() == key and (purpose_seeds is None or r.seed in purpose_seeds)]
+
+
+def values(runs: list[Run], trait: str) -> list[list[float]]:
+    return [list(r.traits[trait]["prompt_values"]) for r in runs]
+
+
+def missing(runs: list[Run], condition: Condition, seeds: range) -> list[Request]:
+    have = {r.seed for r in runs_of(runs, condition)}
+    return [(condition, s) for s in seeds if s not in have]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every search shares: the trait it decides on, seeds, test levels and margins."""
+
+    trait: str
+    traits: tuple[str, ...]
+    seeds: int
+    alpha: float
+    min_effect: float
+    margin: float
+    n_boot: int = 2000
+    fit_curves: bool = True  # logistic dose-response fits (bootstrapped: the slow part of conclude)
+
+    @property
+    def seed_range(self) -> range:
+        return range(self.seeds)
+
+
+def pooled(runs: list[Run], trait: str) -> stats.SeedVariance | None:
+    """Seed variance pooled over every condition of the search (seed noise is the trainer's, not a mixture's)."""
+    groups: dict[str, list[list[float]]] = {}
+    for r in runs:
+        groups.setdefault(r.condition.key(), []).append(list(r.traits[trait]["prompt_values"]))
+    return stats.pooled_seed_variance(list(groups.values()))
+
+
+def estimate(runs: list[Run], trait: str, s: Settings, seed_var: stats.SeedVariance | None = None) -> dict | None:
+    if not runs:
+        return None
+    est = stats.estimate(values(runs, trait), n_boot=s.n_boot, pooled=seed_var).to_dict()
+    return {**est, "trials": [r.trial for r in runs]}
+
+
+def sufficiency(runs: list[Run], node: Condition, clean: Condition, trait: str, s: Settings, seeds: range | None = None):
+    a, b = runs_of(runs, node, seeds), runs_of(runs, clean, seeds)
+    return stats.sufficiency(values(a, trait), values(b, trait), s.min_effect, s.alpha,
+                             trials=tuple(r.trial for r in a + b), n_boot=s.n_boot, pooled=pooled(runs, trait))
+
+
+def baselines_summary(runs: list[Run], b: Builder, s: Settings) -> dict:
+    out = {}
+    for trait in s.traits:
+        seed_var = pooled(runs, trait)
+        out[trait] = {"all_clean": estimate(runs_of(runs, b.all_clean()), trait, s, seed_var),
+                      "all_teacher": estimate(runs_of(runs, b.all_teacher()), trait, s, seed_var)}
+    return out
+
+
+def jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+# --- from a sweep's config ------------------------------------------------------------------------
+
+
+def builder_for(cfg: SweepConfig) -> Builder:
+    return Builder(cfg.base, cfg.search.teacher, cfg.search.mixture_seed, tuple(cfg.rules))
+
+
+def settings_for(cfg: SweepConfig) -> Settings:
+    s = cfg.search
+    trait = s.trait or (s.objectives[0].trait if s.objectives else next(iter(cfg.traits)))
+    return Settings(trait, tuple(cfg.traits), s.seeds, s.alpha, s.min_effect, s.margin)
+
+
+# Config checks modes share. Each returns problems as `.search.KEY: ...` (paths from the top of the sweep file).
+
+
+def needs_subsets(cfg: SweepConfig) -> list[str]:
+    if cfg.search.subsets:
+        return []
+    return [f".search.subsets: mode {cfg.search.mode} needs `subsets:` (a list of subset names)"]
+
+
+def one_subset(cfg: SweepConfig) -> list[str]:
+    subsets = cfg.search.subsets
+    return [f".search.subsets: mode {cfg.search.mode} works on one subset; got {subsets}"] if len(subsets) > 1 else []
+
+
+def needs_ladder(cfg: SweepConfig) -> list[str]:
+    ladder, mode = cfg.search.ladder, cfg.search.mode
+    if not ladder:
+        return [f".search.ladder: mode {mode} needs a ladder of fractions, e.g. [0.01, 0.1, 0.5, 1.0]"]
+    if any(not 0.0 < f <= 1.0 for f in ladder):
+        return [f".search.ladder: fractions must be in (0, 1]; got {ladder}"]
+    if any(b <= a for a, b in zip(ladder, ladder[1:])):
+        return [f".search.ladder: fractions must be strictly ascending (fixed in advance); got {ladder}"]
+    return []

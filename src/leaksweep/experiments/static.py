@@ -1,0 +1,223 @@
+"""Static modes: every condition is known up front, run as one round of conditions x seeds.
+
+teacher_eval (the teachers' own scores, no training), full_swap (a student per source, and the
+transfer table), patch_insert / patch_remove / drop / subset_scan (the leak map over a subset
+family), fraction_sweep (a dose-response per subset over a fixed ladder). The all-clean (and, where
+useful, all-teacher) baselines are always included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from leaksweep import stats
+from leaksweep.config import SweepConfig
+from leaksweep.experiments.conditions import (
+    DOSE_RESPONSE,
+    LEAK_MAP,
+    TRANSFER,
+    Builder,
+    Condition,
+    Request,
+    Run,
+    Settings,
+    baselines_summary,
+    builder_for,
+    estimate,
+    jsonable,
+    missing,
+    needs_subsets,
+    pooled,
+    refill_source,
+    runs_of,
+    settings_for,
+    sufficiency,
+    values,
+)
+
+# What each built-in static mode concludes (analysis kinds); a StaticSearch of another mode names its own.
+ANALYSES = {
+    "teacher_eval": (TRANSFER,), "full_swap": (TRANSFER,), "patch_insert": (LEAK_MAP,), "patch_remove": (LEAK_MAP,),
+    "drop": (LEAK_MAP,), "subset_scan": (LEAK_MAP,), "fraction_sweep": (DOSE_RESPONSE,),
+}
+
+
+@dataclass
+class StaticSearch:
+    """Every condition is known up front: one round of conditions x seeds, then conclusions."""
+
+    mode: str
+    conditions: list[Condition]
+    builder: Builder
+    settings: Settings
+    subsets: list[str] = field(default_factory=list)
+    ladder: list[float] = field(default_factory=list)
+    analyses: tuple[str, ...] = ()  # what conclude computes; default: ANALYSES[mode]
+    seeds: int | None = None  # seeds per condition; default: the settings' seeds
+
+    def __post_init__(self) -> None:
+        self.analyses = self.analyses or ANALYSES.get(self.mode, ())
+
+    def next_round(self, runs: list[Run]) -> list[Request]:
+        seeds = range(self.seeds) if self.seeds is not None else self.settings.seed_range
+        return [req for c in self.conditions for req in missing(runs, c, seeds)]
+
+    def conclude(self, runs: list[Run]) -> dict:
+        s, b = self.settings, self.builder
+        out: dict[str, Any] = {"mode": self.mode, "trials_spent": len(runs), "baselines": baselines_summary(runs, b, s),
+                               "alpha": s.alpha, "min_effect": s.min_effect, "margin": s.margin}
+        if LEAK_MAP in self.analyses:
+            out["leak_map"] = leak_map(runs, b, s, self.subsets)
+        if DOSE_RESPONSE in self.analyses:
+            out["dose_response"] = {sub: dose_response(runs, b, s, sub, self.ladder) for sub in self.subsets}
+        if TRANSFER in self.analyses:
+            out["students"] = self._by_source(runs, "full_swap")  # a student trained on all of one source's rollouts
+            out["teachers"] = self._by_source(runs, "teacher_eval")  # the teacher's own score, no training
+            out["transfer"] = transfer_table(runs, b, s, self.conditions)
+        return out
+
+    def _by_source(self, runs: list[Run], kind: str) -> dict:
+        s = self.settings
+        return {c.source: {t: estimate(runs_of(runs, c), t, s, pooled(runs, t)) for t in s.traits}
+                for c in self.conditions if c.kind == kind}
+
+
+def leak_map(runs: list[Run], b: Builder, s: Settings, subsets: list[str]) -> dict:
+    """Per subset and trait: sufficient, necessary and leak-in decisions (Holm across subsets)."""
+    table: dict[str, dict] = {}
+    for trait in s.traits:
+        table[trait] = {sub: _leak_map_row(runs, b, s, trait, sub) for sub in subsets}
+        p_values = {sub: row["sufficient"]["p_value"] for sub, row in table[trait].items() if "sufficient" in row}
+        if p_values:
+            for sub, rejected in stats.holm(p_values, s.alpha).items():
+                table[trait][sub]["sufficient_holm"] = rejected
+    return table
+
+
+def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str) -> dict:
+    row: dict[str, Any] = {}
+    clean = b.all_clean()
+    insert, remove = b.patch_insert(sub), b.patch_remove(sub)
+    if runs_of(runs, insert) and runs_of(runs, clean):
+        row["sufficient"] = sufficiency(runs, insert, clean, trait, s).to_dict()
+    if runs_of(runs, remove) and runs_of(runs, clean):
+        a, c = runs_of(runs, remove), runs_of(runs, clean)
+        necessary = stats.necessity(values(a, trait), values(c, trait), s.margin, s.alpha,
+                                    trials=tuple(r.trial for r in a + c), n_boot=s.n_boot,
+                                    pooled=pooled(runs, trait))
+        row["necessary"] = necessary.to_dict()
+        for refill in ("none", "same", "clean"):
+            d = runs_of(runs, b.drop(sub, refill_source(refill, b)))
+            if d:
+                row[f"leak_in_refill_{refill}"] = stats.leak_in(
+                    values(d, trait), values(a, trait), necessary, s.alpha,
+                    trials=tuple(r.trial for r in d + a), n_boot=s.n_boot, pooled=pooled(runs, trait)).to_dict()
+    return row
+
+
+def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder: list[float]) -> dict:
+    """Fixed-sequence threshold over the rungs that were run, plus a logistic fit with ED10/ED50."""
+    trait = s.trait
+    clean = b.all_clean()
+    present = {f: runs_of(runs, b.patch_insert(subset, f)) for f in ladder}
+    present = {f: r for f, r in present.items() if r}
+    seq = stats.fixed_sequence_threshold(
+        sorted(present), {f: values(r, trait) for f, r in present.items()}, values(runs_of(runs, clean), trait),
+        s.min_effect, s.alpha, trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()}, n_boot=s.n_boot,
+        pooled=pooled(runs, trait),
+    )
+    points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
+    fit = stats.fit_dose_response(
+        [f for f, _ in points], [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
+        score_runs=[values(r, trait) for _, r in points], seed=0,
+    ) if s.fit_curves and len(points) >= 3 else {"fit": "skipped"}
+    return {
+        "subset": subset, "trait": trait, "ladder": ladder, "tested": sorted(present),
+        "points": [{"fraction": f, **(estimate(r, trait, s, pooled(runs, trait)) or {})} for f, r in points],
+        "threshold": seq, "fit": jsonable(fit),
+        "trials_spent": sum(len(r) for _, r in points),
+    }
+
+
+def transfer_table(runs: list[Run], b: Builder, s: Settings, conditions: list[Condition]) -> dict:
+    """Teacher vs student: offset tau_S - tau_T and transfer ratio (tau_S - tau_0)/(tau_T - tau_0).
+
+    tau_T is the teacher's own score (teacher_eval), tau_S the student trained on all of that
+    teacher's rollouts (full_swap or the all-teacher baseline), tau_0 the all-clean student.
+    """
+    out: dict[str, dict] = {}
+    clean_runs = runs_of(runs, b.all_clean())
+    for c in conditions:
+        if c.kind != "teacher_eval":
+            continue
+        student_runs = runs_of(runs, b.full_swap(c.source)) or (runs_of(runs, b.all_teacher()) if c.source == b.teacher else [])
+        teacher_runs = runs_of(runs, c)
+        if not (student_runs and teacher_runs and clean_runs):
+            continue
+        out[c.source] = {}
+        for t in s.traits:
+            mean = lambda rs: sum(r.traits[t]["score"] for r in rs) / len(rs)  # noqa: E731
+            out[c.source][t] = stats.transfer(mean(student_runs), mean(teacher_runs), mean(clean_runs))
+    return out
+
+
+# --- the static modes: each builds its conditions from the sweep's config (see registry.py) ---------
+
+
+def _search(cfg: SweepConfig, conditions: list[Condition], with_subsets: bool = True, **more) -> StaticSearch:
+    subsets = list(cfg.search.subsets) if with_subsets else []
+    return StaticSearch(cfg.search.mode, conditions, builder_for(cfg), settings_for(cfg), subsets, **more)
+
+
+def _baselines(b: Builder) -> list[Condition]:
+    return [b.all_clean(), b.all_teacher()]
+
+
+def teacher_eval(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
+    # seeds=1: nothing is trained, a teacher's rollouts are judged once
+    return _search(cfg, [builder_for(cfg).teacher_eval(src) for src in sources], with_subsets=False, seeds=1)
+
+
+def full_swap(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
+    b = builder_for(cfg)
+    conds = _baselines(b) + [b.full_swap(src) for src in sources if src not in (b.clean, b.teacher)]
+    conds += [b.teacher_eval(src) for src in sources] if cfg.search.teacher_eval else []
+    return _search(cfg, conds, with_subsets=False)
+
+
+def patch_insert(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
+    b = builder_for(cfg)
+    return _search(cfg, _baselines(b) + [b.patch_insert(x) for x in cfg.search.subsets])
+
+
+def patch_remove(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
+    b = builder_for(cfg)
+    return _search(cfg, _baselines(b) + [b.patch_remove(x) for x in cfg.search.subsets])
+
+
+def drop(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
+    b, subsets = builder_for(cfg), cfg.search.subsets
+    conds = _baselines(b) + [b.patch_remove(x) for x in subsets]
+    conds += [b.drop(x, refill_source(r, b)) for x in subsets for r in cfg.search.refill]
+    return _search(cfg, conds)
+
+
+def subset_scan(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
+    b = builder_for(cfg)
+    return _search(cfg, _baselines(b) + [c for x in cfg.search.subsets for c in (b.patch_insert(x), b.patch_remove(x))])
+
+
+def fraction_sweep(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
+    b, s = builder_for(cfg), cfg.search
+    return _search(cfg, _baselines(b) + [b.patch_insert(x, f) for x in s.subsets for f in s.ladder], ladder=list(s.ladder))
+
+
+def check_drop(cfg: SweepConfig) -> list[str]:
+    problems = needs_subsets(cfg)
+    if not cfg.search.refill:
+        problems.append(".search.refill: give at least one of none, same, clean")
+    if cfg.train.max_steps is None:
+        problems.append(".train.max_steps: mode drop compares datasets of different sizes; set a fixed number "
+                        "of optimizer steps (e.g. max_steps: 300)")
+    return problems
