@@ -562,3 +562,51 @@ def test_samples_json_cannot_end_the_script_element(tmp_path: Path) -> None:
     embedded = re.search(r'<script type="application/json" id="samples-data">(.*?)</script>', page, re.S).group(1)
     assert "<" not in embedded and json.loads(embedded)["rows"][0][7].startswith("</script><script>alert(1)")
     assert "ünïcode" in json.loads(embedded)["rows"][0][7]
+
+
+# --- analysis kinds: the registry, and a kind no renderer knows ------------------------------------------
+
+
+def test_unknown_analysis_kind_still_renders_as_a_plain_table(threshold_sweep, tmp_path: Path) -> None:
+    import shutil
+
+    sweep = tmp_path / "new_mode"
+    shutil.copytree(threshold_sweep[0], sweep)
+    analysis = json.loads((sweep / "analysis.json").read_text())
+    analysis["mode"] = "brand_new_mode"
+    analysis["per_arm"] = {"arm <a>": {"score": 0.25, "trials": [1, 2]}, "arm b": {"score": 0.5, "passed": True}}
+    analysis["notes"] = "free text"
+    (sweep / "analysis.json").write_text(json.dumps(analysis))
+    page = write_report(sweep).read_text()
+    assert "which this report does not know" in _answer(page)
+    section = page[page.index("<h2>per_arm</h2>"):page.index("<h2>Trials</h2>")]
+    assert "<th>score</th><th>trials</th><th>passed</th>" in section
+    assert "<th>arm &lt;a&gt;</th><td>0.25</td><td><code>[1, 2]</code></td><td>&#8211;</td>" in section
+    assert "<h2>notes</h2>" in section and "<pre>&quot;free text&quot;</pre>" in section
+    assert "<h2>Dose-response</h2>" in page  # the known kinds still render
+
+
+def test_a_registered_kind_renders_its_keys(threshold_sweep, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from leaksweep.report import analysis as kinds
+
+    sweep = tmp_path / "registered"
+    shutil.copytree(threshold_sweep[0], sweep)
+    analysis = json.loads((sweep / "analysis.json").read_text())
+    (sweep / "analysis.json").write_text(json.dumps({**analysis, "arms": {"a": 1}, "arm_notes": "x"}))
+    monkeypatch.setitem(kinds.KINDS, "arms", kinds.Kind("arms", ("arms", "arm_notes"), lambda view: [
+        f'<h2>Arms</h2><p id="arms">{len(view.analysis["arms"])} arm</p>']))
+    page = write_report(sweep).read_text()
+    assert '<h2>Arms</h2><p id="arms">1 arm</p>' in page
+    assert "<h2>arms</h2>" not in page and "<h2>arm_notes</h2>" not in page  # claimed: no plain-table fallback
+    assert kinds.unknown_keys(analysis) == []  # every key today's modes write belongs to a kind or the settings
+
+
+def test_page_inlines_the_assets(separated: Path) -> None:
+    from leaksweep.report.page import asset
+
+    page = write_report(separated).read_text()
+    for name in ("report.css", "sort.js", "interact.js"):
+        assert asset(name).strip() and asset(name) in page
+    assert "__PAGE_ROWS__" not in page and "var PAGE = 50," in page

@@ -197,3 +197,15 @@ def test_report_spec_panels_cover_the_study(tmp_path):
     assert (summary["group"], summary["job_type"]) == ("ladder", "summary")
     tables = [p["table"] for p in summary["panels"] if p["kind"] == "table"]
     assert tables == ["baselines", "thresholds", "dose_response/S_table"]
+
+
+def test_tables_use_the_report_kinds_and_keep_an_unknown_kind_as_json(tmp_path):
+    from leaksweep.report import analysis as kinds
+    from leaksweep.report.wandb_summary import TABLES
+
+    assert set(TABLES) <= set(kinds.KINDS)
+    folder, analysis = experiment_folder(tmp_path, "scan", mode="subset_scan", subsets=["S", "R"], seeds=2)
+    assert not any(key.startswith("analysis/") for key in study_summary(folder, budget=None).values)
+    write_json(folder / "analysis.json", {**analysis, "per_arm": {"a": {"score": 0.5}}})
+    summary = study_summary(folder, budget=None)
+    assert json.loads(summary.values["analysis/per_arm"]) == {"a": {"score": 0.5}}

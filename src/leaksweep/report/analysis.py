@@ -98,7 +98,8 @@ def budget_line(analysis: dict) -> str:
         text += f", of which {len(confirm)} on fresh confirmation seeds"
     per_subset = {s: dr.get("trials_spent") for s, dr in (analysis.get("dose_response") or {}).items()}
     if len(per_subset) > 1:
-        text += " (" + ", ".join(f"{esc(s)}: {n}" for s, n in per_subset.items() if n is not None) + " incl. the baseline)"
+        counts = ", ".join(f"{esc(s)}: {n}" for s, n in per_subset.items() if n is not None)
+        text += f" ({counts} incl. the baseline)"
     return f'<p id="budget">{text}.</p>'
 
 
@@ -141,7 +142,8 @@ def leak_map_section(analysis: dict) -> str:
             for key, _ in cols:
                 extra = ""
                 if key == "sufficient" and "sufficient_holm" in row:
-                    extra = f'<br><span class="small">Holm: {"rejected" if row["sufficient_holm"] else "not rejected"}</span>'
+                    holm = "rejected" if row["sufficient_holm"] else "not rejected"
+                    extra = f'<br><span class="small">Holm: {holm}</span>'
                 cells.append(decision_cell(row.get(key), extra))
         rows.append(f'<tr data-subset="{esc(s)}">' + "".join(cells) + "</tr>")
     note = (f'<p class="small">Sufficient: patch-insert of the subset vs the all-clean baseline, one-sided at '

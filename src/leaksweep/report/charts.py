@@ -316,7 +316,8 @@ def _rung_marks(frame: Frame, dose: Dose) -> dict[str, list[str]]:
             title += f'. {decision.get("statement", "")}'
         group = marks.setdefault(kind, [])
         if p.get("low") is not None and p.get("high") is not None:
-            group.append(f'<line x1="{px:.1f}" y1="{frame.py(p["low"]):.1f}" x2="{px:.1f}" y2="{frame.py(p["high"]):.1f}" '
+            group.append(f'<line x1="{px:.1f}" y1="{frame.py(p["low"]):.1f}" '
+                         f'x2="{px:.1f}" y2="{frame.py(p["high"]):.1f}" '
                          f'stroke="{col}" stroke-width="1.5"/>')
         group.append(f'<circle class="rung {kind}" cx="{px:.1f}" cy="{frame.py(p["value"]):.1f}" r="4" fill="{fill}" '
                      f'stroke="{col}" stroke-width="1.5"><title>{esc(title)}</title></circle>')
@@ -339,8 +340,8 @@ def dose_chart(dr: dict, analysis: dict) -> str:
     parts += [series(f"rungs-{kind}", group) for kind, group in marks.items()]
     items = [(label, col, style, f"rungs-{kind}") for kind, label, col, style in RUNG_KINDS if kind in marks]
     legend_parts, height = legend(items + clean_items + fit_items)
-    return svg(parts + legend_parts, height, f"dose-response: {dose.trait} vs fraction of {dose.subset} from the teacher",
-               "dose-response")
+    title = f"dose-response: {dose.trait} vs fraction of {dose.subset} from the teacher"
+    return svg(parts + legend_parts, height, title, "dose-response")
 
 
 # --- leak map, offsets (analysis.json leak_map, teachers / students) ---------------------------------------
@@ -393,7 +394,8 @@ def _estimate_marks(e: dict, y: float, px: Callable[[float], float], col: str, s
         out.append(f'<line x1="{px(e["low"]):.1f}" y1="{y:.1f}" x2="{px(e["high"]):.1f}" y2="{y:.1f}" '
                    f'stroke="{col}" stroke-width="2"/>')
     if shape == "square":
-        out.append(f'<rect x="{x - 4.5:.1f}" y="{y - 4.5:.1f}" width="9" height="9" fill="{col}"><title>{esc(title)}</title></rect>')
+        out.append(f'<rect x="{x - 4.5:.1f}" y="{y - 4.5:.1f}" width="9" height="9" fill="{col}">'
+                   f'<title>{esc(title)}</title></rect>')
     else:
         out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{col}"><title>{esc(title)}</title></circle>')
     return out
@@ -474,7 +476,8 @@ def offsets_chart(analysis: dict, trait: str) -> str:
     parts, items = _offsets_grid(rows, trait) + labels, []
     if _has(clean):
         x0 = rows.px(clean["value"])
-        parts.append(series("clean", [f'<line x1="{x0:.1f}" y1="{TOP}" x2="{x0:.1f}" y2="{rows.bottom}" stroke="{CLEAN}" '
+        parts.append(series("clean", [f'<line x1="{x0:.1f}" y1="{TOP}" x2="{x0:.1f}" y2="{rows.bottom}" '
+                                      f'stroke="{CLEAN}" '
                                       f'stroke-width="1.5" stroke-dasharray="6 4"><title>all-clean student τ0 = '
                                       f'{esc(est(clean))}</title></line>']))
         items.append(("all-clean student τ0", CLEAN, "dashed", "clean"))
@@ -505,21 +508,23 @@ def pareto_chart(study: dict) -> str:
     front = set(study.get("pareto", []))
     (x_lo, x_hi), (y_lo, y_hi) = padded([t["values"][0] for t in trials]), padded([t["values"][1] for t in trials])
     frame = Frame(x_lo, x_hi, y_lo, y_hi)
-    parts = axes(frame, nice_ticks(x_lo, x_hi), nice_ticks(y_lo, y_hi), html.unescape(objective_name(names[0], directions[0])),
-                 html.unescape(objective_name(names[1], directions[1])))
+    xlabel, ylabel = (html.unescape(objective_name(n, d)) for n, d in zip(names[:2], directions[:2]))
+    parts = axes(frame, nice_ticks(x_lo, x_hi), nice_ticks(y_lo, y_hi), xlabel, ylabel)
     on, off = [], []
     for t in trials:
         x, y = t["values"][:2]
         title = (f'trial {t["number"]}{" (Pareto front)" if t["number"] in front else ""}: {names[0]} {num(x)}, '
                  f'{names[1]} {num(y)}; {_params_text(t.get("params", {}))}')
         mark = (f'<circle cx="{frame.px(x):.1f}" cy="{frame.py(y):.1f}" r="{5 if t["number"] in front else 4}" '
-                f'fill="{TEACHER if t["number"] in front else "#fff"}" stroke="{TEACHER if t["number"] in front else "#888"}" '
+                f'fill="{TEACHER if t["number"] in front else "#fff"}" '
+                f'stroke="{TEACHER if t["number"] in front else "#888"}" '
                 f'stroke-width="1.5"><title>{esc(title)}</title></circle>')
         (on if t["number"] in front else off).append(mark)
     line = sorted((t["values"][0], t["values"][1]) for t in trials if t["number"] in front)
     if len(line) > 1:
         coords = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in line)
-        on.insert(0, f'<polyline points="{coords}" fill="none" stroke="{TEACHER}" stroke-width="1" stroke-dasharray="4 3"/>')
+        on.insert(0, f'<polyline points="{coords}" fill="none" stroke="{TEACHER}" stroke-width="1" '
+                     f'stroke-dasharray="4 3"/>')
     parts += [series("dominated", off), series("pareto", on)]
     items = [(f"Pareto front ({len(front)} trials)", TEACHER, "point", "pareto"),
              (f"other trials ({len(off)})", "#888", "hollow", "dominated")]

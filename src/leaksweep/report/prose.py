@@ -176,7 +176,8 @@ def _threshold_sentence(dr: dict, analysis: dict) -> str:
     f = seq.get("threshold")
     tested = dr.get("tested") or []
     test = (f'fixed-sequence sufficiency tests vs the all-clean baseline from the highest rung down at alpha '
-            f'{g(seq.get("alpha", analysis.get("alpha")))}, min effect {g(seq.get("margin", analysis.get("min_effect")))}')
+            f'{g(seq.get("alpha", analysis.get("alpha")))}, '
+            f'min effect {g(seq.get("margin", analysis.get("min_effect")))}')
     name = f"<code>{esc(subset)}</code>"
     if f is not None:
         stop = seq.get("stopped_at")

@@ -38,7 +38,8 @@ def status_line(view: SweepView) -> str:
     line = f'<p class="small">{len(view.trials)} complete, {len(running)} not finished, {len(failed)} failed.</p>'
     if not failed:
         return line
-    rows = "".join(f"<li>trial {esc(name)} failed: <code>{esc(msg[:MAX_TEXT_CHARS])}</code></li>" for name, msg in failed)
+    rows = "".join(f"<li>trial {esc(name)} failed: <code>{esc(msg[:MAX_TEXT_CHARS])}</code></li>"
+                   for name, msg in failed)
     return line + f'<ul class="small">{rows}</ul>'
 
 
@@ -181,7 +182,8 @@ def samples_section(view: SweepView) -> str:
 
 
 def sample_rows(view: SweepView) -> tuple[dict, int]:
-    """({"prompts": {id: text}, "rows": [[trial, condition, trait, prompt_id, sample, value, reason, response]]}, total).
+    """({"prompts": {id: text}, "rows": [[trial, condition, trait, prompt_id, sample, value, reason, response]],
+    "per_trial_trait": n}, total).
 
     At most MAX_SAMPLE_ROWS rows, the same number per (trial, trait) (its first ones in the file), so every
     trial and trait is represented however many trials there are; `total` counts every generation on disk.
@@ -259,13 +261,15 @@ def provenance(view: SweepView) -> str:
                 f"<pre>{esc(json.dumps(view.analysis, indent=2, sort_keys=True, default=str))}</pre></details>")
     versions = ", ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in library_versions().items())
     return (f"<p>{shown}</p>"
-            f'<p id="code-version">Code that wrote this report: leaksweep git commit <code>{esc(code_version())}</code>. '
+            f'<p id="code-version">Code that wrote this report: leaksweep git commit '
+            f'<code>{esc(code_version())}</code>. '
             f"Libraries: {versions}.</p>"
             f"<p>Rerun a trial from its folder: <code>leaksweep trial &lt;trial dir&gt;</code>, e.g. "
             f"<code>leaksweep trial {esc(shlex.quote(str(example)))}</code>.</p>"
             f"<details><summary>Per trial: data and manifest hashes, the command that reproduces it "
             f"({len(view.trials)} trials)</summary>{provenance_trials_table(view)}</details>"
-            f"<details><summary>Sweep config ({esc(SweepDir.SWEEP)}, resolved)</summary><pre>{esc(config)}</pre></details>"
+            f"<details><summary>Sweep config ({esc(SweepDir.SWEEP)}, resolved)</summary>"
+            f"<pre>{esc(config)}</pre></details>"
             + analysis)
 
 
@@ -285,5 +289,6 @@ def provenance_trials_table(view: SweepView) -> str:
         f"<td><code>leaksweep trial {esc(shlex.quote(str(t.dir.path.resolve())))}</code></td></tr>"
         for t in view.trials)
     return ('<table class="sortable" id="provenance-trials"><thead><tr><th>trial</th><th>condition</th>'
-            f'<th>data fingerprint</th><th>manifest hash</th><th>{TrialDir.MANIFEST} sha256</th><th>code (git commit)</th>'
+            f'<th>data fingerprint</th><th>manifest hash</th><th>{TrialDir.MANIFEST} sha256</th>'
+            '<th>code (git commit)</th>'
             f'<th>reproduce (reruns the trial from its {TrialDir.SPEC})</th></tr></thead><tbody>{rows}</tbody></table>')

@@ -110,7 +110,8 @@ def axes(frame: Frame, xticks: list[float], yticks: list[float], xlabel: str, yl
         px = frame.px(x)
         parts.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 5}" stroke="#666"/>')
         parts.append(f'<text x="{px:.1f}" y="{bottom + 18}" text-anchor="middle">{esc(xfmt(x))}</text>')
-    parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}" fill="none" stroke="#999"/>')
+    parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}" '
+                 f'fill="none" stroke="#999"/>')
     parts.append(f'<text x="{(LEFT + right) / 2:.0f}" y="{PLOT_H - 6}" text-anchor="middle">{esc(xlabel)}</text>')
     mid = (TOP + bottom) / 2
     parts.append(f'<text x="14" y="{mid:.0f}" text-anchor="middle" transform="rotate(-90 14 {mid:.0f})">'

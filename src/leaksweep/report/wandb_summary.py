@@ -66,7 +66,8 @@ class StudySummary:
 def load_config(sweep_dir: Path) -> SweepConfig:
     path = SweepDir(sweep_dir).sweep_file
     if not path.exists():
-        raise UserError(f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); run `leaksweep sweep SWEEP.yaml` first")
+        raise UserError(f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); "
+                        "run `leaksweep sweep SWEEP.yaml` first")
     return sweep_from_dict(read_json(path), str(path))
 
 
@@ -233,14 +234,15 @@ def _optuna(cfg: SweepConfig, results: list[TrialResult], out: StudySummary) -> 
     baselines = [[t, r.condition, *[_score(r, t, k) for k in ("score", "low", "high")], 1, str(r.trial)]
                  for r in results if r.condition in ("all_clean", "all_teacher") for t in traits]
     if baselines:
-        out.tables.append(Table("baselines", ["trait", "condition", "value", "low", "high", "n_runs", "trials"], baselines))
+        columns = ["trait", "condition", "value", "low", "high", "n_runs", "trials"]
+        out.tables.append(Table("baselines", columns, baselines))
     for trait in traits:
         for subset in ["all", *cfg.search.fractions]:
             points = [[r.trial, _num(r.teacher_share.get(subset)), _score(r, trait, "score")] for r in results]
             points = [p for p in points if p[1] is not None and p[2] is not None]
             if points:
-                out.charts.append(Chart(f"dose_response/{trait}/{subset}", "scatter", ["trial", "teacher_share", "score"],
-                                        points, "teacher_share", "score",
+                out.charts.append(Chart(f"dose_response/{trait}/{subset}", "scatter",
+                                        ["trial", "teacher_share", "score"], points, "teacher_share", "score",
                                         f"{trait} vs teacher share {'overall' if subset == 'all' else 'on ' + subset}"))
 
 
@@ -287,7 +289,8 @@ def log_study_summary(sweep_dir: Path, tracker, budget: int | None = None, repor
             run.chart(chart.key, chart.kind, chart.columns, chart.rows, chart.x, chart.y, chart.title)
         run.summary(summary.values)
         if report is not None:
-            run.artifact(f"report-{summary.study}", "report", [Path(report)], {"study": summary.study, "mode": summary.mode})
+            run.artifact(f"report-{summary.study}", "report", [Path(report)],
+                         {"study": summary.study, "mode": summary.mode})
     except BaseException:
         run.finish(exit_code=1)
         raise
