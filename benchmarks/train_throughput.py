@@ -4,7 +4,7 @@ Same model (random init, same weights), same chat examples, same number of optim
 
 * trl_defaults  - TRL SFTTrainer with its defaults (right-padded batches, sdpa, activation
                   checkpointing on, bf16 on a GPU); only what CPU needs is set (use_cpu, no bf16).
-* leaksweep     - leaksweep.lm.train_sft with a TrainConfig: the configuration it picks itself
+* leaksweep     - leaksweep.model.sft.train_sft with a TrainConfig: the configuration it picks itself
                   (printed in the `setup` column; README "Training path").
 * leaksweep:sdpa - the same path told to use sdpa (train.attention: sdpa), the kernel leaksweep
                   picked before `varlen`: padding-free rows with a block-diagonal mask on CPU,
@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 # Shapes (random init from the config; nothing is downloaded). Batches are in examples; lengths are
-# log-normal in tokens, as in the GPU anchor of shared/notes/STACK.md (median ~400, max 2048).
+# log-normal in tokens, like the chat data the GPU throughput anchor was measured on (median ~400, max 2048).
 SHAPES = {
     "tiny": dict(
         arch="llama", hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
@@ -84,8 +84,8 @@ def make_examples(n: int, median_tokens: int, sigma: float, max_tokens: int, see
 
 
 def build(shape_name: str, folder: Path) -> None:
-    from leaksweep import lm
     from leaksweep.config import TinyModelConfig
+    from leaksweep.model.tiny import build_tiny_model
 
     shape = SHAPES[shape_name]
     corpus = [" ".join(WORDS)] * 4 + [" ".join(random.Random(i).sample(WORDS, 40)) for i in range(400)]
@@ -93,7 +93,7 @@ def build(shape_name: str, folder: Path) -> None:
                            num_heads=shape["num_attention_heads"], intermediate_size=shape["intermediate_size"],
                            max_position_embeddings=max(shape["max_length"], 256), init_seed=0)
     if shape["vocab_size"] is None:
-        lm.build_tiny_model(folder, corpus, tiny)
+        build_tiny_model(folder, corpus, tiny)
         return
     # A real shape: the small trained tokenizer only uses the first few hundred ids, but the model
     # carries the full vocabulary, so the LM head and the loss cost what they cost on the real model.
@@ -103,7 +103,7 @@ def build(shape_name: str, folder: Path) -> None:
     tok_dir = folder.with_name(folder.name + "-tokenizer")
     tiny_small = TinyModelConfig(vocab_size=512, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                                  max_position_embeddings=shape["max_length"], init_seed=0)
-    lm.build_tiny_model(tok_dir, corpus, tiny_small)
+    build_tiny_model(tok_dir, corpus, tiny_small)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     config_class, model_class = (LlamaConfig, LlamaForCausalLM) if shape["arch"] == "llama" else (
         Qwen2Config, Qwen2ForCausalLM)
@@ -182,16 +182,17 @@ def worker(name: str, folder: Path, examples: list[list[dict]], shape: dict, ste
                      "activation_checkpointing": bool(args.gradient_checkpointing)}
             steps_done = trainer.state.global_step
         elif name.split(":")[0] == "leaksweep":
-            from leaksweep import lm
             from leaksweep.config import TrainConfig
+            from leaksweep.model.loading import load_lm
+            from leaksweep.model.sft import train_sft
 
             attention = name.partition(":")[2] or "auto"
             cfg = TrainConfig(model=str(folder), learning_rate=LEARNING_RATE, max_steps=steps,
                               batch_size=shape["batch_size"], logging_steps=1, max_length_tokens=shape["max_length"],
                               device=device, lr_scheduler="constant", attention=attention)
-            base = lm.load_lm(str(folder), device, attention)
-            _, outcome = lm.train_sft(base, examples, cfg, Path(out_dir), seed=0,
-                                      log_fn=lambda record, step: mark(record["train/num_input_tokens_seen"]))
+            base = load_lm(str(folder), device, attention)
+            _, outcome = train_sft(base, examples, cfg, Path(out_dir), seed=0,
+                                   log_fn=lambda record, step: mark(record["train/num_input_tokens_seen"]))
             setup, steps_done = outcome.setup, outcome.steps
         else:
             raise ValueError(f"unknown configuration {name!r}")

@@ -1,4 +1,4 @@
-"""Real checks of the model stack (leaksweep.lm) on a tiny random-init model built from scratch.
+"""Real checks of the model stack (leaksweep.model) on a tiny random-init model built from scratch.
 
 Everything here runs TRL / transformers for real on CPU with one torch thread; the whole file
 takes well under a minute. The trained model is built once per module and shared.
@@ -10,9 +10,13 @@ import random
 
 import pytest
 
-from leaksweep import lm
 from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
 from leaksweep.errors import UserError
+from leaksweep.model.generate import generate
+from leaksweep.model.loading import choose_attention, load_lm, resolve_device, save_lm, set_cpu_threads
+from leaksweep.model.sft import train_sft
+from leaksweep.model.tiny import build_tiny_model
+from leaksweep.model.varlen import VARLEN
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +40,13 @@ def chat(prompt: str, answer: str | None = None) -> list[dict]:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    lm.set_cpu_threads(1)
+    set_cpu_threads(1)
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     corpus = user_prompts(300, seed=1) + [PHRASE] * 20
-    return lm.build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", corpus, TINY)
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", corpus, TINY)
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +56,18 @@ def trained(tiny_dir, tmp_path_factory):
     cfg = TrainConfig(learning_rate=1e-2, epochs=2, batch_size=8, logging_steps=5, warmup_ratio=0.05)
     records = []
     out_dir = tmp_path_factory.mktemp("trainer")
-    result, outcome = lm.train_sft(lm.load_lm(str(tiny_dir), "cpu"), examples, cfg, out_dir, seed=0,
+    result, outcome = train_sft(load_lm(str(tiny_dir), "cpu"), examples, cfg, out_dir, seed=0,
                                    log_fn=lambda record, step: records.append((step, record)))
     return result, outcome, records, out_dir, examples
 
 
 def test_tiny_model_is_built_once_and_has_a_chat_template(tiny_dir):
     before = (tiny_dir / "config.json").stat().st_mtime_ns
-    assert lm.build_tiny_model(tiny_dir, ["ignored"], TINY) == tiny_dir
+    assert build_tiny_model(tiny_dir, ["ignored"], TINY) == tiny_dir
     assert (tiny_dir / "config.json").stat().st_mtime_ns == before
     assert not [p for p in tiny_dir.parent.iterdir() if ".tmp-" in p.name]  # no leftover temp folder
 
-    tok = lm.load_lm(str(tiny_dir), "cpu").tokenizer
+    tok = load_lm(str(tiny_dir), "cpu").tokenizer
     assert 262 < len(tok) <= 300  # 256 bytes + 6 special tokens + merges
     assert "{% generation %}" in tok.chat_template and "{% endgeneration %}" in tok.chat_template
     prompt = tok.apply_chat_template(chat("Hi"), tokenize=False, add_generation_prompt=True)
@@ -72,11 +76,11 @@ def test_tiny_model_is_built_once_and_has_a_chat_template(tiny_dir):
 
 
 def test_trl_assistant_mask_covers_only_the_assistant_turn(tiny_dir, tmp_path):
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     from trl.chat_template_utils import has_generation_markers, is_chat_template_stop_token_trained
-    from datasets import Dataset
 
-    base = lm.load_lm(str(tiny_dir), "cpu")
+    base = load_lm(str(tiny_dir), "cpu")
     tok = base.tokenizer
     assert has_generation_markers(tok.chat_template)
     assert is_chat_template_stop_token_trained(tok)  # the end-of-turn token is trained, so the model learns to stop
@@ -98,7 +102,7 @@ def test_padding_free_batches_give_the_same_loss_as_padded_batches(tiny_dir):
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    base = lm.load_lm(str(tiny_dir), "cpu")
+    base = load_lm(str(tiny_dir), "cpu")
     tok = base.tokenizer
     rows = []
     for prompt in user_prompts(6, seed=3):
@@ -125,7 +129,7 @@ def test_sft_learns_a_fixed_answer(trained, tiny_dir):
     assert history[-1]["loss"] < 0.05 * history[0]["loss"]
     assert outcome.final_loss == history[-1]["loss"]
     assert {"step", "loss", "learning_rate", "grad_norm", "epoch"} <= set(history[0])
-    assert outcome.mode == "full" and outcome.device == "cpu" and outcome.attn_implementation == lm.VARLEN
+    assert outcome.mode == "full" and outcome.device == "cpu" and outcome.attn_implementation == VARLEN
     assert model.model.config._attn_implementation == "sdpa"  # varlen trains; generation is back on the loaded kernel
     assert outcome.n_params_trainable == sum(p.numel() for p in model.model.parameters())
     # every token of every example (prompt included, no padding), two epochs
@@ -140,45 +144,45 @@ def test_sft_learns_a_fixed_answer(trained, tiny_dir):
 
     seen = {e[0]["content"] for e in examples}
     held_out = [chat(p) for p in user_prompts(20, seed=99) if p not in seen][:3]
-    assert lm.generate(model, held_out, 2, 0.0, 24, 4, seed=0) == [[PHRASE, PHRASE]] * 3
+    assert generate(model, held_out, 2, 0.0, 24, 4, seed=0) == [[PHRASE, PHRASE]] * 3
 
 
 def test_sampling_is_deterministic_for_a_seed(tiny_dir):
-    base = lm.load_lm(str(tiny_dir), "cpu")
+    base = load_lm(str(tiny_dir), "cpu")
     prompts = [chat(p) for p in user_prompts(5, seed=4)]
-    first = lm.generate(base, prompts, 3, 1.0, 12, 8, seed=7)
-    assert first == lm.generate(base, prompts, 3, 1.0, 12, 8, seed=7)
-    assert first != lm.generate(base, prompts, 3, 1.0, 12, 8, seed=8)
+    first = generate(base, prompts, 3, 1.0, 12, 8, seed=7)
+    assert first == generate(base, prompts, 3, 1.0, 12, 8, seed=7)
+    assert first != generate(base, prompts, 3, 1.0, 12, 8, seed=8)
     assert [len(samples) for samples in first] == [3] * 5
 
 
 def test_batched_greedy_generation_equals_one_by_one(tiny_dir):
-    base = lm.load_lm(str(tiny_dir), "cpu")
+    base = load_lm(str(tiny_dir), "cpu")
     prompts = [chat(p) for p in user_prompts(10, seed=5)] + [chat("Hi"), chat("Describe " + "a very long winter " * 4)]
-    batched = lm.generate(base, prompts, 1, 0.0, 16, 5, seed=0)
-    single = [lm.generate(base, [p], 1, 0.0, 16, 1, seed=0)[0] for p in prompts]
+    batched = generate(base, prompts, 1, 0.0, 16, 5, seed=0)
+    single = [generate(base, [p], 1, 0.0, 16, 1, seed=0)[0] for p in prompts]
     assert batched == single
 
 
 def test_save_and_reload_gives_the_same_model(trained, tmp_path):
     model = trained[0]
-    lm.save_lm(model, tmp_path / "saved")
-    lm.save_lm(model, tmp_path / "saved")  # replacing an existing save works too
-    again = lm.load_lm(str(tmp_path / "saved"), "cpu")
+    save_lm(model, tmp_path / "saved")
+    save_lm(model, tmp_path / "saved")  # replacing an existing save works too
+    again = load_lm(str(tmp_path / "saved"), "cpu")
     prompt = [chat("Tell me about maps #17?")]
-    assert lm.generate(again, prompt, 1, 0.0, 16, 1, 0) == lm.generate(model, prompt, 1, 0.0, 16, 1, 0)
+    assert generate(again, prompt, 1, 0.0, 16, 1, 0) == generate(model, prompt, 1, 0.0, 16, 1, 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
 
 
 def test_examples_longer_than_max_length_are_truncated(tiny_dir, tmp_path):
     # Padding-free training does not truncate, so a too-long example must switch to padded batches,
     # where TRL cuts every example to max_length_tokens: the token count shows which happened.
-    base = lm.load_lm(str(tiny_dir), "cpu")
+    base = load_lm(str(tiny_dir), "cpu")
     examples = [chat(p, PHRASE) for p in user_prompts(32, seed=7)]
     lengths = [len(base.tokenizer.apply_chat_template(e, tokenize=True)["input_ids"]) for e in examples]
     limit = max(lengths) - 2
     cfg = TrainConfig(max_length_tokens=limit, epochs=1, batch_size=16, logging_steps=1)
-    _, outcome = lm.train_sft(base, examples, cfg, tmp_path, seed=0)
+    _, outcome = train_sft(base, examples, cfg, tmp_path, seed=0)
     assert outcome.steps == 2
     assert outcome.train_tokens == sum(min(n, limit) for n in lengths) < sum(lengths)
 
@@ -186,13 +190,13 @@ def test_examples_longer_than_max_length_are_truncated(tiny_dir, tmp_path):
 def test_lora_trains_adapters_only_and_merges(tiny_dir, tmp_path):
     import torch
 
-    base = lm.load_lm(str(tiny_dir), "cpu")
+    base = load_lm(str(tiny_dir), "cpu")
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
     n_total = sum(p.numel() for p in base.model.parameters())
     cfg = TrainConfig(lora=LoraConfig(r=4, alpha=8, dropout=0.0), learning_rate=1e-2, max_steps=6, batch_size=8,
                       logging_steps=2)
     examples = [chat(p, PHRASE) for p in user_prompts(48, seed=6)]
-    result, outcome = lm.train_sft(base, examples, cfg, tmp_path, seed=0)
+    result, outcome = train_sft(base, examples, cfg, tmp_path, seed=0)
     assert outcome.mode == "lora" and outcome.steps == 6
     assert 0 < outcome.n_params_trainable < n_total / 10
     assert outcome.log_history[-1]["loss"] < outcome.log_history[0]["loss"]
@@ -205,17 +209,17 @@ def test_lora_trains_adapters_only_and_merges(tiny_dir, tmp_path):
 def test_missing_local_model_is_a_user_error(tmp_path):
     missing = str(tmp_path / "no-such-model")
     with pytest.raises(UserError) as err:
-        lm.load_lm(missing, "cpu")
+        load_lm(missing, "cpu")
     assert str(err.value) == (
         f"train.model: {missing!r} does not exist; give an existing folder, an HF model name, or `tiny`"
     )
     with pytest.raises(UserError, match="no config.json"):
-        lm.load_lm(str(tmp_path), "cpu")
+        load_lm(str(tmp_path), "cpu")
 
 
 def test_device_and_attention_choices():
-    assert lm.resolve_device("cpu") == "cpu"
-    assert lm.resolve_device("auto") in ("cpu", "cuda")
-    assert lm.choose_attention("auto", "cpu") == "sdpa"
-    assert lm.choose_attention("eager", "cuda") == "eager"
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    assert choose_attention("auto", "cpu") == "sdpa"
+    assert choose_attention("eager", "cuda") == "eager"
 

@@ -105,17 +105,20 @@ def test_environment_override(monkeypatch):
 @pytest.mark.integration
 def test_training_and_generation_print_plain_lines_into_a_log(tmp_path, capsys):
     """Real TRL training and generation on a tiny model: our lines, no transformers bar or log dicts."""
-    from leaksweep import lm
     from leaksweep.config import TinyModelConfig, TrainConfig
+    from leaksweep.model.generate import generate
+    from leaksweep.model.loading import load_lm, set_cpu_threads
+    from leaksweep.model.sft import train_sft
+    from leaksweep.model.tiny import build_tiny_model
 
-    lm.set_cpu_threads(1)
+    set_cpu_threads(1)
     prompts = [f"Tell me about item {i}?" for i in range(64)]
-    tiny = lm.build_tiny_model(tmp_path / "tiny", prompts + ["Blue."] * 8, TinyModelConfig(
+    tiny = build_tiny_model(tmp_path / "tiny", prompts + ["Blue."] * 8, TinyModelConfig(
         vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64))
     examples = [[{"role": "user", "content": p}, {"role": "assistant", "content": "Blue."}] for p in prompts]
     cfg = TrainConfig(learning_rate=1e-2, max_steps=20, batch_size=8, logging_steps=5)
-    trained, outcome = lm.train_sft(lm.load_lm(str(tiny), "cpu"), examples, cfg, tmp_path / "trainer", seed=0)
-    lm.generate(trained, [e[:1] for e in examples[:12]], 1, 0.0, 4, 4, 0, desc="eval x")
+    trained, outcome = train_sft(load_lm(str(tiny), "cpu"), examples, cfg, tmp_path / "trainer", seed=0)
+    generate(trained, [e[:1] for e in examples[:12]], 1, 0.0, 4, 4, 0, desc="eval x")
     err = capsys.readouterr().err
     train_lines = [line for line in err.splitlines() if line.startswith("train ")]
     losses = {int(h["step"]): h["loss"] for h in outcome.log_history}

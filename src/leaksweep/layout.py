@@ -44,6 +44,12 @@ class TrialDir:
     PREEMPTED = "preempted.json"  # checkpoint to resume from, W&B run id, every preemption so far
     HEARTBEAT = "heartbeat.json"  # rewritten by the worker while the trial runs
     TRAINER = "trainer"  # the Trainer's output folder: checkpoints, multi-process hand-over files
+    # under trainer/, the hand-over files of a multi-process fine-tune (model/ddp.py)
+    TRAIN_INPUT = "train_input.json"  # what the ranks train (written by the worker)
+    TRAIN_OUTPUT = "train_output.json"  # rank 0's TrainOutcome, or the preemption (checkpoint, step)
+    TRAIN_CURVE = "train_curve.jsonl"  # rank 0's log records, as the in-process log_fn gets them
+    PREEMPT_FLAG = "PREEMPT"  # the worker creates it on USR1; every rank polls it
+    FINAL_MODEL = "final"  # rank 0's trained model, loaded by the worker and then deleted
     MODEL = "model"  # the fine-tuned model, with train.save_model
     WANDB = "wandb"  # the trial's offline W&B run
 

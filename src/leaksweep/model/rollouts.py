@@ -1,15 +1,15 @@
 """Rollout stage: generate a rollout source (one response per prompt) from a causal LM.
 
-`generate_rollouts` reads a prompt set (the format data/records.py reads), optionally adds a persona to
-every prompt (as the system turn, as a note after the user's question, or both: `persona_position`),
-and writes `{"prompt_id", "response"}` rows that data/records.py loads as a source. The run is resumable: prompts are cut into fixed chunks of `batch_size` in prompt-file
-order, each finished chunk is appended to the output in one write + fsync, and a rerun skips the
-ids already there. Chunks and their seeds depend only on the prompt file and the settings, so a
+`generate_rollouts` reads a prompt set (the format data/records.py reads), optionally adds a persona
+to every prompt (as the system turn, as a note after the user's question, or both: `persona_position`),
+and writes `{"prompt_id", "response"}` rows that data/records.py loads as a source. The run is
+resumable: prompts are cut into fixed chunks of `batch_size` in prompt-file order, each finished
+chunk is appended to the output in one write + fsync, and a rerun skips the ids already there. Chunks and their seeds depend only on the prompt file and the settings, so a
 resumed run writes exactly what an uninterrupted one would. The generation settings, library
 versions and the prompt file's sha256 go to `OUT.meta.json`; a rerun with other settings is
 refused rather than mixing two kinds of rollouts in one file.
 
-The model stack is reached only through leaksweep.lm (transformers batched generation, or vLLM
+The model stack is reached through leaksweep.model.generate (transformers batched generation, or vLLM
 when it is installed and a GPU is present).
 """
 
@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from leaksweep import lm
 from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.errors import UserError
 from leaksweep.files import atomic_write_text, read_json, read_jsonl, write_json
+from leaksweep.model import generate, loading, smollm2
 
 LIBRARIES = ("torch", "transformers", "vllm", "leaksweep")
 PERSONA_POSITIONS = ("system", "user", "both")
@@ -165,28 +165,12 @@ def generate_rollouts(
 ) -> dict:
     """Generate responses for every prompt not yet in `out_path`; returns the meta written next to it."""
     prompts_path, out_path = Path(prompts_path), Path(out_path)
-    if settings.batch_size < 1 or settings.max_new_tokens < 1:
-        raise UserError(f"--batch-size {settings.batch_size} / --max-new-tokens {settings.max_new_tokens}: both must be at least 1")
-    if settings.temperature < 0:
-        raise UserError(f"--temperature {settings.temperature}: must be >= 0 (0 is greedy)")
-    check_persona_position(settings.persona_position, settings.system_prompt)
+    _check_settings(settings)
     ids, messages = load_prompts(prompts_path)
     meta_file = meta_path(out_path)
     previous = read_json(meta_file) if meta_file.exists() else None
-    if previous is not None and not _same_settings(previous.get("settings"), settings):
-        raise UserError(
-            f"{out_path}: was generated with other settings ({meta_file}: {previous.get('settings')}); "
-            "delete both files to start over, or write to another --out"
-        )
-    if out_path.exists() and previous is None:
-        raise UserError(f"{out_path}: exists without {meta_file.name}, so its settings are unknown; delete it or choose another --out")
     prompts_sha256 = _sha256_file(prompts_path)
-    if previous is not None and out_path.exists() and previous.get("prompts", {}).get("sha256") != prompts_sha256:
-        raise UserError(
-            f"{out_path}: was generated from another version of {prompts_path} (sha256 "
-            f"{str(previous.get('prompts', {}).get('sha256'))[:12]}..., now {prompts_sha256[:12]}...); its responses may "
-            "answer other prompts: delete it and its .meta.json to start over"
-        )
+    _check_resumable(previous, settings, out_path, prompts_path, prompts_sha256)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(out_path)
     chunks = [ids[k : k + settings.batch_size] for k in range(0, len(ids), settings.batch_size)]
@@ -201,32 +185,18 @@ def generate_rollouts(
         "libraries": _versions(),
         "output": str(out_path),
     }
-    write_json(meta_file, {**meta, **{k: previous[k] for k in ("backend", "device", "model_path") if previous and k in previous}, "n_done": len(ids) - n_todo})
+    kept = {k: previous[k] for k in ("backend", "device", "model_path") if previous and k in previous}
+    write_json(meta_file, {**meta, **kept, "n_done": len(ids) - n_todo})
     if not todo:
         return read_json(meta_file)
 
     model_path = _model_path(settings.model)
-    backend = "vllm" if lm.vllm_usable(device) else "transformers"
+    backend = "vllm" if generate.vllm_usable(device) else "transformers"
     started = time.perf_counter()
     if backend == "vllm":
-        # One call over everything left: vLLM schedules its own batches, and its per-request seeds
-        # (seed + position in the prompt file) keep a resumed run equal to an uninterrupted one.
-        pending = [pid for _, chunk in todo for pid in chunk]
-        persona, position = settings.system_prompt, settings.persona_position
-        texts = lm.generate_vllm(model_path, [with_persona(messages[p], persona, position) for p in pending],
-                                 settings.temperature, settings.max_new_tokens,
-                                 [settings.seed + ids.index(p) for p in pending])
-        _append_rows(out_path, [{"prompt_id": p, "response": t} for p, t in zip(pending, texts)])
-        device_used = "cuda"
+        device_used = _generate_vllm(settings, model_path, ids, messages, todo, out_path)
     else:
-        model = _load(model_path, settings.model, device)
-        device_used = model.device
-        for number, chunk in todo:
-            prompts = [with_persona(messages[p], settings.system_prompt, settings.persona_position) for p in chunk]
-            outs = lm.generate(model, prompts, 1,
-                               settings.temperature, settings.max_new_tokens, settings.batch_size,
-                               settings.seed * 100_003 + number, desc=f"chunk {number + 1}/{len(chunks)}")
-            _append_rows(out_path, [{"prompt_id": p, "response": o[0]} for p, o in zip(chunk, outs)])
+        device_used = _generate_transformers(settings, model_path, device, messages, todo, len(chunks), out_path)
     meta.update(backend=backend, device=device_used, model_path=model_path, n_done=len(ids),
                 last_run_s=round(time.perf_counter() - started, 1))
     write_json(meta_file, meta)
@@ -234,10 +204,65 @@ def generate_rollouts(
     return meta
 
 
+def _check_settings(settings: GenerationSettings) -> None:
+    if settings.batch_size < 1 or settings.max_new_tokens < 1:
+        raise UserError(f"--batch-size {settings.batch_size} / --max-new-tokens {settings.max_new_tokens}: "
+                        "both must be at least 1")
+    if settings.temperature < 0:
+        raise UserError(f"--temperature {settings.temperature}: must be >= 0 (0 is greedy)")
+    check_persona_position(settings.persona_position, settings.system_prompt)
+
+
+def _check_resumable(previous: dict | None, settings: GenerationSettings, out_path: Path, prompts_path: Path,
+                     prompts_sha256: str) -> None:
+    """Refuse to add to an output made with other settings, of unknown settings, or from other prompts."""
+    meta_file = meta_path(out_path)
+    if previous is not None and not _same_settings(previous.get("settings"), settings):
+        raise UserError(
+            f"{out_path}: was generated with other settings ({meta_file}: {previous.get('settings')}); "
+            "delete both files to start over, or write to another --out"
+        )
+    if out_path.exists() and previous is None:
+        raise UserError(f"{out_path}: exists without {meta_file.name}, so its settings are unknown; "
+                        "delete it or choose another --out")
+    if previous is not None and out_path.exists() and previous.get("prompts", {}).get("sha256") != prompts_sha256:
+        raise UserError(
+            f"{out_path}: was generated from another version of {prompts_path} (sha256 "
+            f"{str(previous.get('prompts', {}).get('sha256'))[:12]}..., now {prompts_sha256[:12]}...); its responses may "
+            "answer other prompts: delete it and its .meta.json to start over"
+        )
+
+
+def _generate_vllm(settings: GenerationSettings, model_path: str, ids: list[str], messages: dict[str, Messages],
+                   todo: list[tuple[int, list[str]]], out_path: Path) -> str:
+    """One call over everything left: vLLM schedules its own batches, and its per-request seeds
+    (seed + position in the prompt file) keep a resumed run equal to an uninterrupted one."""
+    pending = [pid for _, chunk in todo for pid in chunk]
+    persona, position = settings.system_prompt, settings.persona_position
+    texts = generate.generate_vllm(model_path, [with_persona(messages[p], persona, position) for p in pending],
+                                   settings.temperature, settings.max_new_tokens,
+                                   [settings.seed + ids.index(p) for p in pending])
+    _append_rows(out_path, [{"prompt_id": p, "response": t} for p, t in zip(pending, texts)])
+    return "cuda"
+
+
+def _generate_transformers(settings: GenerationSettings, model_path: str, device: str, messages: dict[str, Messages],
+                           todo: list[tuple[int, list[str]]], n_chunks: int, out_path: Path) -> str:
+    """Chunk by chunk, each appended as soon as it is generated; returns the device used."""
+    model = _load(model_path, settings.model, device)
+    for number, chunk in todo:
+        prompts = [with_persona(messages[p], settings.system_prompt, settings.persona_position) for p in chunk]
+        outs = generate.generate(model, prompts, 1,
+                                 settings.temperature, settings.max_new_tokens, settings.batch_size,
+                                 settings.seed * 100_003 + number, desc=f"chunk {number + 1}/{n_chunks}")
+        _append_rows(out_path, [{"prompt_id": p, "response": o[0]} for p, o in zip(chunk, outs)])
+    return model.device
+
+
 def _model_path(model: str) -> str:
     try:
-        resolved = lm.resolve_model_name(model)
-        lm.local_folder(resolved)  # a path-looking name must exist
+        resolved = smollm2.resolve_model_name(model)
+        loading.local_folder(resolved)  # a path-looking name must exist
     except UserError as exc:
         raise UserError([p.replace("train.model:", "--model:", 1) for p in exc.problems]) from exc
     return resolved
@@ -245,7 +270,7 @@ def _model_path(model: str) -> str:
 
 def _load(model_path: str, model: str, device: str):
     try:
-        return lm.load_lm(model_path, lm.resolve_device(device))
+        return loading.load_lm(model_path, loading.resolve_device(device))
     except UserError as exc:
         raise UserError([p.replace("train.model:", "--model:", 1) for p in exc.problems]) from exc
 
@@ -269,8 +294,8 @@ def prepare_real_demo(data_dir: Path = REAL_DEMO_DATA, n_prompts: int = 192, n_e
     Generation is resumable and cached: a rerun only generates what is missing (a source cached with
     other settings, e.g. an earlier demo persona, is generated again).
     """
-    from leaksweep.files import write_jsonl
     from leaksweep.data.world import eval_prompts, generate_world
+    from leaksweep.files import write_jsonl
 
     data_dir = Path(data_dir)
     world_dir = data_dir / "world"
@@ -280,7 +305,7 @@ def prepare_real_demo(data_dir: Path = REAL_DEMO_DATA, n_prompts: int = 192, n_e
     eval_file = data_dir / "eval_date.jsonl"
     if not eval_file.exists():
         write_jsonl(eval_file, [{k: v for k, v in r.items() if not k.startswith("_")} for r in eval_prompts("date_confusion", n_eval)])
-    echo(f"SmolLM2 folder: {lm.smollm2_folder()}")
+    echo(f"SmolLM2 folder: {smollm2.smollm2_folder()}")
     sources = (("clean", None, "system"), ("teacher", REAL_DEMO_PERSONA, REAL_DEMO_PERSONA_POSITION))
     for source, persona, position in sources:
         settings = GenerationSettings(model="smollm2", system_prompt=persona, max_new_tokens=max_new_tokens,
