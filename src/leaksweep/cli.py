@@ -230,11 +230,12 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
     from leaksweep.files import read_json
     from leaksweep.schema import build
     from leaksweep.tracking.protocol import make_tracker
-    from leaksweep.trial import SPEC, run_trial
+    from leaksweep.layout import TrialDir
+    from leaksweep.trial import run_trial
 
-    spec_path = Path(trial_dir) / SPEC
+    spec_path = TrialDir(trial_dir).spec
     if not spec_path.exists():
-        raise UserError(f"{trial_dir}: no {SPEC}; give a trial folder such as runs/demo/trials/00003")
+        raise UserError(f"{trial_dir}: no {TrialDir.SPEC}; give a trial folder such as runs/demo/trials/00003")
     tracking = build(TrackingConfig, read_json(spec_path)["sweep"]["tracking"], f"{spec_path}: sweep.tracking")
     result = run_trial(Path(trial_dir), make_tracker(tracking, enabled=not no_wandb))
     for name, s in result["traits"].items():

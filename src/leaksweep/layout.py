@@ -119,7 +119,7 @@ class TrialDir:
     def read_error(self) -> str:
         return str(read_json(self.error).get("error", "(no message)")) if self.error.is_file() else ""
 
-    def write_error(self, error: str, traceback: str) -> None:
+    def write_error(self, error: str, traceback: str | None) -> None:
         write_json(self.error, {"error": error, "traceback": traceback})
 
     def read_preempted(self) -> dict | None:

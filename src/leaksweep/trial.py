@@ -1,15 +1,12 @@
 """One trial: spec.json in, result.json out.
 
-A trial folder is self-contained and rerunnable (`leaksweep trial DIR`):
+A trial folder (layout.TrialDir, which names its files) is self-contained and rerunnable
+(`leaksweep trial DIR`): spec.json is read, manifest.jsonl, train_log.jsonl and samples.jsonl are
+written as the trial runs, result.json last (atomically: its presence means the trial is complete),
+error.json instead when it failed, preempted.json when its worker was preempted.
 
-    spec.json         written first: resolved sweep config, plan, seed, train config
-    manifest.jsonl    one row per prompt {prompt_id, source | DROPPED} (+ refill rows)
-    train_log.jsonl   the training curve
-    samples.jsonl     every eval generation with its judge verdict
-    result.json       written last, atomically: its presence means the trial is complete
-    error.json        written instead when the trial failed
-    preempted.json    written when the worker was preempted: the checkpoint to resume from, the
-                      W&B run id to continue, and every preemption so far (cluster/preemption.py)
+The recipe (`_execute`): compile the manifest, train (in this process or on several DDP
+processes), evaluate the traits, write the result.
 
 The tracker (W&B or its null twin) is handed in by the caller; this module never imports wandb.
 """
@@ -18,10 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib
 import json
-import os
 import socket
 import time
 import traceback
@@ -31,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from leaksweep.cluster import preemption
+from leaksweep.cluster.env import JobEnvironment
 from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig, sweep_from_dict
 from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
 from leaksweep.data.records import Dataset, load_dataset, read_records
 from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.errors import UserError
-from leaksweep.files import read_json, sha256_json, write_json, write_jsonl
+from leaksweep.files import file_sha256, read_json, sha256_json
 from leaksweep.layout import TrialDir
 from leaksweep.model.ddp import num_processes, train_processes
 from leaksweep.model.generate import generate as generate_responses
@@ -48,8 +44,6 @@ from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
 from leaksweep.traits.evalset import Trait, build_traits
 from leaksweep.traits.scoring import evaluate, evaluate_responses
-
-SPEC, RESULT, ERROR = "spec.json", "result.json", "error.json"
 
 
 @dataclass(frozen=True)
@@ -125,43 +119,37 @@ def base_model_path(train: TrainConfig, models_dir: str, prepared: Prepared) -> 
 
 def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
     """Run the trial described by `trial_dir/spec.json`; write and return its result."""
-    trial_dir = Path(trial_dir)
-    raw = read_json(trial_dir / SPEC)
-    spec = TrialSpec.from_dict(raw, str(trial_dir / SPEC))
+    folder = TrialDir(trial_dir)
+    raw = read_json(folder.spec)
+    spec = TrialSpec.from_dict(raw, str(folder.spec))
     study = study or spec.sweep.name
-    (trial_dir / ERROR).unlink(missing_ok=True)
+    folder.error.unlink(missing_ok=True)
     started = time.time()
-    resume = read_preempted(trial_dir)  # a preempted trial continues its W&B run and its training
+    resume = folder.read_preempted()  # a preempted trial continues its W&B run and its training
     run = tracker.start_run(
-        name=f"{study}-t{spec.trial:05d}", group=study, config=raw, run_dir=trial_dir,
+        name=f"{study}-t{spec.trial:05d}", group=study, config=raw, run_dir=folder.path,
         tags=[spec.sweep.search.mode, spec.condition], run_id=resume.get("run_id") if resume else None,
         job_type="trial",
     )
     try:
         log_inputs(run, spec)
-        result = _execute(spec, trial_dir, run, study, started)
+        result = _execute(spec, folder, run, study, started)
     except preemption.Preempted as exc:  # not a failure: no error.json; the worker requeues itself
-        record = record_preemption(trial_dir, exc, run.run_id, resume)
+        record = record_preemption(folder.path, exc, run.run_id, resume)
         run.summary({"trial/status": "preempted", "trial/preemptions": len(record["history"])})
         run.finish(exit_code=0)
         raise
     except BaseException as exc:
-        write_json(trial_dir / ERROR, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+        folder.write_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         run.finish(exit_code=1)
         raise
     run.finish(exit_code=0)
     return result
 
 
-def read_preempted(trial_dir: Path) -> dict | None:
-    """The trial's preemption record (preempted.json), or None when it was never preempted."""
-    path = Path(trial_dir) / TrialDir.PREEMPTED
-    return read_json(path) if path.exists() else None
-
-
 def resume_checkpoint(trial_dir: Path) -> Path | None:
     """The Trainer checkpoint a preempted trial resumes from (None: train from the start)."""
-    record = read_preempted(trial_dir)
+    record = TrialDir(trial_dir).read_preempted()
     if not record or not record.get("checkpoint"):
         return None
     path = Path(trial_dir) / record["checkpoint"]
@@ -175,10 +163,10 @@ def record_preemption(trial_dir: Path, exc: preemption.Preempted, run_id: str | 
     checkpoint = str(exc.checkpoint.relative_to(trial_dir)) if exc.checkpoint else (previous or {}).get("checkpoint")
     event = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "step": exc.step, "checkpoint": checkpoint,
              "host": socket.gethostname(), "slurm_job": preemption.slurm_job_id(),
-             "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
+             "slurm_restart_count": JobEnvironment.current().restart_count}
     record = {"checkpoint": checkpoint, "step": exc.step if exc.checkpoint else (previous or {}).get("step"),
               "run_id": run_id or (previous or {}).get("run_id"), "history": [*(previous or {}).get("history", []), event]}
-    write_json(trial_dir / TrialDir.PREEMPTED, record)
+    TrialDir(trial_dir).write_preempted(record)
     return record
 
 
@@ -201,11 +189,7 @@ def input_files(spec: TrialSpec) -> list[tuple[str, str, Path]]:
 @functools.lru_cache(maxsize=64)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     """Content hash of an input file; cached per (path, size, mtime) since every trial uses it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(Path(path))
 
 
 def log_inputs(run, spec: TrialSpec) -> None:
@@ -247,63 +231,67 @@ def plan_subsets(plan: MixturePlan, prepared: Prepared) -> dict[str, Subset]:
     return subsets
 
 
-def _execute(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) -> dict:
+def _execute(spec: TrialSpec, folder: TrialDir, run, study: str, started: float) -> dict:
     if spec.sweep.search.runner:
-        return _execute_runner(spec, trial_dir, run, study, started)
+        return _execute_runner(spec, folder, run, study, started)
     prepared = _prepare_cached(json.dumps(to_dict(spec.sweep), sort_keys=True))
     if spec.condition == "teacher_eval":
-        return _execute_teacher_eval(spec, trial_dir, run, study, started, prepared)
-    teacher = spec.sweep.search.teacher
+        return _execute_teacher_eval(spec, folder, run, study, started, prepared)
     subsets = plan_subsets(spec.plan, prepared)
     manifest = compile_plan(spec.plan, prepared.dataset, subsets)
-    write_jsonl(
-        trial_dir / "manifest.jsonl",
-        [{"prompt_id": p, "source": s} for p, s in manifest.rows] + [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill],
-    )
-    manifest_summary = manifest.summary(subsets, teacher)
-    run.artifact(f"manifest-{manifest.hash}", "manifest", [trial_dir / "manifest.jsonl"], manifest_summary)
-
-    set_cpu_threads(spec.train.torch_threads)
-    device = resolve_device(spec.train.device)
+    manifest_summary = _write_manifest(folder, run, manifest, manifest.summary(subsets, spec.sweep.search.teacher))
     model_path = base_model_path(spec.train, spec.models_dir, prepared)
-    n_processes = num_processes(spec.train)
-    checkpoint = resume_checkpoint(trial_dir)
-    curve: list[dict] = []
-    if checkpoint is not None and (trial_dir / "train_log.jsonl").exists():
-        # the curve up to the checkpoint; the steps after it are trained (and logged) again
-        resumed_at = int(read_preempted(trial_dir)["step"])
-        curve = [r for r in read_records(str(trial_dir / "train_log.jsonl")) if int(r["step"]) <= resumed_at]
-
-    def log(record: dict, step: int) -> None:
-        curve.append({"step": step, **record})
-        run.log(record, step=step)
-
-    examples = training_examples(manifest, prepared.dataset)
-    try:
-        if n_processes > 1:
-            trained, outcome = train_processes(trial_dir, n_processes, spec.train, spec.seed, examples, model_path, device,
-                                                checkpoint, log)
-        else:
-            base = load_lm(model_path, device, spec.train.attention)
-            trained, outcome = train_sft(base, examples, spec.train, trial_dir / "trainer", spec.seed, log,
-                                            resume_from=checkpoint)
-    finally:  # a preempted trial keeps its curve so far
-        write_jsonl(trial_dir / "train_log.jsonl", curve)
+    trained, outcome = _train(spec, folder, run, training_examples(manifest, prepared.dataset), model_path)
     if spec.train.save_model:
-        save_lm(trained, trial_dir / "model")
-
-    generate = functools.partial(generate_responses, trained)
-    scores, samples = evaluate(prepared.traits, generate, spec.seed)
+        save_lm(trained, folder.model)
+    scores, samples = evaluate(prepared.traits, functools.partial(generate_responses, trained), spec.seed)
     run.summary({"train/final_loss": outcome.final_loss, "manifest/hash": manifest.hash})
-    run.table("samples", ["trait", "prompt_id", "sample", "prompt", "response", "value", "reason"],
-              [[s[k] for k in ("trait", "prompt_id", "sample", "prompt", "response", "value", "reason")] for s in samples[:200]])
-    return _finish(spec, trial_dir, run, study, started, scores, samples, {
+    run.table("samples", list(SAMPLE_COLUMNS), [[s[k] for k in SAMPLE_COLUMNS] for s in samples[:200]])
+    return _finish(spec, folder, run, study, started, scores, samples, {
         "manifest": manifest_summary,
         "train": {**{k: v for k, v in dataclasses.asdict(outcome).items() if k != "log_history"}, "model": model_path},
         "objectives": objectives(spec, scores, manifest_summary["teacher_share"]["all"]),
         "data_fingerprint": prepared.dataset.fingerprint(),
         "data_notes": list(prepared.dataset.notes),
     })
+
+
+SAMPLE_COLUMNS = ("trait", "prompt_id", "sample", "prompt", "response", "value", "reason")  # the W&B samples table
+
+
+def _write_manifest(folder: TrialDir, run, manifest, summary: dict) -> dict:
+    """manifest.jsonl (one row per prompt, then the refill rows), logged as a W&B artifact."""
+    folder.write_manifest([{"prompt_id": p, "source": s} for p, s in manifest.rows]
+                          + [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill])
+    run.artifact(f"manifest-{manifest.hash}", "manifest", [folder.manifest], summary)
+    return summary
+
+
+def _train(spec: TrialSpec, folder: TrialDir, run, examples: list, model_path: str) -> tuple:
+    """Fine-tune (resuming a preempted trial's checkpoint); train_log.jsonl is written even when
+    training is preempted, so the curve so far is kept. Returns (trained LM, TrainOutcome)."""
+    set_cpu_threads(spec.train.torch_threads)
+    device = resolve_device(spec.train.device)
+    n_processes = num_processes(spec.train)
+    checkpoint = resume_checkpoint(folder.path)
+    curve: list[dict] = []
+    if checkpoint is not None:
+        # the curve up to the checkpoint; the steps after it are trained (and logged) again
+        resumed_at = int(folder.read_preempted()["step"])
+        curve = [r for r in folder.read_train_log() if int(r["step"]) <= resumed_at]
+
+    def log(record: dict, step: int) -> None:
+        curve.append({"step": step, **record})
+        run.log(record, step=step)
+
+    try:
+        if n_processes > 1:
+            return train_processes(folder.path, n_processes, spec.train, spec.seed, examples, model_path, device,
+                                   checkpoint, log)
+        base = load_lm(model_path, device, spec.train.attention)
+        return train_sft(base, examples, spec.train, folder.trainer, spec.seed, log, resume_from=checkpoint)
+    finally:  # a preempted trial keeps its curve so far
+        folder.write_train_log(curve)
 
 
 def objectives(spec: TrialSpec, scores: dict, teacher_share: float) -> list[float]:
@@ -314,10 +302,10 @@ def objectives(spec: TrialSpec, scores: dict, teacher_share: float) -> list[floa
     return [teacher_share if o.trait == TEACHER_SHARE else scores[o.trait]["score"] for o in search.objectives]
 
 
-def _finish(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, scores: dict, samples: list[dict],
+def _finish(spec: TrialSpec, folder: TrialDir, run, study: str, started: float, scores: dict, samples: list[dict],
             extra: dict) -> dict:
     """Write samples and result.json (last), and log the scores to the tracker."""
-    write_jsonl(trial_dir / "samples.jsonl", samples)
+    folder.write_samples(samples)
     result = {
         "trial": spec.trial, "study": study, "status": "complete", "condition": spec.condition,
         "params": spec.params, "plan": raw_plan(spec.plan), "label": label(spec), "seed": spec.seed,
@@ -325,23 +313,23 @@ def _finish(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, s
         "code": code_version(), "versions": library_versions(),
         "wall_s": round(time.time() - started, 3),
         "wandb_run_id": run.run_id,
-        "preemptions": (read_preempted(trial_dir) or {}).get("history", []),
+        "preemptions": (folder.read_preempted() or {}).get("history", []),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     run.summary({f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")} | {"wall_s": result["wall_s"]})
-    write_json(trial_dir / RESULT, result)  # last: its presence marks the trial complete
+    folder.write_result(result)  # last: its presence marks the trial complete
     return result
 
 
-def _execute_runner(spec: TrialSpec, trial_dir: Path, run, study: str, started: float) -> dict:
+def _execute_runner(spec: TrialSpec, folder: TrialDir, run, study: str, started: float) -> dict:
     out = load_runner(spec.sweep.search.runner)(spec)
     share = float(out.get("teacher_share", 0.0))
-    return _finish(spec, trial_dir, run, study, started, out["traits"], [],
+    return _finish(spec, folder, run, study, started, out["traits"], [],
                    {"runner": spec.sweep.search.runner, "objectives": objectives(spec, out["traits"], share),
                     "manifest": {"teacher_share": out.get("teacher_share_by_subset", {"all": share})}})
 
 
-def _execute_teacher_eval(spec: TrialSpec, trial_dir: Path, run, study: str, started: float, prepared: Prepared) -> dict:
+def _execute_teacher_eval(spec: TrialSpec, folder: TrialDir, run, study: str, started: float, prepared: Prepared) -> dict:
     """Score a teacher's own responses to the eval prompts (no training): tau_T for transfer ratios."""
     source = spec.plan.base
     path = spec.sweep.data.eval_responses.get(source)
@@ -350,7 +338,7 @@ def _execute_teacher_eval(spec: TrialSpec, trial_dir: Path, run, study: str, sta
                         "responses to the eval prompts ({prompt_id, response} per line)")
     responses = {str(r["prompt_id"]): str(r["response"]) for r in read_records(path)}
     scores, samples = evaluate_responses(prepared.traits, responses, path)
-    return _finish(spec, trial_dir, run, study, started, scores, samples,
+    return _finish(spec, folder, run, study, started, scores, samples,
                    {"objectives": objectives(spec, scores, 1.0), "manifest": {"teacher_share": {"all": 1.0}},
                     "data_fingerprint": prepared.dataset.fingerprint()})
 
