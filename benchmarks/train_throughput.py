@@ -157,9 +157,9 @@ def worker(name: str, folder: Path, examples: list[list[dict]], shape: dict, ste
     setup: dict = {}
     with tempfile.TemporaryDirectory() as out_dir:
         if name == "trl_defaults":
+            from datasets import Dataset
             from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
             from trl import SFTConfig, SFTTrainer
-            from datasets import Dataset
 
             class Marks(TrainerCallback):
                 def on_log(self, args, state, control, logs=None, **kwargs):

@@ -114,10 +114,10 @@ def test_training_resumes_from_the_checkpoint_to_the_same_weights(tmp_path, mode
 
     import torch
 
+    from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
     from leaksweep.model.loading import load_lm, set_cpu_threads
     from leaksweep.model.sft import train_sft
     from leaksweep.model.tiny import build_tiny_model
-    from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
 
     tiny = TinyModelConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                            max_position_embeddings=128, init_seed=0)
@@ -181,8 +181,8 @@ def wait_for(predicate, timeout_s: float, what: str, log: Path | None = None):
 
 def prepare(sweep_file: Path) -> None:
     """What `leaksweep launch` does before it submits: the sweep folder and its study."""
-    from leaksweep.study.prepare import prepare
     from leaksweep.config import load_sweep
+    from leaksweep.study.prepare import prepare
 
     prepare(load_sweep(sweep_file))
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leaksweep.dose import fit_dose_response
 from leaksweep.stats import (
     Z_95,
     Decision,
@@ -19,7 +20,6 @@ from leaksweep.stats import (
     cluster_bootstrap,
     contrast,
     estimate,
-    fit_dose_response,
     fixed_sequence_threshold,
     holm,
     leak_in,

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leaksweep import stats
+from leaksweep import dose
+from leaksweep.dose import logistic
 from leaksweep.experiments.conditions import Run, Settings, drive
 from leaksweep.experiments.registry import make_search
 from leaksweep.files import write_json
 from leaksweep.report.wandb_summary import log_study_summary, report_spec, study_summary, summary_run_id
 from leaksweep.schema import to_dict
 from leaksweep.simulate import SimConfig, SimSubset, simulate
-from leaksweep.stats import logistic
 from leaksweep.tracking.protocol import NullRun
 from sweeps import unit_cfg
 
@@ -90,10 +90,10 @@ def test_dose_response_points_fit_and_threshold(tmp_path):
     assert thr["ed50_low"] <= thr["ed50"] <= thr["ed50_high"]
 
 
-def test_logistic_matches_the_fitted_model_in_stats():
+def test_logistic_matches_the_fitted_model_of_the_dose_fit():
     params = {"bottom": 0.05, "top": 0.6, "slope_per_decade": 2.5, "log10_ed50": -1.2}
     f = np.array([0.0, 0.001, 0.01, 0.063, 0.5, 1.0])
-    expected = stats._logistic(np.array([params[k] for k in ("bottom", "top", "slope_per_decade", "log10_ed50")]), f)
+    expected = dose._logistic(np.array([params[k] for k in ("bottom", "top", "slope_per_decade", "log10_ed50")]), f)
     assert [logistic(params, x) for x in f] == pytest.approx(list(expected))
 
 

@@ -228,9 +228,9 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
     """Rerun one trial from its spec.json (results are overwritten)."""
     from leaksweep.config import TrackingConfig
     from leaksweep.files import read_json
+    from leaksweep.layout import TrialDir
     from leaksweep.schema import build
     from leaksweep.tracking.protocol import make_tracker
-    from leaksweep.layout import TrialDir
     from leaksweep.trial import run_trial
 
     spec_path = TrialDir(trial_dir).spec

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from leaksweep import stats
+from leaksweep import dose, stats
 from leaksweep.config import SweepConfig
 from leaksweep.experiments.conditions import (
     DOSE_RESPONSE,
@@ -128,7 +128,7 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         pooled=pooled(runs, trait),
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
-    fit = stats.fit_dose_response(
+    fit = dose.fit_dose_response(
         [f for f, _ in points], [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
         score_runs=[values(r, trait) for _, r in points], seed=0,
     ) if s.fit_curves and len(points) >= 3 else {"fit": "skipped"}

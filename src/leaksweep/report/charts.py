@@ -4,7 +4,7 @@ teacher-vs-student offsets, the Pareto front and parameter importances.
 Each chart is one function returning an inline <svg data-plot=NAME> (or "" when there is nothing to
 draw); NAME is its stable hook for the page's script and tests/test_report_browser.py. Dose-response,
 leak map and offsets are drawn from analysis.json records as written; nothing is recomputed here except
-the fitted logistic curve (stats.logistic) through the fit's parameters.
+the fitted logistic curve (leaksweep.dose.logistic) through the fit's parameters.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from leaksweep import stats
+from leaksweep.dose import LOGISTIC_PARAMS, logistic
 from leaksweep.report.fmt import (
     decision_title,
     esc,
@@ -162,7 +162,7 @@ class Dose:
     def read(dr: dict, analysis: dict) -> "Dose":
         seq, fit = dr.get("threshold") or {}, dr.get("fit") or {}
         params = fit.get("params") or {}
-        ok = fit.get("fit") == "ok" and all(k in params for k in stats.LOGISTIC_PARAMS)
+        ok = fit.get("fit") == "ok" and all(k in params for k in LOGISTIC_PARAMS)
         return Dose(str(dr.get("subset", "?")), str(dr.get("trait", "?")),
                     [p for p in dr.get("points", []) if p.get("value") is not None], list(dr.get("ladder", [])),
                     {_key(s["fraction"]): s.get("decision") or {} for s in seq.get("steps", [])},
@@ -195,7 +195,7 @@ def _dose_frame(dose: Dose) -> tuple[Frame, list[float], list[tuple[float, float
     ys = [v for p in dose.points for v in (p["value"], p.get("low"), p.get("high")) if v is not None]
     if dose.clean and dose.min_effect > 0:
         ys.append(dose.clean["value"] + dose.min_effect)
-    curve_xy = [(x, stats.logistic(dose.fit_params, x)) for x in grid] if dose.fit_params else []
+    curve_xy = [(x, logistic(dose.fit_params, x)) for x in grid] if dose.fit_params else []
     ys += [y for _, y in curve_xy]
     y_lo, y_hi = padded(ys or [0.0, 1.0])
     if log_x:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from leaksweep import stats
+from leaksweep import dose
 from leaksweep.config import SweepConfig, sweep_from_dict
 from leaksweep.errors import UserError
 from leaksweep.files import read_json
@@ -127,12 +127,12 @@ def _leak_map(analysis: dict, out: StudySummary) -> None:
 def _fit_chart(subset: str, trait: str, fit: dict, points: list[list[Any]]) -> Chart | None:
     """The fitted logistic over the tested fractions, log-spaced; None unless the fit is ok."""
     params = fit.get("params") or {}
-    if fit.get("fit") != "ok" or not set(stats.LOGISTIC_PARAMS) <= set(params):
+    if fit.get("fit") != "ok" or not set(dose.LOGISTIC_PARAMS) <= set(params):
         return None
     positive = [p[0] for p in points if p[0]]
     lo, hi = math.log10(min(positive)), math.log10(max(positive))
     grid = [10 ** (lo + (hi - lo) * i / (FIT_CURVE_POINTS - 1)) for i in range(FIT_CURVE_POINTS)]
-    return Chart(f"dose_fit/{subset}", "line", ["fraction", "fitted"], [[f, stats.logistic(params, f)] for f in grid],
+    return Chart(f"dose_fit/{subset}", "line", ["fraction", "fitted"], [[f, dose.logistic(params, f)] for f in grid],
                  "fraction", "fitted", f"logistic fit of {trait} on {subset}")
 
 
