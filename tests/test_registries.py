@@ -226,3 +226,24 @@ def test_cli_rejects_an_unknown_mode_with_exit_code_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "search.mode: 'bisect_everything' is not a mode; known modes: optuna, " in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_storage_backend_is_one_opener_and_one_registry_entry(monkeypatch, tmp_path):
+    import optuna
+
+    from leaksweep.study import storage
+
+    opened = []
+
+    def open_memory(url, sweep_dir, search):
+        opened.append((url, sweep_dir))
+        return optuna.storages.InMemoryStorage()
+
+    monkeypatch.setitem(storage.BACKENDS, "memory", open_memory)
+    backend = storage.open_storage("memory://study", tmp_path)
+    assert isinstance(backend, optuna.storages.InMemoryStorage)
+    assert opened == [("memory://study", tmp_path)]
+    assert storage.storage_scheme(None) == "journal"
+    assert storage.storage_scheme("postgresql+psycopg2://u@h/db") == "postgresql"
+    # a scheme no backend claims is handed to Optuna as an SQLAlchemy URL, as before the registry
+    assert storage.open_storage("oracle://u@h/db", tmp_path) == "oracle://u@h/db"

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -92,15 +92,27 @@ def journal_path(url: str | None, sweep_dir: Path) -> Path | None:
 
 
 def open_storage(url: str | None, sweep_dir: Path, search: SearchConfig | None = None):
-    """Default: a journal file in the sweep folder (no server, safe for concurrent local workers).
+    """The Optuna storage `search.storage` names, opened by the backend registered for its scheme.
 
-    An RDB URL (sqlite:///..., postgresql://...) is opened with Optuna's heartbeat when `search`
-    (the sweep's SearchConfig) is given: its heartbeat_s / stale_after_s become Optuna's interval and
-    grace period (whole seconds), and reclaim fails and retries the trials it finds stale.
+    Default (no URL): a journal file in the sweep folder (no server, safe for concurrent local
+    workers). A scheme no backend claims is taken as an SQLAlchemy URL and opened as an RDB.
     """
-    journal = journal_path(url, sweep_dir)
-    if journal is not None:
-        return JournalStorage(JournalFileBackend(str(journal)))
+    return BACKENDS.get(storage_scheme(url), _open_rdb)(url, Path(sweep_dir), search)
+
+
+def storage_scheme(url: str | None) -> str:
+    """`journal` for no URL; else the URL's scheme without its driver (`postgresql+psycopg2` -> `postgresql`)."""
+    return "journal" if not url else url.split(":", 1)[0].split("+", 1)[0]
+
+
+def _open_journal(url: str | None, sweep_dir: Path, search: SearchConfig | None):
+    return JournalStorage(JournalFileBackend(str(journal_path(url, sweep_dir))))
+
+
+def _open_rdb(url: str, sweep_dir: Path, search: SearchConfig | None):
+    """An RDB URL (sqlite:///..., postgresql://...), opened with Optuna's heartbeat when `search` (the
+    sweep's SearchConfig) is given: its heartbeat_s / stale_after_s become Optuna's interval and grace
+    period (whole seconds), and reclaim fails and retries the trials it finds stale."""
     if search is None:
         return url  # Optuna opens it
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; the API is stable in use
@@ -109,6 +121,16 @@ def open_storage(url: str | None, sweep_dir: Path, search: SearchConfig | None =
                           grace_period=max(1, math.ceil(search.stale_after_s)),
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries),
                           engine_kwargs={"pool_pre_ping": True})  # a server restart must not break long-lived workers
+
+
+# Storage backends by URL scheme: opener(url, sweep_dir, search) -> an Optuna storage (or a URL Optuna
+# opens itself). A new backend is one module in this room with its opener, plus one entry here.
+BACKENDS: dict[str, Callable[[str | None, Path, SearchConfig | None], Any]] = {
+    "journal": _open_journal,
+    "sqlite": _open_rdb,
+    "postgresql": _open_rdb,
+    "mysql": _open_rdb,
+}
 
 
 def create_study(cfg: SweepConfig, sweep_dir: Path) -> bool:
