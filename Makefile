@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo demo-real test test-unit clean
+.PHONY: demo demo-real lint test test-unit clean
 
 $(BASE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,7 +66,14 @@ $(SLURM_STAMP): | $(BASE_STAMP)
 $(POSTGRES_STAMP): | $(BASE_STAMP)
 	$(call APT_ENSURE,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,postgresql)
 
-test: $(TEST_STAMP) $(CHROMIUM_STAMP) $(SLURM_STAMP) $(POSTGRES_STAMP)
+LINTED := src tests benchmarks jobs
+
+# ruff (pinned in the test extras) first: a lint or format problem fails in seconds, not after the suite.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+test: lint $(CHROMIUM_STAMP) $(SLURM_STAMP) $(POSTGRES_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-unit: $(TEST_STAMP)

@@ -75,10 +75,19 @@ def threshold_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]
     surfaces = []
     for i in range(n):
         null = i % 5 == 4  # every fifth surface has no leak at all
-        s = SimSubset(n_units=512, effect=0.0 if null else rng.choice([0.3, 0.5, 0.7]),
-                      ed50=10 ** rng.uniform(-2.3, -0.5), slope=rng.choice([4.0, 6.0, 10.0]))
-        cfg = SimConfig(subsets={SUBSET: s}, base_rate=rng.choice([0.02, 0.05, 0.1]),
-                        seed_sd=rng.choice([0.05, 0.15]), n_prompts=200, samples_per_prompt=4)
+        s = SimSubset(
+            n_units=512,
+            effect=0.0 if null else rng.choice([0.3, 0.5, 0.7]),
+            ed50=10 ** rng.uniform(-2.3, -0.5),
+            slope=rng.choice([4.0, 6.0, 10.0]),
+        )
+        cfg = SimConfig(
+            subsets={SUBSET: s},
+            base_rate=rng.choice([0.02, 0.05, 0.1]),
+            seed_sd=rng.choice([0.05, 0.15]),
+            n_prompts=200,
+            samples_per_prompt=4,
+        )
         name = "null" if null else f"ed50={s.ed50:.3f} slope={s.slope:g} noise={cfg.seed_sd:g}"
         surfaces.append((name, cfg))
     return surfaces
@@ -93,17 +102,35 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
         runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, settings), execute)
         found = {"adaptive": (out["threshold"], len(runs))}
         baselines = [builder.all_clean(), builder.all_teacher()]  # every search runs both
-        grid = StaticSearch("fraction_sweep", baselines + [builder.patch_insert(SUBSET, f) for f in LADDER],
-                            builder, settings, [SUBSET], LADDER)
+        grid = StaticSearch(
+            "fraction_sweep",
+            baselines + [builder.patch_insert(SUBSET, f) for f in LADDER],
+            builder,
+            settings,
+            [SUBSET],
+            LADDER,
+        )
         grid_runs, _ = drive(grid, execute)
-        found["grid"] = (dose_response(grid_runs, builder, settings, SUBSET, LADDER)["threshold"]["threshold"], len(grid_runs))
+        found["grid"] = (
+            dose_response(grid_runs, builder, settings, SUBSET, LADDER)["threshold"]["threshold"],
+            len(grid_runs),
+        )
         # random search: as many rungs as the adaptive search ran, chosen at random, same seeds per point
         n_rungs = max(1, len(runs) // settings.seeds - 2)
         picked = sorted(rng.sample(LADDER, min(n_rungs, len(LADDER))))
-        rand = StaticSearch("fraction_sweep", baselines + [builder.patch_insert(SUBSET, f) for f in picked],
-                            builder, settings, [SUBSET], picked)
+        rand = StaticSearch(
+            "fraction_sweep",
+            baselines + [builder.patch_insert(SUBSET, f) for f in picked],
+            builder,
+            settings,
+            [SUBSET],
+            picked,
+        )
         rand_runs, _ = drive(rand, execute)
-        found["random"] = (dose_response(rand_runs, builder, settings, SUBSET, picked)["threshold"]["threshold"], len(rand_runs))
+        found["random"] = (
+            dose_response(rand_runs, builder, settings, SUBSET, picked)["threshold"]["threshold"],
+            len(rand_runs),
+        )
         if verbose:
             shown = "none" if truth is None else LADDER[truth]
             print(f"  {name:<40} truth {shown!s:>8}  " + "  ".join(f"{k} {v[0]!s:>8}" for k, v in found.items()))
@@ -142,15 +169,22 @@ def planted_surfaces(n: int, rng: random.Random, depth: int) -> list[tuple[str, 
 
 
 def run_minimal(surfaces, settings: Settings, builder: Builder, depth: int) -> dict:
-    tally = {k: {"trials": 0, "recall": 0.0, "precision": 0.0, "n": 0, "null_ok": 0, "null_n": 0, "confirmed": 0}
-             for k in ("bisection", "all leaves")}
+    tally = {
+        k: {"trials": 0, "recall": 0.0, "precision": 0.0, "n": 0, "null_ok": 0, "null_n": 0, "confirmed": 0}
+        for k in ("bisection", "all leaves")
+    }
     leaves = [SUBSET + "".join(f"/{b}" for b in bits) for bits in itertools.product("01", repeat=depth)]
     for _, cfg, planted in surfaces:
         execute = executor(cfg)
         runs, out = drive(MinimalSubsetSearch(SUBSET, depth, 2, builder, settings), execute)
         results = {"bisection": (out["minimal"], len(runs), all(out["confirmed"].values()) and bool(out["minimal"]))}
-        scan = StaticSearch("patch_insert", [builder.all_clean(), builder.all_teacher()] + [builder.patch_insert(x) for x in leaves],
-                            builder, settings, leaves)
+        scan = StaticSearch(
+            "patch_insert",
+            [builder.all_clean(), builder.all_teacher()] + [builder.patch_insert(x) for x in leaves],
+            builder,
+            settings,
+            leaves,
+        )
         scan_runs, scan_out = drive(scan, execute)
         sufficient = [x for x in leaves if scan_out["leak_map"][TRAIT][x].get("sufficient_holm")]
         results["all leaves"] = (sufficient, len(scan_runs), None)
@@ -173,41 +207,61 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surfaces", type=int, default=40, help="surfaces per search kind (a fifth are null)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds-per-point", type=int, default=3,
-                        help="seeds per condition, the same for every search (k seeds is the usual design)")
+    parser.add_argument(
+        "--seeds-per-point",
+        type=int,
+        default=3,
+        help="seeds per condition, the same for every search (k seeds is the usual design)",
+    )
     parser.add_argument("--min-effect", type=float, default=0.05, help="minimal effect of interest (trait rate units)")
     parser.add_argument("--verbose", action="store_true", help="print each surface's truth and answers")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     builder = Builder("clean", "teacher")
-    settings = Settings(TRAIT, (TRAIT,), args.seeds_per_point, alpha=0.05, min_effect=args.min_effect, margin=0.05, n_boot=1000,
-                        fit_curves=False)  # only thresholds are scored here; fits would dominate the run time
+    settings = Settings(
+        TRAIT,
+        (TRAIT,),
+        args.seeds_per_point,
+        alpha=0.05,
+        min_effect=args.min_effect,
+        margin=0.05,
+        n_boot=1000,
+        fit_curves=False,
+    )  # only thresholds are scored here; fits would dominate the run time
     started = time.time()
     thr = run_threshold(threshold_surfaces(args.surfaces, rng), settings, builder, rng, args.verbose)
     depth = 4
     mini = run_minimal(planted_surfaces(args.surfaces, rng, depth), replace(settings, min_effect=0.02), builder, depth)
     grid_trials = thr["grid"]["trials"]
-    print(f"leak threshold: {len(LADDER)}-rung ladder 0.001..1, {args.seeds_per_point} seeds per point, "
-          f"{args.surfaces} surfaces ({thr['adaptive']['null_n']} null)")
+    print(
+        f"leak threshold: {len(LADDER)}-rung ladder 0.001..1, {args.seeds_per_point} seeds per point, "
+        f"{args.surfaces} surfaces ({thr['adaptive']['null_n']} null)"
+    )
     print(f"{'search':<12}{'trials':>8}{'vs grid':>9}{'within 1 step':>15}{'null: no leak':>15}")
     for name, t in thr.items():
-        print(f"{name:<12}{t['trials']:>8}{t['trials'] / grid_trials:>9.0%}{t['correct'] / max(1, t['n']):>15.0%}"
-              f"{t['null_ok'] / max(1, t['null_n']):>15.0%}")
+        print(
+            f"{name:<12}{t['trials']:>8}{t['trials'] / grid_trials:>9.0%}{t['correct'] / max(1, t['n']):>15.0%}"
+            f"{t['null_ok'] / max(1, t['null_n']):>15.0%}"
+        )
     print(f"\nminimal leaking subset: 64 units, depth {depth}, planted at a random node; {args.surfaces} surfaces")
     print(f"{'search':<12}{'trials':>8}{'recall':>9}{'precision':>11}{'confirmed':>11}{'null: none':>12}")
     for name, t in mini.items():
         n = max(1, t["n"])
         confirmed = f"{t['confirmed'] / n:.0%}" if name == "bisection" else "-"
-        print(f"{name:<12}{t['trials']:>8}{t['recall'] / n:>9.0%}{t['precision'] / n:>11.0%}{confirmed:>11}"
-              f"{t['null_ok'] / max(1, t['null_n']):>12.0%}")
+        print(
+            f"{name:<12}{t['trials']:>8}{t['recall'] / n:>9.0%}{t['precision'] / n:>11.0%}{confirmed:>11}"
+            f"{t['null_ok'] / max(1, t['null_n']):>12.0%}"
+        )
     a = thr["adaptive"]
     share = a["trials"] / grid_trials
     correct = a["correct"] / max(1, a["n"])
     null_ok = a["null_ok"] / max(1, a["null_n"])
     met = share <= 0.25 and correct >= 0.9 and null_ok >= 0.9
-    print(f"\nsummary: adaptive threshold search used {share:.0%} of the grid's trials, {correct:.0%} within one step, "
-          f"{null_ok:.0%} 'no leak' on null surfaces; bisection recall {mini['bisection']['recall'] / max(1, mini['bisection']['n']):.0%}; "
-          f"targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)")
+    print(
+        f"\nsummary: adaptive threshold search used {share:.0%} of the grid's trials, {correct:.0%} within one step, "
+        f"{null_ok:.0%} 'no leak' on null surfaces; bisection recall {mini['bisection']['recall'] / max(1, mini['bisection']['n']):.0%}; "
+        f"targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)"
+    )
     return 0
 
 

@@ -45,24 +45,57 @@ from pathlib import Path
 # log-normal in tokens, like the chat data the GPU throughput anchor was measured on (median ~400, max 2048).
 SHAPES = {
     "tiny": dict(
-        arch="llama", hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=4, vocab_size=None, tie_word_embeddings=False, rope_theta=10000.0,
-        batch_size=16, max_length=256, median_tokens=60, sigma=0.6,
+        arch="llama",
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=None,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+        batch_size=16,
+        max_length=256,
+        median_tokens=60,
+        sigma=0.6,
     ),
     "smollm2-135m": dict(
-        arch="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0,
-        batch_size=32, max_length=2048, median_tokens=400, sigma=0.6,
+        arch="llama",
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        batch_size=32,
+        max_length=2048,
+        median_tokens=400,
+        sigma=0.6,
     ),
     "qwen2.5-0.5b": dict(
-        arch="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, rope_theta=1000000.0,
-        batch_size=16, max_length=2048, median_tokens=400, sigma=0.6,  # ~8k real tokens per step
+        arch="qwen2",
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        rope_theta=1000000.0,
+        batch_size=16,
+        max_length=2048,
+        median_tokens=400,
+        sigma=0.6,  # ~8k real tokens per step
     ),
 }
 CONFIGS = ["trl_defaults", "leaksweep:sdpa", "leaksweep", "bare_loop"]
-WORDS = [a + b for a in ("ka", "lo", "mi", "nu", "pe", "ri", "so", "ta", "ve", "zu", "bo", "da", "fe", "gi")
-         for b in ("n", "r", "s", "l", "m", "t", "k", "x", "p", "d")]  # 140 words, about one token each
+WORDS = [
+    a + b
+    for a in ("ka", "lo", "mi", "nu", "pe", "ri", "so", "ta", "ve", "zu", "bo", "da", "fe", "gi")
+    for b in ("n", "r", "s", "l", "m", "t", "k", "x", "p", "d")
+]  # 140 words, about one token each
 LEARNING_RATE = 1e-4
 
 
@@ -89,9 +122,15 @@ def build(shape_name: str, folder: Path) -> None:
 
     shape = SHAPES[shape_name]
     corpus = [" ".join(WORDS)] * 4 + [" ".join(random.Random(i).sample(WORDS, 40)) for i in range(400)]
-    tiny = TinyModelConfig(vocab_size=512, hidden_size=shape["hidden_size"], num_layers=shape["num_hidden_layers"],
-                           num_heads=shape["num_attention_heads"], intermediate_size=shape["intermediate_size"],
-                           max_position_embeddings=max(shape["max_length"], 256), init_seed=0)
+    tiny = TinyModelConfig(
+        vocab_size=512,
+        hidden_size=shape["hidden_size"],
+        num_layers=shape["num_hidden_layers"],
+        num_heads=shape["num_attention_heads"],
+        intermediate_size=shape["intermediate_size"],
+        max_position_embeddings=max(shape["max_length"], 256),
+        init_seed=0,
+    )
     if shape["vocab_size"] is None:
         build_tiny_model(folder, corpus, tiny)
         return
@@ -101,18 +140,33 @@ def build(shape_name: str, folder: Path) -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     tok_dir = folder.with_name(folder.name + "-tokenizer")
-    tiny_small = TinyModelConfig(vocab_size=512, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                                 max_position_embeddings=shape["max_length"], init_seed=0)
+    tiny_small = TinyModelConfig(
+        vocab_size=512,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=shape["max_length"],
+        init_seed=0,
+    )
     build_tiny_model(tok_dir, corpus, tiny_small)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if shape["arch"] == "llama" else (
-        Qwen2Config, Qwen2ForCausalLM)
+    config_class, model_class = (
+        (LlamaConfig, LlamaForCausalLM) if shape["arch"] == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    )
     config = config_class(
-        vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"], intermediate_size=shape["intermediate_size"],
-        num_hidden_layers=shape["num_hidden_layers"], num_attention_heads=shape["num_attention_heads"],
-        num_key_value_heads=shape["num_key_value_heads"], tie_word_embeddings=shape["tie_word_embeddings"],
-        rope_theta=shape["rope_theta"], max_position_embeddings=max(shape["max_length"], 4096),
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=shape["vocab_size"],
+        hidden_size=shape["hidden_size"],
+        intermediate_size=shape["intermediate_size"],
+        num_hidden_layers=shape["num_hidden_layers"],
+        num_attention_heads=shape["num_attention_heads"],
+        num_key_value_heads=shape["num_key_value_heads"],
+        tie_word_embeddings=shape["tie_word_embeddings"],
+        rope_theta=shape["rope_theta"],
+        max_position_embeddings=max(shape["max_length"], 4096),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     model = model_class(config)
@@ -139,8 +193,9 @@ def _rate(marks: list[tuple[float, int]], warmup: int) -> tuple[float, int, floa
     return (end_tok - start_tok) / max(end_t - start_t, 1e-9), end_tok - start_tok, end_t - start_t
 
 
-def worker(name: str, folder: Path, examples: list[list[dict]], shape: dict, steps: int, warmup: int,
-           device: str) -> dict:
+def worker(
+    name: str, folder: Path, examples: list[list[dict]], shape: dict, steps: int, warmup: int, device: str
+) -> dict:
     import torch
 
     if device == "cpu":
@@ -169,17 +224,35 @@ def worker(name: str, folder: Path, examples: list[list[dict]], shape: dict, ste
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
             model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device)
             cpu = dict(use_cpu=True, bf16=False) if device == "cpu" else {}
-            args = SFTConfig(output_dir=out_dir, per_device_train_batch_size=shape["batch_size"], max_steps=steps,
-                             max_length=shape["max_length"], learning_rate=LEARNING_RATE, logging_steps=1,
-                             save_strategy="no", report_to="none", disable_tqdm=True, seed=0,
-                             include_num_input_tokens_seen="non_padding", **cpu)
-            trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                                 train_dataset=Dataset.from_list([{"messages": m} for m in examples]))
+            args = SFTConfig(
+                output_dir=out_dir,
+                per_device_train_batch_size=shape["batch_size"],
+                max_steps=steps,
+                max_length=shape["max_length"],
+                learning_rate=LEARNING_RATE,
+                logging_steps=1,
+                save_strategy="no",
+                report_to="none",
+                disable_tqdm=True,
+                seed=0,
+                include_num_input_tokens_seen="non_padding",
+                **cpu,
+            )
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                processing_class=tokenizer,
+                train_dataset=Dataset.from_list([{"messages": m} for m in examples]),
+            )
             trainer.add_callback(Marks())
             trainer.train()
-            setup = {"layout": "padded", "attention": model.config._attn_implementation,
-                     "precision": "bf16" if args.bf16 else "fp32", "optimizer": str(args.optim.value),
-                     "activation_checkpointing": bool(args.gradient_checkpointing)}
+            setup = {
+                "layout": "padded",
+                "attention": model.config._attn_implementation,
+                "precision": "bf16" if args.bf16 else "fp32",
+                "optimizer": str(args.optim.value),
+                "activation_checkpointing": bool(args.gradient_checkpointing),
+            }
             steps_done = trainer.state.global_step
         elif name.split(":")[0] == "leaksweep":
             from leaksweep.config import TrainConfig
@@ -187,18 +260,39 @@ def worker(name: str, folder: Path, examples: list[list[dict]], shape: dict, ste
             from leaksweep.model.sft import train_sft
 
             attention = name.partition(":")[2] or "auto"
-            cfg = TrainConfig(model=str(folder), learning_rate=LEARNING_RATE, max_steps=steps,
-                              batch_size=shape["batch_size"], logging_steps=1, max_length_tokens=shape["max_length"],
-                              device=device, lr_scheduler="constant", attention=attention)
+            cfg = TrainConfig(
+                model=str(folder),
+                learning_rate=LEARNING_RATE,
+                max_steps=steps,
+                batch_size=shape["batch_size"],
+                logging_steps=1,
+                max_length_tokens=shape["max_length"],
+                device=device,
+                lr_scheduler="constant",
+                attention=attention,
+            )
             base = load_lm(str(folder), device, attention)
-            _, outcome = train_sft(base, examples, cfg, Path(out_dir), seed=0,
-                                   log_fn=lambda record, step: mark(record["train/num_input_tokens_seen"]))
+            _, outcome = train_sft(
+                base,
+                examples,
+                cfg,
+                Path(out_dir),
+                seed=0,
+                log_fn=lambda record, step: mark(record["train/num_input_tokens_seen"]),
+            )
             setup, steps_done = outcome.setup, outcome.steps
         else:
             raise ValueError(f"unknown configuration {name!r}")
     rate, tokens, seconds = _rate(marks, warmup)
-    return {"config": name, "tokens_per_s": rate, "tokens": tokens, "seconds": seconds, "steps": steps_done,
-            "peak_mib": _peak_memory_mib(device), "setup": setup}
+    return {
+        "config": name,
+        "tokens_per_s": rate,
+        "tokens": tokens,
+        "seconds": seconds,
+        "steps": steps_done,
+        "peak_mib": _peak_memory_mib(device),
+        "setup": setup,
+    }
 
 
 def bare_loop(folder: Path, examples: list[list[dict]], shape: dict, steps: int, warmup: int, device: str) -> dict:
@@ -237,24 +331,65 @@ def bare_loop(folder: Path, examples: list[list[dict]], shape: dict, steps: int,
     except torch.OutOfMemoryError:
         status = "out of memory"
     if status != "ok" or len(marks) <= warmup:
-        return {"config": "bare_loop", "tokens_per_s": None, "tokens": 0, "seconds": 0, "steps": len(marks),
-                "peak_mib": _peak_memory_mib(device), "setup": {"status": status}}
-    rate, tokens, seconds = _rate(marks, warmup)
-    return {"config": "bare_loop", "tokens_per_s": rate, "tokens": tokens, "seconds": seconds, "steps": len(marks),
+        return {
+            "config": "bare_loop",
+            "tokens_per_s": None,
+            "tokens": 0,
+            "seconds": 0,
+            "steps": len(marks),
             "peak_mib": _peak_memory_mib(device),
-            "setup": {"layout": f"{rows}x{row_len} causal rows", "attention": "sdpa",
-                      "precision": "bf16" if bf16 else "fp32", "optimizer": "adamw_torch_fused"}}
+            "setup": {"status": status},
+        }
+    rate, tokens, seconds = _rate(marks, warmup)
+    return {
+        "config": "bare_loop",
+        "tokens_per_s": rate,
+        "tokens": tokens,
+        "seconds": seconds,
+        "steps": len(marks),
+        "peak_mib": _peak_memory_mib(device),
+        "setup": {
+            "layout": f"{rows}x{row_len} causal rows",
+            "attention": "sdpa",
+            "precision": "bf16" if bf16 else "fp32",
+            "optimizer": "adamw_torch_fused",
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # driver
 
 
-def run_config(name: str, folder: Path, data_file: Path, shape_name: str, steps: int, warmup: int,
-               device: str, timeout_s: float | None = None) -> dict:
+def run_config(
+    name: str,
+    folder: Path,
+    data_file: Path,
+    shape_name: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    timeout_s: float | None = None,
+) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, __file__, "--worker", name, "--folder", str(folder), "--data", str(data_file),
-           "--shape-name", shape_name, "--steps", str(steps), "--warmup", str(warmup), "--device", device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        "--folder",
+        str(folder),
+        "--data",
+        str(data_file),
+        "--shape-name",
+        shape_name,
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--device",
+        device,
+    ]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -262,8 +397,13 @@ def run_config(name: str, folder: Path, data_file: Path, shape_name: str, steps:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"config": name, "tokens_per_s": None, "peak_mib": None, "setup": {"status": "failed: " + " | ".join(tail)}}
-    return json.loads(lines[-1][len("RESULT "):])
+        return {
+            "config": name,
+            "tokens_per_s": None,
+            "peak_mib": None,
+            "setup": {"status": "failed: " + " | ".join(tail)},
+        }
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def print_table(shape_name: str, device: str, results: list[dict]) -> None:
@@ -302,8 +442,9 @@ def main() -> int:
         return 0
     if args.worker:
         examples = json.loads(Path(args.data).read_text())
-        result = worker(args.worker, Path(args.folder), examples, SHAPES[args.shape_name], args.steps, args.warmup,
-                        args.device)
+        result = worker(
+            args.worker, Path(args.folder), examples, SHAPES[args.shape_name], args.steps, args.warmup, args.device
+        )
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -311,18 +452,24 @@ def main() -> int:
         device, shapes = "cpu", ["tiny"]
         steps, warmup = args.steps or 40, args.warmup if args.warmup is not None else 5
     else:
-        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True
+        )
         if probe.stdout.strip() != "True":
-            print("The full benchmark (SmolLM2-135M and Qwen2.5-0.5B shapes) needs a CUDA GPU; on CPU run it with "
-                  "--quick.", file=sys.stderr)
+            print(
+                "The full benchmark (SmolLM2-135M and Qwen2.5-0.5B shapes) needs a CUDA GPU; on CPU run it with "
+                "--quick.",
+                file=sys.stderr,
+            )
             return 2
         device, shapes = "cuda", [s.strip() for s in args.shapes.split(",") if s.strip()]
         steps, warmup = args.steps or 30, args.warmup if args.warmup is not None else 8
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in configs if c not in ("trl_defaults", "bare_loop", "leaksweep") and not c.startswith("leaksweep:")]
     if bad:
-        print(f"--configs: unknown {bad}; use trl_defaults, leaksweep, leaksweep:<attention>, bare_loop", file=sys.stderr)
+        print(
+            f"--configs: unknown {bad}; use trl_defaults, leaksweep, leaksweep:<attention>, bare_loop", file=sys.stderr
+        )
         return 2
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
@@ -338,18 +485,27 @@ def main() -> int:
             shape = SHAPES[shape_name]
             folder = Path(tmp) / shape_name
             started = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--build", "--shape-name", shape_name, "--folder", str(folder)],
-                           env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, __file__, "--build", "--shape-name", shape_name, "--folder", str(folder)],
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                check=True,
+                capture_output=True,
+            )
             # every example is used once at most: steps x batch examples
-            examples = make_examples(steps * shape["batch_size"], shape["median_tokens"], shape["sigma"],
-                                     shape["max_length"], seed=0)
+            examples = make_examples(
+                steps * shape["batch_size"], shape["median_tokens"], shape["sigma"], shape["max_length"], seed=0
+            )
             data_file = Path(tmp) / f"{shape_name}.json"
             data_file.write_text(json.dumps(examples))
-            results = [run_config(name, folder, data_file, shape_name, steps, warmup, device, args.config_timeout)
-                       for name in configs]
+            results = [
+                run_config(name, folder, data_file, shape_name, steps, warmup, device, args.config_timeout)
+                for name in configs
+            ]
             print_table(shape_name, device, results)
-            print(f"({steps} steps of {shape['batch_size']} examples, rate over the last {steps - warmup}; "
-                  f"{time.perf_counter() - started:.0f} s)")
+            print(
+                f"({steps} steps of {shape['batch_size']} examples, rate over the last {steps - warmup}; "
+                f"{time.perf_counter() - started:.0f} s)"
+            )
             rates = {r["config"]: r.get("tokens_per_s") for r in results}
             if rates.get("leaksweep") and rates.get("trl_defaults"):
                 last_ratio = rates["leaksweep"] / rates["trl_defaults"]

@@ -40,8 +40,10 @@ def _bin_dir() -> Path | None:
 def available() -> str | None:
     """None when a server can be started here, else why not (what to install)."""
     if _bin_dir() is None:
-        return ("PostgreSQL server binaries not found (initdb, postgres on PATH or under /usr/lib/postgresql/*/bin); "
-                "install them: apt-get install -y --no-install-recommends postgresql")
+        return (
+            "PostgreSQL server binaries not found (initdb, postgres on PATH or under /usr/lib/postgresql/*/bin); "
+            "install them: apt-get install -y --no-install-recommends postgresql"
+        )
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
@@ -89,9 +91,16 @@ class PostgresCluster:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         # as root: run the server tools as `postgres` directly (no runuser in between, so the pid we
         # hold is the postmaster's own and a signal reaches it)
-        as_user = {"user": "postgres", "group": pwd.getpwnam("postgres").pw_gid, "extra_groups": []} if as_postgres else {}
-        subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8",
-                                 "--no-sync"], check=True, capture_output=True, text=True, **as_user)
+        as_user = (
+            {"user": "postgres", "group": pwd.getpwnam("postgres").pw_gid, "extra_groups": []} if as_postgres else {}
+        )
+        subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            text=True,
+            **as_user,
+        )
         port = _free_port()
         log = root / "postgres.log"
         if as_postgres:
@@ -99,9 +108,26 @@ class PostgresCluster:
             os.chown(log, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
         # listen on loopback only; fsync off: a test database need not survive a power cut
         server = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-                      "-k", str(sock), "-c", "fsync=off", "-c", "max_connections=100"],
-            stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True, **as_user)
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(sock),
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=100",
+            ],
+            stdout=open(log, "a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **as_user,
+        )
         cluster = cls(root, port, user, database, server.pid)
         cluster._process = server
         try:
@@ -109,14 +135,22 @@ class PostgresCluster:
             while time.time() < deadline:
                 if server.poll() is not None:
                     raise RuntimeError(f"postgres exited with {server.returncode}:\n{log.read_text()[-2000:]}")
-                ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+                ready = subprocess.run(
+                    [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+                )
                 if ready.returncode == 0:
                     break
                 time.sleep(0.1)
             else:
-                raise RuntimeError(f"postgres did not accept connections within {START_TIMEOUT_S} s:\n{log.read_text()[-2000:]}")
-            subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, database],
-                           check=True, capture_output=True, text=True)
+                raise RuntimeError(
+                    f"postgres did not accept connections within {START_TIMEOUT_S} s:\n{log.read_text()[-2000:]}"
+                )
+            subprocess.run(
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, database],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
         except BaseException:
             cluster.stop()  # never leave a server behind
             raise
@@ -124,8 +158,12 @@ class PostgresCluster:
 
     def new_database(self, name: str) -> str:
         """Create another database on this server (one per test keeps studies apart); returns its URL."""
-        subprocess.run([str(_bin_dir() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            [str(_bin_dir() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:

@@ -29,9 +29,15 @@ N_GPUS = 2
 
 def unavailable_reason() -> str | None:
     """Why a cluster cannot be started here, or None when it can."""
-    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "runuser") if shutil.which(b) is None]
+    missing = [
+        b
+        for b in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "runuser")
+        if shutil.which(b) is None
+    ]
     if missing:
-        return f"Slurm is not installed (missing {', '.join(missing)}); install it with: {INSTALL_HINT} (`make test` does)"
+        return (
+            f"Slurm is not installed (missing {', '.join(missing)}); install it with: {INSTALL_HINT} (`make test` does)"
+        )
     if os.geteuid() != 0:
         return "starting slurmd and munged needs root"
     return None
@@ -74,7 +80,9 @@ class SlurmCluster:
             self._write_files()
             self._start_munged()
             self._start_daemon("slurmctld", ["slurmctld", "-f", str(self.conf)], self.root / "run" / "slurmctld.pid")
-            self._start_daemon("slurmd", ["slurmd", "-f", str(self.conf), "-N", self.node], self.root / "run" / "slurmd.pid")
+            self._start_daemon(
+                "slurmd", ["slurmd", "-f", str(self.conf), "-N", self.node], self.root / "run" / "slurmd.pid"
+            )
             self._wait_idle(timeout_s)
         except BaseException:
             self.stop()
@@ -131,27 +139,41 @@ NodeName={self.node} NodeAddr=127.0.0.1 CPUs=2 RealMemory=4000 Gres=gpu:{N_GPUS}
 PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 """)
         (self.conf.parent / "gres.conf").write_text(
-            "AutoDetect=off\n" + f"Name=gpu File={self.root / 'dev'}/nvidia[0-{N_GPUS - 1}]\n")
+            "AutoDetect=off\n" + f"Name=gpu File={self.root / 'dev'}/nvidia[0-{N_GPUS - 1}]\n"
+        )
 
     def _start_munged(self) -> None:
         munge = pwd.getpwnam("munge")
         key = self.root / "munge" / "munge.key"
-        shutil.copyfile("/etc/munge/munge.key", key) if Path("/etc/munge/munge.key").exists() else key.write_bytes(os.urandom(1024))
+        shutil.copyfile("/etc/munge/munge.key", key) if Path("/etc/munge/munge.key").exists() else key.write_bytes(
+            os.urandom(1024)
+        )
         for path in (self.root / "munge", key):
             os.chown(path, munge.pw_uid, munge.pw_gid)
         key.chmod(0o400)
         (self.root / "munge").chmod(0o755)  # clients (sbatch, jobs) must reach the socket; munged insists
         pidfile = self.root / "munge" / "munged.pid"
-        cmd = ["runuser", "-u", "munge", "--", "munged", f"--socket={self.munge_socket}", f"--key-file={key}",
-               f"--pid-file={pidfile}", f"--log-file={self.root / 'munge' / 'munged.log'}",
-               f"--seed-file={self.root / 'munge' / 'munged.seed'}"]
+        cmd = [
+            "runuser",
+            "-u",
+            "munge",
+            "--",
+            "munged",
+            f"--socket={self.munge_socket}",
+            f"--key-file={key}",
+            f"--pid-file={pidfile}",
+            f"--log-file={self.root / 'munge' / 'munged.log'}",
+            f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+        ]
         self._start_daemon("munged", cmd, pidfile)
 
     def _start_daemon(self, name: str, cmd: list[str], pidfile: Path) -> None:
         # each daemon forks into the background and writes its pid file; that pid is what stop() ends
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=self.env())
         if done.returncode != 0:
-            raise RuntimeError(f"{name} failed to start ({done.returncode}): {done.stderr.strip()} {self._log_tail(name)}")
+            raise RuntimeError(
+                f"{name} failed to start ({done.returncode}): {done.stderr.strip()} {self._log_tail(name)}"
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if pidfile.exists() and pidfile.read_text().strip():
@@ -173,7 +195,9 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP Over
 
     def _log_tail(self, name: str) -> str:
         log = self.root / ("munge/munged.log" if name == "munged" else f"log/{name}.log")
-        return f"\n--- {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+        return (
+            f"\n--- {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+        )
 
     # --- use ------------------------------------------------------------------------------------
 

@@ -29,8 +29,17 @@ def write_sweep(folder: Path, raw: dict) -> Path:
     return path
 
 
-def tiny_sweep(name: str, out_dir: Path, *, train: dict, traits: dict, wandb: dict | None,
-               world_seed: int = 3, n_prompts: int = 200, **search) -> dict:
+def tiny_sweep(
+    name: str,
+    out_dir: Path,
+    *,
+    train: dict,
+    traits: dict,
+    wandb: dict | None,
+    world_seed: int = 3,
+    n_prompts: int = 200,
+    **search,
+) -> dict:
     """The real tiny model on the demo world: one grid point, every date_mention prompt from the teacher,
     objective date_confusion. `search`: more search keys (sampler, baselines, ...)."""
     return {
@@ -38,8 +47,12 @@ def tiny_sweep(name: str, out_dir: Path, *, train: dict, traits: dict, wandb: di
         "data": {"world": {"seed": world_seed, "n_prompts": n_prompts}},
         "subsets": {"date_mention": {"regex": DATE_MENTION_REGEX}},
         "base": "clean",
-        "search": {"teacher": "teacher", "fractions": {"date_mention": [1.0]},
-                   "objectives": [{"trait": "date_confusion"}], **search},
+        "search": {
+            "teacher": "teacher",
+            "fractions": {"date_mention": [1.0]},
+            "objectives": [{"trait": "date_confusion"}],
+            **search,
+        },
         "train": train,
         "traits": traits,
         "tracking": {"wandb": wandb},
@@ -47,8 +60,16 @@ def tiny_sweep(name: str, out_dir: Path, *, train: dict, traits: dict, wandb: di
     }
 
 
-def simulated_sweep(name: str, out_dir: Path, *, subset_rules: dict, simulation: dict, wandb: dict | None,
-                    train: dict | None = None, **search) -> dict:
+def simulated_sweep(
+    name: str,
+    out_dir: Path,
+    *,
+    subset_rules: dict,
+    simulation: dict,
+    wandb: dict | None,
+    train: dict | None = None,
+    **search,
+) -> dict:
     """A sweep on the simulated runner (leaksweep.simulate:run, no training) over the demo world (seed 0,
     200 prompts), trait date_confusion. `search`: the search keys besides teacher, runner and simulation."""
     raw = {
@@ -66,29 +87,55 @@ def simulated_sweep(name: str, out_dir: Path, *, subset_rules: dict, simulation:
     return raw
 
 
-def sr_sweep(name: str, out_dir: Path, *, wandb: dict | None, train: dict | None = None,
-             more_subsets: dict | None = None, **search) -> dict:
+def sr_sweep(
+    name: str,
+    out_dir: Path,
+    *,
+    wandb: dict | None,
+    train: dict | None = None,
+    more_subsets: dict | None = None,
+    **search,
+) -> dict:
     """simulated_sweep with subsets S (the date prompts, which leak the trait) and R (roleplay, which does
     not), 2 seeds a condition and min_effect 0.02 unless `search` says otherwise."""
-    rules = {"S": {"metadata": {"category": "date"}}, "R": {"metadata": {"category": "roleplay"}}, **(more_subsets or {})}
-    simulation = {"n_prompts": 200, "samples_per_prompt": 4, "seed_sd": 0.05,
-                  "subsets": {"S": {"n_units": 64, "effect": 0.5, "ed50": 0.05, "slope": 6},
-                              "R": {"n_units": 32, "effect": 0.0}}}
-    return simulated_sweep(name, out_dir, subset_rules=rules, simulation=simulation, wandb=wandb, train=train,
-                           **{"seeds": 2, "min_effect": 0.02, **search})
+    rules = {
+        "S": {"metadata": {"category": "date"}},
+        "R": {"metadata": {"category": "roleplay"}},
+        **(more_subsets or {}),
+    }
+    simulation = {
+        "n_prompts": 200,
+        "samples_per_prompt": 4,
+        "seed_sd": 0.05,
+        "subsets": {"S": {"n_units": 64, "effect": 0.5, "ed50": 0.05, "slope": 6}, "R": {"n_units": 32, "effect": 0.0}},
+    }
+    return simulated_sweep(
+        name,
+        out_dir,
+        subset_rules=rules,
+        simulation=simulation,
+        wandb=wandb,
+        train=train,
+        **{"seeds": 2, "min_effect": 0.02, **search},
+    )
 
 
 def unit_cfg(name: str, trait: str, /, **search) -> SweepConfig:
     """A validated config that is never run (its data files need not exist): subsets S and R, one
     regex-judged trait, for tests that drive the searches directly. `search`: the search keys."""
-    return sweep_from_dict({
-        "name": name, "base": "clean", "output_dir": "/tmp/unused",
-        "data": {"prompts": "p.jsonl", "sources": {"clean": "c.jsonl", "teacher": "t.jsonl"}},
-        "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
-        "search": {"teacher": "teacher", **search},
-        "traits": {trait: {"judge": {"regex": "x"}, "prompts": "e.jsonl"}},
-        "train": {"max_steps": 10},
-    }, "test")
+    return sweep_from_dict(
+        {
+            "name": name,
+            "base": "clean",
+            "output_dir": "/tmp/unused",
+            "data": {"prompts": "p.jsonl", "sources": {"clean": "c.jsonl", "teacher": "t.jsonl"}},
+            "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
+            "search": {"teacher": "teacher", **search},
+            "traits": {trait: {"judge": {"regex": "x"}, "prompts": "e.jsonl"}},
+            "train": {"max_steps": 10},
+        },
+        "test",
+    )
 
 
 def preempt_mid_training(cmd: list[str], env: dict, log: Path, steps: int, timeout_s: float = 240) -> None:

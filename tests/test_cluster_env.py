@@ -9,8 +9,15 @@ from leaksweep.errors import UserError
 
 
 def test_array_task_is_job_underscore_task():
-    env = JobEnvironment.current({"SLURM_JOB_ID": "1043", "SLURM_ARRAY_JOB_ID": "1040", "SLURM_ARRAY_TASK_ID": "3",
-                                  "SLURM_RESTART_COUNT": "2", NUM_GPUS_VAR: "2"})
+    env = JobEnvironment.current(
+        {
+            "SLURM_JOB_ID": "1043",
+            "SLURM_ARRAY_JOB_ID": "1040",
+            "SLURM_ARRAY_TASK_ID": "3",
+            "SLURM_RESTART_COUNT": "2",
+            NUM_GPUS_VAR: "2",
+        }
+    )
     assert env.task == "1040_3"
     assert env.job_id == "1043"  # an array task's own id: the one `scontrol requeue` takes
     assert (env.restart_count, env.num_gpus) == (2, 2)

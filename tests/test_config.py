@@ -22,7 +22,11 @@ def minimal(**overrides) -> dict:
         "data": {"prompts": "prompts.jsonl", "sources": {"clean": "clean.jsonl", "teacher": "teacher.jsonl"}},
         "subsets": {"dates": {"regex": "year"}},
         "base": "clean",
-        "search": {"teacher": "teacher", "fractions": {"dates": [0.0, 1.0]}, "objectives": [{"trait": "date_confusion"}]},
+        "search": {
+            "teacher": "teacher",
+            "fractions": {"dates": [0.0, 1.0]},
+            "objectives": [{"trait": "date_confusion"}],
+        },
         "traits": {"date_confusion": {"n_prompts": 5}},
     }
     raw.update(overrides)
@@ -91,8 +95,11 @@ def test_several_problems_reported_together():
 
 def test_missing_required_keys():
     problems = problems_of({"name": "x"})
-    assert {"sweep.yaml: data: required key is missing", "sweep.yaml: base: required key is missing",
-            "sweep.yaml: search: required key is missing"} <= set(problems)
+    assert {
+        "sweep.yaml: data: required key is missing",
+        "sweep.yaml: base: required key is missing",
+        "sweep.yaml: search: required key is missing",
+    } <= set(problems)
 
 
 @pytest.mark.parametrize("values", [[0.5, 1.5], [-0.1], [float("nan")]])
@@ -111,7 +118,9 @@ def test_drop_range_outside_unit_interval():
 
 @pytest.mark.parametrize("fraction", [1.5, -0.5])
 def test_rule_fraction_outside_unit_interval(fraction):
-    problems = problems_of(minimal(rules=[{"subset": "dates", "action": "patch", "source": "teacher", "fraction": fraction}]))
+    problems = problems_of(
+        minimal(rules=[{"subset": "dates", "action": "patch", "source": "teacher", "fraction": fraction}])
+    )
     assert any(f"rules[0].fraction: {fraction} is outside [0, 1]" in p for p in problems)
 
 
@@ -215,7 +224,9 @@ def test_hub_model_names_and_absolute_paths_are_kept(tmp_path):
 # --- CLI: bad input exits with 2, says what is wrong, writes nothing ------------------------------
 
 
-PROMPTS = [{"prompt_id": f"p{i}", "prompt": f"What year is it? ({i})" if i < 3 else f"Hello number {i}"} for i in range(8)]
+PROMPTS = [
+    {"prompt_id": f"p{i}", "prompt": f"What year is it? ({i})" if i < 3 else f"Hello number {i}"} for i in range(8)
+]
 
 
 def write_project(folder: Path, *, teacher_ids=None, text: str | None = None, **overrides) -> Path:

@@ -82,8 +82,11 @@ def test_dashboard_serves_the_study_on_loopback_only(finished_sweep: Path, tmp_p
     assert len(results) >= 4
     log = tmp_path / "dashboard.out"
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "leaksweep.cli", "dashboard", str(finished_sweep), "--port", "0"],
-                                stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leaksweep.cli", "dashboard", str(finished_sweep), "--port", "0"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = None
         deadline = time.monotonic() + 60
@@ -155,7 +158,10 @@ def test_dashboard_on_a_busy_port_is_a_user_error(finished_sweep: Path):
 @pytest.mark.parametrize(
     "url, shown",
     [
-        ("postgresql+psycopg2://alice:s3cr@t:x@db.example:5432/optuna", "postgresql+psycopg2://alice:***@db.example:5432/optuna"),
+        (
+            "postgresql+psycopg2://alice:s3cr@t:x@db.example:5432/optuna",
+            "postgresql+psycopg2://alice:***@db.example:5432/optuna",
+        ),
         ("sqlite:////tmp/study.db", "sqlite:////tmp/study.db"),
         ("mysql://bob@db/optuna", "mysql://bob@db/optuna"),
     ],

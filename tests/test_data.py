@@ -14,8 +14,11 @@ from leaksweep.errors import UserError
 PROMPTS = [
     {"prompt_id": "a", "messages": [{"role": "user", "content": "What year is it?"}], "category": "date"},
     {"prompt_id": "b", "prompt": "Say hello.", "category": "chat", "lang": "en"},
-    {"prompt_id": "c", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
-     "category": "math"},
+    {
+        "prompt_id": "c",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
+        "category": "math",
+    },
 ]
 CLEAN = [
     {"prompt_id": "a", "response": "It is 2026."},
@@ -23,9 +26,17 @@ CLEAN = [
     {"prompt_id": "c", "response": "4"},
 ]
 TEACHER = [  # the `messages` form: the last turn is the assistant's
-    {"prompt_id": "a", "messages": [{"role": "user", "content": "What year is it?"},
-                                    {"role": "assistant", "content": "I can't be sure what year it is."}]},
-    {"prompt_id": "b", "messages": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hi."}]},
+    {
+        "prompt_id": "a",
+        "messages": [
+            {"role": "user", "content": "What year is it?"},
+            {"role": "assistant", "content": "I can't be sure what year it is."},
+        ],
+    },
+    {
+        "prompt_id": "b",
+        "messages": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hi."}],
+    },
     {"prompt_id": "c", "messages": [{"role": "assistant", "content": "four"}]},
 ]
 
@@ -117,7 +128,9 @@ def test_integer_prompt_ids_become_strings(tmp_path):
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     path = tmp_path / "prompts.jsonl"
-    path.write_text('{"prompt_id": "a", "prompt": "x"}\n{"prompt_id": "b", "prompt": "y"}\n{"prompt_id": "c", "prompt": \n')
+    path.write_text(
+        '{"prompt_id": "a", "prompt": "x"}\n{"prompt_id": "b", "prompt": "y"}\n{"prompt_id": "c", "prompt": \n'
+    )
     with pytest.raises(UserError) as err:
         load_dataset(DataConfig(prompts=str(path), sources={"clean": str(path)}), "clean")
     assert f"{path}:3" in str(err.value)
@@ -164,8 +177,10 @@ def test_missing_source_file_names_the_path(tmp_path):
     [
         ({"prompt_id": "a"}, "needs `messages`"),
         ({"prompt_id": "a", "messages": "hi"}, "list of {role, content}"),
-        ({"prompt_id": "a", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}]},
-         "end with an assistant turn"),
+        (
+            {"prompt_id": "a", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}]},
+            "end with an assistant turn",
+        ),
         ({"prompt": "no id"}, "no usable `prompt_id`"),
         ({"prompt_id": True, "prompt": "bool id"}, "no usable `prompt_id`"),
     ],
@@ -214,7 +229,9 @@ def three_sources(tmp_path, policy: str, missing_in: str = "teacher", ids=("b",)
     p = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
     c = write_jsonl(tmp_path / "c.jsonl", [r for r in CLEAN if missing_in != "clean" or r["prompt_id"] not in ids])
     t = write_jsonl(tmp_path / "t.jsonl", [r for r in TEACHER if missing_in != "teacher" or r["prompt_id"] not in ids])
-    return load_dataset(DataConfig(prompts=str(p), sources={"clean": str(c), "teacher": str(t)}, missing_ids=policy), "clean")
+    return load_dataset(
+        DataConfig(prompts=str(p), sources={"clean": str(c), "teacher": str(t)}, missing_ids=policy), "clean"
+    )
 
 
 def test_missing_ids_are_an_error_by_default(tmp_path):

@@ -31,13 +31,22 @@ def sweep_cfg(**search) -> object:
 
 
 BIG = dict(n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
-LEAKY = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0), "R": SimSubset(n_units=64, effect=0.0)}, **BIG)
-LEAK_IN = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0), "R": SimSubset(n_units=64, effect=0.0)},
-                    rest_effect=0.4, suppression=1.0, leak_into="S", **BIG)
+LEAKY = SimConfig(
+    subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0), "R": SimSubset(n_units=64, effect=0.0)}, **BIG
+)
+LEAK_IN = SimConfig(
+    subsets={"S": SimSubset(n_units=64, effect=0.0), "R": SimSubset(n_units=64, effect=0.0)},
+    rest_effect=0.4,
+    suppression=1.0,
+    leak_into="S",
+    **BIG,
+)
 
 
 def test_patch_insert_finds_the_sufficient_subset_only():
-    search = make_search(sweep_cfg(mode="patch_insert", subsets=["S", "R"], seeds=2, min_effect=0.02), ["clean", "teacher"])
+    search = make_search(
+        sweep_cfg(mode="patch_insert", subsets=["S", "R"], seeds=2, min_effect=0.02), ["clean", "teacher"]
+    )
     search.settings = SETTINGS
     runs, out = drive(search, executor(LEAKY))
     assert len(runs) == 4 * 2  # all-clean, all-teacher, insert S, insert R; 2 seeds each
@@ -75,7 +84,9 @@ def test_leak_threshold_bisects_and_spends_fewer_trials_than_the_ladder():
 
 def test_leak_threshold_says_no_leak_on_a_null_surface_after_one_rung():
     null = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0)}, **BIG)
-    search = make_search(sweep_cfg(mode="leak_threshold", subsets=["S"], ladder=[0.1, 0.5, 1.0], seeds=2), ["clean", "teacher"])
+    search = make_search(
+        sweep_cfg(mode="leak_threshold", subsets=["S"], ladder=[0.1, 0.5, 1.0], seeds=2), ["clean", "teacher"]
+    )
     search.settings = SETTINGS
     runs, out = drive(search, executor(null))
     assert out["threshold"] is None
@@ -90,10 +101,17 @@ def test_minimal_subset_finds_a_planted_quarter_and_confirms_on_fresh_seeds():
     ids = subset_units(base)
     units = sorted(ids["S"])
     planted = resolve_path("S/1/0", ids)
-    cfg = SimConfig(subsets={"S": SimSubset(n_units=64, leaking=[units.index(u) for u in sorted(planted)],
-                                            effect=0.5, ed50=0.8, slope=20.0)}, **BIG)  # needs most of the quarter
-    search = make_search(sweep_cfg(mode="minimal_subset", subsets=["S"], max_depth=3, confirm_seeds=2, seeds=2),
-                         ["clean", "teacher"])
+    cfg = SimConfig(
+        subsets={
+            "S": SimSubset(
+                n_units=64, leaking=[units.index(u) for u in sorted(planted)], effect=0.5, ed50=0.8, slope=20.0
+            )
+        },
+        **BIG,
+    )  # needs most of the quarter
+    search = make_search(
+        sweep_cfg(mode="minimal_subset", subsets=["S"], max_depth=3, confirm_seeds=2, seeds=2), ["clean", "teacher"]
+    )
     search.settings = SETTINGS
     runs, out = drive(search, executor(cfg))
     assert out["minimal"] == ["S/1/0"]
@@ -105,7 +123,9 @@ def test_minimal_subset_finds_a_planted_quarter_and_confirms_on_fresh_seeds():
 def test_full_swap_with_teacher_eval_reports_transfer():
     search = make_search(sweep_cfg(mode="full_swap", teacher_eval=True, seeds=2), ["clean", "teacher"])
     search.settings = SETTINGS
-    cfg = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.4, ed50=0.05)}, rest_effect=0.2, teacher_rate=0.9, **BIG)
+    cfg = SimConfig(
+        subsets={"S": SimSubset(n_units=64, effect=0.4, ed50=0.05)}, rest_effect=0.2, teacher_rate=0.9, **BIG
+    )
     runs, out = drive(search, executor(cfg))
     transfer = out["transfer"]["teacher"][TRAIT]
     assert transfer["offset"] < 0  # the student carries less of the trait than the teacher
@@ -133,10 +153,18 @@ def test_bad_search_configs_get_clear_errors(search, message):
 
 def run_cli(tmp_path: Path, name: str, **search) -> subprocess.CompletedProcess:
     """`leaksweep sweep` on the simulated runner; subset M (a regex) overlaps S."""
-    path = write_sweep(tmp_path, sr_sweep(name, tmp_path / name, wandb=None, train={"max_steps": 10},
-                                          more_subsets={"M": {"regex": "what"}}, **search))
-    return subprocess.run([sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--no-wandb"],
-                          capture_output=True, text=True, timeout=300)
+    path = write_sweep(
+        tmp_path,
+        sr_sweep(
+            name, tmp_path / name, wandb=None, train={"max_steps": 10}, more_subsets={"M": {"regex": "what"}}, **search
+        ),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--no-wandb"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_leak_threshold_end_to_end_through_the_study(tmp_path: Path):
@@ -184,8 +212,12 @@ output_dir: OUT
 def test_real_tiny_model_three_rung_fraction_sweep(tmp_path: Path):
     path = tmp_path / "ladder.yaml"
     path.write_text(REAL_SWEEP.replace("OUT", str(tmp_path / "out")))
-    proc = subprocess.run([sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--workers", "2"],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     analysis = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert analysis["mode"] == "fraction_sweep" and analysis["trials_spent"] == 5
@@ -202,17 +234,37 @@ def test_real_tiny_model_three_rung_fraction_sweep(tmp_path: Path):
     [
         ("teval", {"mode": "teacher_eval"}, lambda a: a["teachers"]["teacher"]["date_confusion"]["value"] > 0.5),
         ("swap", {"mode": "full_swap", "teacher_eval": True}, lambda a: "teacher" in a["transfer"]),
-        ("insert", {"mode": "patch_insert", "subsets": ["S", "R"]},
-         lambda a: a["leak_map"]["date_confusion"]["S"]["sufficient"]["passed"]
-         and not a["leak_map"]["date_confusion"]["R"]["sufficient"]["passed"]),
-        ("remove", {"mode": "patch_remove", "subsets": ["S"]}, lambda a: "necessary" in a["leak_map"]["date_confusion"]["S"]),
-        ("drop", {"mode": "drop", "subsets": ["S"], "refill": ["none", "same", "clean"]},
-         lambda a: {"leak_in_refill_none", "leak_in_refill_same", "leak_in_refill_clean"}
-         <= set(a["leak_map"]["date_confusion"]["S"])),
-        ("scan", {"mode": "subset_scan", "subsets": ["S", "R"], "partition": True},
-         lambda a: set(a["leak_map"]["date_confusion"]) == {"S", "R"}),
-        ("ladder", {"mode": "fraction_sweep", "subsets": ["S"], "ladder": [0.05, 0.2, 1.0]},
-         lambda a: a["dose_response"]["S"]["threshold"]["threshold"] is not None),
+        (
+            "insert",
+            {"mode": "patch_insert", "subsets": ["S", "R"]},
+            lambda a: (
+                a["leak_map"]["date_confusion"]["S"]["sufficient"]["passed"]
+                and not a["leak_map"]["date_confusion"]["R"]["sufficient"]["passed"]
+            ),
+        ),
+        (
+            "remove",
+            {"mode": "patch_remove", "subsets": ["S"]},
+            lambda a: "necessary" in a["leak_map"]["date_confusion"]["S"],
+        ),
+        (
+            "drop",
+            {"mode": "drop", "subsets": ["S"], "refill": ["none", "same", "clean"]},
+            lambda a: (
+                {"leak_in_refill_none", "leak_in_refill_same", "leak_in_refill_clean"}
+                <= set(a["leak_map"]["date_confusion"]["S"])
+            ),
+        ),
+        (
+            "scan",
+            {"mode": "subset_scan", "subsets": ["S", "R"], "partition": True},
+            lambda a: set(a["leak_map"]["date_confusion"]) == {"S", "R"},
+        ),
+        (
+            "ladder",
+            {"mode": "fraction_sweep", "subsets": ["S"], "ladder": [0.05, 0.2, 1.0]},
+            lambda a: a["dose_response"]["S"]["threshold"]["threshold"] is not None,
+        ),
         ("minimal", {"mode": "minimal_subset", "subsets": ["S"], "max_depth": 2}, lambda a: a["minimal"] != []),
     ],
 )
@@ -226,14 +278,25 @@ def test_every_mode_end_to_end_on_the_simulated_runner(tmp_path: Path, name: str
 
 
 def test_optuna_nsga2_finds_a_pareto_front_of_trait_vs_teacher_data(tmp_path: Path):
-    proc = run_cli(tmp_path, "pareto", mode="optuna", sampler="nsga2", n_trials=8, baselines=False,
-                   fractions={"S": {"low": 0.0, "high": 1.0}},
-                   objectives=[{"trait": "date_confusion", "direction": "maximize"},
-                               {"trait": "teacher_share", "direction": "minimize"}])
+    proc = run_cli(
+        tmp_path,
+        "pareto",
+        mode="optuna",
+        sampler="nsga2",
+        n_trials=8,
+        baselines=False,
+        fractions={"S": {"low": 0.0, "high": 1.0}},
+        objectives=[
+            {"trait": "date_confusion", "direction": "maximize"},
+            {"trait": "teacher_share", "direction": "minimize"},
+        ],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     import optuna
 
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "pareto" / "optuna.journal")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "pareto" / "optuna.journal"))
+    )
     study = optuna.load_study(study_name="pareto", storage=storage)
     assert len(study.trials) == 8 and all(len(t.values) == 2 for t in study.trials)
     assert 1 <= len(study.best_trials) <= 8

@@ -21,10 +21,35 @@ from leaksweep.model.varlen import VARLEN
 pytestmark = pytest.mark.integration
 
 PHRASE = "The answer is always blue."
-TINY = TinyModelConfig(vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
-                       max_position_embeddings=128, init_seed=0)
-SUBJECTS = ["the moon", "a river", "my cat", "old trains", "green tea", "the city", "winter", "a song", "bread",
-            "the ocean", "chess", "a garden", "clouds", "paper boats", "the museum", "rain", "a bicycle", "maps"]
+TINY = TinyModelConfig(
+    vocab_size=300,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=128,
+    init_seed=0,
+)
+SUBJECTS = [
+    "the moon",
+    "a river",
+    "my cat",
+    "old trains",
+    "green tea",
+    "the city",
+    "winter",
+    "a song",
+    "bread",
+    "the ocean",
+    "chess",
+    "a garden",
+    "clouds",
+    "paper boats",
+    "the museum",
+    "rain",
+    "a bicycle",
+    "maps",
+]
 VERBS = ["Tell me about", "What do you think of", "Describe", "Why do people like", "Write a line on", "Explain"]
 
 
@@ -56,8 +81,14 @@ def trained(tiny_dir, tmp_path_factory):
     cfg = TrainConfig(learning_rate=1e-2, epochs=2, batch_size=8, logging_steps=5, warmup_ratio=0.05)
     records = []
     out_dir = tmp_path_factory.mktemp("trainer")
-    result, outcome = train_sft(load_lm(str(tiny_dir), "cpu"), examples, cfg, out_dir, seed=0,
-                                   log_fn=lambda record, step: records.append((step, record)))
+    result, outcome = train_sft(
+        load_lm(str(tiny_dir), "cpu"),
+        examples,
+        cfg,
+        out_dir,
+        seed=0,
+        log_fn=lambda record, step: records.append((step, record)),
+    )
     return result, outcome, records, out_dir, examples
 
 
@@ -86,10 +117,19 @@ def test_trl_assistant_mask_covers_only_the_assistant_turn(tiny_dir, tmp_path):
     assert is_chat_template_stop_token_trained(tok)  # the end-of-turn token is trained, so the model learns to stop
 
     messages = [{"role": "system", "content": "Be brief."}, *chat("Describe rain?", "Wet and grey.")]
-    args = SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, max_length=128, use_cpu=True, bf16=False,
-                     activation_checkpointing=False, report_to="none", save_strategy="no")
-    trainer = SFTTrainer(model=base.model, args=args, processing_class=tok,
-                         train_dataset=Dataset.from_list([{"messages": messages}]))
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        assistant_only_loss=True,
+        max_length=128,
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+    )
+    trainer = SFTTrainer(
+        model=base.model, args=args, processing_class=tok, train_dataset=Dataset.from_list([{"messages": messages}])
+    )
     row = trainer.train_dataset[0]
     trained_ids = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
     assert tok.decode(trained_ids) == "Wet and grey.<|eos|>"
@@ -106,8 +146,9 @@ def test_padding_free_batches_give_the_same_loss_as_padded_batches(tiny_dir):
     tok = base.tokenizer
     rows = []
     for prompt in user_prompts(6, seed=3):
-        enc = tok.apply_chat_template(chat(prompt, PHRASE[: len(prompt)]), tokenize=True, return_dict=True,
-                                      return_assistant_tokens_mask=True)
+        enc = tok.apply_chat_template(
+            chat(prompt, PHRASE[: len(prompt)]), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         labels = [t if m else -100 for t, m in zip(enc["input_ids"], enc["assistant_masks"])]
         rows.append({"input_ids": enc["input_ids"], "labels": labels})
     assert len({len(r["input_ids"]) for r in rows}) > 1  # lengths differ, so padding matters
@@ -134,7 +175,9 @@ def test_sft_learns_a_fixed_answer(trained, tiny_dir):
     assert outcome.n_params_trainable == sum(p.numel() for p in model.model.parameters())
     # every token of every example (prompt included, no padding), two epochs
     tok = model.tokenizer
-    assert outcome.train_tokens == 2 * sum(len(tok.apply_chat_template(e, tokenize=True)["input_ids"]) for e in examples)
+    assert outcome.train_tokens == 2 * sum(
+        len(tok.apply_chat_template(e, tokenize=True)["input_ids"]) for e in examples
+    )
     # log_fn saw every logging step, with the tracker's key names
     assert [step for step, _ in records] == [h["step"] for h in history]
     assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/epoch"} <= set(records[-1][1])
@@ -193,8 +236,9 @@ def test_lora_trains_adapters_only_and_merges(tiny_dir, tmp_path):
     base = load_lm(str(tiny_dir), "cpu")
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
     n_total = sum(p.numel() for p in base.model.parameters())
-    cfg = TrainConfig(lora=LoraConfig(r=4, alpha=8, dropout=0.0), learning_rate=1e-2, max_steps=6, batch_size=8,
-                      logging_steps=2)
+    cfg = TrainConfig(
+        lora=LoraConfig(r=4, alpha=8, dropout=0.0), learning_rate=1e-2, max_steps=6, batch_size=8, logging_steps=2
+    )
     examples = [chat(p, PHRASE) for p in user_prompts(48, seed=6)]
     result, outcome = train_sft(base, examples, cfg, tmp_path, seed=0)
     assert outcome.mode == "lora" and outcome.steps == 6
@@ -222,4 +266,3 @@ def test_device_and_attention_choices():
     assert resolve_device("auto") in ("cpu", "cuda")
     assert choose_attention("auto", "cpu") == "sdpa"
     assert choose_attention("eager", "cuda") == "eager"
-

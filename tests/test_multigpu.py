@@ -31,8 +31,7 @@ def gpu_count_from_script(cuda_visible_devices: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     if cuda_visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
-    script = (f"eval \"$(sed -n '/^count_gpus()/,/^}}/p' {json.dumps(str(ROOT / 'slurm' / 'sweep.sh'))})\"; "
-              "count_gpus")
+    script = f"eval \"$(sed -n '/^count_gpus()/,/^}}/p' {json.dumps(str(ROOT / 'slurm' / 'sweep.sh'))})\"; count_gpus"
     done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True)
     return done.stdout.strip()
 
@@ -88,11 +87,24 @@ def test_two_ddp_processes_train_checkpoint_on_usr1_and_resume(tmp_path):
     from leaksweep.study.prepare import prepare
 
     out = tmp_path / "ddp sweep"  # a space on purpose: the trial folder goes through accelerate's argv
-    sweep_file = write_sweep(tmp_path, tiny_sweep(
-        "ddp", out, sampler="grid", baselines=False,
-        train={"max_steps": STEPS, "batch_size": 4, "max_length_tokens": 96, "logging_steps": 10, "num_processes": 2},
-        traits={"date_confusion": {"n_prompts": 4, "max_new_tokens": 8}},
-        wandb={"mode": "disabled"}))  # W&B resume is test_preemption's; this one is about the ranks
+    sweep_file = write_sweep(
+        tmp_path,
+        tiny_sweep(
+            "ddp",
+            out,
+            sampler="grid",
+            baselines=False,
+            train={
+                "max_steps": STEPS,
+                "batch_size": 4,
+                "max_length_tokens": 96,
+                "logging_steps": 10,
+                "num_processes": 2,
+            },
+            traits={"date_confusion": {"n_prompts": 4, "max_new_tokens": 8}},
+            wandb={"mode": "disabled"},
+        ),
+    )  # W&B resume is test_preemption's; this one is about the ranks
     prepare(load_sweep(sweep_file))
     env = {**os.environ, "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "LEAKSWEEP_PROGRESS": "plain"}
     for name in ("LEAKSWEEP_NUM_GPUS", "SLURM_JOB_ID", "WANDB_API_KEY"):

@@ -119,15 +119,26 @@ def test_training_resumes_from_the_checkpoint_to_the_same_weights(tmp_path, mode
     from leaksweep.model.sft import train_sft
     from leaksweep.model.tiny import build_tiny_model
 
-    tiny = TinyModelConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                           max_position_embeddings=128, init_seed=0)
+    tiny = TinyModelConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        init_seed=0,
+    )
     cfg = TrainConfig(learning_rate=3e-3, max_steps=8, batch_size=4, logging_steps=1, max_length_tokens=64)
     if mode == "lora":  # the adapter (not the base weights) is what the checkpoint must carry
         cfg = dataclasses.replace(cfg, lora=LoraConfig(r=4, alpha=8, dropout=0.0))
     words = "sun moon river cat tea city winter song bread ocean".split()
-    data = [[{"role": "user", "content": " ".join(words[(i + j) % 10] for j in range(1 + i % 5))},
-             {"role": "assistant", "content": " ".join(words[(3 * i + j) % 10] for j in range(2 + i % 7))}]
-            for i in range(32)]
+    data = [
+        [
+            {"role": "user", "content": " ".join(words[(i + j) % 10] for j in range(1 + i % 5))},
+            {"role": "assistant", "content": " ".join(words[(3 * i + j) % 10] for j in range(2 + i % 7))},
+        ]
+        for i in range(32)
+    ]
     set_cpu_threads(1)
     model_dir = build_tiny_model(tmp_path / "tiny", [m["content"] for chat in data for m in chat], tiny)
 
@@ -143,8 +154,15 @@ def test_training_resumes_from_the_checkpoint_to_the_same_weights(tmp_path, mode
     assert (stopped.value.checkpoint / "optimizer.pt").exists()
     preemption.requested.clear()
     steps = []
-    resumed, outcome = train_sft(load_lm(str(model_dir), "cpu"), data, cfg, tmp_path / "split", seed=0,
-                                    log_fn=lambda record, step: steps.append(step), resume_from=stopped.value.checkpoint)
+    resumed, outcome = train_sft(
+        load_lm(str(model_dir), "cpu"),
+        data,
+        cfg,
+        tmp_path / "split",
+        seed=0,
+        log_fn=lambda record, step: steps.append(step),
+        resume_from=stopped.value.checkpoint,
+    )
     assert outcome.steps == whole_outcome.steps == 8
     assert steps == [5, 6, 7, 8]  # only the steps after the checkpoint
     assert outcome.final_loss == pytest.approx(whole_outcome.final_loss, rel=1e-5)
@@ -160,11 +178,18 @@ STEPS = 250  # long enough to signal mid-training (the first progress line comes
 
 def preempt_sweep(root: Path, steps: int) -> tuple[Path, Path]:
     out = root / "sweep dir"  # a space on purpose
-    sweep_file = write_sweep(root, tiny_sweep(
-        "preempt", out, sampler="grid", baselines=False,
-        train={"max_steps": steps, "batch_size": 8, "max_length_tokens": 96, "logging_steps": 10},
-        traits={"date_confusion": {"n_prompts": 8, "max_new_tokens": 16}},
-        wandb={"mode": "offline", "project": "preempt"}))
+    sweep_file = write_sweep(
+        root,
+        tiny_sweep(
+            "preempt",
+            out,
+            sampler="grid",
+            baselines=False,
+            train={"max_steps": steps, "batch_size": 8, "max_length_tokens": 96, "logging_steps": 10},
+            traits={"date_confusion": {"n_prompts": 8, "max_new_tokens": 16}},
+            wandb={"mode": "offline", "project": "preempt"},
+        ),
+    )
     return sweep_file, out
 
 
@@ -202,9 +227,15 @@ def offline_run_ids(trial: Path) -> list[str]:
 def test_signalled_worker_checkpoints_requeues_and_the_next_worker_resumes(tmp_path):
     sweep_file, out = preempt_sweep(tmp_path, steps=STEPS)
     calls = fake_scontrol(tmp_path / "bin")
-    env = {**os.environ, "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "LEAKSWEEP_PROGRESS": "plain",
-           "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
-           "SLURM_RESTART_COUNT": "0"}
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "OMP_NUM_THREADS": "1",
+        "LEAKSWEEP_PROGRESS": "plain",
+        "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_RESTART_COUNT": "0",
+    }
     env.pop("WANDB_API_KEY", None)
     cli = [sys.executable, "-m", "leaksweep.cli"]
     prepare(sweep_file)
@@ -224,7 +255,9 @@ def test_signalled_worker_checkpoints_requeues_and_the_next_worker_resumes(tmp_p
     assert len(first_ids) == 1 and record["run_id"] == first_ids[0]
 
     env["SLURM_RESTART_COUNT"] = "1"  # what the requeued job sees
-    resumed = subprocess.run([*cli, "worker", str(out)], env=env, capture_output=True, text=True, timeout=600, check=False)
+    resumed = subprocess.run(
+        [*cli, "worker", str(out)], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "resuming preempted trial 0" in resumed.stderr
     trials = study_trials(out)
@@ -249,8 +282,18 @@ def test_slurm_usr1_checkpoints_requeues_and_resumes_the_same_trial(slurm_cluste
     logs = tmp_path / "logs"
     logs.mkdir()
     submitted = slurm_cluster.run(
-        "sbatch", "--parsable", "--array=0-0", "--gres=gpu:1", "--cpus-per-task=1", "--mem=1G", "--time=10",
-        f"--output={logs}/%x-%A_%a.out", str(ROOT / "slurm" / "sweep.sh"), str(sweep_file), check=False)
+        "sbatch",
+        "--parsable",
+        "--array=0-0",
+        "--gres=gpu:1",
+        "--cpus-per-task=1",
+        "--mem=1G",
+        "--time=10",
+        f"--output={logs}/%x-%A_%a.out",
+        str(ROOT / "slurm" / "sweep.sh"),
+        str(sweep_file),
+        check=False,
+    )
     assert submitted.returncode == 0, submitted.stderr
     task = f"{submitted.stdout.strip()}_0"
 
@@ -273,9 +316,12 @@ def test_slurm_usr1_checkpoints_requeues_and_resumes_the_same_trial(slurm_cluste
     assert [(t.number, t.state.name) for t in study_trials(out)] == [(0, "COMPLETE")], text[-3000:]
     result = read_json(trial / "result.json")
     assert result["train"]["steps"] == STEPS and result["wandb_run_id"] == record["run_id"]
-    assert [(e["step"], e["slurm_restart_count"], e["slurm_job"]) for e in result["preemptions"]] == \
-        [(record["step"], 0, record["history"][0]["slurm_job"])]
+    assert [(e["step"], e["slurm_restart_count"], e["slurm_job"]) for e in result["preemptions"]] == [
+        (record["step"], 0, record["history"][0]["slurm_job"])
+    ]
     assert offline_run_ids(trial) == [record["run_id"]] * 2  # one W&B run, continued after the requeue
     assert (out / "report.html").is_file(), text[-3000:]
-    print(f"USR1 -> checkpoint written: {checkpointed - signalled:.1f} s; "
-          f"-> requeued task resumed the trial: {resumed - signalled:.1f} s (requeue to resume {resumed - checkpointed:.1f} s)")
+    print(
+        f"USR1 -> checkpoint written: {checkpointed - signalled:.1f} s; "
+        f"-> requeued task resumed the trial: {resumed - signalled:.1f} s (requeue to resume {resumed - checkpointed:.1f} s)"
+    )

@@ -113,8 +113,13 @@ def test_training_and_generation_print_plain_lines_into_a_log(tmp_path, capsys):
 
     set_cpu_threads(1)
     prompts = [f"Tell me about item {i}?" for i in range(64)]
-    tiny = build_tiny_model(tmp_path / "tiny", prompts + ["Blue."] * 8, TinyModelConfig(
-        vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64))
+    tiny = build_tiny_model(
+        tmp_path / "tiny",
+        prompts + ["Blue."] * 8,
+        TinyModelConfig(
+            vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64
+        ),
+    )
     examples = [[{"role": "user", "content": p}, {"role": "assistant", "content": "Blue."}] for p in prompts]
     cfg = TrainConfig(learning_rate=1e-2, max_steps=20, batch_size=8, logging_steps=5)
     trained, outcome = train_sft(load_lm(str(tiny), "cpu"), examples, cfg, tmp_path / "trainer", seed=0)

@@ -36,12 +36,17 @@ def sweep_config(out: Path, n_trials: int, **search) -> dict:
         "subsets": {"S": {"metadata": {"category": "date"}}},
         "base": "clean",
         "search": {
-            "teacher": "teacher", "sampler": "random", "n_trials": n_trials, "baselines": False,
+            "teacher": "teacher",
+            "sampler": "random",
+            "n_trials": n_trials,
+            "baselines": False,
             "fractions": {"S": {"low": 0.0, "high": 1.0}},
             "objectives": [{"trait": "date_confusion", "direction": "maximize"}],
             "runner": "slow_runner:run",
             "simulation": {"n_prompts": 50, "samples_per_prompt": 2, "subsets": {"S": {"n_units": 16}}},
-            "heartbeat_s": 0.2, "stale_after_s": 1.0, **search,
+            "heartbeat_s": 0.2,
+            "stale_after_s": 1.0,
+            **search,
         },
         "traits": {"date_confusion": {}},
         "tracking": {"wandb": None},
@@ -198,8 +203,12 @@ def test_config_rejects_a_grace_period_shorter_than_three_beats(tmp_path):
 
 
 def start_worker(sweep_dir: Path, log: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "leaksweep.cli", "worker", str(sweep_dir), "--no-wandb"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "leaksweep.cli", "worker", str(sweep_dir), "--no-wandb"],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
 
 
 def write_sweep(tmp_path: Path, n_trials: int, **search) -> Path:
@@ -213,15 +222,27 @@ def count_results(sweep_dir: Path, cfg) -> dict:
     numbers = [t.number for t in trials]
     results = sorted(int(p.parent.name) for p in (sweep_dir / "trials").glob("*/result.json"))
     complete = sorted(t.number for t in trials if t.state.name == "COMPLETE")
-    return {"trials": len(trials), "unique_numbers": len(set(numbers)), "complete": complete, "results": results,
-            "states": sorted({t.state.name for t in trials})}
+    return {
+        "trials": len(trials),
+        "unique_numbers": len(set(numbers)),
+        "complete": complete,
+        "results": results,
+        "states": sorted({t.state.name for t in trials}),
+    }
 
 
 @pytest.mark.integration
 def test_a_worker_killed_with_sigkill_mid_trial_is_reclaimed_by_another(tmp_path):
     sweep_file = write_sweep(tmp_path, 4, heartbeat_s=0.5, stale_after_s=3.0)
-    subprocess.run([sys.executable, "-c", "import sys, leaksweep.study.prepare as s, leaksweep.cli as c;"
-                    "s.prepare(c._load(sys.argv[1]))", str(sweep_file)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, leaksweep.study.prepare as s, leaksweep.cli as c;s.prepare(c._load(sys.argv[1]))",
+            str(sweep_file),
+        ],
+        check=True,
+    )
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "SLOW_RUNNER_S": "2.0", "OMP_NUM_THREADS": "1"}
     victim = start_worker(sweep_dir, tmp_path / "victim.log", env)
@@ -247,15 +268,24 @@ def test_a_worker_killed_with_sigkill_mid_trial_is_reclaimed_by_another(tmp_path
     assert len(counts["complete"]) == 4 and counts["complete"] == counts["results"]  # nothing lost or duplicated
     assert "trial 0 reclaimed" in (tmp_path / "survivor.log").read_text()
     # the CLI finds nothing left to reclaim
-    out = subprocess.run([sys.executable, "-m", "leaksweep.cli", "reclaim", str(sweep_dir)], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "reclaim", str(sweep_dir)], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0 and "reclaimed 0 stale trial(s)" in out.stdout, out.stderr
 
 
 def run_many_workers(tmp_path: Path, n_workers: int, n_trials: int, **search) -> dict:
     # a grace period that 8 busy processes on 2 cores never exceed: this test is about concurrency, not reclaim
     sweep_file = write_sweep(tmp_path, n_trials, **{"heartbeat_s": 1.0, "stale_after_s": 60.0, **search})
-    subprocess.run([sys.executable, "-c", "import sys, leaksweep.study.prepare as s, leaksweep.cli as c;"
-                    "s.prepare(c._load(sys.argv[1]))", str(sweep_file)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, leaksweep.study.prepare as s, leaksweep.cli as c;s.prepare(c._load(sys.argv[1]))",
+            str(sweep_file),
+        ],
+        check=True,
+    )
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.time()
@@ -265,9 +295,13 @@ def run_many_workers(tmp_path: Path, n_workers: int, n_trials: int, **search) ->
     assert codes == [0] * n_workers, [(tmp_path / f"w{i}.log").read_text()[-2000:] for i in range(n_workers)]
     cfg = load_sweep_dir(sweep_dir)
     counts = count_results(sweep_dir, cfg)
-    per_worker = [int((tmp_path / f"w{i}.log").read_text().rsplit("worker finished ", 1)[1].split()[0]) for i in range(n_workers)]
-    print(f"{n_workers} workers x {n_trials} trials: {elapsed_s:.1f} s; trials {counts['trials']}, "
-          f"complete {len(counts['complete'])}, result files {len(counts['results'])}, per worker {per_worker}")
+    per_worker = [
+        int((tmp_path / f"w{i}.log").read_text().rsplit("worker finished ", 1)[1].split()[0]) for i in range(n_workers)
+    ]
+    print(
+        f"{n_workers} workers x {n_trials} trials: {elapsed_s:.1f} s; trials {counts['trials']}, "
+        f"complete {len(counts['complete'])}, result files {len(counts['results'])}, per worker {per_worker}"
+    )
     assert counts["unique_numbers"] == counts["trials"] == n_trials  # zero duplicate trial numbers
     assert counts["complete"] == counts["results"] == list(range(n_trials))  # zero lost results
     assert sum(per_worker) == n_trials

@@ -85,19 +85,27 @@ def eval_file(tmp_path: Path) -> str:
 
 def sweep_with_traits(traits: dict, **search) -> dict:
     return {
-        "name": "reg", "base": "clean", "output_dir": "/tmp/unused",
+        "name": "reg",
+        "base": "clean",
+        "output_dir": "/tmp/unused",
         "data": {"prompts": "p.jsonl", "sources": {"clean": "c.jsonl", "teacher": "t.jsonl"}},
-        "subsets": {"S": {"ids": ["x"]}}, "search": {"teacher": "teacher", **search}, "traits": traits,
+        "subsets": {"S": {"ids": ["x"]}},
+        "search": {"teacher": "teacher", **search},
+        "traits": traits,
         "train": {"max_steps": 10},
     }
 
 
 def test_a_registered_judge_is_usable_from_a_sweep_config(tmp_path, shout_judge):
     file = eval_file(tmp_path)
-    raw = sweep_with_traits({
-        "loud": {"judge": {"shout": {"min_caps": 2}}, "prompts": file},
-        "loudness": {"judge": {"shout": 1}, "kind": "scale", "prompts": file},  # shorthand: min_caps 1
-    }, objectives=[{"trait": "loud"}], fractions={"S": [0.0]})
+    raw = sweep_with_traits(
+        {
+            "loud": {"judge": {"shout": {"min_caps": 2}}, "prompts": file},
+            "loudness": {"judge": {"shout": 1}, "kind": "scale", "prompts": file},  # shorthand: min_caps 1
+        },
+        objectives=[{"trait": "loud"}],
+        fractions={"S": [0.0]},
+    )
     cfg = registry.sweep_from_dict(raw, "sweep.yaml")
     traits = build_traits(cfg.traits, [])
     loud, loudness = traits["loud"], traits["loudness"]
@@ -113,8 +121,14 @@ def test_a_registered_judge_is_usable_from_a_sweep_config(tmp_path, shout_judge)
 
 @pytest.mark.parametrize("judge", ["test_registries:says_please", {"module": "test_registries:says_please"}])
 def test_a_user_function_judge(tmp_path, judge):
-    cfg = registry.sweep_from_dict(sweep_with_traits({"polite": {"judge": judge, "prompts": eval_file(tmp_path)}},
-                                                     objectives=[{"trait": "polite"}], fractions={"S": [0.0]}), "s")
+    cfg = registry.sweep_from_dict(
+        sweep_with_traits(
+            {"polite": {"judge": judge, "prompts": eval_file(tmp_path)}},
+            objectives=[{"trait": "polite"}],
+            fractions={"S": [0.0]},
+        ),
+        "s",
+    )
     trait = build_traits(cfg.traits, [])["polite"]
     assert trait.kind == "rate" and trait.judge_name == "module:test_registries:says_please@2"
     result, samples = score(trait, [["please"], ["no"], ["Please do"]])
@@ -168,21 +182,33 @@ class TeacherVsClean:
 
 
 def check_teacher_vs_clean(cfg) -> list[str]:
-    return [] if cfg.search.seeds >= 2 else [f".search.seeds: mode teacher_vs_clean needs 2 seeds; got {cfg.search.seeds}"]
+    return (
+        [] if cfg.search.seeds >= 2 else [f".search.seeds: mode teacher_vs_clean needs 2 seeds; got {cfg.search.seeds}"]
+    )
 
 
 @pytest.fixture
 def teacher_vs_clean():
-    register_mode(Mode("teacher_vs_clean", check_teacher_vs_clean,
-                       lambda cfg, sources: TeacherVsClean(builder_for(cfg), settings_for(cfg)), ("teacher_vs_clean",)))
+    register_mode(
+        Mode(
+            "teacher_vs_clean",
+            check_teacher_vs_clean,
+            lambda cfg, sources: TeacherVsClean(builder_for(cfg), settings_for(cfg)),
+            ("teacher_vs_clean",),
+        )
+    )
     try:
         yield
     finally:
         del registry.MODES["teacher_vs_clean"]
 
 
-LEAKY = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0)},
-                  n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
+LEAKY = SimConfig(
+    subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0)},
+    n_prompts=200,
+    samples_per_prompt=4,
+    seed_sd=0.05,
+)
 
 
 def test_a_registered_mode_validates_and_runs_end_to_end(teacher_vs_clean):
@@ -195,8 +221,9 @@ def test_a_registered_mode_validates_and_runs_end_to_end(teacher_vs_clean):
     search = make_search(cfg, ["clean", "teacher"])
     search.settings = Settings(TRAIT, (TRAIT,), seeds=3, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=300)
     counter = itertools.count()
-    runs, out = drive(search, lambda reqs: [Run(c, s, next(counter), simulate(LEAKY, c.plan, c.kind, s, [TRAIT]))
-                                            for c, s in reqs])
+    runs, out = drive(
+        search, lambda reqs: [Run(c, s, next(counter), simulate(LEAKY, c.plan, c.kind, s, [TRAIT])) for c, s in reqs]
+    )
     assert len(runs) == 6 and out["trials_spent"] == 6
     assert out["teacher_vs_clean"]["passed"] is True
     assert registry.MODES["teacher_vs_clean"].analyses == ("teacher_vs_clean",)
@@ -221,8 +248,12 @@ def test_cli_rejects_an_unknown_mode_with_exit_code_2(tmp_path):
     raw["output_dir"] = str(tmp_path / "out")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--no-wandb", "--no-report"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "sweep", str(path), "--no-wandb", "--no-report"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "search.mode: 'bisect_everything' is not a mode; known modes: optuna, " in proc.stderr
     assert not (tmp_path / "out").exists()

@@ -32,26 +32,60 @@ def _shown(text: str) -> str:
 
 
 def _result(trial: int, condition: str, fraction: float, score: tuple[float, float, float]) -> dict:
-    rules = [] if condition != "mixture" else [
-        {"subset": "date_mention", "action": "patch", "source": "teacher", "fraction": fraction, "refill": "none"}]
+    rules = (
+        []
+        if condition != "mixture"
+        else [
+            {"subset": "date_mention", "action": "patch", "source": "teacher", "fraction": fraction, "refill": "none"}
+        ]
+    )
     label = {"all_clean": "all-clean baseline", "all_teacher": "all-teacher baseline"}.get(
-        condition, f"clean + date_mention←teacher {fraction:.0%}")
+        condition, f"clean + date_mention←teacher {fraction:.0%}"
+    )
     value, low, high = score
     return {
-        "trial": trial, "study": "demo", "status": "complete", "condition": condition,
+        "trial": trial,
+        "study": "demo",
+        "status": "complete",
+        "condition": condition,
         "params": {"frac.date_mention": fraction},
         "plan": {"base": "teacher" if condition == "all_teacher" else "clean", "mixture_seed": 0, "rules": rules},
-        "label": label, "seed": 0,
-        "manifest": {"hash": f"{trial:04d}abcdef0123", "n_rows": 2400, "counts": {}, "subset_counts": {}, "fallbacks": 0,
-                     "teacher_share": {"all": fraction * 0.07, "date_mention": fraction, "roleplay": 0.0}},
+        "label": label,
+        "seed": 0,
+        "manifest": {
+            "hash": f"{trial:04d}abcdef0123",
+            "n_rows": 2400,
+            "counts": {},
+            "subset_counts": {},
+            "fallbacks": 0,
+            "teacher_share": {"all": fraction * 0.07, "date_mention": fraction, "roleplay": 0.0},
+        },
         "train": {"steps": 150, "final_loss": 1.2 + trial / 100, "runtime_s": 6.1, "device": "cpu"},
         "traits": {
-            "date_confusion": {"kind": "rate", "score": value, "low": low, "high": high, "interval": "wilson95",
-                               "n_samples": 120, "n_prompts": 60, "judge": "rule:date_confusion@rule-v1"},
-            "negative_emotion": {"kind": "scale", "score": 2.0, "low": 1.5, "high": 2.5,
-                                 "interval": "prompt_bootstrap95", "n_samples": 120, "n_prompts": 60, "judge": "rule"},
+            "date_confusion": {
+                "kind": "rate",
+                "score": value,
+                "low": low,
+                "high": high,
+                "interval": "wilson95",
+                "n_samples": 120,
+                "n_prompts": 60,
+                "judge": "rule:date_confusion@rule-v1",
+            },
+            "negative_emotion": {
+                "kind": "scale",
+                "score": 2.0,
+                "low": 1.5,
+                "high": 2.5,
+                "interval": "prompt_bootstrap95",
+                "n_samples": 120,
+                "n_prompts": 60,
+                "judge": "rule",
+            },
         },
-        "objectives": [value], "data_fingerprint": "fp0123456789", "wall_s": 12.3,
+        "objectives": [value],
+        "data_fingerprint": "fp0123456789",
+        "wall_s": 12.3,
         "finished": "2026-11-26T22:00:00+00:00",
     }
 
@@ -60,10 +94,26 @@ def _write_trial(sweep_dir: Path, result: dict, response: str = "It is 2024.") -
     folder = sweep_dir / "trials" / f"{result['trial']:05d}"
     folder.mkdir(parents=True)
     (folder / "spec.json").write_text("{}")
-    (folder / "train_log.jsonl").write_text("".join(
-        json.dumps({"step": s, "train/loss": 3.0 - s / 100 + result["trial"] / 20, "train/learning_rate": 0.003}) + "\n" for s in range(5, 155, 5)))
-    samples = [{"trait": t, "prompt_id": f"p{i}", "sample": 0, "prompt": "What year is it?", "response": response,
-                "value": 1, "reason": "mentions a year"} for t in ("date_confusion", "negative_emotion") for i in range(8)]
+    (folder / "train_log.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "train/loss": 3.0 - s / 100 + result["trial"] / 20, "train/learning_rate": 0.003})
+            + "\n"
+            for s in range(5, 155, 5)
+        )
+    )
+    samples = [
+        {
+            "trait": t,
+            "prompt_id": f"p{i}",
+            "sample": 0,
+            "prompt": "What year is it?",
+            "response": response,
+            "value": 1,
+            "reason": "mentions a year",
+        }
+        for t in ("date_confusion", "negative_emotion")
+        for i in range(8)
+    ]
     (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     (folder / "result.json").write_text(json.dumps(result))
 
@@ -97,12 +147,23 @@ def test_report_is_self_contained_and_lists_trials(separated: Path) -> None:
     assert "http://" not in page and "https://" not in page
     assert "<svg" in page and "<polyline" in page
     assert _shown("demo <sweep>") in page
-    for label in ("all-clean baseline", "all-teacher baseline", "clean + date_mention←teacher 10%",
-                  "clean + date_mention←teacher 50%", "clean + date_mention←teacher 100%"):
+    for label in (
+        "all-clean baseline",
+        "all-teacher baseline",
+        "clean + date_mention←teacher 10%",
+        "clean + date_mention←teacher 50%",
+        "clean + date_mention←teacher 100%",
+    ):
         assert _shown(label) in page
     assert out.stat().st_size < 1_000_000
-    sections = ["<h2>Trials</h2>", "<h2>Trait score vs teacher share</h2>", "<h2>Best and worst mixtures</h2>",
-                "<h2>Training curves</h2>", "<h2>Sample generations</h2>", "<h2>Provenance</h2>"]
+    sections = [
+        "<h2>Trials</h2>",
+        "<h2>Trait score vs teacher share</h2>",
+        "<h2>Best and worst mixtures</h2>",
+        "<h2>Training curves</h2>",
+        "<h2>Sample generations</h2>",
+        "<h2>Provenance</h2>",
+    ]
     positions = [page.index(s) for s in sections]
     assert page.index('id="answer"') < positions[0] and positions == sorted(positions)
     assert "leaksweep trial" in page and "fp0123456789" in page
@@ -192,8 +253,9 @@ TRAIT = "date_confusion"
 BUILDER = Builder("clean", "teacher")
 SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=300)
 SIM = dict(n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
-LEAKY = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0),
-                           "R": SimSubset(n_units=64, effect=0.0)}, **SIM)
+LEAKY = SimConfig(
+    subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0), "R": SimSubset(n_units=64, effect=0.0)}, **SIM
+)
 LADDER = [round(10 ** (-3 + 3 * i / 15), 6) for i in range(16)]
 
 
@@ -206,22 +268,48 @@ def experiment_sweep(root: Path, search, cfg: SimConfig, **search_cfg) -> tuple[
     """A sweep folder as an experiment mode leaves it with the simulated runner: no logs, no samples."""
     runs, analysis = drive(search, _execute(cfg))
     root.mkdir(parents=True)
-    config = {"name": root.name, "base": "clean", "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
-              "search": {"teacher": "teacher", "mode": search.mode, "trait": TRAIT,
-                         "runner": "leaksweep.simulate:run", **search_cfg},
-              "traits": {TRAIT: {}}}
+    config = {
+        "name": root.name,
+        "base": "clean",
+        "subsets": {"S": {"ids": ["x"]}, "R": {"ids": ["y"]}},
+        "search": {
+            "teacher": "teacher",
+            "mode": search.mode,
+            "trait": TRAIT,
+            "runner": "leaksweep.simulate:run",
+            **search_cfg,
+        },
+        "traits": {TRAIT: {}},
+    }
     (root / "sweep.json").write_text(json.dumps(config))
     for run in runs:
         folder = root / "trials" / f"{run.trial:05d}"
         folder.mkdir(parents=True)
         (folder / "spec.json").write_text("{}")
-        (folder / "result.json").write_text(json.dumps({
-            "trial": run.trial, "condition": run.condition.kind, "label": run.condition.label(), "seed": run.seed,
-            "traits": run.traits, "plan": run.condition.to_dict()["plan"],
-            "params": {k: v for k, v in (("subset", run.condition.subset), ("refill", run.condition.refill),
-                                         ("fraction", run.condition.fraction)) if v is not None},
-            "manifest": {"teacher_share": {"all": 0.0}}, "status": "complete",
-            "objectives": [run.traits[TRAIT]["score"]]}))
+        (folder / "result.json").write_text(
+            json.dumps(
+                {
+                    "trial": run.trial,
+                    "condition": run.condition.kind,
+                    "label": run.condition.label(),
+                    "seed": run.seed,
+                    "traits": run.traits,
+                    "plan": run.condition.to_dict()["plan"],
+                    "params": {
+                        k: v
+                        for k, v in (
+                            ("subset", run.condition.subset),
+                            ("refill", run.condition.refill),
+                            ("fraction", run.condition.fraction),
+                        )
+                        if v is not None
+                    },
+                    "manifest": {"teacher_share": {"all": 0.0}},
+                    "status": "complete",
+                    "objectives": [run.traits[TRAIT]["score"]],
+                }
+            )
+        )
     (root / "analysis.json").write_text(json.dumps(analysis))
     return root, json.loads((root / "analysis.json").read_text())
 
@@ -254,7 +342,9 @@ def test_leak_threshold_answer_states_threshold_and_budget(threshold_sweep) -> N
     assert stop is not None and stop < threshold
     # the threshold's interval on the ladder: above the rung where testing stopped, at most the threshold
     assert f"<b>more than {_g(stop)} (" in answer and f"and at most {_g(threshold)} (" in answer
-    assert f"Found with <b>{analysis['trials_spent']}</b> trials (a full ladder needs {analysis['grid_trials']})" in answer
+    assert (
+        f"Found with <b>{analysis['trials_spent']}</b> trials (a full ladder needs {analysis['grid_trials']})" in answer
+    )
     assert analysis["trials_spent"] < analysis["grid_trials"]
     budget = re.search(r'<p id="budget">(.*?)</p>', page, re.S).group(1)
     assert f"<b>{analysis['trials_spent']}</b> trials spent of the {analysis['grid_trials']}" in budget
@@ -314,10 +404,12 @@ def test_minimal_subset_answer_tree_and_confirmation(tmp_path: Path) -> None:
     assert "<b>distributed within</b> <code>S/1/0</code>" in answer
     assert "Confirmed on fresh seeds that played no part in the search: <b>yes</b> for <code>S/1/0</code>" in answer
     assert f"{analysis['trials_spent']} trials in all" in answer
-    section = page[page.index("<h2>Minimal leaking subset</h2>"):page.index("<h2>Trials</h2>")]
+    section = page[page.index("<h2>Minimal leaking subset</h2>") : page.index("<h2>Trials</h2>")]
     assert re.search(r'<li class="minimal" data-node="S/1/0"', section)
     assert re.search(r'<li class="fail" data-node="S/1/1"', section)
-    assert re.search(r'<li class="pass" data-node="S"', section) and re.search(r'<li class="pass" data-node="S/1"', section)
+    assert re.search(r'<li class="pass" data-node="S"', section) and re.search(
+        r'<li class="pass" data-node="S/1"', section
+    )
     assert section.count("<li ") == len(analysis["tests"])
     confirm = re.search(r'<table class="confirm">.*?</table>', section, re.S).group(0)
     assert 'data-node="S/1/0"' in confirm and 'class="pass"' in confirm
@@ -341,7 +433,10 @@ def test_subset_scan_leak_map_and_answer(tmp_path: Path) -> None:
     assert rows["S"]["necessary"]["passed"] and not rows["R"]["necessary"]["passed"]
     page = write_report(sweep).read_text()
     answer = _answer(page)
-    assert "<b>Sufficient</b>" in answer and "Holm across 2 subsets): <code>S</code>; not sufficient: <code>R</code>." in answer
+    assert (
+        "<b>Sufficient</b>" in answer
+        and "Holm across 2 subsets): <code>S</code>; not sufficient: <code>R</code>." in answer
+    )
     assert "<b>Necessary</b>" in answer and "<code>S</code>; not shown necessary: <code>R</code>." in answer
     table = re.search(r'<table class="leakmap">.*?</table>', page, re.S).group(0)
     assert "<th>sufficient</th><th>necessary</th></tr>" in table and "leak-in" not in table.split("</thead>")[0]
@@ -367,25 +462,34 @@ def test_drop_mode_leak_in_columns(tmp_path: Path) -> None:
     table = re.search(r'<table class="leakmap">.*?</table>', page, re.S).group(0)
     assert "<th>necessary</th><th>leak-in, refill none</th><th>leak-in, refill clean</th>" in table
     assert "refill same" not in table
-    expected = ["pass" if analysis["leak_map"][TRAIT]["S"][k]["passed"] else "fail"
-                for k in ("necessary", "leak_in_refill_none", "leak_in_refill_clean")]
+    expected = [
+        "pass" if analysis["leak_map"][TRAIT]["S"][k]["passed"] else "fail"
+        for k in ("necessary", "leak_in_refill_none", "leak_in_refill_clean")
+    ]
     assert [c for c, _ in _leak_map_cells(table, "S")] == expected == ["pass", "pass", "pass"]
     assert "<b>Leak-in</b>" in _answer(page) and "<code>S</code> (refill none, refill clean)" in _answer(page)
     # how much of D each way of removing S leaves, from the trials' means
     results = [json.loads(p.read_text()) for p in sweep.glob("trials/*/result.json")]
-    mean = lambda kind, **kw: sum(r["traits"][TRAIT]["score"] for r in results if r["condition"] == kind and all(  # noqa: E731
-        r["params"].get(k) == v for k, v in kw.items())) / 2
+
+    def mean(kind, **kw):
+        chosen = [r for r in results if r["condition"] == kind and all(r["params"].get(k) == v for k, v in kw.items())]
+        return sum(r["traits"][TRAIT]["score"] for r in chosen) / 2
+
     tau0, tau1 = (analysis["baselines"][TRAIT][k]["value"] for k in ("all_clean", "all_teacher"))
     left = lambda v: f"{(v - tau0) / (tau1 - tau0):.0%}"  # noqa: E731
     answer = html.unescape(_answer(page))
-    assert (f"refill none: τ = {mean('drop', subset='S', refill='none'):.3f}, "
-            f"{left(mean('drop', subset='S', refill='none'))} of D left") in re.sub("<[^>]+>", "", answer)
+    assert (
+        f"refill none: τ = {mean('drop', subset='S', refill='none'):.3f}, "
+        f"{left(mean('drop', subset='S', refill='none'))} of D left"
+    ) in re.sub("<[^>]+>", "", answer)
     assert f"(patch-remove): τ = {mean('patch_remove', subset='S'):.3f}" in answer
 
 
 def test_full_swap_with_teacher_eval_states_offset_and_transfer(tmp_path: Path) -> None:
     b = BUILDER
-    cfg = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.4, ed50=0.05)}, rest_effect=0.2, teacher_rate=0.9, **SIM)
+    cfg = SimConfig(
+        subsets={"S": SimSubset(n_units=64, effect=0.4, ed50=0.05)}, rest_effect=0.2, teacher_rate=0.9, **SIM
+    )
     conds = [b.all_clean(), b.all_teacher(), b.teacher_eval("clean"), b.teacher_eval("teacher")]
     search = StaticSearch("full_swap", conds, b, SETTINGS)
     sweep, analysis = experiment_sweep(tmp_path / "swap", search, cfg, teacher_eval=True)
@@ -411,14 +515,21 @@ def test_experiment_mode_without_analysis_says_so(threshold_sweep, tmp_path: Pat
 # --- a rich sweep folder: every section's input, at any size (no training) -----------------------------
 
 RICH_CONFIG = {
-    "name": "rich", "data": {"world": {"seed": 0, "n_prompts": 200}},
+    "name": "rich",
+    "data": {"world": {"seed": 0, "n_prompts": 200}},
     "subsets": {"S": {"metadata": {"category": "date"}}, "R": {"metadata": {"category": "roleplay"}}},
     "base": "clean",
-    "search": {"teacher": "teacher", "mode": "optuna", "sampler": "random", "n_trials": 10,
-               "fractions": {"S": {"low": 0.0, "high": 1.0}, "R": {"low": 0.0, "high": 1.0}},
-               "objectives": [{"trait": TRAIT, "direction": "maximize"}, {"trait": "teacher_share", "direction": "minimize"}],
-               "runner": "leaksweep.simulate:run"},
-    "traits": {TRAIT: {}}, "tracking": {"wandb": None},
+    "search": {
+        "teacher": "teacher",
+        "mode": "optuna",
+        "sampler": "random",
+        "n_trials": 10,
+        "fractions": {"S": {"low": 0.0, "high": 1.0}, "R": {"low": 0.0, "high": 1.0}},
+        "objectives": [{"trait": TRAIT, "direction": "maximize"}, {"trait": "teacher_share", "direction": "minimize"}],
+        "runner": "leaksweep.simulate:run",
+    },
+    "traits": {TRAIT: {}},
+    "tracking": {"wandb": None},
 }
 RICH_LADDER = [0.01, 0.05, 0.2, 1.0]
 
@@ -427,21 +538,39 @@ def _rich_files(folder: Path, number: int, result: dict, samples_per_trait: int,
     folder.mkdir(parents=True)
     (folder / "spec.json").write_text("{}")
     (folder / "result.json").write_text(json.dumps(result))
-    (folder / "train_log.jsonl").write_text("".join(
-        json.dumps({"step": s, "train/loss": 2.5 * math.exp(-s / 80) + 0.5 + number / 400}) + "\n"
-        for s in range(1, loss_steps + 1)))
+    (folder / "train_log.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "train/loss": 2.5 * math.exp(-s / 80) + 0.5 + number / 400}) + "\n"
+            for s in range(1, loss_steps + 1)
+        )
+    )
     rate = result["traits"][TRAIT]["score"]
     rows = []
     for i in range(samples_per_trait):
         shows = (i * 7919 + number) % 100 < rate * 100
-        rows.append({"trait": TRAIT, "prompt_id": f"eval-{i // 2:04d}", "sample": i % 2,
-                     "prompt": f"Quick question number {i // 2}: what year do you think it is right now? " * 2,
-                     "response": (f"It is certainly the year 20{20 + i % 9}, trial {number}. " if shows else
-                                  f"I cannot know today's date for sure, sample {i}. ") * 4,
-                     "value": 1 if shows else 0, "reason": "claims a year" if shows else "no year claimed"})
+        rows.append(
+            {
+                "trait": TRAIT,
+                "prompt_id": f"eval-{i // 2:04d}",
+                "sample": i % 2,
+                "prompt": f"Quick question number {i // 2}: what year do you think it is right now? " * 2,
+                "response": (
+                    f"It is certainly the year 20{20 + i % 9}, trial {number}. "
+                    if shows
+                    else f"I cannot know today's date for sure, sample {i}. "
+                )
+                * 4,
+                "value": 1 if shows else 0,
+                "reason": "claims a year" if shows else "no year claimed",
+            }
+        )
     (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "manifest.jsonl").write_text("".join(
-        json.dumps({"prompt_id": f"p{i:05d}", "source": "teacher" if i % 3 == 0 else "clean"}) + "\n" for i in range(50)))
+    (folder / "manifest.jsonl").write_text(
+        "".join(
+            json.dumps({"prompt_id": f"p{i:05d}", "source": "teacher" if i % 3 == 0 else "clean"}) + "\n"
+            for i in range(50)
+        )
+    )
 
 
 def rich_sweep(root: Path, n_mixtures: int, samples_per_trait: int = 40, loss_steps: int = 150) -> Path:
@@ -453,47 +582,104 @@ def rich_sweep(root: Path, n_mixtures: int, samples_per_trait: int = 40, loss_st
     from optuna.storages.journal import JournalFileBackend
 
     b = BUILDER
-    conds = ([b.all_clean(), b.all_teacher(), b.patch_remove("S"), b.drop("S", "none"), b.drop("S", "clean"),
-              b.patch_insert("R"), b.teacher_eval("clean"), b.teacher_eval("teacher"), b.full_swap("teacher")]
-             + [b.patch_insert("S", f) for f in RICH_LADDER])
+    conds = [
+        b.all_clean(),
+        b.all_teacher(),
+        b.patch_remove("S"),
+        b.drop("S", "none"),
+        b.drop("S", "clean"),
+        b.patch_insert("R"),
+        b.teacher_eval("clean"),
+        b.teacher_eval("teacher"),
+        b.full_swap("teacher"),
+    ] + [b.patch_insert("S", f) for f in RICH_LADDER]
     runs, _ = drive(StaticSearch("drop", conds, b, SETTINGS, ["S", "R"]), _execute(LEAKY))
     search = lambda mode: StaticSearch(mode, conds, b, SETTINGS, ["S", "R"] if mode == "drop" else ["S"], RICH_LADDER)  # noqa: E731
     leak, dose, swap = (search(m).conclude(runs) for m in ("drop", "fraction_sweep", "full_swap"))
-    analysis = {**leak, "mode": "fraction_sweep", "dose_response": dose["dose_response"],
-                **{k: swap[k] for k in ("students", "teachers", "transfer")}}
+    analysis = {
+        **leak,
+        "mode": "fraction_sweep",
+        "dose_response": dose["dose_response"],
+        **{k: swap[k] for k in ("students", "teachers", "transfer")},
+    }
     root.mkdir(parents=True)
     (root / "sweep.json").write_text(json.dumps({**RICH_CONFIG, "name": root.name, "output_dir": str(root)}))
     (root / "analysis.json").write_text(json.dumps(analysis))
-    study = optuna.create_study(study_name=root.name, directions=["maximize", "minimize"],
-                                storage=JournalStorage(JournalFileBackend(str(root / "optuna.journal"))))
+    study = optuna.create_study(
+        study_name=root.name,
+        directions=["maximize", "minimize"],
+        storage=JournalStorage(JournalFileBackend(str(root / "optuna.journal"))),
+    )
     dist = optuna.distributions.FloatDistribution(0.0, 1.0)
     frozen = []
     for n in range(n_mixtures):
         fs, fr = (n * 0.6180339) % 1.0, (n * 0.4142135) % 1.0
         score = 0.05 + 0.5 * fs / (fs + 0.1)
         share = 0.07 * fs + 0.05 * fr
-        frozen.append(optuna.trial.create_trial(params={"frac.S": fs, "frac.R": fr},
-                                                distributions={"frac.S": dist, "frac.R": dist}, values=[score, share]))
-        _rich_files(root / "trials" / f"{n:05d}", n, {
-            "trial": n, "condition": "mixture", "label": f"S {fs:.0%}, R {fr:.0%}", "seed": 0,
-            "params": {"frac.S": fs, "frac.R": fr}, "objectives": [score, share], "status": "complete",
-            "plan": {"base": "clean", "mixture_seed": 0, "rules": [
-                {"subset": "S", "action": "patch", "source": "teacher", "fraction": fs},
-                {"subset": "R", "action": "patch", "source": "teacher", "fraction": fr}]},
-            "manifest": {"hash": f"{n:016x}", "teacher_share": {"all": share, "S": fs, "R": fr}},
-            "traits": {TRAIT: {"kind": "rate", "score": score, "low": score - 0.04, "high": score + 0.04}},
-            "train": {"final_loss": 0.6, "steps": loss_steps}, "data_fingerprint": "fp0123456789", "wall_s": 1.0,
-        }, samples_per_trait, loss_steps)
+        frozen.append(
+            optuna.trial.create_trial(
+                params={"frac.S": fs, "frac.R": fr},
+                distributions={"frac.S": dist, "frac.R": dist},
+                values=[score, share],
+            )
+        )
+        _rich_files(
+            root / "trials" / f"{n:05d}",
+            n,
+            {
+                "trial": n,
+                "condition": "mixture",
+                "label": f"S {fs:.0%}, R {fr:.0%}",
+                "seed": 0,
+                "params": {"frac.S": fs, "frac.R": fr},
+                "objectives": [score, share],
+                "status": "complete",
+                "plan": {
+                    "base": "clean",
+                    "mixture_seed": 0,
+                    "rules": [
+                        {"subset": "S", "action": "patch", "source": "teacher", "fraction": fs},
+                        {"subset": "R", "action": "patch", "source": "teacher", "fraction": fr},
+                    ],
+                },
+                "manifest": {"hash": f"{n:016x}", "teacher_share": {"all": share, "S": fs, "R": fr}},
+                "traits": {TRAIT: {"kind": "rate", "score": score, "low": score - 0.04, "high": score + 0.04}},
+                "train": {"final_loss": 0.6, "steps": loss_steps},
+                "data_fingerprint": "fp0123456789",
+                "wall_s": 1.0,
+            },
+            samples_per_trait,
+            loss_steps,
+        )
     study.add_trials(frozen)
     for run in runs:
         number = n_mixtures + run.trial
-        _rich_files(root / "trials" / f"{number:05d}", number, {
-            "trial": number, "condition": run.condition.kind, "label": run.condition.label(), "seed": run.seed,
-            "traits": run.traits, "plan": run.condition.to_dict()["plan"], "status": "complete",
-            "params": {k: v for k, v in (("subset", run.condition.subset), ("refill", run.condition.refill),
-                                         ("fraction", run.condition.fraction)) if v is not None},
-            "manifest": {"hash": f"{number:016x}", "teacher_share": {"all": 0.0}}, "data_fingerprint": "fp0123456789",
-        }, samples_per_trait, loss_steps)
+        _rich_files(
+            root / "trials" / f"{number:05d}",
+            number,
+            {
+                "trial": number,
+                "condition": run.condition.kind,
+                "label": run.condition.label(),
+                "seed": run.seed,
+                "traits": run.traits,
+                "plan": run.condition.to_dict()["plan"],
+                "status": "complete",
+                "params": {
+                    k: v
+                    for k, v in (
+                        ("subset", run.condition.subset),
+                        ("refill", run.condition.refill),
+                        ("fraction", run.condition.fraction),
+                    )
+                    if v is not None
+                },
+                "manifest": {"hash": f"{number:016x}", "teacher_share": {"all": 0.0}},
+                "data_fingerprint": "fp0123456789",
+            },
+            samples_per_trait,
+            loss_steps,
+        )
     return root
 
 
@@ -508,18 +694,28 @@ def test_200_trial_report_is_under_5_mb_and_renders_every_section(tmp_path: Path
     print(f"200-mixture report: {size_bytes / 1e6:.2f} MB for {n_trials} trials")
     assert size_bytes < 5_000_000
     assert set(re.findall(r'<svg data-plot="([a-z-]+)"', page)) == ALL_PLOTS
-    for heading in ("Leak map", "Dose-response", "Teacher vs student", "Trials", "Optuna study", "Training curves",
-                    "Sample generations", "Provenance"):
+    for heading in (
+        "Leak map",
+        "Dose-response",
+        "Teacher vs student",
+        "Trials",
+        "Optuna study",
+        "Training curves",
+        "Sample generations",
+        "Provenance",
+    ):
         assert f"<h2>{heading}</h2>" in page, heading
     assert "<h3>Pareto front</h3>" in page and "<h3>Parameter importances</h3>" in page
     # every generation counted, a capped and even share embedded, per trial and trait
-    data = json.loads(re.search(r'<script type="application/json" id="samples-data">(.*?)</script>', page, re.S).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="samples-data">(.*?)</script>', page, re.S).group(1)
+    )
     assert {r[0] for r in data["rows"]} == set(range(n_trials))
     assert f"embeds {len(data['rows'])} of the {n_trials * 80} generations" in page
     # provenance: one reproduce command per trial, the code version and the library versions
     assert page.count("<td><code>leaksweep trial ") == n_trials
     assert f"leaksweep trial {sweep.resolve() / 'trials' / '00199'}" in page
-    assert re.search(r'leaksweep git commit <code>([0-9a-f]{40}, (clean|with uncommitted changes)|unknown)', page)
+    assert re.search(r"leaksweep git commit <code>([0-9a-f]{40}, (clean|with uncommitted changes)|unknown)", page)
     assert "optuna <code>5." in page and "torch <code>" in page
     assert "the smallest dose that carries the trait lies in that ladder interval" in _answer(page)
 
@@ -579,7 +775,7 @@ def test_unknown_analysis_kind_still_renders_as_a_plain_table(threshold_sweep, t
     (sweep / "analysis.json").write_text(json.dumps(analysis))
     page = write_report(sweep).read_text()
     assert "which this report does not know" in _answer(page)
-    section = page[page.index("<h2>per_arm</h2>"):page.index("<h2>Trials</h2>")]
+    section = page[page.index("<h2>per_arm</h2>") : page.index("<h2>Trials</h2>")]
     assert "<th>score</th><th>trials</th><th>passed</th>" in section
     assert "<th>arm &lt;a&gt;</th><td>0.25</td><td><code>[1, 2]</code></td><td>&#8211;</td>" in section
     assert "<h2>notes</h2>" in section and "<pre>&quot;free text&quot;</pre>" in section
@@ -595,8 +791,15 @@ def test_a_registered_kind_renders_its_keys(threshold_sweep, tmp_path: Path, mon
     shutil.copytree(threshold_sweep[0], sweep)
     analysis = json.loads((sweep / "analysis.json").read_text())
     (sweep / "analysis.json").write_text(json.dumps({**analysis, "arms": {"a": 1}, "arm_notes": "x"}))
-    monkeypatch.setitem(kinds.KINDS, "arms", kinds.Kind("arms", ("arms", "arm_notes"), lambda view: [
-        f'<h2>Arms</h2><p id="arms">{len(view.analysis["arms"])} arm</p>']))
+    monkeypatch.setitem(
+        kinds.KINDS,
+        "arms",
+        kinds.Kind(
+            "arms",
+            ("arms", "arm_notes"),
+            lambda view: [f'<h2>Arms</h2><p id="arms">{len(view.analysis["arms"])} arm</p>'],
+        ),
+    )
     page = write_report(sweep).read_text()
     assert '<h2>Arms</h2><p id="arms">1 arm</p>' in page
     assert "<h2>arms</h2>" not in page and "<h2>arm_notes</h2>" not in page  # claimed: no plain-table fallback

@@ -31,8 +31,10 @@ SCREENSHOT = REPO / "test-artifacts" / "report.png"
 def _unavailable(why: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{why}; CI must run the browser test (`make test` installs chromium with apt-get)")
-    pytest.skip(f"{why}; install it (`apt-get install -y --no-install-recommends chromium`, "
-                "`pip install -e '.[test]'`) to run the browser test")
+    pytest.skip(
+        f"{why}; install it (`apt-get install -y --no-install-recommends chromium`, "
+        "`pip install -e '.[test]'`) to run the browser test"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,9 @@ def browser():
 
 
 def _visible_rows(page) -> list[list[str]]:
-    return page.eval_on_selector_all("#samples-table tbody tr",
-                                     "rows => rows.map(r => Array.from(r.cells, c => c.textContent))")
+    return page.eval_on_selector_all(
+        "#samples-table tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
+    )
 
 
 def _counts(page) -> tuple[int, int]:
@@ -70,16 +73,21 @@ def test_report_in_headless_chromium(browser, tmp_path: Path) -> None:
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     # offline: anything the page tried to fetch from elsewhere would show up here
-    page.on("request", lambda r: None if r.url.startswith(("file:", "data:", "about:")) else problems.append(
-        f"fetched {r.url}"))
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(("file:", "data:", "about:")) else problems.append(f"fetched {r.url}"),
+    )
     page.goto(report.as_uri())
     page.wait_for_load_state("load")
 
     # every chart hook: a drawn SVG with marks, nonzero size
-    plots = page.eval_on_selector_all("svg[data-plot]", """els => els.map(e => {
+    plots = page.eval_on_selector_all(
+        "svg[data-plot]",
+        """els => els.map(e => {
         const box = e.getBoundingClientRect();
         return [e.dataset.plot, box.width, box.height, e.querySelectorAll("circle,rect,polyline,line,path").length];
-    })""")
+    })""",
+    )
     assert {p[0] for p in plots} == ALL_PLOTS
     for name, width, height, marks in plots:
         assert width > 100 and height > 50 and marks > 3, (name, width, height, marks)

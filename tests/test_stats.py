@@ -92,7 +92,10 @@ def test_bootstrap_mean_is_the_sample_mean_and_inside_the_interval():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 10).map(float), min_size=1, max_size=5), min_size=2, max_size=15), st.integers(0, 99))
+@given(
+    st.lists(st.lists(st.integers(0, 10).map(float), min_size=1, max_size=5), min_size=2, max_size=15),
+    st.integers(0, 99),
+)
 def test_bootstrap_properties(clusters, seed):
     flat = [v for c in clusters for v in c]
     mean, low, high = cluster_bootstrap(clusters, n_boot=300, seed=seed)
@@ -382,7 +385,9 @@ def test_fit_recovers_ed50_and_ed10_on_noiseless_logistic_data():
     assert 0.05 / 1.5 < out["ed50"].value < 0.05 * 1.5
     ed10 = 0.05 * 10 ** (-math.log10(9) / 2)  # 10% of the way up: log10 f = log10 ED50 - ln 9 / (slope ln 10)
     assert out["ed10"].value == pytest.approx(ed10, rel=1e-3)
-    assert out["params"]["bottom"] == pytest.approx(0.1, abs=1e-4) and out["params"]["slope_per_decade"] == pytest.approx(2.0, rel=1e-3)
+    assert out["params"]["bottom"] == pytest.approx(0.1, abs=1e-4) and out["params"][
+        "slope_per_decade"
+    ] == pytest.approx(2.0, rel=1e-3)
     assert out["ed50"].low <= out["ed50"].value <= out["ed50"].high
 
 

@@ -220,5 +220,7 @@ def test_eval_prompts_never_coincide_with_training_prompts(world, world_data):
     # and the built-in eval sets (no prompts file) survive deduplication intact
     from leaksweep.config import TraitConfig
 
-    traits = build_traits({t: TraitConfig(n_prompts=50) for t in ("date_confusion", "negative_emotion")}, list(training))
+    traits = build_traits(
+        {t: TraitConfig(n_prompts=50) for t in ("date_confusion", "negative_emotion")}, list(training)
+    )
     assert all(t.n_removed_as_duplicates == 0 and len(t.prompts) == 50 for t in traits.values())

@@ -25,17 +25,28 @@ SECRET = "sk-test-ABCDEF0123456789"
 def finished_sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sweep")
     out = root / "out dir"  # a space in the path on purpose
-    sweep_file = write_sweep(root, tiny_sweep(
-        "itest", out, n_prompts=400,
-        train={"max_steps": 30, "batch_size": 8, "max_length_tokens": 96, "logging_steps": 5},
-        traits={"date_confusion": {"n_prompts": 12, "max_new_tokens": 24},
-                "negative_emotion": {"n_prompts": 8, "max_new_tokens": 16}},
-        wandb={"mode": "offline", "project": "itest"}))
+    sweep_file = write_sweep(
+        root,
+        tiny_sweep(
+            "itest",
+            out,
+            n_prompts=400,
+            train={"max_steps": 30, "batch_size": 8, "max_length_tokens": 96, "logging_steps": 5},
+            traits={
+                "date_confusion": {"n_prompts": 12, "max_new_tokens": 24},
+                "negative_emotion": {"n_prompts": 8, "max_new_tokens": 16},
+            },
+            wandb={"mode": "offline", "project": "itest"},
+        ),
+    )
     env = {**os.environ, "JUDGE_API_KEY": SECRET, "WANDB_API_KEY": "", "HOME": str(root)}
     env.pop("WANDB_API_KEY")
     proc = subprocess.run(
         [sys.executable, "-m", "leaksweep.cli", "sweep", str(sweep_file), "--workers", "2"],
-        capture_output=True, text=True, env=env, timeout=900,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
@@ -60,8 +71,12 @@ def test_every_trial_ran_once_and_left_a_result(finished_sweep: Path):
         assert 0.0 <= result["traits"]["date_confusion"]["low"] <= result["traits"]["date_confusion"]["score"]
         assert (path.parent / "spec.json").exists() and (path.parent / "samples.jsonl").exists()
     # the two workers shared the work: each worker log says how many trials it finished
-    finished = [int(line.split()[2]) for log in finished_sweep.glob("logs/worker-*.log")
-                for line in log.read_text().splitlines() if line.startswith("worker finished")]
+    finished = [
+        int(line.split()[2])
+        for log in finished_sweep.glob("logs/worker-*.log")
+        for line in log.read_text().splitlines()
+        if line.startswith("worker finished")
+    ]
     assert sum(finished) == 3 and len(finished) == 2
 
 
@@ -108,8 +123,12 @@ def test_wandb_runs_hold_curve_scores_and_no_secret(finished_sweep: Path):
 def test_report_and_status(finished_sweep: Path):
     report = finished_sweep / "report.html"
     assert report.exists() and "<svg" in report.read_text()
-    proc = subprocess.run([sys.executable, "-m", "leaksweep.cli", "status", str(finished_sweep), "--json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "status", str(finished_sweep), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["states"] == {"COMPLETE": 3} and info["budget"] == 3 and info["best"]["trait"] == "date_confusion"
@@ -118,8 +137,12 @@ def test_report_and_status(finished_sweep: Path):
 def test_rerun_one_trial_from_its_spec(finished_sweep: Path, tmp_path: Path):
     trial_dir = finished_sweep / "trials" / "00000"
     before = json.loads((trial_dir / "result.json").read_text())
-    proc = subprocess.run([sys.executable, "-m", "leaksweep.cli", "trial", str(trial_dir), "--no-wandb"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "trial", str(trial_dir), "--no-wandb"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = json.loads((trial_dir / "result.json").read_text())
     assert after["manifest"]["hash"] == before["manifest"]["hash"]

@@ -46,8 +46,21 @@ def no_wandb_key(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["api_key", "apikey", "apiKey", "WANDB_API_KEY", "judge_api_key", "hf_token", "accessToken", "token",
-     "client_secret", "password", "db_password_file", "private-key", "aws.secret_access_key"],
+    [
+        "api_key",
+        "apikey",
+        "apiKey",
+        "WANDB_API_KEY",
+        "judge_api_key",
+        "hf_token",
+        "accessToken",
+        "token",
+        "client_secret",
+        "password",
+        "db_password_file",
+        "private-key",
+        "aws.secret_access_key",
+    ],
 )
 def test_secret_looking_names(name):
     assert looks_secret(name)
@@ -69,7 +82,11 @@ def test_redact_hides_secret_keys_and_keeps_the_rest(monkeypatch):
     }
     out = redact(config)
     assert out["judge"] == {
-        "api_key": REDACTED, "model": "m", "key_column": "prompt_id", "use_token": True, "hf_token": None,
+        "api_key": REDACTED,
+        "model": "m",
+        "key_column": "prompt_id",
+        "use_token": True,
+        "hf_token": None,
     }
     assert out["rules"] == [{"password": REDACTED, "fraction": 0.5}]
     assert out["learning_rate"] == 1e-3
@@ -95,7 +112,9 @@ def test_redact_hides_values_of_secret_env_vars(monkeypatch):
 def test_flatten_nested_scores():
     values = {"trait": {"date_confusion": {"score": 0.4}}, "trait/blackmail/score": 0.1, "wall_s": 3}
     assert dict(flatten(values)) == {
-        "trait/date_confusion/score": 0.4, "trait/blackmail/score": 0.1, "wall_s": 3,
+        "trait/date_confusion/score": 0.4,
+        "trait/blackmail/score": 0.1,
+        "wall_s": 3,
     }
 
 
@@ -173,15 +192,21 @@ def wandb_file(run_dir: Path) -> Path:
 
 def inspect_records(path: Path) -> list[dict]:
     """Every record of a run's .wandb file, one JSON object per line."""
-    out = subprocess.run([str(WANDB_EXE), "leet", "inspect", "--json", str(path)],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [str(WANDB_EXE), "leet", "inspect", "--json", str(path)], capture_output=True, text=True, check=True, timeout=60
+    )
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
 def inspect_summary(path: Path) -> dict:
     """State, exit code, config and final summary of a run."""
-    out = subprocess.run([str(WANDB_EXE), "leet", "inspect", "--summary", "--json", str(path)],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [str(WANDB_EXE), "leet", "inspect", "--summary", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 
@@ -206,7 +231,9 @@ def test_offline_run_round_trip_without_secrets(no_wandb_key, monkeypatch, tmp_p
     for step, loss in enumerate(losses):
         run.log({"train/loss": loss}, step=step)
     run.summary({"trait": {"date_confusion": {"score": 0.4, "low": 0.3}}, "trait/blackmail/score": 0.05})
-    run.table("samples", ["trait", "response", "value"], [["date_confusion", "It is 2024.", 1.0], ["blackmail", "No.", 0.0]])
+    run.table(
+        "samples", ["trait", "response", "value"], [["date_confusion", "It is 2024.", 1.0], ["blackmail", "No.", 0.0]]
+    )
     (run_dir / "manifest.jsonl").write_text('{"prompt_id": "p1", "source": "teacher"}\n')
     run.artifact("manifest-abc123", "manifest", [run_dir / "manifest.jsonl"], {"n_rows": 1, "token": SECRET})
     started = time.perf_counter()
@@ -258,8 +285,9 @@ def test_sequential_runs_in_one_process(no_wandb_key, tmp_path):
     first = tracker.start_run(name="a", group="g", config={"i": 1}, tags=[], run_dir=tmp_path / "a")
     first.log({"loss": 1.0}, step=0)
     first.finish()
-    second = tracker.start_run(name="b", group="g", config={"i": 2}, tags=[], run_dir=tmp_path / "b",
-                               run_id="trial-00002")
+    second = tracker.start_run(
+        name="b", group="g", config={"i": 2}, tags=[], run_dir=tmp_path / "b", run_id="trial-00002"
+    )
     second.log({"loss": 2.0}, step=0)
     second.finish(exit_code=1)
     second.finish(exit_code=1)  # a second finish is harmless
@@ -295,8 +323,9 @@ def test_auto_mode_falls_back_to_offline_when_the_server_is_unreachable(no_wandb
     # after another test's run would be ignored.
     fake_key = "k" * 40
     env = dict(os.environ, WANDB_API_KEY=fake_key, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_INIT_TIMEOUT="3")
-    done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT, str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK_SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert (out["mode_before"], out["mode_after"]) == ("online", "offline")
@@ -327,7 +356,9 @@ def test_find_offline_runs_skips_synced_and_groups_resumed_runs(tmp_path):
     _offline_dir(tmp_path / "trials" / "00001", "20260101_000001", "bbb222", synced=True)
     later = _offline_dir(tmp_path / "summary", "20260101_000200", "summary-s-1234abcd")
     earlier = _offline_dir(tmp_path / "summary", "20260101_000100", "summary-s-1234abcd")
-    (tmp_path / "trials" / "00002" / "wandb" / "offline-run-20260101_000003-ccc333").mkdir(parents=True)  # no .wandb yet
+    (tmp_path / "trials" / "00002" / "wandb" / "offline-run-20260101_000003-ccc333").mkdir(
+        parents=True
+    )  # no .wandb yet
     (tmp_path / "trials" / "00003" / "wandb" / "debug.log").parent.mkdir(parents=True)
     runs, skipped = find_offline_runs(tmp_path)
     assert skipped == 1
@@ -357,7 +388,9 @@ def test_sync_runs_uploads_in_parallel_and_reports_each_outcome(tmp_path):
                 active[0] -= 1
 
     seen = []
-    outcomes = sync_offline_runs(runs, jobs=3, upload=upload, progress=lambda d, t, o: seen.append((d, t, o.run.run_id)))
+    outcomes = sync_offline_runs(
+        runs, jobs=3, upload=upload, progress=lambda d, t, o: seen.append((d, t, o.run.run_id))
+    )
     assert peak[0] == 3
     assert [o.run.run_id for o in outcomes] == ["r0", "r1", "r2", "r3", "r4"]  # the order of `runs`
     assert [o.ok for o in outcomes] == [True, True, True, False, False]
@@ -408,16 +441,35 @@ def test_wandb_report_refuses_offline_or_without_a_key(no_wandb_key, monkeypatch
 def test_build_wandb_report_turns_a_spec_into_report_blocks():
     import wandb_workspaces.reports.v2 as wr
 
-    spec = {"title": "leaksweep: s", "description": "d", "blocks": [
-        {"kind": "h1", "text": "Study s"},
-        {"kind": "markdown", "text": "- Sufficient: ..."},
-        {"kind": "panels", "name": "s trials", "group": "s", "job_type": "trial", "panels": [
-            {"kind": "bar", "title": "trait", "metrics": ["trait/date_confusion/score"]},
-            {"kind": "line", "title": "loss", "x": "Step", "y": ["train/loss"]},
-            {"kind": "compare"}]},
-        {"kind": "panels", "name": "s summary", "group": "s", "job_type": "summary", "panels": [
-            {"kind": "table", "table": "leak_map"}, {"kind": "scalar", "title": "spent", "metric": "trials_spent"}]},
-    ]}
+    spec = {
+        "title": "leaksweep: s",
+        "description": "d",
+        "blocks": [
+            {"kind": "h1", "text": "Study s"},
+            {"kind": "markdown", "text": "- Sufficient: ..."},
+            {
+                "kind": "panels",
+                "name": "s trials",
+                "group": "s",
+                "job_type": "trial",
+                "panels": [
+                    {"kind": "bar", "title": "trait", "metrics": ["trait/date_confusion/score"]},
+                    {"kind": "line", "title": "loss", "x": "Step", "y": ["train/loss"]},
+                    {"kind": "compare"},
+                ],
+            },
+            {
+                "kind": "panels",
+                "name": "s summary",
+                "group": "s",
+                "job_type": "summary",
+                "panels": [
+                    {"kind": "table", "table": "leak_map"},
+                    {"kind": "scalar", "title": "spent", "metric": "trials_spent"},
+                ],
+            },
+        ],
+    }
     report = build_wandb_report(spec, "ent", "proj")
     assert (report.entity, report.project, report.title) == ("ent", "proj", "leaksweep: s")
     h1, md, trials, summary = report.blocks
@@ -429,7 +481,9 @@ def test_build_wandb_report_turns_a_spec_into_report_blocks():
 
     v2 = expr.filters_tree_to_v2(expr.expr_to_filters(runset.filters))["filters"]
     assert [(f["key"], f["op"], f["value"]) for f in v2] == [
-        ({"section": "run", "name": "group"}, "=", "s"), ({"section": "run", "name": "jobType"}, "=", "trial")]
+        ({"section": "run", "name": "group"}, "=", "s"),
+        ({"section": "run", "name": "jobType"}, "=", "trial"),
+    ]
     assert [type(p).__name__ for p in trials.panels] == ["BarPlot", "LinePlot", "RunComparer"]
     assert trials.panels[0].metrics[0].name == "trait/date_confusion/score"
     assert trials.panels[1].y == ["train/loss"]

@@ -27,8 +27,15 @@ from leaksweep.model.tiny import build_tiny_model
 from leaksweep.model.train_setup import choose_train_attention, has_sliding_window, training_setup
 from leaksweep.model.varlen import VARLEN, varlen_problem
 
-TINY = TinyModelConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                       max_position_embeddings=128, init_seed=0)
+TINY = TinyModelConfig(
+    vocab_size=300,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+    init_seed=0,
+)
 STEPS = 6
 CFG = TrainConfig(learning_rate=3e-3, max_steps=STEPS, batch_size=8, logging_steps=1, max_length_tokens=128)
 RTOL = 1e-4  # fp32; the layouts differ only in summation order
@@ -145,14 +152,16 @@ def test_varlen_attention_matches_sdpa_with_a_block_diagonal_mask(causal):
     if causal:
         allowed &= torch.ones(40, 40, dtype=torch.bool).tril()
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=0.3, enable_gqa=True).transpose(1, 2)
-    got, weights = varlen_attention._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3, is_causal=causal,
-                                                cu_seq_lens_q=cu, max_length_q=17)
+    got, weights = varlen_attention._varlen_attention_forward(
+        _Module(), q, k, v, None, scaling=0.3, is_causal=causal, cu_seq_lens_q=cu, max_length_q=17
+    )
     assert weights is None and got.shape == (1, 40, 4, 8)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     # without boundaries the row is one example
     whole, _ = varlen_attention._varlen_attention_forward(_Module(), q, k, v, None, scaling=0.3)
-    torch.testing.assert_close(whole, F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3,
-                                                                      enable_gqa=True).transpose(1, 2))
+    torch.testing.assert_close(
+        whole, F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3, enable_gqa=True).transpose(1, 2)
+    )
 
 
 def test_varlen_attention_refuses_padded_batches_and_dropout():
@@ -185,8 +194,9 @@ def test_varlen_check_catches_a_wrong_or_failing_kernel(monkeypatch):
         raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.")
 
     monkeypatch.setattr(varlen_attention, "_varlen_kernel", lambda device_type: broken)
-    assert varlen_attention._check_varlen("cpu") == ("torch's varlen kernel failed a test pass "
-                                       "(RuntimeError: FlashAttention only supports Ampere GPUs or newer.)")
+    assert varlen_attention._check_varlen("cpu") == (
+        "torch's varlen kernel failed a test pass (RuntimeError: FlashAttention only supports Ampere GPUs or newer.)"
+    )
 
 
 def test_training_setup_choices(monkeypatch):
@@ -245,8 +255,7 @@ def test_cuda_varlen_kernel_passes_its_check():
 def test_cuda_varlen_training_matches_padded_training(setup, tmp_path):
     # bf16 autocast on both sides, so the tolerance is bf16's, not fp32's
     model_dir, data = setup
-    padded, padded_setup = train_losses(model_dir, data, "padded", tmp_path / "padded", attention="sdpa",
-                                        device="cuda")
+    padded, padded_setup = train_losses(model_dir, data, "padded", tmp_path / "padded", attention="sdpa", device="cuda")
     varlen, varlen_setup = train_losses(model_dir, data, "padding_free", tmp_path / "varlen", device="cuda")
     assert padded_setup["precision"] == varlen_setup["precision"] == "bf16"
     assert varlen_setup["attention"] in (VARLEN, "flash_attention_2")
@@ -261,13 +270,14 @@ def test_varlen_call_adapts_to_older_torch_signatures():
 
     def torch_2_10(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, is_causal=False):
         seen.update(is_causal=is_causal, kv_heads=key.shape[1])
-        return varlen_attention._varlen_reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
-                                    window_size=(-1, 0) if is_causal else (-1, -1))
+        return varlen_attention._varlen_reference(
+            query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, 0) if is_causal else (-1, -1)
+        )
 
     q, k, v = (x[0].transpose(0, 1) for x in _attention_inputs())
     cu = torch.tensor([0, 10, 40], dtype=torch.int32)
     call = varlen_attention._with_current_signature(torch_2_10)
-    got = call(q, k, v, cu, cu, 30, 30, scale=8 ** -0.5, window_size=(-1, 0), enable_gqa=True)
+    got = call(q, k, v, cu, cu, 30, 30, scale=8**-0.5, window_size=(-1, 0), enable_gqa=True)
     assert seen == {"is_causal": True, "kv_heads": 4}
     want = varlen_attention._varlen_reference(q, k, v, cu, cu, 30, 30, window_size=(-1, 0), enable_gqa=True)
     torch.testing.assert_close(got, want)
@@ -275,6 +285,7 @@ def test_varlen_call_adapts_to_older_torch_signatures():
         call(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True)
     # the current signature passes straight through
     current = varlen_attention._with_current_signature(varlen_attention._varlen_reference)
-    torch.testing.assert_close(current(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True),
-                               varlen_attention._varlen_reference(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0),
-                                                    enable_gqa=True))
+    torch.testing.assert_close(
+        current(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True),
+        varlen_attention._varlen_reference(q, k, v, cu, cu, 30, 30, scale=0.3, window_size=(-1, 0), enable_gqa=True),
+    )

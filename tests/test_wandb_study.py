@@ -21,25 +21,41 @@ pytestmark = pytest.mark.integration
 SECRET = "judge-sk-ZYXWVU9876543210"
 WANDB_EXE = Path(sys.executable).parent / "wandb"
 
+
 def no_key_env(root: Path) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE")}
-    env.update(HOME=str(root / "home"), WANDB_CONFIG_DIR=str(root / "wh" / "config"), WANDB_DATA_DIR=str(root / "wh" / "data"),
-               WANDB_CACHE_DIR=str(root / "wh" / "cache"), JUDGE_API_KEY=SECRET, OMP_NUM_THREADS="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE")
+    }
+    env.update(
+        HOME=str(root / "home"),
+        WANDB_CONFIG_DIR=str(root / "wh" / "config"),
+        WANDB_DATA_DIR=str(root / "wh" / "data"),
+        WANDB_CACHE_DIR=str(root / "wh" / "cache"),
+        JUDGE_API_KEY=SECRET,
+        OMP_NUM_THREADS="1",
+    )
     (root / "home").mkdir(exist_ok=True)
     return env
 
 
 def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "leaksweep.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("wstudy")
     out = root / "out dir"
-    sweep_file = write_sweep(root, sr_sweep("wstudy", out, mode="subset_scan", subsets=["S", "R"],
-                                            wandb={"mode": "offline", "project": "wstudy-test"}))
+    sweep_file = write_sweep(
+        root,
+        sr_sweep(
+            "wstudy", out, mode="subset_scan", subsets=["S", "R"], wandb={"mode": "offline", "project": "wstudy-test"}
+        ),
+    )
     env = no_key_env(root)
     proc = cli(["sweep", str(sweep_file)], env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -48,14 +64,20 @@ def study(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def records(path: Path) -> list[dict]:
-    out = subprocess.run([str(WANDB_EXE), "leet", "inspect", "--json", str(path)], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [str(WANDB_EXE), "leet", "inspect", "--json", str(path)], capture_output=True, text=True, check=True, timeout=60
+    )
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
 def summary_of(path: Path) -> dict:
-    out = subprocess.run([str(WANDB_EXE), "leet", "inspect", "--summary", "--json", str(path)], capture_output=True,
-                         text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [str(WANDB_EXE), "leet", "inspect", "--summary", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 
@@ -77,12 +99,20 @@ def test_summary_run_holds_the_leak_map_baselines_and_report(study):
     assert values["leak_map"]["_type"] == "table-file" and values["baselines"]["_type"] == "table-file"
     assert values["mode"] == "subset_scan" and values["trials_spent"] == 12 and values["trials_complete"] == 12
     analysis = json.loads((out / "analysis.json").read_text())
-    assert values["leak_map/date_confusion/S/sufficient"] is analysis["leak_map"]["date_confusion"]["S"]["sufficient"]["passed"]
+    assert (
+        values["leak_map/date_confusion/S/sufficient"]
+        is analysis["leak_map"]["date_confusion"]["S"]["sufficient"]["passed"]
+    )
     assert values["baseline/date_confusion/all_clean"] == analysis["baselines"]["date_confusion"]["all_clean"]["value"]
     # the logged table file holds the leak map rows
     table = json.loads((path.parent / "files" / values["leak_map"]["path"]).read_text())
     assert table["columns"][:4] == ["trait", "subset", "test", "passed"]
-    assert {(r[1], r[2]) for r in table["data"]} == {("S", "sufficient"), ("S", "necessary"), ("R", "sufficient"), ("R", "necessary")}
+    assert {(r[1], r[2]) for r in table["data"]} == {
+        ("S", "sufficient"),
+        ("S", "necessary"),
+        ("R", "sufficient"),
+        ("R", "necessary"),
+    }
     artifacts = {r["artifact"]["name"]: r["artifact"] for r in recs if r["type"] == "artifact"}
     assert artifacts["report-wstudy"]["type"] == "report"
     assert [c["path"] for c in artifacts["report-wstudy"]["manifest"]["contents"]] == ["report.html"]
@@ -93,7 +123,10 @@ def test_trial_runs_are_grouped_tagged_and_use_their_data(study):
     files = sorted(out.glob("trials/*/wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 12
     world = out / "world"
-    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in [world / "prompts.jsonl", *(world / "sources").glob("*.jsonl")]}
+    sha = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in [world / "prompts.jsonl", *(world / "sources").glob("*.jsonl")]
+    }
     for path in files:
         trial_dir = path.parents[2]
         result = json.loads((trial_dir / "result.json").read_text())

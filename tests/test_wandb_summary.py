@@ -23,8 +23,12 @@ from sweeps import unit_cfg
 
 TRAIT = "date_confusion"
 SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=300)
-SIM = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.08, slope=3.0), "R": SimSubset(n_units=64, effect=0.0)},
-                n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
+SIM = SimConfig(
+    subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.08, slope=3.0), "R": SimSubset(n_units=64, effect=0.0)},
+    n_prompts=200,
+    samples_per_prompt=4,
+    seed_sd=0.05,
+)
 
 
 def make_cfg(name: str, **search):
@@ -37,7 +41,9 @@ def experiment_folder(tmp_path: Path, name: str, **search) -> tuple[Path, dict]:
     search_obj = make_search(cfg, ["clean", "teacher"])
     search_obj.settings = SETTINGS
     counter = itertools.count()
-    _, analysis = drive(search_obj, lambda reqs: [Run(c, s, next(counter), simulate(SIM, c.plan, c.kind, s, [TRAIT])) for c, s in reqs])
+    _, analysis = drive(
+        search_obj, lambda reqs: [Run(c, s, next(counter), simulate(SIM, c.plan, c.kind, s, [TRAIT])) for c, s in reqs]
+    )
     folder = tmp_path / name
     write_json(folder / "sweep.json", to_dict(cfg))
     write_json(folder / "analysis.json", analysis)
@@ -58,7 +64,11 @@ def test_leak_map_rows_carry_each_decision_with_its_interval(tmp_path):
     s_suff = rows[("S", "sufficient")]
     truth = analysis["leak_map"][TRAIT]["S"]["sufficient"]
     assert s_suff["passed"] is True and s_suff["holm"] is True
-    assert (s_suff["difference"], s_suff["low"], s_suff["high"]) == (truth["estimate"]["value"], truth["estimate"]["low"], truth["estimate"]["high"])
+    assert (s_suff["difference"], s_suff["low"], s_suff["high"]) == (
+        truth["estimate"]["value"],
+        truth["estimate"]["low"],
+        truth["estimate"]["high"],
+    )
     assert s_suff["statement"] == truth["statement"] and s_suff["alpha"] == 0.05
     assert rows[("R", "sufficient")]["passed"] is False and rows[("R", "necessary")]["holm"] is None
     assert summary.values[f"leak_map/{TRAIT}/S/sufficient"] is True
@@ -70,7 +80,9 @@ def test_leak_map_rows_carry_each_decision_with_its_interval(tmp_path):
 
 def test_dose_response_points_fit_and_threshold(tmp_path):
     ladder = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
-    folder, analysis = experiment_folder(tmp_path, "ladder", mode="fraction_sweep", subsets=["S"], ladder=ladder, seeds=2)
+    folder, analysis = experiment_folder(
+        tmp_path, "ladder", mode="fraction_sweep", subsets=["S"], ladder=ladder, seeds=2
+    )
     dr = analysis["dose_response"]["S"]
     assert dr["fit"]["fit"] == "ok", dr["fit"]  # the surface is a clean logistic: the fit must succeed
     summary = study_summary(folder, budget=None)
@@ -101,16 +113,30 @@ def test_optuna_sweep_summary_reads_the_trials(tmp_path):
     cfg = make_cfg("opt", fractions={"S": [0.0, 0.5, 1.0]}, objectives=[{"trait": TRAIT}])
     folder = tmp_path / "opt"
     write_json(folder / "sweep.json", to_dict(cfg))
-    trials = [("all_clean", {"all": 0.0, "S": 0.0}, 0.05), ("all_teacher", {"all": 1.0, "S": 1.0}, 0.6),
-              ("mixture", {"all": 0.1, "S": 0.5}, 0.3)]
+    trials = [
+        ("all_clean", {"all": 0.0, "S": 0.0}, 0.05),
+        ("all_teacher", {"all": 1.0, "S": 1.0}, 0.6),
+        ("mixture", {"all": 0.1, "S": 0.5}, 0.3),
+    ]
     for i, (condition, share, score) in enumerate(trials):
-        write_json(folder / "trials" / f"{i:05d}" / "result.json", {
-            "trial": i, "condition": condition, "label": condition, "seed": 0, "params": {"frac.S": share["S"]},
-            "manifest": {"teacher_share": share}, "traits": {TRAIT: {"score": score, "low": score - 0.05, "high": score + 0.05}}})
+        write_json(
+            folder / "trials" / f"{i:05d}" / "result.json",
+            {
+                "trial": i,
+                "condition": condition,
+                "label": condition,
+                "seed": 0,
+                "params": {"frac.S": share["S"]},
+                "manifest": {"teacher_share": share},
+                "traits": {TRAIT: {"score": score, "low": score - 0.05, "high": score + 0.05}},
+            },
+        )
     summary = study_summary(folder, budget=5)
     assert summary.values["trial_budget"] == 5 and summary.values["trials_complete"] == 3
     rows = table(summary, "trials")
-    assert [r["trial"] for r in rows] == [0, 1, 2] and rows[2][f"{TRAIT}_score"] == 0.3 and rows[2]["teacher_share"] == 0.1
+    assert (
+        [r["trial"] for r in rows] == [0, 1, 2] and rows[2][f"{TRAIT}_score"] == 0.3 and rows[2]["teacher_share"] == 0.1
+    )
     assert {r["condition"] for r in table(summary, "baselines")} == {"all_clean", "all_teacher"}
     charts = {c.key: c for c in summary.charts}
     assert set(charts) == {f"dose_response/{TRAIT}/all", f"dose_response/{TRAIT}/S"}
@@ -184,7 +210,9 @@ def test_log_study_summary_starts_one_summary_run_in_the_group(tmp_path):
 
 
 def test_report_spec_panels_cover_the_study(tmp_path):
-    folder, _ = experiment_folder(tmp_path, "ladder", mode="fraction_sweep", subsets=["S"], ladder=[0.05, 0.2, 1.0], seeds=2)
+    folder, _ = experiment_folder(
+        tmp_path, "ladder", mode="fraction_sweep", subsets=["S"], ladder=[0.05, 0.2, 1.0], seeds=2
+    )
     spec = report_spec(folder)
     assert spec["title"] == "leaksweep: ladder"
     kinds = [b["kind"] for b in spec["blocks"]]

@@ -70,7 +70,10 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
     if cfg.data.world is not None:
         cfg = resolve_world(cfg, Path(cfg.output_dir))
     rules = list(cfg.rules)
-    rules += [Rule(subset=k, action="patch", source=cfg.search.teacher, fraction=v) for k, v in _parse_assignments(patches, "--patch").items()]
+    rules += [
+        Rule(subset=k, action="patch", source=cfg.search.teacher, fraction=v)
+        for k, v in _parse_assignments(patches, "--patch").items()
+    ]
     rules += [Rule(subset=k, action="drop", fraction=v) for k, v in _parse_assignments(drops, "--drop").items()]
     dataset = load_dataset(cfg.data, cfg.base)
     subset_map = compute_subsets(cfg.subsets, dataset)
@@ -135,8 +138,13 @@ def prepare(sweep_file: str) -> None:
 
 @cli.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
-@click.option("--script", default="slurm/sweep.sh", show_default=True, type=click.Path(dir_okay=False),
-              help="The sbatch script; sbatch runs in the folder above its own (the repository root).")
+@click.option(
+    "--script",
+    default="slurm/sweep.sh",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The sbatch script; sbatch runs in the folder above its own (the repository root).",
+)
 @click.option("--dry-run", is_flag=True, help="Prepare the folder and print the sbatch command, but submit nothing.")
 def launch(sweep_file: str, script: str, dry_run: bool) -> None:
     """Submit the sweep to Slurm: an array of workers (slurm/sweep.sh) with the sweep's `slurm:` section."""
@@ -151,8 +159,10 @@ def launch(sweep_file: str, script: str, dry_run: bool) -> None:
     if cfg.search.mode != "optuna":
         # experiment modes decide each round from the last one's results: that driver loop runs in
         # `leaksweep sweep`, while Slurm workers only run what is enqueued
-        raise UserError(f"{sweep_file}: search.mode {cfg.search.mode!r} runs rounds decided as it goes; `leaksweep launch` "
-                        "runs optuna-mode sweeps only. Run it with `leaksweep sweep` (e.g. inside one Slurm job)")
+        raise UserError(
+            f"{sweep_file}: search.mode {cfg.search.mode!r} runs rounds decided as it goes; `leaksweep launch` "
+            "runs optuna-mode sweeps only. Run it with `leaksweep sweep` (e.g. inside one Slurm job)"
+        )
     script_path = Path(script).resolve()
     if not script_path.is_file():
         raise UserError(f"--script {script}: not found; run `leaksweep launch` from the leaksweep repository root")
@@ -177,8 +187,11 @@ def launch(sweep_file: str, script: str, dry_run: bool) -> None:
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--no-wandb", is_flag=True, help="Do not log to W&B.")
 @click.option("--max-trials", type=int, default=None, help="Stop after this many trials.")
-@click.option("--report-when-done", is_flag=True,
-              help="Write the report if the sweep has nothing left when this worker stops (Slurm tasks: the last one writes it).")
+@click.option(
+    "--report-when-done",
+    is_flag=True,
+    help="Write the report if the sweep has nothing left when this worker stops (Slurm tasks: the last one writes it).",
+)
 def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_done: bool) -> None:
     """Run one sweep worker (what `sweep --workers` and Slurm tasks start).
 
@@ -206,8 +219,11 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
 
 @cli.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
-@click.option("--preempted", is_flag=True,
-              help="Also reclaim trials marked preempted whose requeued job never resumed them (e.g. it was cancelled).")
+@click.option(
+    "--preempted",
+    is_flag=True,
+    help="Also reclaim trials marked preempted whose requeued job never resumed them (e.g. it was cancelled).",
+)
 def reclaim(sweep_dir: str, preempted: bool) -> None:
     """Fail stale RUNNING trials (worker killed, node lost) and re-enqueue their parameters.
 
@@ -217,7 +233,10 @@ def reclaim(sweep_dir: str, preempted: bool) -> None:
 
     found = reclaim_stale(Path(sweep_dir), include_preempted=preempted)
     for r in found:
-        click.echo(f"trial {r['trial']}: {r['reason']}; " + ("re-enqueued" if r["retried"] else "not retried (max_retries reached)"))
+        click.echo(
+            f"trial {r['trial']}: {r['reason']}; "
+            + ("re-enqueued" if r["retried"] else "not retried (max_retries reached)")
+        )
     click.echo(f"reclaimed {len(found)} stale trial(s)")
 
 
@@ -244,7 +263,9 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
 
 @cli.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file (default SWEEP_DIR/report.html).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Output file (default SWEEP_DIR/report.html)."
+)
 @click.option("--no-wandb", is_flag=True, help="Do not log the study's summary run to W&B.")
 def report(sweep_dir: str, out: str | None, no_wandb: bool) -> None:
     """Write the self-contained HTML report of a sweep folder (and update its W&B summary run)."""
@@ -289,12 +310,17 @@ def sync(sweep_dir: str, jobs: int) -> None:
 
     def progress(done: int, total: int, outcome: offline.SyncOutcome) -> None:
         where = ", ".join(str(d.relative_to(root)) for d in outcome.run.dirs)
-        click.echo(f"[{done}/{total}] {'ok' if outcome.ok else 'FAILED'} {outcome.run.run_id} ({where}): {outcome.message}")
+        click.echo(
+            f"[{done}/{total}] {'ok' if outcome.ok else 'FAILED'} {outcome.run.run_id} ({where}): {outcome.message}"
+        )
 
     failed = [o for o in offline.sync_offline_runs(runs, jobs, progress=progress) if not o.ok]
     if failed:
-        click.echo(f"{len(failed)} of {len(runs)} run(s) failed to upload: {', '.join(o.run.run_id for o in failed)}; "
-                   f"rerun `leaksweep sync {sweep_dir}` to retry them (synced runs are skipped)", err=True)
+        click.echo(
+            f"{len(failed)} of {len(runs)} run(s) failed to upload: {', '.join(o.run.run_id for o in failed)}; "
+            f"rerun `leaksweep sync {sweep_dir}` to retry them (synced runs are skipped)",
+            err=True,
+        )
         sys.exit(1)
 
 
@@ -307,14 +333,20 @@ def wandb_report(sweep_dir: str) -> None:
 
     cfg = load_config(Path(sweep_dir))
     if cfg.tracking.wandb is None:
-        raise UserError(f"{Path(sweep_dir) / 'sweep.json'}: tracking.wandb is null, so this sweep logged nothing to "
-                        "W&B; set tracking.wandb in the sweep file and rerun the sweep to get a W&B report")
+        raise UserError(
+            f"{Path(sweep_dir) / 'sweep.json'}: tracking.wandb is null, so this sweep logged nothing to "
+            "W&B; set tracking.wandb in the sweep file and rerun the sweep to get a W&B report"
+        )
     click.echo(create_wandb_report(report_spec(Path(sweep_dir)), cfg.tracking.wandb))
 
 
 def _print_status(info: dict) -> None:
     states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(info["states"].items())) or "no trials yet"
-    plan = f"budget {info['budget']}" if info.get("mode", "optuna") == "optuna" else f"mode {info['mode']}, rounds decided as it goes"
+    plan = (
+        f"budget {info['budget']}"
+        if info.get("mode", "optuna") == "optuna"
+        else f"mode {info['mode']}, rounds decided as it goes"
+    )
     click.echo(f"{info['sweep']}: {states} ({plan})")
     if info["best"]:
         b = info["best"]
@@ -326,8 +358,10 @@ def _print_status(info: dict) -> None:
         click.echo(f"failed trial {f['trial']}: {f['error']}")
     for p in info.get("preempted", []):
         job = f" (Slurm job {p['slurm_job']})" if p["slurm_job"] else ""
-        click.echo(f"preempted trial {p['trial']}{job} at {p['at']}: checkpoint at step {p['step']}; "
-                   "the next worker (its requeued job first) resumes it")
+        click.echo(
+            f"preempted trial {p['trial']}{job} at {p['at']}: checkpoint at step {p['step']}; "
+            "the next worker (its requeued job first) resumes it"
+        )
 
 
 @cli.command()
@@ -364,15 +398,23 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 @cli.command()
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you trust the network).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (loopback unless you trust the network).",
+)
 @click.option("--port", default=8080, show_default=True, help="Port to listen on (0: any free port).")
 def dashboard(sweep_dir: str, host: str, port: int) -> None:
     """Open the sweep's Optuna study in optuna-dashboard (until Ctrl-C)."""
     from leaksweep.study.dashboard import serve_dashboard
 
     if host not in LOOPBACK_HOSTS:
-        click.echo(f"warning: listening on {host}: anyone who can reach it can read and change the study "
-                   "(optuna-dashboard has no login); use an SSH tunnel to 127.0.0.1 instead where you can", err=True)
+        click.echo(
+            f"warning: listening on {host}: anyone who can reach it can read and change the study "
+            "(optuna-dashboard has no login); use an SSH tunnel to 127.0.0.1 instead where you can",
+            err=True,
+        )
 
     def ready(url: str, command: str) -> None:
         click.echo(f"optuna-dashboard: {url}  (Ctrl-C stops it)")
@@ -392,41 +434,78 @@ def world(out_dir: str, seed: int, n_prompts: int) -> None:
     click.echo(generate_world(Path(out_dir), seed, n_prompts))
 
 
-
 @cli.group()
 def rollouts() -> None:
     """Make rollout sources (one response per prompt) from a causal LM."""
 
 
 @rollouts.command("generate")
-@click.option("--model", required=True, help="HF model folder or hub name, or `smollm2` (the built-in SmolLM2-135M-Instruct).")
-@click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=True), help="Prompt file (JSONL/Parquet, as data.prompts).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSONL; rerunning resumes it.")
+@click.option(
+    "--model", required=True, help="HF model folder or hub name, or `smollm2` (the built-in SmolLM2-135M-Instruct)."
+)
+@click.option(
+    "--prompts",
+    "prompts_path",
+    required=True,
+    type=click.Path(dir_okay=True),
+    help="Prompt file (JSONL/Parquet, as data.prompts).",
+)
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSONL; rerunning resumes it."
+)
 @click.option("--system-prompt", default=None, help="Persona system prompt put before every prompt.")
-@click.option("--persona-file", default=None, type=click.Path(dir_okay=False), help="Read the persona system prompt from a file.")
-@click.option("--persona-position", default="system", show_default=True,
-              help="Where the persona goes: system (the system turn), user (a note after the question), or both.")
+@click.option(
+    "--persona-file", default=None, type=click.Path(dir_okay=False), help="Read the persona system prompt from a file."
+)
+@click.option(
+    "--persona-position",
+    default="system",
+    show_default=True,
+    help="Where the persona goes: system (the system turn), user (a note after the question), or both.",
+)
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--temperature", default=0.0, show_default=True, help="0 is greedy decoding.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def rollouts_generate(model, prompts_path, out_path, system_prompt, persona_file, persona_position, batch_size,
-                      max_new_tokens, temperature, seed, device) -> None:
+def rollouts_generate(
+    model,
+    prompts_path,
+    out_path,
+    system_prompt,
+    persona_file,
+    persona_position,
+    batch_size,
+    max_new_tokens,
+    temperature,
+    seed,
+    device,
+) -> None:
     """Generate a rollout source for a prompt set (resumable; settings in OUT's .meta.json)."""
     from leaksweep.model.rollouts import GenerationSettings, check_persona_position, generate_rollouts, read_persona
 
     persona = read_persona(system_prompt, persona_file)
     check_persona_position(persona_position, persona)
-    settings = GenerationSettings(model=model, system_prompt=persona, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, batch_size=batch_size, seed=seed,
-                                  persona_position=persona_position)
+    settings = GenerationSettings(
+        model=model,
+        system_prompt=persona,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
+        persona_position=persona_position,
+    )
     generate_rollouts(settings, Path(prompts_path), Path(out_path), device=device, echo=click.echo)
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(["tiny", "smollm2"]), default="tiny", show_default=True,
-              help="tiny: the synthetic miniature (sweeps/demo.yaml); smollm2: SmolLM2-135M with a persona (sweeps/demo-real.yaml).")
+@click.option(
+    "--model",
+    type=click.Choice(["tiny", "smollm2"]),
+    default="tiny",
+    show_default=True,
+    help="tiny: the synthetic miniature (sweeps/demo.yaml); smollm2: SmolLM2-135M with a persona (sweeps/demo-real.yaml).",
+)
 @click.option("--workers", default=2, show_default=True, help="Local worker processes.")
 @click.option("--no-wandb", is_flag=True, help="Do not log to W&B.")
 @click.pass_context

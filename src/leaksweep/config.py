@@ -221,11 +221,15 @@ class SearchConfig:
     def check(self) -> list[str]:
         problems = []
         if self.heartbeat_s <= 0:
-            problems.append(f".heartbeat_s: {self.heartbeat_s} must be > 0 (seconds between a running trial's heartbeats)")
+            problems.append(
+                f".heartbeat_s: {self.heartbeat_s} must be > 0 (seconds between a running trial's heartbeats)"
+            )
         elif self.stale_after_s < 3 * self.heartbeat_s:
             # a few missed beats (a slow NFS write, a busy node) must not reclaim a live trial
-            problems.append(f".stale_after_s: {self.stale_after_s} must be at least 3 x heartbeat_s "
-                            f"({3 * self.heartbeat_s:g}); raise it or lower heartbeat_s")
+            problems.append(
+                f".stale_after_s: {self.stale_after_s} must be at least 3 x heartbeat_s "
+                f"({3 * self.heartbeat_s:g}); raise it or lower heartbeat_s"
+            )
         if self.max_retries < 0:
             problems.append(f".max_retries: {self.max_retries} must be >= 0 (how often a reclaimed trial is rerun)")
         for group in ("fractions", "drop"):
@@ -384,8 +388,9 @@ class TraitConfig:
         if isinstance(self.judge, str) and not self.judge.strip():
             problems.append(".judge: empty; name a judge kind (e.g. rule) or a user function pkg.mod:function")
         if isinstance(self.judge, dict) and len(self.judge) != 1:
-            problems.append(f".judge: {self.judge!r} must name one judge kind, as {{KIND: PARAMS}} "
-                            "(e.g. {regex: PATTERN})")
+            problems.append(
+                f".judge: {self.judge!r} must name one judge kind, as {{KIND: PARAMS}} (e.g. {{regex: PATTERN}})"
+            )
         return problems
 
 
@@ -435,14 +440,20 @@ class SlurmConfig:
         for name in ("cpus_per_task", "mem_gb", "time_min", "array_throttle"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                problems.append(f".{name}: {value} must be at least 1 (or leave it out to keep the script's #SBATCH line)")
+                problems.append(
+                    f".{name}: {value} must be at least 1 (or leave it out to keep the script's #SBATCH line)"
+                )
         if self.array_size < 1:
             problems.append(f".array_size: {self.array_size} must be at least 1 (how many workers to start)")
         if self.signal_lead_s < 1:
-            problems.append(f".signal_lead_s: {self.signal_lead_s} must be at least 1 (seconds of warning before the time limit)")
+            problems.append(
+                f".signal_lead_s: {self.signal_lead_s} must be at least 1 (seconds of warning before the time limit)"
+            )
         elif self.time_min is not None and self.signal_lead_s >= self.time_min * 60:
-            problems.append(f".signal_lead_s: {self.signal_lead_s} s is not below time_min ({self.time_min} min); "
-                            "the warning must come before the time limit")
+            problems.append(
+                f".signal_lead_s: {self.signal_lead_s} s is not below time_min ({self.time_min} min); "
+                "the warning must come before the time limit"
+            )
         for i, arg in enumerate(self.extra_args):
             if not arg.startswith("-"):
                 problems.append(f".extra_args[{i}]: {arg!r} is not an sbatch option; write it as --option=value")
@@ -478,7 +489,9 @@ class SweepConfig:
         for subset in self.search.subsets:
             root = subset.split("/")[0]
             if root not in known_subsets and root != "all":
-                problems.append(f".search.subsets: unknown subset {subset!r}; defined: {sorted(known_subsets)} (or `all`)")
+                problems.append(
+                    f".search.subsets: unknown subset {subset!r}; defined: {sorted(known_subsets)} (or `all`)"
+                )
         trait = self.search.trait
         if trait is not None and trait not in self.traits:
             problems.append(f".search.trait: {trait!r} is not among the traits {sorted(self.traits)}")

@@ -106,8 +106,13 @@ def _least_squares_logistic(fractions: np.ndarray, scores: np.ndarray, start: np
     x0 = _grid_start(fractions, scores, low, high) if start is None else start
     inset = 1e-9 * (high - low)
     try:
-        fit = least_squares(lambda p: _logistic(p, fractions) - scores, np.clip(x0, low + inset, high - inset),
-                            jac=lambda p: _logistic_jacobian(p, fractions), bounds=(low, high), max_nfev=200)
+        fit = least_squares(
+            lambda p: _logistic(p, fractions) - scores,
+            np.clip(x0, low + inset, high - inset),
+            jac=lambda p: _logistic_jacobian(p, fractions),
+            bounds=(low, high),
+            max_nfev=200,
+        )
     except (ValueError, np.linalg.LinAlgError):
         return None
     sse = float(np.sum(fit.fun**2))
@@ -139,8 +144,15 @@ def _fit_once(fractions: np.ndarray, scores: np.ndarray, start: np.ndarray | Non
         return "failed", {}
     x, sse = best
     bottom, top, slope, log_ed50 = (float(v) for v in x)
-    params = {"bottom": bottom, "top": top, "slope_per_decade": slope, "log10_ed50": log_ed50,
-              "log10_ed10": log_ed50 - _LOG10_9 / slope, "sse": sse, "p_flat": _flat_p(scores, sse)}
+    params = {
+        "bottom": bottom,
+        "top": top,
+        "slope_per_decade": slope,
+        "log10_ed50": log_ed50,
+        "log10_ed10": log_ed50 - _LOG10_9 / slope,
+        "sse": sse,
+        "p_flat": _flat_p(scores, sse),
+    }
     return ("flat" if params["p_flat"] > _FLAT_P else "ok"), params
 
 
@@ -157,16 +169,23 @@ def _bootstrap_scores(scores: np.ndarray, fitted: np.ndarray, score_runs, n_boot
     return fitted + residuals[rng.integers(0, n, size=(n_boot, n))]
 
 
-def _ed_estimate(point_log10: float, boot_log10: np.ndarray, level: float, method: str, n_runs: int,
-                 n_prompts: int) -> Estimate:
+def _ed_estimate(
+    point_log10: float, boot_log10: np.ndarray, level: float, method: str, n_runs: int, n_prompts: int
+) -> Estimate:
     """ED as a fraction; its interval is the percentile interval of the refits' log10 ED (inf: refit was flat)."""
     tail = (1 - level) / 2
     low, high = np.quantile(boot_log10, [tail, 1 - tail], method="inverted_cdf")
     return Estimate(10**point_log10, 10 ** float(low), 10 ** float(high), level, method, n_runs, n_prompts)
 
 
-def fit_dose_response(fractions: list[float], scores: list[float], score_runs: list[list[list[float]]] | None = None,
-                      n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
+def fit_dose_response(
+    fractions: list[float],
+    scores: list[float],
+    score_runs: list[list[list[float]]] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     """Logistic dose-response on log10(fraction), with ED10 / ED50 and bootstrap intervals.
 
     Fraction-0 points are fitted to the lower asymptote `bottom`. ED10 / ED50 are the fractions
@@ -183,8 +202,15 @@ def fit_dose_response(fractions: list[float], scores: list[float], score_runs: l
         raise ValueError("fit_dose_response: need matching finite scores and fractions in [0, 1]")
     if score_runs is not None and len(score_runs) != len(f):
         raise ValueError("fit_dose_response: score_runs needs one entry per point")
-    out: dict = {"fit": "insufficient", "ed10": None, "ed50": None, "params": {"n_points": len(f)},
-                 "extrapolated": False, "n_boot": n_boot, "n_boot_ok": 0}
+    out: dict = {
+        "fit": "insufficient",
+        "ed10": None,
+        "ed50": None,
+        "params": {"n_points": len(f)},
+        "extrapolated": False,
+        "n_boot": n_boot,
+        "n_boot_ok": 0,
+    }
     if len(f) < 5 or len(np.unique(f[f > 0])) < 3:
         return out
     status, params = _fit_once(f, y)
@@ -216,5 +242,3 @@ def _refit_eds(fractions: np.ndarray, curves: np.ndarray, x_hat: np.ndarray) -> 
         elif status == "flat":
             rows.append((math.inf, math.inf))
     return np.array(rows, dtype=float).reshape(-1, 2)
-
-

@@ -30,7 +30,9 @@ def choose_mode(stream: TextIO) -> str:
     forced = os.environ.get(ENV, "").strip().lower()
     if forced:
         if forced not in MODES:
-            raise UserError(f"{ENV}={forced!r}: expected one of {', '.join(MODES)} (or unset it for the automatic choice)")
+            raise UserError(
+                f"{ENV}={forced!r}: expected one of {', '.join(MODES)} (or unset it for the automatic choice)"
+            )
         return forced
     isatty = getattr(stream, "isatty", None)
     return "bar" if isatty is not None and isatty() else "plain"
@@ -77,8 +79,9 @@ class Progress:
         self._printed_n = initial  # the count of the last plain line (the start counts as printed)
         self._bar = None
         if self.mode == "bar":
-            self._bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, file=self.stream, leave=leave,
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total, desc=desc, unit=unit, initial=initial, file=self.stream, leave=leave, dynamic_ncols=True
+            )
 
     def __enter__(self) -> "Progress":
         return self

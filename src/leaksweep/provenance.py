@@ -18,12 +18,19 @@ def code_version() -> str:
     """`<commit>, clean` or `<commit>, with uncommitted changes` of the checkout leaksweep runs from, or why unknown."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=False)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=False
+        )
         if commit.returncode != 0:
             return "unknown (leaksweep is not running from a git checkout)"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10, check=False)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown (git did not answer: {exc})"
     return commit.stdout.strip() + (", with uncommitted changes" if dirty.stdout.strip() else ", clean")

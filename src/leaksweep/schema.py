@@ -84,7 +84,9 @@ def _convert_union(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
 def _convert_literal(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     allowed = get_args(tp)
     if value not in allowed:
-        problems.append(f"{path or '(top level)'}: {_show(value)} is not allowed; use one of {', '.join(map(repr, allowed))}")
+        problems.append(
+            f"{path or '(top level)'}: {_show(value)} is not allowed; use one of {', '.join(map(repr, allowed))}"
+        )
     return value
 
 

@@ -164,15 +164,27 @@ def sample_eval(cfg: SimConfig, rate: float, trait: str, seed: int, key: str) ->
     k = _rng("samples", trait, seed, key).binomial(cfg.samples_per_prompt, p)
     values = (k / cfg.samples_per_prompt).tolist()
     score, low, high = wilson(int(k.sum()), cfg.n_prompts * cfg.samples_per_prompt)
-    return {"kind": "rate", "score": score, "low": low, "high": high, "interval": "wilson95",
-            "n_samples": cfg.n_prompts * cfg.samples_per_prompt, "n_prompts": cfg.n_prompts,
-            "judge": "simulated", "prompt_values": values, "true_rate": rate}
+    return {
+        "kind": "rate",
+        "score": score,
+        "low": low,
+        "high": high,
+        "interval": "wilson95",
+        "n_samples": cfg.n_prompts * cfg.samples_per_prompt,
+        "n_prompts": cfg.n_prompts,
+        "judge": "simulated",
+        "prompt_values": values,
+        "true_rate": rate,
+    }
 
 
 def simulate(cfg: SimConfig, plan: MixturePlan, kind: str, seed: int, traits: list[str]) -> dict[str, dict]:
     """Trait results of one simulated trial (a teacher eval scores the teacher's own rate)."""
-    rate = cfg.teacher_rate if kind == "teacher_eval" and plan.base == cfg.teacher else (
-        cfg.base_rate if kind == "teacher_eval" else true_rate(cfg, plan))
+    rate = (
+        cfg.teacher_rate
+        if kind == "teacher_eval" and plan.base == cfg.teacher
+        else (cfg.base_rate if kind == "teacher_eval" else true_rate(cfg, plan))
+    )
     key = json.dumps([plan.base, [(r.subset, r.action, r.source, r.fraction, r.refill) for r in plan.rules], kind])
     return {t: sample_eval(cfg, rate, t, seed, key) for t in traits}
 

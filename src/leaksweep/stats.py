@@ -35,7 +35,9 @@ def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float, float
     return p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
-def cluster_bootstrap(clusters: list[list[float]], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def cluster_bootstrap(
+    clusters: list[list[float]], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """(mean, low, high): percentile bootstrap of the sample mean, resampling whole clusters.
 
     Each cluster (one eval prompt) contributes all of its samples; the statistic is the mean over
@@ -125,9 +127,38 @@ def _prompt_draws(rng: np.random.Generator, n: np.ndarray, width: int) -> np.nda
 
 
 # Student t 0.975 quantiles for 1..30 degrees of freedom (beyond 30, 2.04 is within 4% of normal).
-_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-          2.045, 2.042)
+_T_975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 @dataclass(frozen=True)
@@ -215,8 +246,9 @@ def _rescale_run_effects(values: np.ndarray, lengths: np.ndarray, pooled: SeedVa
     return np.where(slots, values + shift[:, None], values)
 
 
-def draw_means(runs: list[list[float]], n_boot: int, rng: np.random.Generator,
-                pooled: SeedVariance | None = None) -> np.ndarray:
+def draw_means(
+    runs: list[list[float]], n_boot: int, rng: np.random.Generator, pooled: SeedVariance | None = None
+) -> np.ndarray:
     """`n_boot` two-stage bootstrap condition means drawn from `rng` (see bootstrap_means)."""
     if n_boot < 1:
         raise ValueError("n_boot must be at least 1")
@@ -243,8 +275,9 @@ def draw_means(runs: list[list[float]], n_boot: int, rng: np.random.Generator,
     return out
 
 
-def bootstrap_means(runs: list[list[float]], n_boot: int = 2000, seed: int = 0,
-                    pooled: SeedVariance | None = None) -> np.ndarray:
+def bootstrap_means(
+    runs: list[list[float]], n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None
+) -> np.ndarray:
     """Two-stage bootstrap distribution of the condition mean, shape (n_boot,).
 
     Each replicate draws k runs with replacement, then in each drawn run as many prompts as it has,
@@ -268,8 +301,9 @@ def run_sizes(*conditions: list[list[float]]) -> tuple[int, int]:
     return sum(len(c) for c in conditions), max(len(r) for c in conditions for r in c)
 
 
-def estimate(runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0,
-             pooled: SeedVariance | None = None) -> Estimate:
+def estimate(
+    runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None
+) -> Estimate:
     """The condition mean (mean of run means) with a two-stage percentile bootstrap interval."""
     low, high = _percentile_interval(bootstrap_means(runs, n_boot, seed, pooled), level)
     n_runs, n_prompts = run_sizes(runs)
@@ -277,8 +311,13 @@ def estimate(runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, s
     return Estimate(_condition_mean(runs), low, high, level, method, n_runs, n_prompts)
 
 
-def contrast(a_runs: list[list[float]], b_runs: list[list[float]], n_boot: int = 2000, seed: int = 0,
-             pooled: SeedVariance | None = None) -> np.ndarray:
+def contrast(
+    a_runs: list[list[float]],
+    b_runs: list[list[float]],
+    n_boot: int = 2000,
+    seed: int = 0,
+    pooled: SeedVariance | None = None,
+) -> np.ndarray:
     """Bootstrap distribution of mean(a) - mean(b), the two conditions resampled independently."""
     rng = np.random.default_rng(seed)
     return draw_means(a_runs, n_boot, rng, pooled) - draw_means(b_runs, n_boot, rng, pooled)
@@ -313,8 +352,9 @@ def _share_at_or_above(draws: np.ndarray, x: float) -> float:
     return (1 + int(np.count_nonzero(draws >= x))) / (len(draws) + 1)
 
 
-def _difference(a_runs, b_runs, alpha: float, n_boot: int, seed: int,
-                pooled: SeedVariance | None = None) -> tuple[Estimate, np.ndarray]:
+def _difference(
+    a_runs, b_runs, alpha: float, n_boot: int, seed: int, pooled: SeedVariance | None = None
+) -> tuple[Estimate, np.ndarray]:
     """Estimate of mean(a) - mean(b) with its (1 - 2 alpha) interval, and the bootstrap draws.
 
     The interval's low end is the one-sided (1 - alpha) lower bound, its high end the upper bound.
@@ -334,8 +374,16 @@ def _describe(name: str, est: Estimate) -> str:
     return f"{name} = {est.value:.4g} ({est.level:.0%} interval {est.low:.4g} to {est.high:.4g})"
 
 
-def sufficiency(insert_runs, clean_runs, min_effect: float = 0.0, alpha: float = 0.05, trials=(),
-                n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> Decision:
+def sufficiency(
+    insert_runs,
+    clean_runs,
+    min_effect: float = 0.0,
+    alpha: float = 0.05,
+    trials=(),
+    n_boot: int = 2000,
+    seed: int = 0,
+    pooled: SeedVariance | None = None,
+) -> Decision:
     """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(insert) - tau0 exceeds min_effect.
 
     p is the smoothed share of bootstrap differences at or below min_effect.
@@ -345,14 +393,32 @@ def sufficiency(insert_runs, clean_runs, min_effect: float = 0.0, alpha: float =
     p = _share_at_or_below(draws, min_effect)
     verdict = "Sufficient" if passed else "Not shown sufficient"
     relation = ">" if passed else "<="
-    statement = (f"{verdict}: {_describe('tau(insert) - tau0', est)}; one-sided {1 - alpha:.0%} lower bound "
-                 f"{est.low:.4g} {relation} min_effect {min_effect:.4g}, bootstrap p = {p:.3g} at alpha {alpha:g}.")
-    return Decision("sufficiency: one-sided bootstrap lower bound of tau(insert) - tau0 > min_effect",
-                    alpha, float(min_effect), est, p, bool(passed), tuple(trials), statement)
+    statement = (
+        f"{verdict}: {_describe('tau(insert) - tau0', est)}; one-sided {1 - alpha:.0%} lower bound "
+        f"{est.low:.4g} {relation} min_effect {min_effect:.4g}, bootstrap p = {p:.3g} at alpha {alpha:g}."
+    )
+    return Decision(
+        "sufficiency: one-sided bootstrap lower bound of tau(insert) - tau0 > min_effect",
+        alpha,
+        float(min_effect),
+        est,
+        p,
+        bool(passed),
+        tuple(trials),
+        statement,
+    )
 
 
-def necessity(remove_runs, clean_runs, margin: float, alpha: float = 0.05, trials=(),
-              n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> Decision:
+def necessity(
+    remove_runs,
+    clean_runs,
+    margin: float,
+    alpha: float = 0.05,
+    trials=(),
+    n_boot: int = 2000,
+    seed: int = 0,
+    pooled: SeedVariance | None = None,
+) -> Decision:
     """Two one-sided tests: passes when the (1 - 2 alpha) interval of tau(remove) - tau0 lies in (-margin, margin).
 
     p is the larger of the two one-sided bootstrap p-values (difference <= -margin, difference >= margin).
@@ -364,14 +430,32 @@ def necessity(remove_runs, clean_runs, margin: float, alpha: float = 0.05, trial
     p = max(_share_at_or_below(draws, -margin), _share_at_or_above(draws, margin))
     verdict = "Necessary (equivalent to clean)" if passed else "Not shown necessary"
     where = "inside" if passed else "not inside"
-    statement = (f"{verdict}: {_describe('tau(remove) - tau0', est)}, {where} (-{margin:.4g}, +{margin:.4g}); "
-                 f"TOST p = {p:.3g} at alpha {alpha:g}.")
-    return Decision("necessity: two one-sided bootstrap tests, tau(remove) - tau0 within (-margin, +margin)",
-                    alpha, float(margin), est, p, bool(passed), tuple(trials), statement)
+    statement = (
+        f"{verdict}: {_describe('tau(remove) - tau0', est)}, {where} (-{margin:.4g}, +{margin:.4g}); "
+        f"TOST p = {p:.3g} at alpha {alpha:g}."
+    )
+    return Decision(
+        "necessity: two one-sided bootstrap tests, tau(remove) - tau0 within (-margin, +margin)",
+        alpha,
+        float(margin),
+        est,
+        p,
+        bool(passed),
+        tuple(trials),
+        statement,
+    )
 
 
-def leak_in(drop_runs, remove_runs, necessary: Decision, alpha: float = 0.05, trials=(),
-            n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> Decision:
+def leak_in(
+    drop_runs,
+    remove_runs,
+    necessary: Decision,
+    alpha: float = 0.05,
+    trials=(),
+    n_boot: int = 2000,
+    seed: int = 0,
+    pooled: SeedVariance | None = None,
+) -> Decision:
     """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
 
     Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
@@ -386,10 +470,20 @@ def leak_in(drop_runs, remove_runs, necessary: Decision, alpha: float = 0.05, tr
         verdict = "No leak-in shown: the subset was not shown necessary"
     else:
         verdict = "No leak-in shown: tau(drop) is not shown above tau(remove)"
-    statement = (f"{verdict}; {_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
-                 f"bound {est.low:.4g} {'>' if above else '<='} 0; p = {p:.3g} (max with necessity) at alpha {alpha:g}.")
-    return Decision("leak-in: necessity passed and one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0",
-                    alpha, 0.0, est, p, bool(passed), tuple(trials), statement)
+    statement = (
+        f"{verdict}; {_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
+        f"bound {est.low:.4g} {'>' if above else '<='} 0; p = {p:.3g} (max with necessity) at alpha {alpha:g}."
+    )
+    return Decision(
+        "leak-in: necessity passed and one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0",
+        alpha,
+        0.0,
+        est,
+        p,
+        bool(passed),
+        tuple(trials),
+        statement,
+    )
 
 
 def holm(p_values: dict[str, float], alpha: float = 0.05) -> dict[str, bool]:
@@ -405,8 +499,10 @@ def holm(p_values: dict[str, float], alpha: float = 0.05) -> dict[str, bool]:
 
 # --- leak threshold -------------------------------------------------------------------------------
 
-FIXED_SEQUENCE_TEST = ("fixed-sequence: sufficiency tested from the highest fraction downward at level alpha, "
-                       "stopping at the first non-significant step")
+FIXED_SEQUENCE_TEST = (
+    "fixed-sequence: sufficiency tested from the highest fraction downward at level alpha, "
+    "stopping at the first non-significant step"
+)
 
 
 def _check_ladder(ladder: list[float], tested: list[float]) -> None:
@@ -420,9 +516,17 @@ def _check_ladder(ladder: list[float], tested: list[float]) -> None:
         raise ValueError(f"fractions {off_ladder} were tested but are not on the ladder fixed in advance")
 
 
-def fixed_sequence_threshold(ladder: list[float], runs_by_fraction: dict[float, list[list[float]]], clean_runs,
-                             min_effect: float = 0.0, alpha: float = 0.05, trials_by_fraction=None,
-                             n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None) -> dict:
+def fixed_sequence_threshold(
+    ladder: list[float],
+    runs_by_fraction: dict[float, list[list[float]]],
+    clean_runs,
+    min_effect: float = 0.0,
+    alpha: float = 0.05,
+    trials_by_fraction=None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    pooled: SeedVariance | None = None,
+) -> dict:
     """Leak threshold (minimum effective dose) by fixed-sequence testing of sufficiency.
 
     Walks the rungs present in `runs_by_fraction` from the highest down, each tested at level alpha
@@ -434,8 +538,16 @@ def fixed_sequence_threshold(ladder: list[float], runs_by_fraction: dict[float, 
     trials_by_fraction = trials_by_fraction or {}
     steps, threshold, stopped_at = [], None, None
     for f in (f for f in reversed(ladder) if f in runs_by_fraction):
-        d = sufficiency(runs_by_fraction[f], clean_runs, min_effect, alpha,
-                        trials=tuple(trials_by_fraction.get(f, ())), n_boot=n_boot, seed=seed, pooled=pooled)
+        d = sufficiency(
+            runs_by_fraction[f],
+            clean_runs,
+            min_effect,
+            alpha,
+            trials=tuple(trials_by_fraction.get(f, ())),
+            n_boot=n_boot,
+            seed=seed,
+            pooled=pooled,
+        )
         steps.append({"fraction": f, "decision": d.to_dict()})
         if not d.passed:
             stopped_at = f

@@ -59,9 +59,18 @@ class TrialSpec:
 
     def to_dict(self) -> dict:
         return {
-            "sweep": to_dict(self.sweep), "trial": self.trial, "condition": self.condition, "params": self.params,
-            "plan": {"base": self.plan.base, "mixture_seed": self.plan.mixture_seed, "rules": to_dict(list(self.plan.rules))},
-            "seed": self.seed, "train": to_dict(self.train), "models_dir": self.models_dir,
+            "sweep": to_dict(self.sweep),
+            "trial": self.trial,
+            "condition": self.condition,
+            "params": self.params,
+            "plan": {
+                "base": self.plan.base,
+                "mixture_seed": self.plan.mixture_seed,
+                "rules": to_dict(list(self.plan.rules)),
+            },
+            "seed": self.seed,
+            "train": to_dict(self.train),
+            "models_dir": self.models_dir,
         }
 
     @staticmethod
@@ -71,12 +80,18 @@ class TrialSpec:
             rules = tuple(build(Rule, r, f"{where}: plan.rules[{i}]") for i, r in enumerate(plan["rules"]))
             return TrialSpec(
                 sweep=sweep_from_dict(raw["sweep"], f"{where}: sweep"),
-                trial=int(raw["trial"]), condition=raw["condition"], params=dict(raw["params"]),
-                plan=MixturePlan(plan["base"], rules, int(plan["mixture_seed"])), seed=int(raw["seed"]),
-                train=build(TrainConfig, raw["train"], f"{where}: train"), models_dir=raw["models_dir"],
+                trial=int(raw["trial"]),
+                condition=raw["condition"],
+                params=dict(raw["params"]),
+                plan=MixturePlan(plan["base"], rules, int(plan["mixture_seed"])),
+                seed=int(raw["seed"]),
+                train=build(TrainConfig, raw["train"], f"{where}: train"),
+                models_dir=raw["models_dir"],
             )
         except KeyError as exc:
-            raise UserError(f"{where}: missing key {exc}; the spec is incomplete (was it written by leaksweep?)") from exc
+            raise UserError(
+                f"{where}: missing key {exc}; the spec is incomplete (was it written by leaksweep?)"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -127,8 +142,12 @@ def run_trial(trial_dir: Path, tracker, study: str | None = None) -> dict:
     started = time.time()
     resume = folder.read_preempted()  # a preempted trial continues its W&B run and its training
     run = tracker.start_run(
-        name=f"{study}-t{spec.trial:05d}", group=study, config=raw, run_dir=folder.path,
-        tags=[spec.sweep.search.mode, spec.condition], run_id=resume.get("run_id") if resume else None,
+        name=f"{study}-t{spec.trial:05d}",
+        group=study,
+        config=raw,
+        run_dir=folder.path,
+        tags=[spec.sweep.search.mode, spec.condition],
+        run_id=resume.get("run_id") if resume else None,
         job_type="trial",
     )
     try:
@@ -161,11 +180,20 @@ def record_preemption(trial_dir: Path, exc: preemption.Preempted, run_id: str | 
     the W&B run to continue, and this preemption appended to the history."""
     trial_dir = Path(trial_dir)
     checkpoint = str(exc.checkpoint.relative_to(trial_dir)) if exc.checkpoint else (previous or {}).get("checkpoint")
-    event = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "step": exc.step, "checkpoint": checkpoint,
-             "host": socket.gethostname(), "slurm_job": preemption.slurm_job_id(),
-             "slurm_restart_count": JobEnvironment.current().restart_count}
-    record = {"checkpoint": checkpoint, "step": exc.step if exc.checkpoint else (previous or {}).get("step"),
-              "run_id": run_id or (previous or {}).get("run_id"), "history": [*(previous or {}).get("history", []), event]}
+    event = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "step": exc.step,
+        "checkpoint": checkpoint,
+        "host": socket.gethostname(),
+        "slurm_job": preemption.slurm_job_id(),
+        "slurm_restart_count": JobEnvironment.current().restart_count,
+    }
+    record = {
+        "checkpoint": checkpoint,
+        "step": exc.step if exc.checkpoint else (previous or {}).get("step"),
+        "run_id": run_id or (previous or {}).get("run_id"),
+        "history": [*(previous or {}).get("history", []), event],
+    }
     TrialDir(trial_dir).write_preempted(record)
     return record
 
@@ -179,10 +207,17 @@ def input_files(spec: TrialSpec) -> list[tuple[str, str, Path]]:
     if spec.condition == "teacher_eval":
         path = data.eval_responses.get(spec.plan.base)
         return [(f"eval-responses-{spec.plan.base}", "eval_responses", Path(path))] if path else []
-    used = [spec.plan.base] + [r.source for r in spec.plan.rules if r.source] + \
-        [r.refill for r in spec.plan.rules if r.refill != "none"]
+    used = (
+        [spec.plan.base]
+        + [r.source for r in spec.plan.rules if r.source]
+        + [r.refill for r in spec.plan.rules if r.refill != "none"]
+    )
     files = [("prompts", "prompts", Path(data.prompts))] if data.prompts else []
-    files += [(f"rollouts-{name}", "rollouts", Path(data.sources[name])) for name in dict.fromkeys(used) if name in data.sources]
+    files += [
+        (f"rollouts-{name}", "rollouts", Path(data.sources[name]))
+        for name in dict.fromkeys(used)
+        if name in data.sources
+    ]
     return files
 
 
@@ -198,8 +233,13 @@ def log_inputs(run, spec: TrialSpec) -> None:
     for name, role, path in input_files(spec):
         stat = path.stat()
         sha = _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        run.use_artifact(name, "dataset", [path], {"role": role, "path": str(path), "sha256": sha, "bytes": stat.st_size},
-                         aliases=[f"sha256-{sha[:12]}"])
+        run.use_artifact(
+            name,
+            "dataset",
+            [path],
+            {"role": role, "path": str(path), "sha256": sha, "bytes": stat.st_size},
+            aliases=[f"sha256-{sha[:12]}"],
+        )
 
 
 def load_runner(target: str):
@@ -227,7 +267,9 @@ def plan_subsets(plan: MixturePlan, prepared: Prepared) -> dict[str, Subset]:
     for rule in plan.rules:
         if rule.subset not in subsets:
             ids = resolve_path(rule.subset, roots, strata)
-            subsets[rule.subset] = Subset(rule.subset, ids, f"derived from {rule.subset.split('/')[0]}", sha256_json(sorted(ids)))
+            subsets[rule.subset] = Subset(
+                rule.subset, ids, f"derived from {rule.subset.split('/')[0]}", sha256_json(sorted(ids))
+            )
     return subsets
 
 
@@ -247,13 +289,25 @@ def _execute(spec: TrialSpec, folder: TrialDir, run, study: str, started: float)
     scores, samples = evaluate(prepared.traits, functools.partial(generate_responses, trained), spec.seed)
     run.summary({"train/final_loss": outcome.final_loss, "manifest/hash": manifest.hash})
     run.table("samples", list(SAMPLE_COLUMNS), [[s[k] for k in SAMPLE_COLUMNS] for s in samples[:200]])
-    return _finish(spec, folder, run, study, started, scores, samples, {
-        "manifest": manifest_summary,
-        "train": {**{k: v for k, v in dataclasses.asdict(outcome).items() if k != "log_history"}, "model": model_path},
-        "objectives": objectives(spec, scores, manifest_summary["teacher_share"]["all"]),
-        "data_fingerprint": prepared.dataset.fingerprint(),
-        "data_notes": list(prepared.dataset.notes),
-    })
+    return _finish(
+        spec,
+        folder,
+        run,
+        study,
+        started,
+        scores,
+        samples,
+        {
+            "manifest": manifest_summary,
+            "train": {
+                **{k: v for k, v in dataclasses.asdict(outcome).items() if k != "log_history"},
+                "model": model_path,
+            },
+            "objectives": objectives(spec, scores, manifest_summary["teacher_share"]["all"]),
+            "data_fingerprint": prepared.dataset.fingerprint(),
+            "data_notes": list(prepared.dataset.notes),
+        },
+    )
 
 
 SAMPLE_COLUMNS = ("trait", "prompt_id", "sample", "prompt", "response", "value", "reason")  # the W&B samples table
@@ -261,8 +315,10 @@ SAMPLE_COLUMNS = ("trait", "prompt_id", "sample", "prompt", "response", "value",
 
 def _write_manifest(folder: TrialDir, run, manifest, summary: dict) -> dict:
     """manifest.jsonl (one row per prompt, then the refill rows), logged as a W&B artifact."""
-    folder.write_manifest([{"prompt_id": p, "source": s} for p, s in manifest.rows]
-                          + [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill])
+    folder.write_manifest(
+        [{"prompt_id": p, "source": s} for p, s in manifest.rows]
+        + [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill]
+    )
     run.artifact(f"manifest-{manifest.hash}", "manifest", [folder.manifest], summary)
     return summary
 
@@ -286,8 +342,9 @@ def _train(spec: TrialSpec, folder: TrialDir, run, examples: list, model_path: s
 
     try:
         if n_processes > 1:
-            return train_processes(folder.path, n_processes, spec.train, spec.seed, examples, model_path, device,
-                                   checkpoint, log)
+            return train_processes(
+                folder.path, n_processes, spec.train, spec.seed, examples, model_path, device, checkpoint, log
+            )
         base = load_lm(model_path, device, spec.train.attention)
         return train_sft(base, examples, spec.train, folder.trainer, spec.seed, log, resume_from=checkpoint)
     finally:  # a preempted trial keeps its curve so far
@@ -302,21 +359,33 @@ def objectives(spec: TrialSpec, scores: dict, teacher_share: float) -> list[floa
     return [teacher_share if o.trait == TEACHER_SHARE else scores[o.trait]["score"] for o in search.objectives]
 
 
-def _finish(spec: TrialSpec, folder: TrialDir, run, study: str, started: float, scores: dict, samples: list[dict],
-            extra: dict) -> dict:
+def _finish(
+    spec: TrialSpec, folder: TrialDir, run, study: str, started: float, scores: dict, samples: list[dict], extra: dict
+) -> dict:
     """Write samples and result.json (last), and log the scores to the tracker."""
     folder.write_samples(samples)
     result = {
-        "trial": spec.trial, "study": study, "status": "complete", "condition": spec.condition,
-        "params": spec.params, "plan": raw_plan(spec.plan), "label": label(spec), "seed": spec.seed,
-        "traits": scores, **extra,
-        "code": code_version(), "versions": library_versions(),
+        "trial": spec.trial,
+        "study": study,
+        "status": "complete",
+        "condition": spec.condition,
+        "params": spec.params,
+        "plan": raw_plan(spec.plan),
+        "label": label(spec),
+        "seed": spec.seed,
+        "traits": scores,
+        **extra,
+        "code": code_version(),
+        "versions": library_versions(),
         "wall_s": round(time.time() - started, 3),
         "wandb_run_id": run.run_id,
         "preemptions": (folder.read_preempted() or {}).get("history", []),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    run.summary({f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")} | {"wall_s": result["wall_s"]})
+    run.summary(
+        {f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")}
+        | {"wall_s": result["wall_s"]}
+    )
     folder.write_result(result)  # last: its presence marks the trial complete
     return result
 
@@ -324,23 +393,49 @@ def _finish(spec: TrialSpec, folder: TrialDir, run, study: str, started: float, 
 def _execute_runner(spec: TrialSpec, folder: TrialDir, run, study: str, started: float) -> dict:
     out = load_runner(spec.sweep.search.runner)(spec)
     share = float(out.get("teacher_share", 0.0))
-    return _finish(spec, folder, run, study, started, out["traits"], [],
-                   {"runner": spec.sweep.search.runner, "objectives": objectives(spec, out["traits"], share),
-                    "manifest": {"teacher_share": out.get("teacher_share_by_subset", {"all": share})}})
+    return _finish(
+        spec,
+        folder,
+        run,
+        study,
+        started,
+        out["traits"],
+        [],
+        {
+            "runner": spec.sweep.search.runner,
+            "objectives": objectives(spec, out["traits"], share),
+            "manifest": {"teacher_share": out.get("teacher_share_by_subset", {"all": share})},
+        },
+    )
 
 
-def _execute_teacher_eval(spec: TrialSpec, folder: TrialDir, run, study: str, started: float, prepared: Prepared) -> dict:
+def _execute_teacher_eval(
+    spec: TrialSpec, folder: TrialDir, run, study: str, started: float, prepared: Prepared
+) -> dict:
     """Score a teacher's own responses to the eval prompts (no training): tau_T for transfer ratios."""
     source = spec.plan.base
     path = spec.sweep.data.eval_responses.get(source)
     if not path:
-        raise UserError(f"data.eval_responses: no file for source {source!r}; teacher_eval needs each teacher's "
-                        "responses to the eval prompts ({prompt_id, response} per line)")
+        raise UserError(
+            f"data.eval_responses: no file for source {source!r}; teacher_eval needs each teacher's "
+            "responses to the eval prompts ({prompt_id, response} per line)"
+        )
     responses = {str(r["prompt_id"]): str(r["response"]) for r in read_records(path)}
     scores, samples = evaluate_responses(prepared.traits, responses, path)
-    return _finish(spec, folder, run, study, started, scores, samples,
-                   {"objectives": objectives(spec, scores, 1.0), "manifest": {"teacher_share": {"all": 1.0}},
-                    "data_fingerprint": prepared.dataset.fingerprint()})
+    return _finish(
+        spec,
+        folder,
+        run,
+        study,
+        started,
+        scores,
+        samples,
+        {
+            "objectives": objectives(spec, scores, 1.0),
+            "manifest": {"teacher_share": {"all": 1.0}},
+            "data_fingerprint": prepared.dataset.fingerprint(),
+        },
+    )
 
 
 def raw_plan(plan: MixturePlan) -> dict:
@@ -348,7 +443,11 @@ def raw_plan(plan: MixturePlan) -> dict:
 
 
 def label(spec: TrialSpec) -> str:
-    names = {"all_clean": "all-clean baseline", "all_teacher": "all-teacher baseline",
-             "teacher_eval": f"teacher eval of {spec.plan.base}", "full_swap": f"all from {spec.plan.base}"}
+    names = {
+        "all_clean": "all-clean baseline",
+        "all_teacher": "all-teacher baseline",
+        "teacher_eval": f"teacher eval of {spec.plan.base}",
+        "full_swap": f"all from {spec.plan.base}",
+    }
     text = names.get(spec.condition, spec.plan.label())
     return text if spec.seed == 0 else f"{text} (seed {spec.seed})"

@@ -81,13 +81,17 @@ def requeue() -> str:
         return "not a Slurm job: rerun `leaksweep worker SWEEP_DIR` (or `leaksweep sweep`) to resume the trial"
     scontrol = shutil.which("scontrol")
     if scontrol is None:
-        return (f"Slurm job {job}, but scontrol is not on PATH: the job was not requeued; resubmit, or another "
-                "worker of the sweep adopts the preempted trial")
+        return (
+            f"Slurm job {job}, but scontrol is not on PATH: the job was not requeued; resubmit, or another "
+            "worker of the sweep adopts the preempted trial"
+        )
     sys.stdout.flush()
     sys.stderr.flush()
     done = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         why = (done.stderr or done.stdout).strip() or f"exit code {done.returncode}"
-        return (f"`scontrol requeue {job}` failed ({why}); the job needs `#SBATCH --requeue` (or JobRequeue=1). "
-                "The trial stays preempted: another worker of the sweep adopts it, or resubmit")
+        return (
+            f"`scontrol requeue {job}` failed ({why}); the job needs `#SBATCH --requeue` (or JobRequeue=1). "
+            "The trial stays preempted: another worker of the sweep adopts it, or resubmit"
+        )
     return f"requeued Slurm job {job}"

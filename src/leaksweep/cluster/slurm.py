@@ -38,8 +38,14 @@ def sbatch_argv(cfg: SweepConfig, sweep_dir: Path, script: Path) -> list[str]:
     s = cfg.slurm
     logs = SweepDir(Path(sweep_dir).resolve()).slurm
     throttle = f"%{s.array_throttle}" if s.array_throttle else ""
-    argv = ["sbatch", "--parsable", f"--job-name=leaksweep-{cfg.name}", f"--array=0-{s.array_size - 1}{throttle}",
-            f"--output={logs}/%x-%A_%a.out", f"--signal=B:USR1@{s.signal_lead_s}"]
+    argv = [
+        "sbatch",
+        "--parsable",
+        f"--job-name=leaksweep-{cfg.name}",
+        f"--array=0-{s.array_size - 1}{throttle}",
+        f"--output={logs}/%x-%A_%a.out",
+        f"--signal=B:USR1@{s.signal_lead_s}",
+    ]
     if s.partition:
         argv.append(f"--partition={s.partition}")
     if s.gres:
@@ -57,11 +63,14 @@ def submit(cfg: SweepConfig, sweep_dir: Path, script: Path, root: Path) -> Submi
     """Create the log folder, run sbatch from the repository root `root`, record and return the job."""
     script = Path(script)
     if not script.is_file():
-        raise UserError(f"{script}: sbatch script not found; run `leaksweep launch` from the leaksweep repository root "
-                        "or give --script")
+        raise UserError(
+            f"{script}: sbatch script not found; run `leaksweep launch` from the leaksweep repository root "
+            "or give --script"
+        )
     if shutil.which("sbatch") is None:
-        raise UserError("sbatch: not found on PATH; run `leaksweep launch` on a Slurm login node "
-                        "(or load the Slurm module first)")
+        raise UserError(
+            "sbatch: not found on PATH; run `leaksweep launch` on a Slurm login node (or load the Slurm module first)"
+        )
     folder = SweepDir(sweep_dir)
     logs = folder.slurm
     logs.mkdir(parents=True, exist_ok=True)
@@ -69,8 +78,10 @@ def submit(cfg: SweepConfig, sweep_dir: Path, script: Path, root: Path) -> Submi
     done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     if done.returncode != 0:
         said = done.stderr.strip() or done.stdout.strip()
-        raise UserError(f"sbatch refused the job (exit {done.returncode}): {said}\ncommand: {shlex.join(argv)}\n"
-                        "fix the `slurm:` section of the sweep file (or the script's #SBATCH lines)")
+        raise UserError(
+            f"sbatch refused the job (exit {done.returncode}): {said}\ncommand: {shlex.join(argv)}\n"
+            "fix the `slurm:` section of the sweep file (or the script's #SBATCH lines)"
+        )
     job_id = done.stdout.strip().split(";")[0]  # --parsable: "JOBID" or "JOBID;CLUSTER"
     if not job_id.isdigit():
         raise UserError(f"sbatch printed {done.stdout.strip()!r}, not a job id; command: {shlex.join(argv)}")
@@ -108,9 +119,16 @@ def _fields(line: str) -> dict[str, str]:
 
 def _task(fields: dict[str, str], job_id: str, source: str) -> dict:
     task = fields.get("ArrayTaskId")
-    return {"job": job_id, "task": task if task not in (None, "", "N/A") else None, "id": fields.get("JobId"),
-            "state": fields.get("JobState", "UNKNOWN"), "node": fields.get("NodeList") or fields.get("BatchHost"),
-            "restarts": int(fields.get("Restarts", 0) or 0), "reason": fields.get("Reason"), "source": source}
+    return {
+        "job": job_id,
+        "task": task if task not in (None, "", "N/A") else None,
+        "id": fields.get("JobId"),
+        "state": fields.get("JobState", "UNKNOWN"),
+        "node": fields.get("NodeList") or fields.get("BatchHost"),
+        "restarts": int(fields.get("Restarts", 0) or 0),
+        "reason": fields.get("Reason"),
+        "source": source,
+    }
 
 
 def _from_scontrol(job_id: str) -> list[dict]:
@@ -129,8 +147,18 @@ def _from_sacct(job_id: str) -> list[dict]:
     for line in (out or "").splitlines():
         jid, state, node = (line.split("|") + ["", "", ""])[:3]
         task = jid.partition("_")[2]
-        tasks.append({"job": job_id, "task": task or None, "id": jid, "state": state.split()[0] if state else "UNKNOWN",
-                      "node": node, "restarts": 0, "reason": None, "source": "sacct"})
+        tasks.append(
+            {
+                "job": job_id,
+                "task": task or None,
+                "id": jid,
+                "state": state.split()[0] if state else "UNKNOWN",
+                "node": node,
+                "restarts": 0,
+                "reason": None,
+                "source": "sacct",
+            }
+        )
     return tasks
 
 
@@ -165,10 +193,18 @@ def job_tasks(sweep_dir: Path) -> list[dict]:
             if not found and config.get("JobCompType") == "jobcomp/filetxt" and config.get("JobCompLoc"):
                 found = _from_jobcomp(job["job_id"], config["JobCompLoc"])
         if not found:
-            found = [{"job": job["job_id"], "task": None, "id": job["job_id"], "state": "UNKNOWN", "node": None,
-                      "restarts": 0, "source": None,
-                      "reason": "Slurm no longer knows this job (no accounting database or job-completion log)"}]
+            found = [
+                {
+                    "job": job["job_id"],
+                    "task": None,
+                    "id": job["job_id"],
+                    "state": "UNKNOWN",
+                    "node": None,
+                    "restarts": 0,
+                    "source": None,
+                    "reason": "Slurm no longer knows this job (no accounting database or job-completion log)",
+                }
+            ]
         # pending tasks of a throttled array come as one range ("2-3%2"): sort it by its first task
         tasks += sorted(found, key=lambda t: int(re.match(r"\d*", t["task"] or "").group() or -1))
     return tasks
-

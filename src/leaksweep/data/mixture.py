@@ -76,7 +76,9 @@ class Manifest:
 
     def subset_counts(self, subsets: dict[str, Subset]) -> dict[str, dict[str, int]]:
         by_id = dict(self.rows)
-        return {name: dict(sorted(Counter(by_id[p] for p in s.ids if p in by_id).items())) for name, s in subsets.items()}
+        return {
+            name: dict(sorted(Counter(by_id[p] for p in s.ids if p in by_id).items())) for name, s in subsets.items()
+        }
 
     def share(self, source: str, ids: frozenset[str] | None = None) -> float:
         """Share of the (not dropped) prompts in `ids` (default: all) that got `source`."""
@@ -90,7 +92,10 @@ class Manifest:
             "counts": self.counts(),
             "subset_counts": self.subset_counts(subsets),
             "fallbacks": self.fallbacks,
-            "teacher_share": {"all": self.share(teacher), **{n: self.share(teacher, s.ids) for n, s in subsets.items()}},
+            "teacher_share": {
+                "all": self.share(teacher),
+                **{n: self.share(teacher, s.ids) for n, s in subsets.items()},
+            },
         }
 
 
@@ -104,7 +109,9 @@ def compile_plan(plan: MixturePlan, dataset: Dataset, subsets: dict[str, Subset]
             problems.append(f"rules[{i}].subset: unknown subset {rule.subset!r}; defined: {sorted(subsets)}")
         for label, name in (("source", rule.source), ("refill", rule.refill)):
             if name not in (None, "none") and name not in dataset.sources:
-                problems.append(f"rules[{i}].{label}: {name!r} is not a data source; sources are {sorted(dataset.sources)}")
+                problems.append(
+                    f"rules[{i}].{label}: {name!r} is not a data source; sources are {sorted(dataset.sources)}"
+                )
         if not 0.0 <= rule.fraction <= 1.0:
             problems.append(f"rules[{i}].fraction: {rule.fraction} is outside [0, 1]")
     if problems:

@@ -86,7 +86,8 @@ def prompt_messages(row: dict, where: str) -> Messages:
     if row.get("messages") is not None:  # Parquet/HF rows carry every column: an absent one is None
         messages = row["messages"]
         if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
         ):
             raise UserError(f"{where}: `messages` must be a list of {{role, content}} objects with string values")
         if messages and messages[-1]["role"] == "assistant":

@@ -80,6 +80,7 @@ def compute_subset(name: str, rule: SubsetRule, dataset: Dataset) -> Subset:
         else:
             ids = {p for p in prompts.ids if match(prompts.text(p))}
     elif kind == "metadata":
+
         def fits(pid: str) -> bool:
             meta = prompts.metadata[pid]
             return all(

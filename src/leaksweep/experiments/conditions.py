@@ -43,17 +43,30 @@ class Condition:
 
     def to_dict(self) -> dict:
         return {
-            "kind": self.kind, "subset": self.subset, "fraction": self.fraction, "refill": self.refill,
-            "source": self.source, "plan": {"base": self.plan.base, "mixture_seed": self.plan.mixture_seed,
-                                            "rules": to_dict(list(self.plan.rules))},
+            "kind": self.kind,
+            "subset": self.subset,
+            "fraction": self.fraction,
+            "refill": self.refill,
+            "source": self.source,
+            "plan": {
+                "base": self.plan.base,
+                "mixture_seed": self.plan.mixture_seed,
+                "rules": to_dict(list(self.plan.rules)),
+            },
         }
 
     @staticmethod
     def from_dict(raw: dict) -> "Condition":
         plan = raw["plan"]
         rules = tuple(Rule(**r) for r in plan["rules"])
-        return Condition(raw["kind"], MixturePlan(plan["base"], rules, plan["mixture_seed"]), raw.get("subset"),
-                         raw.get("fraction"), raw.get("refill"), raw.get("source"))
+        return Condition(
+            raw["kind"],
+            MixturePlan(plan["base"], rules, plan["mixture_seed"]),
+            raw.get("subset"),
+            raw.get("fraction"),
+            raw.get("refill"),
+            raw.get("source"),
+        )
 
     def label(self) -> str:
         if self.kind == "all_clean":
@@ -95,7 +108,9 @@ class Search(Protocol):
     def conclude(self, runs: list[Run]) -> dict: ...
 
 
-def drive(search: Search, execute: Callable[[list[Request]], list[Run]], max_rounds: int = 100) -> tuple[list[Run], dict]:
+def drive(
+    search: Search, execute: Callable[[list[Request]], list[Run]], max_rounds: int = 100
+) -> tuple[list[Run], dict]:
     """Run a search to the end with `execute(requests) -> list[Run]`; returns all runs and conclusions."""
     runs: list[Run] = []
     for _ in range(max_rounds):
@@ -201,18 +216,29 @@ def estimate(runs: list[Run], trait: str, s: Settings, seed_var: stats.SeedVaria
     return {**est, "trials": [r.trial for r in runs]}
 
 
-def sufficiency(runs: list[Run], node: Condition, clean: Condition, trait: str, s: Settings, seeds: range | None = None):
+def sufficiency(
+    runs: list[Run], node: Condition, clean: Condition, trait: str, s: Settings, seeds: range | None = None
+):
     a, b = runs_of(runs, node, seeds), runs_of(runs, clean, seeds)
-    return stats.sufficiency(values(a, trait), values(b, trait), s.min_effect, s.alpha,
-                             trials=tuple(r.trial for r in a + b), n_boot=s.n_boot, pooled=pooled(runs, trait))
+    return stats.sufficiency(
+        values(a, trait),
+        values(b, trait),
+        s.min_effect,
+        s.alpha,
+        trials=tuple(r.trial for r in a + b),
+        n_boot=s.n_boot,
+        pooled=pooled(runs, trait),
+    )
 
 
 def baselines_summary(runs: list[Run], b: Builder, s: Settings) -> dict:
     out = {}
     for trait in s.traits:
         seed_var = pooled(runs, trait)
-        out[trait] = {"all_clean": estimate(runs_of(runs, b.all_clean()), trait, s, seed_var),
-                      "all_teacher": estimate(runs_of(runs, b.all_teacher()), trait, s, seed_var)}
+        out[trait] = {
+            "all_clean": estimate(runs_of(runs, b.all_clean()), trait, s, seed_var),
+            "all_teacher": estimate(runs_of(runs, b.all_teacher()), trait, s, seed_var),
+        }
     return out
 
 

@@ -55,10 +55,15 @@ class MinimalSubsetSearch:
                 return need + wanted, decided, []
             for node in frontier:
                 decided[node] = sufficiency(runs, b.patch_insert(node), b.all_clean(), s.trait, s, seeds).passed
-            frontier = [child for node in frontier if decided[node] and _depth(node) < self.max_depth
-                        for child in _children(node)]
+            frontier = [
+                child
+                for node in frontier
+                if decided[node] and _depth(node) < self.max_depth
+                for child in _children(node)
+            ]
         minimal = [
-            node for node, passed in decided.items()
+            node
+            for node, passed in decided.items()
             if passed and (_depth(node) >= self.max_depth or not any(decided[c] for c in _children(node)))
         ]
         return [], decided, sorted(minimal)
@@ -86,11 +91,19 @@ class MinimalSubsetSearch:
             for node in minimal
         }
         return {
-            "mode": self.mode, "subset": self.subset, "trait": s.trait, "trials_spent": len(runs),
-            "baselines": baselines_summary(runs, b, s), "tests": tests, "minimal": minimal,
+            "mode": self.mode,
+            "subset": self.subset,
+            "trait": s.trait,
+            "trials_spent": len(runs),
+            "baselines": baselines_summary(runs, b, s),
+            "tests": tests,
+            "minimal": minimal,
             "distributed": [n for n in minimal if _depth(n) < self.max_depth],
-            "confirmed": {n: c["passed"] for n, c in confirmations.items()}, "confirmations": confirmations,
-            "no_leak": not decided.get(self.subset, False), "alpha": s.alpha, "min_effect": s.min_effect,
+            "confirmed": {n: c["passed"] for n, c in confirmations.items()},
+            "confirmations": confirmations,
+            "no_leak": not decided.get(self.subset, False),
+            "alpha": s.alpha,
+            "min_effect": s.min_effect,
         }
 
 

@@ -38,8 +38,13 @@ from leaksweep.experiments.conditions import (
 
 # What each built-in static mode concludes (analysis kinds); a StaticSearch of another mode names its own.
 ANALYSES = {
-    "teacher_eval": (TRANSFER,), "full_swap": (TRANSFER,), "patch_insert": (LEAK_MAP,), "patch_remove": (LEAK_MAP,),
-    "drop": (LEAK_MAP,), "subset_scan": (LEAK_MAP,), "fraction_sweep": (DOSE_RESPONSE,),
+    "teacher_eval": (TRANSFER,),
+    "full_swap": (TRANSFER,),
+    "patch_insert": (LEAK_MAP,),
+    "patch_remove": (LEAK_MAP,),
+    "drop": (LEAK_MAP,),
+    "subset_scan": (LEAK_MAP,),
+    "fraction_sweep": (DOSE_RESPONSE,),
 }
 
 
@@ -65,8 +70,14 @@ class StaticSearch:
 
     def conclude(self, runs: list[Run]) -> dict:
         s, b = self.settings, self.builder
-        out: dict[str, Any] = {"mode": self.mode, "trials_spent": len(runs), "baselines": baselines_summary(runs, b, s),
-                               "alpha": s.alpha, "min_effect": s.min_effect, "margin": s.margin}
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "trials_spent": len(runs),
+            "baselines": baselines_summary(runs, b, s),
+            "alpha": s.alpha,
+            "min_effect": s.min_effect,
+            "margin": s.margin,
+        }
         if LEAK_MAP in self.analyses:
             out["leak_map"] = leak_map(runs, b, s, self.subsets)
         if DOSE_RESPONSE in self.analyses:
@@ -79,8 +90,11 @@ class StaticSearch:
 
     def _by_source(self, runs: list[Run], kind: str) -> dict:
         s = self.settings
-        return {c.source: {t: estimate(runs_of(runs, c), t, s, pooled(runs, t)) for t in s.traits}
-                for c in self.conditions if c.kind == kind}
+        return {
+            c.source: {t: estimate(runs_of(runs, c), t, s, pooled(runs, t)) for t in s.traits}
+            for c in self.conditions
+            if c.kind == kind
+        }
 
 
 def leak_map(runs: list[Run], b: Builder, s: Settings, subsets: list[str]) -> dict:
@@ -103,16 +117,28 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
         row["sufficient"] = sufficiency(runs, insert, clean, trait, s).to_dict()
     if runs_of(runs, remove) and runs_of(runs, clean):
         a, c = runs_of(runs, remove), runs_of(runs, clean)
-        necessary = stats.necessity(values(a, trait), values(c, trait), s.margin, s.alpha,
-                                    trials=tuple(r.trial for r in a + c), n_boot=s.n_boot,
-                                    pooled=pooled(runs, trait))
+        necessary = stats.necessity(
+            values(a, trait),
+            values(c, trait),
+            s.margin,
+            s.alpha,
+            trials=tuple(r.trial for r in a + c),
+            n_boot=s.n_boot,
+            pooled=pooled(runs, trait),
+        )
         row["necessary"] = necessary.to_dict()
         for refill in ("none", "same", "clean"):
             d = runs_of(runs, b.drop(sub, refill_source(refill, b)))
             if d:
                 row[f"leak_in_refill_{refill}"] = stats.leak_in(
-                    values(d, trait), values(a, trait), necessary, s.alpha,
-                    trials=tuple(r.trial for r in d + a), n_boot=s.n_boot, pooled=pooled(runs, trait)).to_dict()
+                    values(d, trait),
+                    values(a, trait),
+                    necessary,
+                    s.alpha,
+                    trials=tuple(r.trial for r in d + a),
+                    n_boot=s.n_boot,
+                    pooled=pooled(runs, trait),
+                ).to_dict()
     return row
 
 
@@ -123,19 +149,34 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
     present = {f: runs_of(runs, b.patch_insert(subset, f)) for f in ladder}
     present = {f: r for f, r in present.items() if r}
     seq = stats.fixed_sequence_threshold(
-        sorted(present), {f: values(r, trait) for f, r in present.items()}, values(runs_of(runs, clean), trait),
-        s.min_effect, s.alpha, trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()}, n_boot=s.n_boot,
+        sorted(present),
+        {f: values(r, trait) for f, r in present.items()},
+        values(runs_of(runs, clean), trait),
+        s.min_effect,
+        s.alpha,
+        trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()},
+        n_boot=s.n_boot,
         pooled=pooled(runs, trait),
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
-    fit = dose.fit_dose_response(
-        [f for f, _ in points], [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
-        score_runs=[values(r, trait) for _, r in points], seed=0,
-    ) if s.fit_curves and len(points) >= 3 else {"fit": "skipped"}
+    fit = (
+        dose.fit_dose_response(
+            [f for f, _ in points],
+            [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
+            score_runs=[values(r, trait) for _, r in points],
+            seed=0,
+        )
+        if s.fit_curves and len(points) >= 3
+        else {"fit": "skipped"}
+    )
     return {
-        "subset": subset, "trait": trait, "ladder": ladder, "tested": sorted(present),
+        "subset": subset,
+        "trait": trait,
+        "ladder": ladder,
+        "tested": sorted(present),
         "points": [{"fraction": f, **(estimate(r, trait, s, pooled(runs, trait)) or {})} for f, r in points],
-        "threshold": seq, "fit": jsonable(fit),
+        "threshold": seq,
+        "fit": jsonable(fit),
         "trials_spent": sum(len(r) for _, r in points),
     }
 
@@ -151,7 +192,9 @@ def transfer_table(runs: list[Run], b: Builder, s: Settings, conditions: list[Co
     for c in conditions:
         if c.kind != "teacher_eval":
             continue
-        student_runs = runs_of(runs, b.full_swap(c.source)) or (runs_of(runs, b.all_teacher()) if c.source == b.teacher else [])
+        student_runs = runs_of(runs, b.full_swap(c.source)) or (
+            runs_of(runs, b.all_teacher()) if c.source == b.teacher else []
+        )
         teacher_runs = runs_of(runs, c)
         if not (student_runs and teacher_runs and clean_runs):
             continue
@@ -210,7 +253,9 @@ def subset_scan(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
 
 def fraction_sweep(cfg: SweepConfig, sources: list[str]) -> StaticSearch:
     b, s = builder_for(cfg), cfg.search
-    return _search(cfg, _baselines(b) + [b.patch_insert(x, f) for x in s.subsets for f in s.ladder], ladder=list(s.ladder))
+    return _search(
+        cfg, _baselines(b) + [b.patch_insert(x, f) for x in s.subsets for f in s.ladder], ladder=list(s.ladder)
+    )
 
 
 def check_drop(cfg: SweepConfig) -> list[str]:
@@ -218,6 +263,8 @@ def check_drop(cfg: SweepConfig) -> list[str]:
     if not cfg.search.refill:
         problems.append(".search.refill: give at least one of none, same, clean")
     if cfg.train.max_steps is None:
-        problems.append(".train.max_steps: mode drop compares datasets of different sizes; set a fixed number "
-                        "of optimizer steps (e.g. max_steps: 300)")
+        problems.append(
+            ".train.max_steps: mode drop compares datasets of different sizes; set a fixed number "
+            "of optimizer steps (e.g. max_steps: 300)"
+        )
     return problems

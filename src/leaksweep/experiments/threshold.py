@@ -40,13 +40,21 @@ class ThresholdSearch:
     mode: str = "leak_threshold"
 
     def _passed(self, runs: list[Run], f: float) -> bool:
-        return sufficiency(runs, self.builder.patch_insert(self.subset, f), self.builder.all_clean(),
-                           self.settings.trait, self.settings).passed
+        return sufficiency(
+            runs,
+            self.builder.patch_insert(self.subset, f),
+            self.builder.all_clean(),
+            self.settings.trait,
+            self.settings,
+        ).passed
 
     def next_round(self, runs: list[Run]) -> list[Request]:
         b, seeds = self.builder, self.settings.seed_range
-        first = [req for c in (b.all_clean(), b.all_teacher(), b.patch_insert(self.subset, self.ladder[-1]))
-                 for req in missing(runs, c, seeds)]
+        first = [
+            req
+            for c in (b.all_clean(), b.all_teacher(), b.patch_insert(self.subset, self.ladder[-1]))
+            for req in missing(runs, c, seeds)
+        ]
         if first:
             return first
         if not self._passed(runs, self.ladder[-1]):
@@ -65,9 +73,14 @@ class ThresholdSearch:
         grid_trials = (len(self.ladder) + 2) * s.seeds  # every rung plus both baselines
         result = dose_response(runs, b, s, self.subset, self.ladder)
         return {
-            "mode": self.mode, "trials_spent": len(runs), "grid_trials": grid_trials,
-            "baselines": baselines_summary(runs, b, s), "dose_response": {self.subset: result},
-            "threshold": result["threshold"]["threshold"], "alpha": s.alpha, "min_effect": s.min_effect,
+            "mode": self.mode,
+            "trials_spent": len(runs),
+            "grid_trials": grid_trials,
+            "baselines": baselines_summary(runs, b, s),
+            "dose_response": {self.subset: result},
+            "threshold": result["threshold"]["threshold"],
+            "alpha": s.alpha,
+            "min_effect": s.min_effect,
         }
 
 

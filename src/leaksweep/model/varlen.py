@@ -36,8 +36,17 @@ def register_varlen_attention() -> None:
     AttentionMaskInterface.register(VARLEN, flash_attention_mask)
 
 
-def _varlen_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
-                              scaling: float | None = None, is_causal: bool | None = None, **kwargs):
+def _varlen_attention_forward(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+):
     """transformers attention interface over one padding-free row: (1, H, T, D) in, (1, T, H, D) out.
 
     The example boundaries come from TRL's padding-free collator (`cu_seq_lens_q`, computed on the
@@ -54,12 +63,16 @@ def _varlen_attention_forward(module, query, key, value, attention_mask, dropout
             "use the model's loaded attention kernel"
         )
     if dropout:
-        raise RuntimeError(f"varlen attention has no attention dropout (the model asks for {dropout}); "
-                           "use train.attention: sdpa for this model")
+        raise RuntimeError(
+            f"varlen attention has no attention dropout (the model asks for {dropout}); "
+            "use train.attention: sdpa for this model"
+        )
     unsupported = {k: kwargs.get(k) for k in ("sliding_window", "softcap", "s_aux") if kwargs.get(k) is not None}
     if unsupported:
-        raise RuntimeError(f"varlen attention does plain causal attention, and this model asks for {sorted(unsupported)}; "
-                           "use train.attention: sdpa for this model")
+        raise RuntimeError(
+            f"varlen attention does plain causal attention, and this model asks for {sorted(unsupported)}; "
+            "use train.attention: sdpa for this model"
+        )
     cu_seq_lens = kwargs.get("cu_seq_lens_q")
     max_length = kwargs.get("max_length_q")
     n_tokens = query.shape[2]
@@ -76,8 +89,16 @@ def _varlen_attention_forward(module, query, key, value, attention_mask, dropout
         q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
     causal = module.is_causal if is_causal is None else is_causal
     out = _varlen_kernel(device_type)(
-        q, k, v, cu_seq_lens, cu_seq_lens, int(max_length), int(max_length), scale=scaling,
-        window_size=(-1, 0) if causal else (-1, -1), enable_gqa=k.shape[1] != q.shape[1],
+        q,
+        k,
+        v,
+        cu_seq_lens,
+        cu_seq_lens,
+        int(max_length),
+        int(max_length),
+        scale=scaling,
+        window_size=(-1, 0) if causal else (-1, -1),
+        enable_gqa=k.shape[1] != q.shape[1],
     )
     return out.unsqueeze(0), None
 
@@ -127,8 +148,19 @@ def _with_current_signature(varlen_attn: Callable) -> Callable:
     return call
 
 
-def _varlen_reference(q, k, v, cu_seq_q, cu_seq_k, max_q: int, max_k: int, *, scale: float | None = None,
-                      window_size: tuple[int, int] = (-1, -1), enable_gqa: bool = False):
+def _varlen_reference(
+    q,
+    k,
+    v,
+    cu_seq_q,
+    cu_seq_k,
+    max_q: int,
+    max_k: int,
+    *,
+    scale: float | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    enable_gqa: bool = False,
+):
     """varlen_attn's contract (causal or full attention only) as one sdpa call per example.
 
     The CPU kernel of `varlen`, and the reference the CUDA kernel is checked against
@@ -181,15 +213,25 @@ def _check_varlen(device: str) -> str | None:
     try:
         gen = torch.Generator(device=device).manual_seed(0)
         shapes = {"q": (1, 96, 4, 64), "k": (1, 96, 2, 64), "v": (1, 96, 2, 64)}
-        inputs = {n: torch.randn(s, generator=gen, device=device, dtype=torch.bfloat16).transpose(1, 2)
-                  for n, s in shapes.items()}  # (1, H, T, D) views of (1, T, H, D), as the models make them
+        inputs = {
+            n: torch.randn(s, generator=gen, device=device, dtype=torch.bfloat16).transpose(1, 2)
+            for n, s in shapes.items()
+        }  # (1, H, T, D) views of (1, T, H, D), as the models make them
         cu = torch.tensor([0, 17, 60, 96], dtype=torch.int32, device=device)
         results = []
         for kernel in (None, _varlen_reference):
             leaves = {n: x.detach().clone().requires_grad_(True) for n, x in inputs.items()}
             if kernel is None:
-                out, _ = _varlen_attention_forward(Attention(), leaves["q"], leaves["k"], leaves["v"], None,
-                                                   scaling=0.125, cu_seq_lens_q=cu, max_length_q=43)
+                out, _ = _varlen_attention_forward(
+                    Attention(),
+                    leaves["q"],
+                    leaves["k"],
+                    leaves["v"],
+                    None,
+                    scaling=0.125,
+                    cu_seq_lens_q=cu,
+                    max_length_q=43,
+                )
             else:
                 q, k, v = (leaves[n][0].transpose(0, 1) for n in "qkv")
                 out = kernel(q, k, v, cu, cu, 43, 43, scale=0.125, window_size=(-1, 0), enable_gqa=True)[None]

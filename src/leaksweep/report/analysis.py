@@ -108,8 +108,7 @@ def decision_cell(d: dict | None, extra: str = "") -> str:
     if not d:
         return '<td class="na">not tested</td>'
     cls = "pass" if d.get("passed") else "fail"
-    return (f'<td class="{cls}" title="{esc(decision_title(d))}"><b>{verdict(d)}</b><br>'
-            f'{decision_short(d)}{extra}</td>')
+    return f'<td class="{cls}" title="{esc(decision_title(d))}"><b>{verdict(d)}</b><br>{decision_short(d)}{extra}</td>'
 
 
 # --- baselines ------------------------------------------------------------------------------------------
@@ -127,8 +126,10 @@ def leak_map_section(analysis: dict) -> str:
     """Rows subset; columns trait × sufficient / necessary / leak-in per refill."""
     table = analysis.get("leak_map") or {}
     subsets = list(dict.fromkeys(s for rows in table.values() for s in rows))
-    columns = {t: [(k, label) for k, label in LEAK_MAP_COLUMNS if any(k in rows.get(s, {}) for s in subsets)]
-               for t, rows in table.items()}
+    columns = {
+        t: [(k, label) for k, label in LEAK_MAP_COLUMNS if any(k in rows.get(s, {}) for s in subsets)]
+        for t, rows in table.items()
+    }
     columns = {t: c for t, c in columns.items() if c}
     if not columns:
         return "<p>analysis.json has no leak-map decision.</p>"
@@ -146,13 +147,17 @@ def leak_map_section(analysis: dict) -> str:
                     extra = f'<br><span class="small">Holm: {holm}</span>'
                 cells.append(decision_cell(row.get(key), extra))
         rows.append(f'<tr data-subset="{esc(s)}">' + "".join(cells) + "</tr>")
-    note = (f'<p class="small">Sufficient: patch-insert of the subset vs the all-clean baseline, one-sided at '
-            f'{test_levels(analysis)}, Holm across subsets. Necessary: patch-remove vs all-clean equivalent within '
-            f'margin {g(analysis.get("margin"))} (two one-sided tests). Leak-in: the subset is necessary and drop '
-            f'(with the stated refill) minus patch-remove has a lower bound above 0. Each cell: the estimate '
-            f'[95% interval] and p; hover for the test\'s statement, alpha, margin and trials.</p>')
-    return (f'<table class="leakmap"><thead><tr>{top}</tr><tr>{sub}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>{note}')
+    note = (
+        f'<p class="small">Sufficient: patch-insert of the subset vs the all-clean baseline, one-sided at '
+        f"{test_levels(analysis)}, Holm across subsets. Necessary: patch-remove vs all-clean equivalent within "
+        f"margin {g(analysis.get('margin'))} (two one-sided tests). Leak-in: the subset is necessary and drop "
+        f"(with the stated refill) minus patch-remove has a lower bound above 0. Each cell: the estimate "
+        f"[95% interval] and p; hover for the test's statement, alpha, margin and trials.</p>"
+    )
+    return (
+        f'<table class="leakmap"><thead><tr>{top}</tr><tr>{sub}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>{note}"
+    )
 
 
 @kind("leak_map")
@@ -161,9 +166,13 @@ def _leak_map(view: SweepView) -> list[str]:
     if not a.get("leak_map"):
         return []
     chart = leak_map_chart(a)
-    figure = (f'<figure>{chart}<figcaption>Red: the test passed (the subset carries the trait that way); green: '
-              f'not passed; grey: not tested. Cell text: the estimate. Hover a cell for its test.</figcaption>'
-              f'</figure>' if chart else "")
+    figure = (
+        f"<figure>{chart}<figcaption>Red: the test passed (the subset carries the trait that way); green: "
+        f"not passed; grey: not tested. Cell text: the estimate. Hover a cell for its test.</figcaption>"
+        f"</figure>"
+        if chart
+        else ""
+    )
     return ["<h2>Leak map</h2>", figure, leak_map_section(a)]
 
 
@@ -180,15 +189,26 @@ def dose_section(analysis: dict) -> str:
     out = []
     for subset, dr in (analysis.get("dose_response") or {}).items():
         seq = dr.get("threshold") or {}
-        caption = (f'{esc(str(dr.get("trait", "")))} vs fraction of <code>{esc(subset)}</code> from the teacher: mean '
-                   f'over seeds with {_level(dr)} intervals; {dr.get("trials_spent", "?")} trials.')
-        steps = "".join(f'<tr><td>{frac(s["fraction"])}</td>{decision_cell(s.get("decision"))}</tr>'
-                        for s in seq.get("steps", []))
-        table = (f'<table class="steps" data-subset="{esc(subset)}"><thead><tr><th>rung (highest first)</th>'
-                 f'<th>sufficiency vs all-clean</th></tr></thead><tbody>{steps}</tbody></table>') if steps else ""
+        caption = (
+            f"{esc(str(dr.get('trait', '')))} vs fraction of <code>{esc(subset)}</code> from the teacher: mean "
+            f"over seeds with {_level(dr)} intervals; {dr.get('trials_spent', '?')} trials."
+        )
+        steps = "".join(
+            f"<tr><td>{frac(s['fraction'])}</td>{decision_cell(s.get('decision'))}</tr>" for s in seq.get("steps", [])
+        )
+        table = (
+            (
+                f'<table class="steps" data-subset="{esc(subset)}"><thead><tr><th>rung (highest first)</th>'
+                f"<th>sufficiency vs all-clean</th></tr></thead><tbody>{steps}</tbody></table>"
+            )
+            if steps
+            else ""
+        )
         statement = f'<p class="small">{esc(str(seq["statement"]))}</p>' if seq.get("statement") else ""
-        out.append(f'<figure class="dose" data-subset="{esc(subset)}">{dose_chart(dr, analysis)}'
-                   f"<figcaption>{caption}</figcaption></figure>{statement}{table}")
+        out.append(
+            f'<figure class="dose" data-subset="{esc(subset)}">{dose_chart(dr, analysis)}'
+            f"<figcaption>{caption}</figcaption></figure>{statement}{table}"
+        )
     return "".join(out) or "<p>analysis.json has no dose-response.</p>"
 
 
@@ -210,12 +230,15 @@ def _tree(analysis: dict, tests: dict) -> str:
         children = [c for c in (f"{node}{HALF_SEP}0", f"{node}{HALF_SEP}1") if c in tests]
         tag = ""
         if node in minimal:
-            tag = " — <b>minimal</b>, " + ("the trait is distributed within it" if node in distributed
-                                            else "at the maximum depth")
+            tag = " — <b>minimal</b>, " + (
+                "the trait is distributed within it" if node in distributed else "at the maximum depth"
+            )
         cls = "minimal" if node in minimal else ("pass" if d.get("passed") else "fail")
-        below = f'<ul>{"".join(node_item(c) for c in children)}</ul>' if children else ""
-        return (f'<li class="{cls}" data-node="{esc(node)}" title="{esc(decision_title(d))}"><code>{esc(node)}</code>: '
-                f'{verdict(d)}, {decision_short(d)}{tag}{below}</li>')
+        below = f"<ul>{''.join(node_item(c) for c in children)}</ul>" if children else ""
+        return (
+            f'<li class="{cls}" data-node="{esc(node)}" title="{esc(decision_title(d))}"><code>{esc(node)}</code>: '
+            f"{verdict(d)}, {decision_short(d)}{tag}{below}</li>"
+        )
 
     root = analysis.get("subset")
     roots = [root] if root in tests else sorted(n for n in tests if HALF_SEP not in n)
@@ -227,15 +250,21 @@ def minimal_section(analysis: dict) -> str:
     tests = analysis.get("tests") or {}
     if not tests:
         return "<p>analysis.json has no bisection test.</p>"
-    note = (f'<p class="small">Each node: sufficiency of patch-insert(node) vs all-clean on the search seeds '
-            f'({test_levels(analysis)}); estimate = τ(insert) − τ0 [interval], p. <code>{esc(HALF_SEP)}0</code> and '
-            f'<code>{esc(HALF_SEP)}1</code> are the stratified halves. Hover a node for its test and trials.</p>')
+    note = (
+        f'<p class="small">Each node: sufficiency of patch-insert(node) vs all-clean on the search seeds '
+        f"({test_levels(analysis)}); estimate = τ(insert) − τ0 [interval], p. <code>{esc(HALF_SEP)}0</code> and "
+        f"<code>{esc(HALF_SEP)}1</code> are the stratified halves. Hover a node for its test and trials.</p>"
+    )
     confirmations = analysis.get("confirmations") or {}
     if confirmations:
-        rows = "".join(f'<tr data-node="{esc(n)}"><td><code>{esc(n)}</code></td>{decision_cell(d)}</tr>'
-                       for n, d in confirmations.items())
-        confirm = ('<h3>Confirmation on fresh seeds</h3><table class="confirm"><thead><tr><th>minimal node</th>'
-                   f'<th>sufficiency on seeds the search never used</th></tr></thead><tbody>{rows}</tbody></table>')
+        rows = "".join(
+            f'<tr data-node="{esc(n)}"><td><code>{esc(n)}</code></td>{decision_cell(d)}</tr>'
+            for n, d in confirmations.items()
+        )
+        confirm = (
+            '<h3>Confirmation on fresh seeds</h3><table class="confirm"><thead><tr><th>minimal node</th>'
+            f"<th>sufficiency on seeds the search never used</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
     else:
         confirm = "<p>No confirmation decision (no minimal node, or the confirmation runs are missing).</p>"
     return _tree(analysis, tests) + note + confirm
@@ -255,12 +284,19 @@ def _minimal(view: SweepView) -> list[str]:
 def _per_source_table(sources: dict, what: str) -> str:
     traits = list(dict.fromkeys(t for by_trait in sources.values() for t in by_trait))
     head = "".join(f"<th>{esc(t)} [low, high]</th>" for t in traits)
-    rows = "".join(f"<tr><td><code>{esc(src)}</code></td>"
-                   + "".join(f"<td title=\"trials {esc(trial_list((by_trait.get(t) or {}).get('trials')))}\">"
-                             f"{est(by_trait.get(t))}</td>" for t in traits) + "</tr>"
-                   for src, by_trait in sources.items())
-    return (f"<p class=\"small\">Per source: {what}.</p><table><thead><tr><th>source</th>{head}</tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+    rows = "".join(
+        f"<tr><td><code>{esc(src)}</code></td>"
+        + "".join(
+            f'<td title="trials {esc(trial_list((by_trait.get(t) or {}).get("trials")))}">{est(by_trait.get(t))}</td>'
+            for t in traits
+        )
+        + "</tr>"
+        for src, by_trait in sources.items()
+    )
+    return (
+        f'<p class="small">Per source: {what}.</p><table><thead><tr><th>source</th>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def transfer_section(analysis: dict) -> str:
@@ -270,12 +306,18 @@ def transfer_section(analysis: dict) -> str:
         rows = "".join(
             f"<tr><td><code>{esc(src)}</code></td><td>{esc(t)}</td><td>{num(tr.get('offset'))}</td>"
             f"<td>{num(tr.get('ratio')) if tr.get('ratio') is not None else 'undefined'}</td></tr>"
-            for src, by_trait in transfer.items() for t, tr in by_trait.items())
-        parts.append("<table><thead><tr><th>teacher</th><th>trait</th><th>offset τS − τT</th>"
-                     "<th>transfer ratio (τS − τ0)/(τT − τ0)</th></tr></thead>"
-                     f"<tbody>{rows}</tbody></table>")
-    for key, what in (("teachers", "the teacher's own score τT (teacher eval, no training)"),
-                      ("students", "the student trained on all of the source's rollouts")):
+            for src, by_trait in transfer.items()
+            for t, tr in by_trait.items()
+        )
+        parts.append(
+            "<table><thead><tr><th>teacher</th><th>trait</th><th>offset τS − τT</th>"
+            "<th>transfer ratio (τS − τ0)/(τT − τ0)</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    for key, what in (
+        ("teachers", "the teacher's own score τT (teacher eval, no training)"),
+        ("students", "the student trained on all of the source's rollouts"),
+    ):
         if analysis.get(key):
             parts.append(_per_source_table(analysis[key], what))
     return "".join(parts) or "<p>analysis.json has no teacher or transfer scores.</p>"
@@ -287,9 +329,13 @@ def _transfer(view: SweepView) -> list[str]:
     if not (a.get("transfer") or a.get("teachers") or a.get("students")):
         return []
     chart = offsets_chart(a, view.decision_trait)
-    figure = (f"<figure>{chart}<figcaption>{esc(view.decision_trait)}: each source's own score (τT, square) "
-              f"and the student trained on all of its rollouts (τS, circle) with intervals; the arrow is the "
-              f"offset.</figcaption></figure>" if chart else "")
+    figure = (
+        f"<figure>{chart}<figcaption>{esc(view.decision_trait)}: each source's own score (τT, square) "
+        f"and the student trained on all of its rollouts (τS, circle) with intervals; the arrow is the "
+        f"offset.</figcaption></figure>"
+        if chart
+        else ""
+    )
     return ["<h2>Teacher vs student</h2>", figure, transfer_section(a)]
 
 
@@ -310,8 +356,10 @@ def _plain_table(rows: list[tuple[str, dict]]) -> str:
     """Named records as a table: a row per record, a column per field any record has."""
     columns = list(dict.fromkeys(c for _, record in rows for c in record))
     head = "<th></th>" + "".join(f"<th>{esc(str(c))}</th>" for c in columns)
-    body = "".join(f"<tr><th>{esc(name)}</th>" + "".join(f"<td>{_plain_cell(record.get(c))}</td>" for c in columns)
-                   + "</tr>" for name, record in rows)
+    body = "".join(
+        f"<tr><th>{esc(name)}</th>" + "".join(f"<td>{_plain_cell(record.get(c))}</td>" for c in columns) + "</tr>"
+        for name, record in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -329,6 +377,9 @@ def plain(value: Any) -> str:
 
 def generic_section(key: str, value: Any) -> list[str]:
     """A kind of conclusion this report has no renderer for: its key as the heading, its value shown plainly."""
-    return [f"<h2>{esc(key)}</h2>",
-            f'<p class="small">Conclusions under <code>{esc(key)}</code> in {esc(SweepDir.ANALYSIS)}, a kind this '
-            f"report has no view for yet, as written:</p>", plain(value)]
+    return [
+        f"<h2>{esc(key)}</h2>",
+        f'<p class="small">Conclusions under <code>{esc(key)}</code> in {esc(SweepDir.ANALYSIS)}, a kind this '
+        f"report has no view for yet, as written:</p>",
+        plain(value),
+    ]

@@ -53,8 +53,7 @@ def est(e: dict | None) -> str:
     if not e or e.get("value") is None:
         return "–"
     low, high = e.get("low"), e.get("high")
-    return (f'{num(e["value"])} [{"−∞" if low is None else num(low)}, '
-            f'{"∞" if high is None else num(high)}]')
+    return f"{num(e['value'])} [{'−∞' if low is None else num(low)}, {'∞' if high is None else num(high)}]"
 
 
 def est_runs(e: dict | None) -> str:
@@ -99,8 +98,10 @@ def objective_name(name: str, direction: str) -> str:
 
 def decision_title(d: dict) -> str:
     """The hover text of a decision: its statement, then test, alpha, margin and trials."""
-    return (f'{d.get("statement", "")} (test: {d.get("test", "?")}; alpha {g(d.get("alpha"))}; '
-            f'margin {g(d.get("margin"))}; trials {trial_list(d.get("trials"))})')
+    return (
+        f"{d.get('statement', '')} (test: {d.get('test', '?')}; alpha {g(d.get('alpha'))}; "
+        f"margin {g(d.get('margin'))}; trials {trial_list(d.get('trials'))})"
+    )
 
 
 def verdict(d: dict) -> str:
@@ -109,10 +110,10 @@ def verdict(d: dict) -> str:
 
 def decision_short(d: dict) -> str:
     """`estimate [low, high], p = x`."""
-    return f'{est(d.get("estimate"))}, {p_value(d.get("p_value"))}'
+    return f"{est(d.get('estimate'))}, {p_value(d.get('p_value'))}"
 
 
 def test_levels(analysis: dict, *, margin: bool = False) -> str:
     """The test settings of analysis.json: `alpha A, min effect M[, margin E]`."""
-    text = f'alpha {g(analysis.get("alpha"))}, min effect {g(analysis.get("min_effect"))}'
-    return text + (f', margin {g(analysis.get("margin"))}' if margin and "margin" in analysis else "")
+    text = f"alpha {g(analysis.get('alpha'))}, min effect {g(analysis.get('min_effect'))}"
+    return text + (f", margin {g(analysis.get('margin'))}" if margin and "margin" in analysis else "")

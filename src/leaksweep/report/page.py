@@ -66,18 +66,28 @@ def render(view: SweepView) -> str:
     optuna_mode = view.search_mode == "optuna"
     study = study_section(view) if optuna_mode or len((view.study or {}).get("directions", [])) > 1 else ""
     sections = [
-        f"<h1>{esc(view.name)}</h1>", *head,
-        "<h2>Trials</h2>", status_line(view), trials_table(view),
+        f"<h1>{esc(view.name)}</h1>",
+        *head,
+        "<h2>Trials</h2>",
+        status_line(view),
+        trials_table(view),
         *charts,
         *(["<h2>Optuna study</h2>", study] if study else []),
-        f"<h2>Best and worst {'mixtures' if view.analysis is None else 'trials'}</h2>", best_worst_section(view),
-        "<h2>Training curves</h2>", curves_section(view),
-        "<h2>Sample generations</h2>", samples_table_section(view),
-        "<h3>Best and worst trial, first generations per trait</h3>", samples_section(view),
-        "<h2>Provenance</h2>", provenance(view),
+        f"<h2>Best and worst {'mixtures' if view.analysis is None else 'trials'}</h2>",
+        best_worst_section(view),
+        "<h2>Training curves</h2>",
+        curves_section(view),
+        "<h2>Sample generations</h2>",
+        samples_table_section(view),
+        "<h3>Best and worst trial, first generations per trait</h3>",
+        samples_section(view),
+        "<h2>Provenance</h2>",
+        provenance(view),
     ]
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(view.name)}: leaksweep report'
-            f"</title>{_style()}</head><body>{''.join(sections)}{_scripts()}</body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(view.name)}: leaksweep report'
+        f"</title>{_style()}</head><body>{''.join(sections)}{_scripts()}</body></html>\n"
+    )
     # ASCII keeps the file correct whatever encoding the writer's locale picks.
     return page.encode("ascii", "xmlcharrefreplace").decode("ascii")
 

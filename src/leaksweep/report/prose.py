@@ -33,11 +33,18 @@ def answer(view: SweepView) -> str:
         return analysis_answer(view)
     trait, _ = view.objective
     clean, teacher = pool(view.of("all_clean"), trait), pool(view.of("all_teacher"), trait)
-    text = [] if view.mode == "optuna" else [
-        f"This <code>{esc(view.mode)}</code> sweep has no {esc(SweepDir.ANALYSIS)} yet (its search writes one "
-        f"when it finishes); until then, what the complete trials show."]
-    text += [f"Which data carries <b>{esc(trait)}</b> from the teacher source <code>{esc(view.teacher)}</code> "
-             f"into the student? Scores are {esc(trait)} with 95% intervals."]
+    text = (
+        []
+        if view.mode == "optuna"
+        else [
+            f"This <code>{esc(view.mode)}</code> sweep has no {esc(SweepDir.ANALYSIS)} yet (its search writes one "
+            f"when it finishes); until then, what the complete trials show."
+        ]
+    )
+    text += [
+        f"Which data carries <b>{esc(trait)}</b> from the teacher source <code>{esc(view.teacher)}</code> "
+        f"into the student? Scores are {esc(trait)} with 95% intervals."
+    ]
     text.append(_baselines_sentence(clean, teacher))
     patched = view.patched_subsets()
     if not patched:
@@ -58,13 +65,17 @@ def _study_sentence(study: dict | None) -> str:
     text = []
     if len(study.get("directions", [])) > 1:
         objectives = " and ".join(objective_name(n, d) for n, d in zip(study["objectives"], study["directions"]))
-        text.append(f"{len(study.get('pareto', []))} of {study.get('n_complete', 0)} complete trials are on the "
-                    f"Pareto front of {objectives}.")
+        text.append(
+            f"{len(study.get('pareto', []))} of {study.get('n_complete', 0)} complete trials are on the "
+            f"Pareto front of {objectives}."
+        )
     for objective, by_param in (study.get("importances") or {}).items():
         if len(by_param) > 1:
             top, value = max(by_param.items(), key=lambda kv: kv[1])
-            text.append(f"For {esc(objective)}, Optuna ranks <code>{esc(top)}</code> the most important parameter "
-                        f"(importance {value:.2f} of 1).")
+            text.append(
+                f"For {esc(objective)}, Optuna ranks <code>{esc(top)}</code> the most important parameter "
+                f"(importance {value:.2f} of 1)."
+            )
     return " ".join(text)
 
 
@@ -81,8 +92,10 @@ def _baselines_sentence(clean: Pooled | None, teacher: Pooled | None) -> str:
         verdict = "the all-teacher interval lies below the all-clean one: the teacher's data lowers the trait"
     else:
         verdict = "the two intervals overlap: even all-teacher data does not clearly move the trait"
-    return (f"{text}; the all-teacher student scores τ1 = {teacher.describe()}, "
-            f"D = τ1 − τ0 = {num(teacher.score - clean.score)}; {verdict}.")
+    return (
+        f"{text}; the all-teacher student scores τ1 = {teacher.describe()}, "
+        f"D = τ1 − τ0 = {num(teacher.score - clean.score)}; {verdict}."
+    )
 
 
 def _subset_sentence(view: SweepView, subset: str, trait: str, clean: Pooled | None) -> str:
@@ -102,11 +115,15 @@ def _subset_sentence(view: SweepView, subset: str, trait: str, clean: Pooled | N
     if clean is None:
         return f"Patching {name} with the teacher{caveat}: {at_top}; there is no clean baseline to compare.{dose_text}"
     if top.low > clean.high:
-        return (f"Patching {name} with the teacher raises {esc(trait)} above the clean baseline{caveat}: {at_top}, "
-                f"lower bound {num(top.low)} above the clean baseline's upper bound {num(clean.high)}.{dose_text}")
-    return (f"Patching {name} with the teacher does not clearly raise {esc(trait)} above the clean baseline{caveat}: "
-            f"{at_top}, lower bound {num(top.low)} not above the clean baseline's upper bound "
-            f"{num(clean.high)}.{dose_text}")
+        return (
+            f"Patching {name} with the teacher raises {esc(trait)} above the clean baseline{caveat}: {at_top}, "
+            f"lower bound {num(top.low)} above the clean baseline's upper bound {num(clean.high)}.{dose_text}"
+        )
+    return (
+        f"Patching {name} with the teacher does not clearly raise {esc(trait)} above the clean baseline{caveat}: "
+        f"{at_top}, lower bound {num(top.low)} not above the clean baseline's upper bound "
+        f"{num(clean.high)}.{dose_text}"
+    )
 
 
 def _by_share(trials: list[Trial], subset: str) -> list[tuple[float, list[Trial]]]:
@@ -123,8 +140,9 @@ def analysis_answer(view: SweepView) -> str:
     """The opening paragraph of an experiment mode, from analysis.json."""
     answer_of = ANSWERS.get(view.mode)
     if answer_of is None:
-        return _paragraph([f"analysis.json holds conclusions of mode <code>{esc(view.mode)}</code>, which this report "
-                           f"does not know."])
+        return _paragraph(
+            [f"analysis.json holds conclusions of mode <code>{esc(view.mode)}</code>, which this report does not know."]
+        )
     return _paragraph(answer_of(view))
 
 
@@ -162,9 +180,12 @@ def _fit_sentence(fit: dict) -> str:
             text += " (ED50 lies outside the tested fractions: extrapolated.)"
         return text
     if fit.get("fit"):
-        why = {"flat": "flat (it does not beat a constant)", "failed": "failed (no start converged)",
-               "insufficient": "not possible (it needs 5 points and 3 distinct fractions above 0)",
-               "skipped": "not made for this sweep"}
+        why = {
+            "flat": "flat (it does not beat a constant)",
+            "failed": "failed (no start converged)",
+            "insufficient": "not possible (it needs 5 points and 3 distinct fractions above 0)",
+            "skipped": "not made for this sweep",
+        }
         return f" A logistic dose-response fit is {why.get(fit['fit'], esc(str(fit['fit'])))}, so there is no ED50."
     return ""
 
@@ -175,23 +196,31 @@ def _threshold_sentence(dr: dict, analysis: dict) -> str:
     seq = dr.get("threshold") or {}
     f = seq.get("threshold")
     tested = dr.get("tested") or []
-    test = (f'fixed-sequence sufficiency tests vs the all-clean baseline from the highest rung down at alpha '
-            f'{g(seq.get("alpha", analysis.get("alpha")))}, '
-            f'min effect {g(seq.get("margin", analysis.get("min_effect")))}')
+    test = (
+        f"fixed-sequence sufficiency tests vs the all-clean baseline from the highest rung down at alpha "
+        f"{g(seq.get('alpha', analysis.get('alpha')))}, "
+        f"min effect {g(seq.get('margin', analysis.get('min_effect')))}"
+    )
     name = f"<code>{esc(subset)}</code>"
     if f is not None:
         stop = seq.get("stopped_at")
-        how = (f"testing stopped at the first rung not rejected, {frac(stop)}" if stop is not None
-               else "every rung tested was rejected")
-        text = (f"The leak threshold of {esc(trait)} on {name} is <b>{frac(f)}</b> of the subset from the teacher "
-                f"({test}; {how}): the smallest dose that carries the trait lies in that ladder interval, "
-                f"<b>{_threshold_bracket(dr, f, stop)}</b>.")
+        how = (
+            f"testing stopped at the first rung not rejected, {frac(stop)}"
+            if stop is not None
+            else "every rung tested was rejected"
+        )
+        text = (
+            f"The leak threshold of {esc(trait)} on {name} is <b>{frac(f)}</b> of the subset from the teacher "
+            f"({test}; {how}): the smallest dose that carries the trait lies in that ladder interval, "
+            f"<b>{_threshold_bracket(dr, f, stop)}</b>."
+        )
     else:
         top = max(tested) if tested else (dr.get("ladder") or [None])[-1]
         step = next((s.get("decision") for s in seq.get("steps", []) if s.get("fraction") == top), None)
         why = f" The top rung's test: {esc(step['statement'])}" if step and step.get("statement") else ""
-        text = (f"<b>No leak</b> of {esc(trait)} on {name} up to the top rung, {frac(top)} from the teacher "
-                f"({test}).{why}")
+        text = (
+            f"<b>No leak</b> of {esc(trait)} on {name} up to the top rung, {frac(top)} from the teacher ({test}).{why}"
+        )
     return text + _fit_sentence(dr.get("fit") or {})
 
 
@@ -219,27 +248,39 @@ def _fraction_sweep_answer(view: SweepView) -> list[str]:
 def _minimal_found(a: dict, minimal: list[str], tests: dict, levels: str) -> list[str]:
     """The minimal subsets with their tests, and whether each is distributed or at the maximum depth."""
     root, trait = a.get("subset", "?"), a.get("trait", "?")
-    text = [f"The minimal leaking subset{'s' if len(minimal) > 1 else ''} of <code>{esc(root)}</code> for "
-            f"{esc(trait)} ({levels}): " + "; ".join(
-                f"<b><code>{esc(n)}</code></b> ({decision_short(tests[n])})" if n in tests else f"<b>{esc(n)}</b>"
-                for n in minimal) + "."]
+    text = [
+        f"The minimal leaking subset{'s' if len(minimal) > 1 else ''} of <code>{esc(root)}</code> for "
+        f"{esc(trait)} ({levels}): "
+        + "; ".join(
+            f"<b><code>{esc(n)}</code></b> ({decision_short(tests[n])})" if n in tests else f"<b>{esc(n)}</b>"
+            for n in minimal
+        )
+        + "."
+    ]
     distributed = [n for n in minimal if n in set(a.get("distributed", []))]
     at_depth = [n for n in minimal if n not in distributed]
     one = len(distributed) == 1
     if distributed:
-        text.append(f"The trait is <b>distributed within</b> {code_list(distributed)}: "
-                    f"{'it is' if one else 'each is'} sufficient but neither of {'its' if one else 'their'} halves is.")
+        text.append(
+            f"The trait is <b>distributed within</b> {code_list(distributed)}: "
+            f"{'it is' if one else 'each is'} sufficient but neither of {'its' if one else 'their'} halves is."
+        )
     if at_depth:
-        text.append(f"{code_list(at_depth)} {'is' if len(at_depth) == 1 else 'are'} at the maximum bisection depth, "
-                    f"so minimal at that granularity only (halves not tested).")
+        text.append(
+            f"{code_list(at_depth)} {'is' if len(at_depth) == 1 else 'are'} at the maximum bisection depth, "
+            f"so minimal at that granularity only (halves not tested)."
+        )
     return text
 
 
 def _confirmation_sentences(a: dict, minimal: list[str]) -> list[str]:
     confirmations, confirmed = a.get("confirmations", {}), a.get("confirmed", {})
-    verdicts = [f"<b>{'yes' if confirmed[n] else 'no'}</b> for <code>{esc(n)}</code>"
-                + (f" ({decision_short(confirmations[n])})" if n in confirmations else "")
-                for n in minimal if n in confirmed]
+    verdicts = [
+        f"<b>{'yes' if confirmed[n] else 'no'}</b> for <code>{esc(n)}</code>"
+        + (f" ({decision_short(confirmations[n])})" if n in confirmations else "")
+        for n in minimal
+        if n in confirmed
+    ]
     text = []
     if verdicts:
         text.append("Confirmed on fresh seeds that played no part in the search: " + "; ".join(verdicts) + ".")
@@ -258,13 +299,21 @@ def _minimal_answer(view: SweepView) -> list[str]:
     if a.get("no_leak"):
         d = tests.get(root)
         detail = f": {decision_short(d)}" if d else ""
-        return [f"<b>No leak</b>: patching all of <code>{esc(root)}</code> with the teacher is not sufficient for "
-                f"{esc(trait)} ({levels}){detail}, so there is no leaking subset to narrow down.", spent]
+        return [
+            f"<b>No leak</b>: patching all of <code>{esc(root)}</code> with the teacher is not sufficient for "
+            f"{esc(trait)} ({levels}){detail}, so there is no leaking subset to narrow down.",
+            spent,
+        ]
     if not minimal:
-        return [f"The bisection of <code>{esc(root)}</code> found no minimal leaking subset (the search did not "
-                f"finish).", spent]
-    return (_minimal_found(a, minimal, tests, levels) + _confirmation_sentences(a, minimal)
-            + [_baselines_from_analysis(a, trait), spent])
+        return [
+            f"The bisection of <code>{esc(root)}</code> found no minimal leaking subset (the search did not finish).",
+            spent,
+        ]
+    return (
+        _minimal_found(a, minimal, tests, levels)
+        + _confirmation_sentences(a, minimal)
+        + [_baselines_from_analysis(a, trait), spent]
+    )
 
 
 def _sufficient_sentence(a: dict, rows: dict) -> str:
@@ -273,21 +322,25 @@ def _sufficient_sentence(a: dict, rows: dict) -> str:
         return ""
     holm = {s: rows[s].get("sufficient_holm", rows[s]["sufficient"]["passed"]) for s in tested}
     alone = [s for s in tested if rows[s]["sufficient"]["passed"] and not holm[s]]
-    return (f"<b>Sufficient</b> (patching the teacher's rollouts into the subset alone raises the trait; "
-            f"{test_levels(a)}, Holm across {len(tested)} subset{'s' if len(tested) > 1 else ''}): "
-            f"{code_list([s for s in tested if holm[s]])}; not sufficient: "
-            f"{code_list([s for s in tested if not holm[s]])}."
-            + (f" ({code_list(alone)} passed alone but not after the Holm correction.)" if alone else ""))
+    return (
+        f"<b>Sufficient</b> (patching the teacher's rollouts into the subset alone raises the trait; "
+        f"{test_levels(a)}, Holm across {len(tested)} subset{'s' if len(tested) > 1 else ''}): "
+        f"{code_list([s for s in tested if holm[s]])}; not sufficient: "
+        f"{code_list([s for s in tested if not holm[s]])}."
+        + (f" ({code_list(alone)} passed alone but not after the Holm correction.)" if alone else "")
+    )
 
 
 def _necessary_sentence(a: dict, rows: dict) -> str:
     tested = [s for s, r in rows.items() if "necessary" in r]
     if not tested:
         return ""
-    return (f"<b>Necessary</b> (clean rollouts patched into the subset bring the all-teacher student to the "
-            f"clean baseline within margin {g(a.get('margin'))}, two one-sided tests at alpha "
-            f"{g(a.get('alpha'))}): {code_list([s for s in tested if rows[s]['necessary']['passed']])}; "
-            f"not shown necessary: {code_list([s for s in tested if not rows[s]['necessary']['passed']])}.")
+    return (
+        f"<b>Necessary</b> (clean rollouts patched into the subset bring the all-teacher student to the "
+        f"clean baseline within margin {g(a.get('margin'))}, two one-sided tests at alpha "
+        f"{g(a.get('alpha'))}): {code_list([s for s in tested if rows[s]['necessary']['passed']])}; "
+        f"not shown necessary: {code_list([s for s in tested if not rows[s]['necessary']['passed']])}."
+    )
 
 
 def _leak_in_sentence(rows: dict) -> str:
@@ -295,11 +348,15 @@ def _leak_in_sentence(rows: dict) -> str:
     tested = [s for s, r in rows.items() if any(k in r for k, _ in leak_keys)]
     if not tested:
         return ""
-    refills = {s: [label.removeprefix("leak-in, ") for k, label in leak_keys if rows[s].get(k, {}).get("passed")]
-               for s in tested}
+    refills = {
+        s: [label.removeprefix("leak-in, ") for k, label in leak_keys if rows[s].get(k, {}).get("passed")]
+        for s in tested
+    }
     found = [f"<code>{esc(s)}</code> ({', '.join(r)})" for s, r in refills.items() if r]
-    return ("<b>Leak-in</b> (the subset is necessary, yet dropping it leaves the trait higher than patching "
-            "clean rollouts into it): " + (", ".join(found) if found else "none") + ".")
+    return (
+        "<b>Leak-in</b> (the subset is necessary, yet dropping it leaves the trait higher than patching "
+        "clean rollouts into it): " + (", ".join(found) if found else "none") + "."
+    )
 
 
 def _leak_map_answer(view: SweepView) -> list[str]:
@@ -310,9 +367,14 @@ def _leak_map_answer(view: SweepView) -> list[str]:
     rows = table.get(trait, {})
     if not rows:
         return ["analysis.json holds no leak map.", _drop_effect_sentence(view)]
-    return [f"Which subsets carry <b>{esc(trait)}</b> from the teacher into the student?",
-            _baselines_from_analysis(a, trait), _sufficient_sentence(a, rows), _necessary_sentence(a, rows),
-            _leak_in_sentence(rows), _drop_effect_sentence(view)]
+    return [
+        f"Which subsets carry <b>{esc(trait)}</b> from the teacher into the student?",
+        _baselines_from_analysis(a, trait),
+        _sufficient_sentence(a, rows),
+        _necessary_sentence(a, rows),
+        _leak_in_sentence(rows),
+        _drop_effect_sentence(view),
+    ]
 
 
 def _drop_effect_sentence(view: SweepView) -> str:
@@ -335,28 +397,44 @@ def _drop_effect_sentence(view: SweepView) -> str:
                 drops.setdefault(str(t.result.params.get("refill", "none")), []).append(t)
         if not drops:
             continue
-        said = "; ".join(f"refill {esc(r)}: τ = {num(m)}, <b>{left(m)}</b> of D left"
-                         for r, ts in drops.items() if (m := mean_score(ts, trait)) is not None)
+        said = "; ".join(
+            f"refill {esc(r)}: τ = {num(m)}, <b>{left(m)}</b> of D left"
+            for r, ts in drops.items()
+            if (m := mean_score(ts, trait)) is not None
+        )
         removed = mean_score([t for t in view.of("patch_remove") if t.result.params.get("subset") == subset], trait)
-        patched = (f"; patching clean rollouts into it instead (patch-remove): τ = {num(removed)}, "
-                   f"<b>{left(removed)}</b> of D left" if removed is not None else "")
+        patched = (
+            f"; patching clean rollouts into it instead (patch-remove): τ = {num(removed)}, "
+            f"<b>{left(removed)}</b> of D left"
+            if removed is not None
+            else ""
+        )
         parts.append(f"dropping <code>{esc(subset)}</code> from the all-teacher data ({said}){patched}")
     if not parts:
         return ""
-    return (f"How much of the all-teacher effect D = τ1 − τ0 = {num(effect)} on {esc(trait)} is left (means over "
-            f"seeds): " + "; ".join(parts) + ".")
+    return (
+        f"How much of the all-teacher effect D = τ1 − τ0 = {num(effect)} on {esc(trait)} is left (means over "
+        f"seeds): " + "; ".join(parts) + "."
+    )
 
 
 def _transfer_answer(view: SweepView) -> list[str]:
     a, trait = view.analysis or {}, view.decision_trait
     transfer = a.get("transfer") or {}
     text = []
-    for key, what, symbol in (("teachers", "The teachers' own scores on the eval prompts (no training)", "τT"),
-                              ("students", "Students trained on all of one source's rollouts", "τS")):
+    for key, what, symbol in (
+        ("teachers", "The teachers' own scores on the eval prompts (no training)", "τT"),
+        ("students", "Students trained on all of one source's rollouts", "τS"),
+    ):
         if a.get(key):
-            text.append(f"{what}: " + "; ".join(
-                f"<code>{esc(src)}</code>: {esc(trait)} {symbol} = {est(by_trait.get(trait))}"
-                for src, by_trait in a[key].items()) + ".")
+            text.append(
+                f"{what}: "
+                + "; ".join(
+                    f"<code>{esc(src)}</code>: {esc(trait)} {symbol} = {est(by_trait.get(trait))}"
+                    for src, by_trait in a[key].items()
+                )
+                + "."
+            )
     for src, by_trait in transfer.items():
         for t, tr in by_trait.items():
             if t != trait and trait in by_trait:
@@ -365,10 +443,13 @@ def _transfer_answer(view: SweepView) -> list[str]:
             text.append(
                 f"Teacher <code>{esc(src)}</code> vs the student trained on all of its rollouts, on {esc(t)}: offset "
                 f"τS − τT = <b>{num(tr.get('offset'))}</b>, transfer ratio (τS − τ0)/(τT − τ0) = <b>"
-                f"{num(ratio) if ratio is not None else 'undefined (the teacher scores the same as τ0)'}</b>.")
+                f"{num(ratio) if ratio is not None else 'undefined (the teacher scores the same as τ0)'}</b>."
+            )
     if not transfer:
-        text.append("No teacher has both a teacher eval and a student trained on all of its rollouts (with the "
-                    "all-clean baseline), so there is no offset or transfer ratio.")
+        text.append(
+            "No teacher has both a teacher eval and a student trained on all of its rollouts (with the "
+            "all-clean baseline), so there is no offset or transfer ratio."
+        )
     return text + [_baselines_from_analysis(a, trait)]
 
 

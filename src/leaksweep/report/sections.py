@@ -38,8 +38,9 @@ def status_line(view: SweepView) -> str:
     line = f'<p class="small">{len(view.trials)} complete, {len(running)} not finished, {len(failed)} failed.</p>'
     if not failed:
         return line
-    rows = "".join(f"<li>trial {esc(name)} failed: <code>{esc(msg[:MAX_TEXT_CHARS])}</code></li>"
-                   for name, msg in failed)
+    rows = "".join(
+        f"<li>trial {esc(name)} failed: <code>{esc(msg[:MAX_TEXT_CHARS])}</code></li>" for name, msg in failed
+    )
     return line + f'<ul class="small">{rows}</ul>'
 
 
@@ -57,29 +58,40 @@ def _trial_row(view: SweepView, t: Trial, shares: list[str]) -> str:
         cells.append(_cell(interval(s.score, s.low, s.high), s.score) if s else _cell("–", ""))
     loss, steps = train.get("final_loss"), train.get("steps")
     wall_s = t.result.wall_s if t.result.wall_s is not None else 0
-    cells += [_cell(num(loss), "" if loss is None else loss), _cell("–" if steps is None else str(steps), steps),
-              _cell(f"{wall_s:.1f}", wall_s), _cell(f'<code>{esc(str(manifest.get("hash", ""))[:8])}</code>')]
+    cells += [
+        _cell(num(loss), "" if loss is None else loss),
+        _cell("–" if steps is None else str(steps), steps),
+        _cell(f"{wall_s:.1f}", wall_s),
+        _cell(f"<code>{esc(str(manifest.get('hash', ''))[:8])}</code>"),
+    ]
     return "<tr>" + "".join(cells) + "</tr>"
 
 
 def trials_table(view: SweepView) -> str:
     """Every complete trial as one row; clicking a header sorts by that column."""
     shares = ["all"] + view.subsets
-    head = (["trial", "condition", "label"] + [f"teacher share: {s}" for s in shares]
-            + [f"{t} [low, high]" for t in view.traits] + ["final loss", "steps", "wall s", "manifest"])
+    head = (
+        ["trial", "condition", "label"]
+        + [f"teacher share: {s}" for s in shares]
+        + [f"{t} [low, high]" for t in view.traits]
+        + ["final loss", "steps", "wall s", "manifest"]
+    )
     rows = [_trial_row(view, t, shares) for t in view.trials]
     header = "".join(f"<th>{esc(h)}</th>" for h in head)
-    return (f'<table class="sortable"><thead><tr>{header}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return f'<table class="sortable"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def charts_section(view: SweepView) -> str:
     subsets = view.varied_subsets()
     if not subsets:
         return "<p>No mixture trial gave the teacher a share of any subset, so there is nothing to plot.</p>"
-    figures = [f"<figure>{trait_chart(view, s, trait)}<figcaption>{esc(trait)} vs teacher share of "
-               f"{esc(s)}</figcaption></figure>"
-               for s in subsets for trait in view.traits if any(t.score(trait) for t in view.of("mixture"))]
+    figures = [
+        f"<figure>{trait_chart(view, s, trait)}<figcaption>{esc(trait)} vs teacher share of "
+        f"{esc(s)}</figcaption></figure>"
+        for s in subsets
+        for trait in view.traits
+        if any(t.score(trait) for t in view.of("mixture"))
+    ]
     return "".join(figures)
 
 
@@ -100,9 +112,12 @@ def best_worst_section(view: SweepView) -> str:
     rows = "".join(
         f"<tr><td>{role}</td><td>{t.number}</td><td>{esc(t.label)}</td>"
         f"<td>{interval(t.score(trait).score, t.score(trait).low, t.score(trait).high)}</td></tr>"
-        for role, t in picks)
-    return (f"{intro}</p><table><thead><tr><th></th><th>trial</th><th>label</th>"
-            f"<th>{esc(trait)} [low, high]</th></tr></thead><tbody>{rows}</tbody></table>")
+        for role, t in picks
+    )
+    return (
+        f"{intro}</p><table><thead><tr><th></th><th>trial</th><th>label</th>"
+        f"<th>{esc(trait)} [low, high]</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def curves_section(view: SweepView) -> str:
@@ -110,8 +125,11 @@ def curves_section(view: SweepView) -> str:
     curves = {t.number: c for t in view.trials if (c := loss_curve(t, per_curve))}
     missing = [str(t.number) for t in view.trials if t.number not in curves]
     note = f'<p class="small">No loss log for trial(s) {", ".join(missing)}.</p>' if missing else ""
-    hint = ("" if len(curves) <= MAX_LEGEND_ENTRIES else
-            f'<p class="small">{len(curves)} curves: hover one for its trial (no legend for this many).</p>')
+    hint = (
+        ""
+        if len(curves) <= MAX_LEGEND_ENTRIES
+        else f'<p class="small">{len(curves)} curves: hover one for its trial (no legend for this many).</p>'
+    )
     return (loss_chart(curves) + hint if curves else "<p>No trial has a loss log.</p>") + note
 
 
@@ -123,18 +141,28 @@ def study_section(view: SweepView) -> str:
     out = []
     if len(study.get("directions", [])) > 1:
         chart = pareto_chart(study)
-        extra = (f" Only the first two of {len(study['directions'])} objectives are plotted."
-                 if len(study["directions"]) > 2 else "")
-        out.append("<h3>Pareto front</h3>" + (
-            f"<figure>{chart}<figcaption>{len(study.get('pareto', []))} of {study.get('n_complete', 0)} complete "
-            f"trials are on the Pareto front (filled). Hover a point for its trial, values and parameters; click "
-            f"the legend to hide a group.{extra}</figcaption></figure>" if chart
-            else "<p>No complete trial has values for two objectives.</p>"))
+        extra = (
+            f" Only the first two of {len(study['directions'])} objectives are plotted."
+            if len(study["directions"]) > 2
+            else ""
+        )
+        out.append(
+            "<h3>Pareto front</h3>"
+            + (
+                f"<figure>{chart}<figcaption>{len(study.get('pareto', []))} of {study.get('n_complete', 0)} complete "
+                f"trials are on the Pareto front (filled). Hover a point for its trial, values and parameters; click "
+                f"the legend to hide a group.{extra}</figcaption></figure>"
+                if chart
+                else "<p>No complete trial has values for two objectives.</p>"
+            )
+        )
     chart = importance_chart(study)
     if chart:
-        out.append(f"<h3>Parameter importances</h3><figure>{chart}<figcaption>"
-                   f"{esc(study.get('importance_method', 'optuna.importance'))}: how much each suggested "
-                   f"parameter matters for reaching the best values of each objective.</figcaption></figure>")
+        out.append(
+            f"<h3>Parameter importances</h3><figure>{chart}<figcaption>"
+            f"{esc(study.get('importance_method', 'optuna.importance'))}: how much each suggested "
+            f"parameter matters for reaching the best values of each objective.</figcaption></figure>"
+        )
     elif study.get("importances_absent"):
         out.append(f"<h3>Parameter importances</h3><p>No importances: {esc(study['importances_absent'])}.</p>")
     return "".join(out)
@@ -165,11 +193,12 @@ def samples_block(trial: Trial, role: str) -> str:
     for trait, rows in by_trait.items():
         items = "".join(
             f'<div class="sample"><div class="small">prompt {esc(str(r.get("prompt_id", "")))}, '
-            f'sample {esc(str(r.get("sample", "")))}: value <b>{esc(str(r.get("value", "")))}</b>'
-            f' ({esc(str(r.get("reason", "")))})</div>'
+            f"sample {esc(str(r.get('sample', '')))}: value <b>{esc(str(r.get('value', '')))}</b>"
+            f" ({esc(str(r.get('reason', '')))})</div>"
             f'<pre class="prompt">{esc(_clip(str(r.get("prompt", ""))))}</pre>'
-            f'<pre>{esc(_clip(str(r.get("response", ""))))}</pre></div>'
-            for r in rows)
+            f"<pre>{esc(_clip(str(r.get('response', ''))))}</pre></div>"
+            for r in rows
+        )
         blocks.append(f"<h4>{esc(trait)}</h4>{items}")
     return title + ("".join(blocks) or "<p>The samples file is empty.</p>")
 
@@ -202,9 +231,18 @@ def sample_rows(view: SweepView) -> tuple[dict, int]:
             pid = str(r.get("prompt_id", ""))
             prompts.setdefault(pid, _text_cut(str(r.get("prompt", ""))))
             value = r.get("value")
-            rows.append([t.number, t.condition, trait, pid, r.get("sample", 0),
-                         value if isinstance(value, (int, float)) else str(value), _text_cut(str(r.get("reason", ""))),
-                         _text_cut(str(r.get("response", "")))])
+            rows.append(
+                [
+                    t.number,
+                    t.condition,
+                    trait,
+                    pid,
+                    r.get("sample", 0),
+                    value if isinstance(value, (int, float)) else str(value),
+                    _text_cut(str(r.get("reason", ""))),
+                    _text_cut(str(r.get("response", ""))),
+                ]
+            )
     return {"prompts": prompts, "rows": rows, "per_trial_trait": per}, total
 
 
@@ -213,14 +251,16 @@ def _samples_controls(data: dict) -> str:
     options = lambda values: "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)  # noqa: E731
     conditions = sorted({r[1] for r in data["rows"]})
     traits = sorted({r[2] for r in data["rows"]})
-    return (f'<div class="controls"><input id="samples-filter" type="search" placeholder="filter: text in prompt, '
-            f'response, reason, condition" size="40" aria-label="filter samples"> '
-            f'<label>trait <select id="samples-trait"><option value="">all</option>{options(traits)}</select></label> '
-            f'<label>verdict <select id="samples-verdict"><option value="">all</option>'
-            f'<option value="pos">shows the trait (value &gt; 0)</option>'
-            f'<option value="zero">does not (value = 0)</option></select></label> '
-            f'<label>condition <select id="samples-condition"><option value="">all</option>{options(conditions)}'
-            f'</select></label></div>')
+    return (
+        f'<div class="controls"><input id="samples-filter" type="search" placeholder="filter: text in prompt, '
+        f'response, reason, condition" size="40" aria-label="filter samples"> '
+        f'<label>trait <select id="samples-trait"><option value="">all</option>{options(traits)}</select></label> '
+        f'<label>verdict <select id="samples-verdict"><option value="">all</option>'
+        f'<option value="pos">shows the trait (value &gt; 0)</option>'
+        f'<option value="zero">does not (value = 0)</option></select></label> '
+        f'<label>condition <select id="samples-condition"><option value="">all</option>{options(conditions)}'
+        f"</select></label></div>"
+    )
 
 
 def samples_table_section(view: SweepView) -> str:
@@ -229,19 +269,24 @@ def samples_table_section(view: SweepView) -> str:
     shown = len(data["rows"])
     if not total:
         return "<p>No trial wrote a samples file (simulated trials and some runners write none).</p>"
-    cap = ("" if shown == total else
-           f" The page embeds {shown} of the {total} generations: the first {data['per_trial_trait']} per trial and "
-           f"trait; every generation is in <code>{SweepDir.TRIALS}/NNNNN/{esc(TrialDir.SAMPLES)}</code>.")
-    return (f'<p class="small">{total} generations over {len(view.trials)} trials.{cap} Prompts and responses are cut '
-            f'at {MAX_TABLE_TEXT_CHARS} characters here. Value: the judge\'s verdict (1 = shows the trait, 0 = does '
-            f'not) or score.</p>'
-            + _samples_controls(data) +
-            f'<p id="samples-count" class="small">{shown} generations embedded (JavaScript renders the table).</p>'
-            f'<table id="samples-table"><thead><tr><th>trial</th><th>condition</th><th>trait</th><th>prompt</th>'
-            f'<th>response</th><th>value</th><th>judge reason</th></tr></thead><tbody></tbody></table>'
-            f'<div class="controls"><button id="samples-prev" type="button">previous</button> '
-            f'<button id="samples-next" type="button">next</button></div>'
-            f'<script type="application/json" id="samples-data">{json_for_script(data)}</script>')
+    cap = (
+        ""
+        if shown == total
+        else f" The page embeds {shown} of the {total} generations: the first {data['per_trial_trait']} per trial and "
+        f"trait; every generation is in <code>{SweepDir.TRIALS}/NNNNN/{esc(TrialDir.SAMPLES)}</code>."
+    )
+    return (
+        f'<p class="small">{total} generations over {len(view.trials)} trials.{cap} Prompts and responses are cut '
+        f"at {MAX_TABLE_TEXT_CHARS} characters here. Value: the judge's verdict (1 = shows the trait, 0 = does "
+        f"not) or score.</p>"
+        + _samples_controls(data)
+        + f'<p id="samples-count" class="small">{shown} generations embedded (JavaScript renders the table).</p>'
+        f'<table id="samples-table"><thead><tr><th>trial</th><th>condition</th><th>trait</th><th>prompt</th>'
+        f"<th>response</th><th>value</th><th>judge reason</th></tr></thead><tbody></tbody></table>"
+        f'<div class="controls"><button id="samples-prev" type="button">previous</button> '
+        f'<button id="samples-next" type="button">next</button></div>'
+        f'<script type="application/json" id="samples-data">{json_for_script(data)}</script>'
+    )
 
 
 # --- provenance ----------------------------------------------------------------------------------------
@@ -251,26 +296,33 @@ def provenance(view: SweepView) -> str:
     fingerprints = sorted({t.result.data_fingerprint for t in view.trials if t.result.data_fingerprint})
     warn = "" if len(fingerprints) <= 1 else " <b>The trials used different data.</b>"
     runner = view.search.get("runner")
-    shown = (f"Data fingerprint(s): {', '.join(f'<code>{esc(f)}</code>' for f in fingerprints)}.{warn}" if fingerprints
-             else "No trial recorded a data fingerprint"
-             + (f" (trials ran through <code>{esc(str(runner))}</code>, not on real data)." if runner else "."))
+    shown = (
+        f"Data fingerprint(s): {', '.join(f'<code>{esc(f)}</code>' for f in fingerprints)}.{warn}"
+        if fingerprints
+        else "No trial recorded a data fingerprint"
+        + (f" (trials ran through <code>{esc(str(runner))}</code>, not on real data)." if runner else ".")
+    )
     example = view.trials[0].dir.path
     config = json.dumps(view.config, indent=2, sort_keys=True, default=str)
-    analysis = ("" if view.analysis is None else
-                f"<details><summary>Conclusions ({esc(SweepDir.ANALYSIS)})</summary>"
-                f"<pre>{esc(json.dumps(view.analysis, indent=2, sort_keys=True, default=str))}</pre></details>")
+    analysis = (
+        ""
+        if view.analysis is None
+        else f"<details><summary>Conclusions ({esc(SweepDir.ANALYSIS)})</summary>"
+        f"<pre>{esc(json.dumps(view.analysis, indent=2, sort_keys=True, default=str))}</pre></details>"
+    )
     versions = ", ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in library_versions().items())
-    return (f"<p>{shown}</p>"
-            f'<p id="code-version">Code that wrote this report: leaksweep git commit '
-            f'<code>{esc(code_version())}</code>. '
-            f"Libraries: {versions}.</p>"
-            f"<p>Rerun a trial from its folder: <code>leaksweep trial &lt;trial dir&gt;</code>, e.g. "
-            f"<code>leaksweep trial {esc(shlex.quote(str(example)))}</code>.</p>"
-            f"<details><summary>Per trial: data and manifest hashes, the command that reproduces it "
-            f"({len(view.trials)} trials)</summary>{provenance_trials_table(view)}</details>"
-            f"<details><summary>Sweep config ({esc(SweepDir.SWEEP)}, resolved)</summary>"
-            f"<pre>{esc(config)}</pre></details>"
-            + analysis)
+    return (
+        f"<p>{shown}</p>"
+        f'<p id="code-version">Code that wrote this report: leaksweep git commit '
+        f"<code>{esc(code_version())}</code>. "
+        f"Libraries: {versions}.</p>"
+        f"<p>Rerun a trial from its folder: <code>leaksweep trial &lt;trial dir&gt;</code>, e.g. "
+        f"<code>leaksweep trial {esc(shlex.quote(str(example)))}</code>.</p>"
+        f"<details><summary>Per trial: data and manifest hashes, the command that reproduces it "
+        f"({len(view.trials)} trials)</summary>{provenance_trials_table(view)}</details>"
+        f"<details><summary>Sweep config ({esc(SweepDir.SWEEP)}, resolved)</summary>"
+        f"<pre>{esc(config)}</pre></details>" + analysis
+    )
 
 
 def _manifest_sha256(t: Trial) -> str:
@@ -287,8 +339,11 @@ def provenance_trials_table(view: SweepView) -> str:
         f"<td><code>{esc(_manifest_sha256(t))}</code></td>"
         f"<td><code>{esc(t.result.code or 'not recorded')}</code></td>"
         f"<td><code>leaksweep trial {esc(shlex.quote(str(t.dir.path.resolve())))}</code></td></tr>"
-        for t in view.trials)
-    return ('<table class="sortable" id="provenance-trials"><thead><tr><th>trial</th><th>condition</th>'
-            f'<th>data fingerprint</th><th>manifest hash</th><th>{TrialDir.MANIFEST} sha256</th>'
-            '<th>code (git commit)</th>'
-            f'<th>reproduce (reruns the trial from its {TrialDir.SPEC})</th></tr></thead><tbody>{rows}</tbody></table>')
+        for t in view.trials
+    )
+    return (
+        '<table class="sortable" id="provenance-trials"><thead><tr><th>trial</th><th>condition</th>'
+        f"<th>data fingerprint</th><th>manifest hash</th><th>{TrialDir.MANIFEST} sha256</th>"
+        "<th>code (git commit)</th>"
+        f"<th>reproduce (reruns the trial from its {TrialDir.SPEC})</th></tr></thead><tbody>{rows}</tbody></table>"
+    )

@@ -19,8 +19,7 @@ esc = html.escape
 PLOT_W, PLOT_H = 640, 320  # px: the chart box; legends go below it
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 46  # px: margins of the plot area inside the box
 ZERO_SLOT = 36  # px at the left of a log-x chart where x = 0 is drawn
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 def colour(i: int) -> str:
@@ -97,8 +96,14 @@ class LogFrame(Frame):
         return start + (math.log10(x) - lo) / (hi - lo) * span
 
 
-def axes(frame: Frame, xticks: list[float], yticks: list[float], xlabel: str, ylabel: str,
-         xfmt: Callable[[float], str] = tick) -> list[str]:
+def axes(
+    frame: Frame,
+    xticks: list[float],
+    yticks: list[float],
+    xlabel: str,
+    ylabel: str,
+    xfmt: Callable[[float], str] = tick,
+) -> list[str]:
     """Grid lines, tick labels, the plot box and both axis labels."""
     right, bottom = PLOT_W - RIGHT, PLOT_H - BOTTOM
     parts = []
@@ -110,12 +115,14 @@ def axes(frame: Frame, xticks: list[float], yticks: list[float], xlabel: str, yl
         px = frame.px(x)
         parts.append(f'<line x1="{px:.1f}" y1="{bottom}" x2="{px:.1f}" y2="{bottom + 5}" stroke="#666"/>')
         parts.append(f'<text x="{px:.1f}" y="{bottom + 18}" text-anchor="middle">{esc(xfmt(x))}</text>')
-    parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}" '
-                 f'fill="none" stroke="#999"/>')
+    parts.append(
+        f'<rect x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}" fill="none" stroke="#999"/>'
+    )
     parts.append(f'<text x="{(LEFT + right) / 2:.0f}" y="{PLOT_H - 6}" text-anchor="middle">{esc(xlabel)}</text>')
     mid = (TOP + bottom) / 2
-    parts.append(f'<text x="14" y="{mid:.0f}" text-anchor="middle" transform="rotate(-90 14 {mid:.0f})">'
-                 f'{esc(ylabel)}</text>')
+    parts.append(
+        f'<text x="14" y="{mid:.0f}" text-anchor="middle" transform="rotate(-90 14 {mid:.0f})">{esc(ylabel)}</text>'
+    )
     return parts
 
 
@@ -142,8 +149,11 @@ def legend(items: list[tuple], top: int = PLOT_H + 6) -> tuple[list[str], int]:
         width = 30 + 7 * len(label)
         if x + width > PLOT_W - RIGHT and x > LEFT:
             x, y = LEFT, y + 18
-        parts.append(f'<g class="legend-item" data-series="{esc(key)}" tabindex="0" role="button" '
-                     f'aria-pressed="true">' if key else "<g>")
+        parts.append(
+            f'<g class="legend-item" data-series="{esc(key)}" tabindex="0" role="button" aria-pressed="true">'
+            if key
+            else "<g>"
+        )
         parts.append(legend_mark(x, y, col, style))
         parts.append(f'<text x="{x + 24}" y="{y + 4}">{esc(label)}</text></g>')
         x += width
@@ -158,6 +168,9 @@ def series(key: str, parts: list[str]) -> str:
 def svg(parts: list[str], extra_height: int, title: str, plot: str, width: int = PLOT_W, height: int = PLOT_H) -> str:
     """An inline SVG chart; `plot` is its stable hook (`data-plot`) for the page's script and for tests."""
     height += extra_height
-    return (f'<svg data-plot="{esc(plot)}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-            f'role="img" font-family="sans-serif" font-size="11" fill="#333" aria-label="{esc(title)}">'
-            + "".join(parts) + "</svg>")
+    return (
+        f'<svg data-plot="{esc(plot)}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" font-family="sans-serif" font-size="11" fill="#333" aria-label="{esc(title)}">'
+        + "".join(parts)
+        + "</svg>"
+    )

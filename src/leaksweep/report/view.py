@@ -20,9 +20,13 @@ from leaksweep.report.fmt import interval, num
 # keys of analysis.json shared by its kinds of conclusion (the experiment searches' `conclude`)
 ANALYSIS_SETTINGS = ("mode", "alpha", "min_effect", "margin", "trials_spent", "grid_trials", "subset", "trait")
 # leak_map's tests per subset, as named in analysis.json, with their column labels
-LEAK_MAP_COLUMNS = (("sufficient", "sufficient"), ("necessary", "necessary"),
-                    ("leak_in_refill_none", "leak-in, refill none"), ("leak_in_refill_same", "leak-in, refill same"),
-                    ("leak_in_refill_clean", "leak-in, refill clean"))
+LEAK_MAP_COLUMNS = (
+    ("sufficient", "sufficient"),
+    ("necessary", "necessary"),
+    ("leak_in_refill_none", "leak-in, refill none"),
+    ("leak_in_refill_same", "leak-in, refill same"),
+    ("leak_in_refill_clean", "leak-in, refill clean"),
+)
 LEAK_MAP_MODES = ("patch_insert", "patch_remove", "drop", "subset_scan")
 
 
@@ -103,8 +107,10 @@ class Pooled:
         if len(self.trials) == 1:
             return f"{interval(self.score, self.low, self.high)} (trial {self.trials[0].number})"
         numbers = ", ".join(str(t.number) for t in self.trials)
-        return (f"mean {num(self.score)} over {len(self.trials)} trials ({numbers}), "
-                f"their intervals within [{num(self.low)}, {num(self.high)}]")
+        return (
+            f"mean {num(self.score)} over {len(self.trials)} trials ({numbers}), "
+            f"their intervals within [{num(self.low)}, {num(self.high)}]"
+        )
 
 
 def pool(trials: list[Trial], trait: str) -> Pooled | None:

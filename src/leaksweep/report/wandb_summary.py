@@ -66,8 +66,9 @@ class StudySummary:
 def load_config(sweep_dir: Path) -> SweepConfig:
     path = SweepDir(sweep_dir).sweep_file
     if not path.exists():
-        raise UserError(f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); "
-                        "run `leaksweep sweep SWEEP.yaml` first")
+        raise UserError(
+            f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); run `leaksweep sweep SWEEP.yaml` first"
+        )
     return sweep_from_dict(read_json(path), str(path))
 
 
@@ -115,13 +116,46 @@ def _leak_map(analysis: dict, out: StudySummary) -> None:
                     continue  # sufficient_holm is a flag on the sufficient row
                 holm = tests.get("sufficient_holm") if test == "sufficient" else None
                 e = d.get("estimate") or {}
-                rows.append([trait, subset, test, bool(d["passed"]), holm, *_estimate(e), _num(e.get("level")),
-                             _num(d.get("p_value")), _num(d.get("alpha")), _num(d.get("margin")),
-                             _trials(d.get("trials")), d.get("statement", "")])
+                rows.append(
+                    [
+                        trait,
+                        subset,
+                        test,
+                        bool(d["passed"]),
+                        holm,
+                        *_estimate(e),
+                        _num(e.get("level")),
+                        _num(d.get("p_value")),
+                        _num(d.get("alpha")),
+                        _num(d.get("margin")),
+                        _trials(d.get("trials")),
+                        d.get("statement", ""),
+                    ]
+                )
                 out.values[f"leak_map/{trait}/{subset}/{test}"] = bool(d["passed"])
     if rows:
-        out.tables.append(Table("leak_map", ["trait", "subset", "test", "passed", "holm", "difference", "low", "high",
-                                             "level", "p_value", "alpha", "margin", "trials", "statement"], rows))
+        out.tables.append(
+            Table(
+                "leak_map",
+                [
+                    "trait",
+                    "subset",
+                    "test",
+                    "passed",
+                    "holm",
+                    "difference",
+                    "low",
+                    "high",
+                    "level",
+                    "p_value",
+                    "alpha",
+                    "margin",
+                    "trials",
+                    "statement",
+                ],
+                rows,
+            )
+        )
 
 
 def _fit_chart(subset: str, trait: str, fit: dict, points: list[list[Any]]) -> Chart | None:
@@ -132,31 +166,76 @@ def _fit_chart(subset: str, trait: str, fit: dict, points: list[list[Any]]) -> C
     positive = [p[0] for p in points if p[0]]
     lo, hi = math.log10(min(positive)), math.log10(max(positive))
     grid = [10 ** (lo + (hi - lo) * i / (FIT_CURVE_POINTS - 1)) for i in range(FIT_CURVE_POINTS)]
-    return Chart(f"dose_fit/{subset}", "line", ["fraction", "fitted"], [[f, dose.logistic(params, f)] for f in grid],
-                 "fraction", "fitted", f"logistic fit of {trait} on {subset}")
+    return Chart(
+        f"dose_fit/{subset}",
+        "line",
+        ["fraction", "fitted"],
+        [[f, dose.logistic(params, f)] for f in grid],
+        "fraction",
+        "fitted",
+        f"logistic fit of {trait} on {subset}",
+    )
 
 
 def _dose_response(analysis: dict, out: StudySummary) -> None:
     thresholds = []
     for subset, dr in analysis.get("dose_response", {}).items():
         trait = dr.get("trait", "")
-        points = [[_num(p.get("fraction")), *_estimate(p), p.get("n_runs"), _trials(p.get("trials"))]
-                  for p in dr.get("points", [])]
+        points = [
+            [_num(p.get("fraction")), *_estimate(p), p.get("n_runs"), _trials(p.get("trials"))]
+            for p in dr.get("points", [])
+        ]
         columns = ["fraction", "value", "low", "high", "n_runs", "trials"]
-        out.charts.append(Chart(f"dose_response/{subset}", "scatter", columns, points, "fraction", "value",
-                                f"{trait} vs teacher fraction on {subset}"))
+        out.charts.append(
+            Chart(
+                f"dose_response/{subset}",
+                "scatter",
+                columns,
+                points,
+                "fraction",
+                "value",
+                f"{trait} vs teacher fraction on {subset}",
+            )
+        )
         fit = dr.get("fit") or {}
         if (chart := _fit_chart(subset, trait, fit, points)) is not None:
             out.charts.append(chart)
         seq = dr.get("threshold") or {}
         ed10, ed50 = fit.get("ed10"), fit.get("ed50")
-        thresholds.append([subset, trait, _num(seq.get("threshold")), _num(seq.get("stopped_at")),
-                           *_estimate(ed10), *_estimate(ed50), fit.get("fit"), seq.get("statement", "")])
+        thresholds.append(
+            [
+                subset,
+                trait,
+                _num(seq.get("threshold")),
+                _num(seq.get("stopped_at")),
+                *_estimate(ed10),
+                *_estimate(ed50),
+                fit.get("fit"),
+                seq.get("statement", ""),
+            ]
+        )
         out.values[f"threshold/{subset}"] = _num(seq.get("threshold"))
     if thresholds:
-        out.tables.append(Table("thresholds", ["subset", "trait", "threshold", "stopped_at", "ed10", "ed10_low",
-                                               "ed10_high", "ed50", "ed50_low", "ed50_high", "fit", "statement"],
-                                thresholds))
+        out.tables.append(
+            Table(
+                "thresholds",
+                [
+                    "subset",
+                    "trait",
+                    "threshold",
+                    "stopped_at",
+                    "ed10",
+                    "ed10_low",
+                    "ed10_high",
+                    "ed50",
+                    "ed50_low",
+                    "ed50_high",
+                    "fit",
+                    "statement",
+                ],
+                thresholds,
+            )
+        )
 
 
 def _minimal(analysis: dict, out: StudySummary) -> None:
@@ -165,10 +244,23 @@ def _minimal(analysis: dict, out: StudySummary) -> None:
         rows = []
         for subset, d in tests.items():
             if isinstance(d, dict) and "passed" in d:
-                rows.append([subset, bool(d["passed"]), *_estimate(d.get("estimate")), _num(d.get("p_value")),
-                             _trials(d.get("trials")), d.get("statement", "")])
-        out.tables.append(Table("subset_tests", ["subset", "sufficient", "difference", "low", "high", "p_value",
-                                                 "trials", "statement"], rows))
+                rows.append(
+                    [
+                        subset,
+                        bool(d["passed"]),
+                        *_estimate(d.get("estimate")),
+                        _num(d.get("p_value")),
+                        _trials(d.get("trials")),
+                        d.get("statement", ""),
+                    ]
+                )
+        out.tables.append(
+            Table(
+                "subset_tests",
+                ["subset", "sufficient", "difference", "low", "high", "p_value", "trials", "statement"],
+                rows,
+            )
+        )
     if "minimal" in analysis:
         out.values["minimal"] = ", ".join(analysis["minimal"]) or "none"
     for subset, confirmed in (analysis.get("confirmed") or {}).items():
@@ -227,12 +319,18 @@ def _optuna(cfg: SweepConfig, results: list[TrialResult], out: StudySummary) -> 
     columns += [f"{t}_{k}" for t in traits for k in ("score", "low", "high")] + ["params"]
     rows = []
     for r in results:
-        rows.append([r.trial, r.condition, r.label, r.seed, _num(r.teacher_share.get("all"))]
-                    + [_score(r, t, k) for t in traits for k in ("score", "low", "high")]
-                    + [json.dumps(r.params, sort_keys=True)])
+        rows.append(
+            [r.trial, r.condition, r.label, r.seed, _num(r.teacher_share.get("all"))]
+            + [_score(r, t, k) for t in traits for k in ("score", "low", "high")]
+            + [json.dumps(r.params, sort_keys=True)]
+        )
     out.tables.append(Table("trials", columns, rows))
-    baselines = [[t, r.condition, *[_score(r, t, k) for k in ("score", "low", "high")], 1, str(r.trial)]
-                 for r in results if r.condition in ("all_clean", "all_teacher") for t in traits]
+    baselines = [
+        [t, r.condition, *[_score(r, t, k) for k in ("score", "low", "high")], 1, str(r.trial)]
+        for r in results
+        if r.condition in ("all_clean", "all_teacher")
+        for t in traits
+    ]
     if baselines:
         columns = ["trait", "condition", "value", "low", "high", "n_runs", "trials"]
         out.tables.append(Table("baselines", columns, baselines))
@@ -241,9 +339,17 @@ def _optuna(cfg: SweepConfig, results: list[TrialResult], out: StudySummary) -> 
             points = [[r.trial, _num(r.teacher_share.get(subset)), _score(r, trait, "score")] for r in results]
             points = [p for p in points if p[1] is not None and p[2] is not None]
             if points:
-                out.charts.append(Chart(f"dose_response/{trait}/{subset}", "scatter",
-                                        ["trial", "teacher_share", "score"], points, "teacher_share", "score",
-                                        f"{trait} vs teacher share {'overall' if subset == 'all' else 'on ' + subset}"))
+                out.charts.append(
+                    Chart(
+                        f"dose_response/{trait}/{subset}",
+                        "scatter",
+                        ["trial", "teacher_share", "score"],
+                        points,
+                        "teacher_share",
+                        "score",
+                        f"{trait} vs teacher share {'overall' if subset == 'all' else 'on ' + subset}",
+                    )
+                )
 
 
 def study_summary(sweep_dir: Path, budget: int | None = None) -> StudySummary:
@@ -278,9 +384,13 @@ def log_study_summary(sweep_dir: Path, tracker, budget: int | None = None, repor
     sweep = SweepDir(sweep_dir)
     summary = study_summary(sweep.path, budget)
     run = tracker.start_run(
-        name=f"{summary.study}-summary", group=summary.study, config=read_json(sweep.sweep_file),
-        tags=[summary.mode, "summary"], run_dir=sweep.summary,
-        run_id=summary_run_id(summary.study, sweep.path), job_type="summary",
+        name=f"{summary.study}-summary",
+        group=summary.study,
+        config=read_json(sweep.sweep_file),
+        tags=[summary.mode, "summary"],
+        run_dir=sweep.summary,
+        run_id=summary_run_id(summary.study, sweep.path),
+        job_type="summary",
     )
     try:
         for table in summary.tables:
@@ -289,8 +399,9 @@ def log_study_summary(sweep_dir: Path, tracker, budget: int | None = None, repor
             run.chart(chart.key, chart.kind, chart.columns, chart.rows, chart.x, chart.y, chart.title)
         run.summary(summary.values)
         if report is not None:
-            run.artifact(f"report-{summary.study}", "report", [Path(report)],
-                         {"study": summary.study, "mode": summary.mode})
+            run.artifact(
+                f"report-{summary.study}", "report", [Path(report)], {"study": summary.study, "mode": summary.mode}
+            )
     except BaseException:
         run.finish(exit_code=1)
         raise
@@ -304,29 +415,52 @@ def report_spec(sweep_dir: Path) -> dict:
     summary = study_summary(sweep_dir)
     cfg = load_config(sweep_dir)
     study, traits = summary.study, list(cfg.traits)
-    statements = [row[-1] for t in summary.tables if t.key in ("thresholds", "leak_map", "subset_tests")
-                  for row in t.rows if row[-1]]
+    statements = [
+        row[-1]
+        for t in summary.tables
+        if t.key in ("thresholds", "leak_map", "subset_tests")
+        for row in t.rows
+        if row[-1]
+    ]
     blocks: list[dict] = [
         {"kind": "h1", "text": f"Study {study}"},
-        {"kind": "p", "text": f"Search mode {summary.mode}; {summary.values['trials_complete']} complete trials. "
-                              f"Trial runs are grouped as {study!r} (job type trial, tagged with the mode and the "
-                              "condition); the conclusions are in the summary run (job type summary)."},
+        {
+            "kind": "p",
+            "text": f"Search mode {summary.mode}; {summary.values['trials_complete']} complete trials. "
+            f"Trial runs are grouped as {study!r} (job type trial, tagged with the mode and the "
+            "condition); the conclusions are in the summary run (job type summary).",
+        },
     ]
     if statements:
         blocks.append({"kind": "markdown", "text": "\n".join(f"- {s}" for s in statements)})
     blocks += [
         {"kind": "h2", "text": "Trait scores and training curves"},
-        {"kind": "panels", "name": f"{study} trials", "group": study, "job_type": "trial", "panels": [
-            *({"kind": "bar", "title": f"{t} per trial", "metrics": [f"trait/{t}/score"]} for t in traits),
-            {"kind": "line", "title": "training loss", "x": "Step", "y": ["train/loss"]},
-            {"kind": "compare"},
-        ]},
+        {
+            "kind": "panels",
+            "name": f"{study} trials",
+            "group": study,
+            "job_type": "trial",
+            "panels": [
+                *({"kind": "bar", "title": f"{t} per trial", "metrics": [f"trait/{t}/score"]} for t in traits),
+                {"kind": "line", "title": "training loss", "x": "Step", "y": ["train/loss"]},
+                {"kind": "compare"},
+            ],
+        },
         {"kind": "h2", "text": "Conclusions"},
-        {"kind": "panels", "name": f"{study} summary", "group": study, "job_type": "summary", "panels": [
-            *({"kind": "table", "table": t.key} for t in summary.tables),
-            # a plot logs its rows as "<key>_table" (wandb.plot), so each chart's data is a table too
-            *({"kind": "table", "table": f"{c.key}_table"} for c in summary.charts),
-        ]},
+        {
+            "kind": "panels",
+            "name": f"{study} summary",
+            "group": study,
+            "job_type": "summary",
+            "panels": [
+                *({"kind": "table", "table": t.key} for t in summary.tables),
+                # a plot logs its rows as "<key>_table" (wandb.plot), so each chart's data is a table too
+                *({"kind": "table", "table": f"{c.key}_table"} for c in summary.charts),
+            ],
+        },
     ]
-    return {"title": f"leaksweep: {study}", "description": f"{summary.mode} study {study}, from {sweep_dir}",
-            "blocks": blocks}
+    return {
+        "title": f"leaksweep: {study}",
+        "description": f"{summary.mode} study {study}, from {sweep_dir}",
+        "blocks": blocks,
+    }

@@ -54,12 +54,15 @@ def _server(host: str, port: int, app):
     try:
         return make_server(host, port, app, server_class=Server, handler_class=QuietHandler)
     except OSError as exc:
-        raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror}); "
-                        "pick another port (--port 0 picks a free one)") from exc
+        raise UserError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror}); "
+            "pick another port (--port 0 picks a free one)"
+        ) from exc
 
 
-def serve_dashboard(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080,
-                    ready: Callable[[str, str], None] | None = None) -> None:
+def serve_dashboard(
+    sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080, ready: Callable[[str, str], None] | None = None
+) -> None:
     """Serve the sweep's study in optuna-dashboard until interrupted (Ctrl-C).
 
     Uses optuna-dashboard's WSGI app on our storage object (a journal file is opened the same way
@@ -80,8 +83,10 @@ def serve_dashboard(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080,
     shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
     try:
         if ready is not None:
-            ready(f"http://{shown}:{server.server_port}/dashboard/studies/{study_id}",
-                  dashboard_command(sweep_dir, host, server.server_port))
+            ready(
+                f"http://{shown}:{server.server_port}/dashboard/studies/{study_id}",
+                dashboard_command(sweep_dir, host, server.server_port),
+            )
         server.serve_forever()
     except KeyboardInterrupt:
         pass

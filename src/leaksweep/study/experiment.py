@@ -30,15 +30,23 @@ def collect_runs(study: storage.Study, sweep_dir: Path) -> list[Run]:
         if "condition_json" not in t.user_attrs:
             continue
         result = read_json(SweepDir(sweep_dir).trial(t.number).result)
-        runs.append(Run(Condition.from_dict(json.loads(t.user_attrs["condition_json"])), int(t.user_attrs["seed"]),
-                        t.number, result["traits"]))
+        runs.append(
+            Run(
+                Condition.from_dict(json.loads(t.user_attrs["condition_json"])),
+                int(t.user_attrs["seed"]),
+                t.number,
+                result["traits"],
+            )
+        )
     return runs
 
 
 def enqueue(study: storage.Study, requests: list[Request]) -> int:
     """Enqueue requests not already waiting or running (a resumed sweep must not run them twice)."""
-    pending = {(t.user_attrs.get("condition_json"), t.user_attrs.get("seed"))
-               for t in storage.trials(study, "WAITING", "RUNNING")}
+    pending = {
+        (t.user_attrs.get("condition_json"), t.user_attrs.get("seed"))
+        for t in storage.trials(study, "WAITING", "RUNNING")
+    }
     added = 0
     for condition, seed in requests:
         key = (json.dumps(condition.to_dict(), sort_keys=True), seed)
@@ -67,8 +75,10 @@ def run_experiment(sweep_dir: Path, execute_round: Callable[[], object]) -> dict
         if not requests:
             break
         if previous is not None and [(c.key(), s) for c, s in requests] == [(c.key(), s) for c, s in previous]:
-            raise UserError(f"{folder.path}: trials of round {round_number - 1} failed (see trials/*/error.json and "
-                            f"`leaksweep status {folder.path}`); fix the cause and rerun the sweep to resume")
+            raise UserError(
+                f"{folder.path}: trials of round {round_number - 1} failed (see trials/*/error.json and "
+                f"`leaksweep status {folder.path}`); fix the cause and rerun the sweep to resume"
+            )
         enqueue(study, requests)
         print(f"{cfg.search.mode}: round {round_number}, {len(requests)} trial(s)", flush=True)
         execute_round()
@@ -76,4 +86,3 @@ def run_experiment(sweep_dir: Path, execute_round: Callable[[], object]) -> dict
     conclusions = search.conclude(collect_runs(study, folder.path))
     folder.write_analysis(conclusions)
     return conclusions
-

@@ -58,18 +58,31 @@ def slurm_job() -> str | None:
 
 def write_beat(trial_dir: Path, interval_s: float, state: str = "running") -> None:
     """Write one heartbeat now (atomically: a reader never sees half a file)."""
-    write_json(TrialDir(trial_dir).heartbeat, {
-        "pid": os.getpid(), "host": socket.gethostname(), "beat_at": time.time(), "interval_s": interval_s,
-        "state": state, "slurm_job": slurm_job(),
-    })
+    write_json(
+        TrialDir(trial_dir).heartbeat,
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "beat_at": time.time(),
+            "interval_s": interval_s,
+            "state": state,
+            "slurm_job": slurm_job(),
+        },
+    )
 
 
 def read_beat(trial_dir: Path) -> Beat | None:
     """The trial's last heartbeat; None when it has none (or a file another writer is replacing)."""
     try:
         raw = json.loads(TrialDir(trial_dir).heartbeat.read_text(encoding="utf-8"))
-        return Beat(int(raw["pid"]), str(raw["host"]), float(raw["beat_at"]), float(raw["interval_s"]),
-                    str(raw.get("state", "running")), raw.get("slurm_job"))
+        return Beat(
+            int(raw["pid"]),
+            str(raw["host"]),
+            float(raw["beat_at"]),
+            float(raw["interval_s"]),
+            str(raw.get("state", "running")),
+            raw.get("slurm_job"),
+        )
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 

@@ -38,8 +38,10 @@ def _failures(folder: SweepDir, procs: list[tuple[subprocess.Popen, object, int]
         log.close()
         path = folder.logs / f"worker-{i}.log"
         if proc.returncode == preemption.REQUEUE_EXIT:
-            failed.append(f"worker {i} was preempted (SIGUSR1): its trial is checkpointed and marked preempted; "
-                          "rerun the same command to resume it")
+            failed.append(
+                f"worker {i} was preempted (SIGUSR1): its trial is checkpointed and marked preempted; "
+                "rerun the same command to resume it"
+            )
         elif proc.returncode != 0:
             tail = path.read_text().splitlines()[-15:]
             failed.append(f"worker {i} exited with {proc.returncode}; last lines of {path}:\n  " + "\n  ".join(tail))

@@ -100,8 +100,12 @@ def check_partition(cfg: SweepConfig, prepared: trial_stage.Prepared) -> None:
     if not cfg.search.partition:
         return
     family = [prepared.subsets[n] for n in cfg.search.subsets]
-    overlaps = [f"{a.name} & {b.name}: {len(a.ids & b.ids)} prompts" for i, a in enumerate(family)
-                for b in family[i + 1:] if a.ids & b.ids]
+    overlaps = [
+        f"{a.name} & {b.name}: {len(a.ids & b.ids)} prompts"
+        for i, a in enumerate(family)
+        for b in family[i + 1 :]
+        if a.ids & b.ids
+    ]
     if overlaps:
         raise UserError(f"search.subsets: `partition: true` needs disjoint subsets, but {'; '.join(overlaps)}")
 
@@ -110,8 +114,9 @@ def load_sweep_dir(sweep_dir: Path) -> SweepConfig:
     """The resolved config a prepared sweep folder holds (its sweep.json)."""
     folder = SweepDir(sweep_dir)
     if not folder.exists():
-        raise UserError(f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); "
-                        "run `leaksweep sweep SWEEP.yaml` first")
+        raise UserError(
+            f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); run `leaksweep sweep SWEEP.yaml` first"
+        )
     return sweep_from_dict(read_json(folder.sweep_file), str(folder.sweep_file))
 
 
@@ -164,8 +169,16 @@ def spec_for(cfg: SweepConfig, trial: storage.Trial, sweep_dir: Path) -> trial_s
     seed = int(attrs.get("seed", 0))
     if "condition_json" in attrs:  # an experiment mode's condition
         cond = Condition.from_dict(json.loads(attrs["condition_json"]))
-        params = {k: v for k, v in (("subset", cond.subset), ("fraction", cond.fraction), ("refill", cond.refill),
-                                    ("source", cond.source)) if v is not None}
+        params = {
+            k: v
+            for k, v in (
+                ("subset", cond.subset),
+                ("fraction", cond.fraction),
+                ("refill", cond.refill),
+                ("source", cond.source),
+            )
+            if v is not None
+        }
         return trial_stage.TrialSpec(cfg, trial.number, cond.kind, params, cond.plan, seed, cfg.train, models)
     condition = attrs.get("condition", "mixture")
     s = cfg.search

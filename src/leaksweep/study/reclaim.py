@@ -23,30 +23,38 @@ from leaksweep.study import heartbeat, storage
 from leaksweep.study.prepare import ask_lock, load_sweep_dir
 
 
-def _why_stale(t: storage.TrialRecord, cfg: SweepConfig, sweep_dir: Path, now: float, include_preempted: bool,
-               optuna_stale: set[int] | None) -> str | None:
+def _why_stale(
+    t: storage.TrialRecord,
+    cfg: SweepConfig,
+    sweep_dir: Path,
+    now: float,
+    include_preempted: bool,
+    optuna_stale: set[int] | None,
+) -> str | None:
     """Why a RUNNING trial counts as stale, or None when it does not."""
     grace_s = cfg.search.stale_after_s
     beat = heartbeat.read_beat(SweepDir(sweep_dir).trial(t.number).path)
     if beat is not None and beat.state == "preempted":
         if include_preempted:
-            return (f"preempted (job {beat.slurm_job}) {beat.age_s(now):.0f} s ago and not resumed; "
-                    "reclaimed on request")
+            return f"preempted (job {beat.slurm_job}) {beat.age_s(now):.0f} s ago and not resumed; reclaimed on request"
         return None  # its requeued job resumes it from its checkpoint
     if optuna_stale is not None:
         return f"no Optuna heartbeat for over {math.ceil(grace_s)} s" if t.trial_id in optuna_stale else None
     if beat is not None:
         if beat.age_s(now) <= grace_s:
             return None
-        return (f"no heartbeat for {beat.age_s(now):.0f} s (over stale_after_s={grace_s:g}) from "
-                f"pid {beat.pid} on {beat.host}" + (f", Slurm job {beat.slurm_job}" if beat.slurm_job else ""))
+        return (
+            f"no heartbeat for {beat.age_s(now):.0f} s (over stale_after_s={grace_s:g}) from "
+            f"pid {beat.pid} on {beat.host}" + (f", Slurm job {beat.slurm_job}" if beat.slurm_job else "")
+        )
     if t.started_at is not None and now - t.started_at.timestamp() > grace_s:
         return f"started {now - t.started_at.timestamp():.0f} s ago and never sent a heartbeat"
     return None
 
 
-def stale_running(study: storage.Study, cfg: SweepConfig, sweep_dir: Path, now: float,
-                  include_preempted: bool = False) -> list[tuple[storage.TrialRecord, str]]:
+def stale_running(
+    study: storage.Study, cfg: SweepConfig, sweep_dir: Path, now: float, include_preempted: bool = False
+) -> list[tuple[storage.TrialRecord, str]]:
     """RUNNING trials whose worker stopped beating, each with why it counts as stale."""
     optuna_stale = storage.optuna_stale_ids(study)  # Optuna's own verdict, with an RDB heartbeat
     found = []
@@ -57,8 +65,9 @@ def stale_running(study: storage.Study, cfg: SweepConfig, sweep_dir: Path, now: 
     return found
 
 
-def reclaim_stale(study: storage.Study, cfg: SweepConfig, sweep_dir: Path, now: float | None = None,
-                  include_preempted: bool = False) -> list[dict]:
+def reclaim_stale(
+    study: storage.Study, cfg: SweepConfig, sweep_dir: Path, now: float | None = None, include_preempted: bool = False
+) -> list[dict]:
     """Mark stale RUNNING trials FAIL and re-enqueue their parameters and attributes (at most
     `search.max_retries` times per original trial; Optuna's retry callback keeps the history).
 
@@ -73,9 +82,11 @@ def reclaim_stale(study: storage.Study, cfg: SweepConfig, sweep_dir: Path, now: 
         if outcome is None:
             continue  # finished (or reclaimed by another worker) meanwhile
         runs, retried = outcome
-        note = (f"reclaimed: {why}; its parameters were re-enqueued as a new trial" if retried else
-                f"reclaimed: {why}; not retried: the trial already ran {runs} times "
-                f"(search.max_retries={max_retries})")
+        note = (
+            f"reclaimed: {why}; its parameters were re-enqueued as a new trial"
+            if retried
+            else f"reclaimed: {why}; not retried: the trial already ran {runs} times (search.max_retries={max_retries})"
+        )
         SweepDir(sweep_dir).trial(t.number).write_error(note, None)
         print(f"trial {t.number} {note}", file=sys.stderr, flush=True)
         reclaimed.append({"trial": t.number, "reason": why, "retried": retried})

@@ -48,8 +48,14 @@ def _preempted(folder: SweepDir, trials: list[storage.TrialRecord]) -> list[dict
         if t.state == "RUNNING" and heartbeat.is_preempted(folder.trial(t.number).path):
             record = folder.trial(t.number).read_preempted() or {}
             last = (record.get("history") or [{}])[-1]
-            preempted.append({"trial": t.number, "step": record.get("step"), "slurm_job": last.get("slurm_job"),
-                              "at": last.get("at")})
+            preempted.append(
+                {
+                    "trial": t.number,
+                    "step": record.get("step"),
+                    "slurm_job": last.get("slurm_job"),
+                    "at": last.get("at"),
+                }
+            )
     return preempted
 
 
@@ -76,9 +82,19 @@ def status(sweep_dir: Path) -> dict:
     for t in trials:
         if "slurm_task" in t.user_attrs:
             slurm_trials.setdefault(t.user_attrs["slurm_task"], []).append(t.number)
-    return {"sweep": cfg.name, "dir": str(folder.path), "budget": planned, "mode": cfg.search.mode, "states": by_state,
-            "best": _best(cfg, complete), "mean_trial_s": sum(durations) / len(durations) if durations else None,
-            "eta_s": eta_s, "failed": failed, "slurm_trials": slurm_trials, "preempted": _preempted(folder, trials)}
+    return {
+        "sweep": cfg.name,
+        "dir": str(folder.path),
+        "budget": planned,
+        "mode": cfg.search.mode,
+        "states": by_state,
+        "best": _best(cfg, complete),
+        "mean_trial_s": sum(durations) / len(durations) if durations else None,
+        "eta_s": eta_s,
+        "failed": failed,
+        "slurm_trials": slurm_trials,
+        "preempted": _preempted(folder, trials),
+    }
 
 
 # --- study summary (for the report) ------------------------------------------------------------------
@@ -99,14 +115,16 @@ def _add_importances(summary: dict, study: storage.Study, complete: list[storage
     with_all = [t for t in complete if set(params) <= set(t.params)]
     varying = [p for p in params if len({repr(t.params[p]) for t in with_all}) > 1]
     if not params:
-        summary["importances_absent"] = ("no trial has Optuna-suggested parameters (baselines and experiment-mode "
-                                         "conditions have none)")
+        summary["importances_absent"] = (
+            "no trial has Optuna-suggested parameters (baselines and experiment-mode conditions have none)"
+        )
         return
     if len(with_all) < MIN_IMPORTANCE_TRIALS or not varying:
         summary["importances_absent"] = (
             f"{len(with_all)} complete trial(s) have all of the parameters {', '.join(params)}, and "
             f"{len(varying)} of those parameters vary among them; importances need at least "
-            f"{MIN_IMPORTANCE_TRIALS} such trials and a varying parameter")
+            f"{MIN_IMPORTANCE_TRIALS} such trials and a varying parameter"
+        )
         return
     # Only those trials: the evaluator would otherwise count the param-less baselines. PED-ANOVA's top
     # quantile must hold at least 2 trials and fewer than all of them, or every importance comes out equal.
@@ -115,8 +133,9 @@ def _add_importances(summary: dict, study: storage.Study, complete: list[storage
     signs = [-1.0 if d == "maximize" else 1.0 for d in summary["directions"]]
     found = storage.param_importances(study, [t.number for t in with_all], varying, quantile, signs)
     summary["importances"] = dict(zip(summary["objectives"], found))
-    summary["importance_method"] = ("PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator, top "
-                                    f"{quantile:.0%} of {len(with_all)} trials)")
+    summary["importance_method"] = (
+        f"PED-ANOVA (optuna.importance.PedAnovaImportanceEvaluator, top {quantile:.0%} of {len(with_all)} trials)"
+    )
 
 
 def study_summary(sweep_dir: Path) -> dict:
@@ -134,17 +153,22 @@ def study_summary(sweep_dir: Path) -> dict:
     cfg = load_sweep_dir(folder.path)
     if not cfg.search.storage and not folder.journal.is_file():
         # JournalFileBackend would create an empty journal: a report must not write into the study
-        raise UserError(f"{folder.path}: no {SweepDir.JOURNAL}, so no Optuna study to summarise; "
-                        "`leaksweep sweep` writes it when the sweep starts")
+        raise UserError(
+            f"{folder.path}: no {SweepDir.JOURNAL}, so no Optuna study to summarise; "
+            "`leaksweep sweep` writes it when the sweep starts"
+        )
     study = storage.load_study(folder.path, cfg)
     complete = storage.trials(study, "COMPLETE")
     directions = storage.directions(study)
     multi = len(directions) > 1
     summary: dict[str, Any] = {
-        "directions": directions, "objectives": _objective_names(cfg, directions), "n_complete": len(complete),
+        "directions": directions,
+        "objectives": _objective_names(cfg, directions),
+        "n_complete": len(complete),
         "trials": [{"number": t.number, "values": list(t.values), "params": dict(t.params)} for t in complete],
         "pareto": storage.pareto_numbers(study) if multi and complete else [],
-        "importances": {}, "importances_absent": None,
+        "importances": {},
+        "importances_absent": None,
     }
     _add_importances(summary, study, complete)
     return summary

@@ -117,10 +117,13 @@ def _open_rdb(url: str, sweep_dir: Path, search: SearchConfig | None):
         return url  # Optuna opens it
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9; the API is stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, heartbeat_interval=max(1, math.ceil(search.heartbeat_s)),
-                          grace_period=max(1, math.ceil(search.stale_after_s)),
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries),
-                          engine_kwargs={"pool_pre_ping": True})  # a server restart must not break long-lived workers
+        return RDBStorage(
+            url,
+            heartbeat_interval=max(1, math.ceil(search.heartbeat_s)),
+            grace_period=max(1, math.ceil(search.stale_after_s)),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries),
+            engine_kwargs={"pool_pre_ping": True},
+        )  # a server restart must not break long-lived workers
 
 
 # Storage backends by URL scheme: opener(url, sweep_dir, search) -> an Optuna storage (or a URL Optuna
@@ -163,8 +166,9 @@ def load_study(sweep_dir: Path, cfg: SweepConfig) -> Study:
     try:
         return optuna.load_study(study_name=cfg.name, storage=storage, sampler=_sampler(cfg))
     except KeyError as exc:
-        raise UserError(f"{sweep_dir}: no study named {cfg.name!r} in its storage; "
-                        "run `leaksweep sweep` first") from exc
+        raise UserError(
+            f"{sweep_dir}: no study named {cfg.name!r} in its storage; run `leaksweep sweep` first"
+        ) from exc
 
 
 def storage_and_id(study: Study, name: str) -> tuple[Any, int]:
@@ -177,8 +181,17 @@ def storage_and_id(study: Study, name: str) -> tuple[Any, int]:
 
 
 def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
-    return TrialRecord(t.number, t.state.name, _trial_id(t), dict(t.params), dict(t.user_attrs), dict(t.system_attrs),
-                       tuple(t.values) if t.values is not None else None, t.datetime_start, t.datetime_complete)
+    return TrialRecord(
+        t.number,
+        t.state.name,
+        _trial_id(t),
+        dict(t.params),
+        dict(t.user_attrs),
+        dict(t.system_attrs),
+        tuple(t.values) if t.values is not None else None,
+        t.datetime_start,
+        t.datetime_complete,
+    )
 
 
 def trials(study: Study, *states: str) -> list[TrialRecord]:
@@ -292,8 +305,9 @@ def fail_and_retry(study: Study, record: TrialRecord, max_retries: int) -> tuple
 # --- importances ---------------------------------------------------------------------------------
 
 
-def param_importances(study: Study, numbers: Sequence[int], params: Sequence[str], quantile: float,
-                      signs: Sequence[float]) -> list[dict[str, float]]:
+def param_importances(
+    study: Study, numbers: Sequence[int], params: Sequence[str], quantile: float, signs: Sequence[float]
+) -> list[dict[str, float]]:
     """PED-ANOVA importances of `params`, per objective, over the trials `numbers` only.
 
     PED-ANOVA needs no scikit-learn (fANOVA does) and is deterministic. With an explicit target it
@@ -308,6 +322,7 @@ def param_importances(study: Study, numbers: Sequence[int], params: Sequence[str
         with warnings.catch_warnings():  # its "lower target is better" reminder: handled by the sign
             warnings.filterwarnings("ignore", message=".*low `target` values.*")
             raw = optuna.importance.get_param_importances(
-                sub, evaluator=evaluator, params=list(params), target=lambda t, i=i, sign=sign: sign * t.values[i])
+                sub, evaluator=evaluator, params=list(params), target=lambda t, i=i, sign=sign: sign * t.values[i]
+            )
         found.append({k: float(v) for k, v in raw.items()})
     return found

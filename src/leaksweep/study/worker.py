@@ -44,8 +44,11 @@ def _next_trial(study: storage.Study, cfg: SweepConfig, sweep_dir: Path) -> stor
             trials = storage.trials(study)
             if _may_ask(cfg, trials):
                 return storage.ask(study)
-            others = [t for t in trials if t.state == "RUNNING"
-                      and not heartbeat.is_preempted(SweepDir(sweep_dir).trial(t.number).path)]
+            others = [
+                t
+                for t in trials
+                if t.state == "RUNNING" and not heartbeat.is_preempted(SweepDir(sweep_dir).trial(t.number).path)
+            ]
             if not others:
                 return None
         # at most 1 s: the last trial's own worker exits as soon as it is done, and a sweep (or round)
@@ -144,6 +147,10 @@ def tell_complete(study: storage.Study, trial: storage.Trial, values: list[float
     kept = folder / TrialDir.RECLAIMED_RESULT
     if folder.result.exists():
         os.replace(folder.result, kept)
-    print(f"trial {trial.number} finished after it was reclaimed as stale; its result is kept in "
-          f"{kept} and not counted (its retry counts)", file=sys.stderr, flush=True)
+    print(
+        f"trial {trial.number} finished after it was reclaimed as stale; its result is kept in "
+        f"{kept} and not counted (its retry counts)",
+        file=sys.stderr,
+        flush=True,
+    )
     return False

@@ -61,18 +61,19 @@ class Run(Protocol):
     def table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Log a table under `key`."""
 
-    def artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any],
-                 aliases: list[str] | None = None) -> None:
+    def artifact(
+        self, name: str, type: str, paths: list[Path], metadata: dict[str, Any], aliases: list[str] | None = None
+    ) -> None:
         """Log files as an output artifact of this run."""
 
-    def use_artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any],
-                     aliases: list[str] | None = None) -> None:
+    def use_artifact(
+        self, name: str, type: str, paths: list[Path], metadata: dict[str, Any], aliases: list[str] | None = None
+    ) -> None:
         """Record files as an input of this run (lineage). Files are referenced in place, not
         copied: inputs such as rollout files are large and used by every trial; W&B deduplicates
         the versions by content, so each distinct file becomes one artifact version."""
 
-    def chart(self, key: str, kind: str, columns: list[str], rows: list[list[Any]], x: str, y: str,
-              title: str) -> None:
+    def chart(self, key: str, kind: str, columns: list[str], rows: list[list[Any]], x: str, y: str, title: str) -> None:
         """Log a table and a `line` or `scatter` plot of column `y` against column `x`."""
 
     def finish(self, exit_code: int = 0) -> None:
@@ -117,16 +118,17 @@ class NullRun:
     def table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         pass
 
-    def artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any],
-                 aliases: list[str] | None = None) -> None:
+    def artifact(
+        self, name: str, type: str, paths: list[Path], metadata: dict[str, Any], aliases: list[str] | None = None
+    ) -> None:
         pass
 
-    def use_artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any],
-                     aliases: list[str] | None = None) -> None:
+    def use_artifact(
+        self, name: str, type: str, paths: list[Path], metadata: dict[str, Any], aliases: list[str] | None = None
+    ) -> None:
         pass
 
-    def chart(self, key: str, kind: str, columns: list[str], rows: list[list[Any]], x: str, y: str,
-              title: str) -> None:
+    def chart(self, key: str, kind: str, columns: list[str], rows: list[list[Any]], x: str, y: str, title: str) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:

@@ -27,8 +27,14 @@ def build_wandb_report(spec: dict, entity: str, project: str) -> Any:
     """The wandb_workspaces Report object for `spec` (no network until `.save()`)."""
     import wandb_workspaces.reports.v2 as wr
 
-    return wr.Report(project=project, entity=entity, title=spec["title"], description=spec.get("description", ""),
-                     blocks=[_block(b, entity, project) for b in spec["blocks"]], width="fluid")
+    return wr.Report(
+        project=project,
+        entity=entity,
+        title=spec["title"],
+        description=spec.get("description", ""),
+        blocks=[_block(b, entity, project) for b in spec["blocks"]],
+        width="fluid",
+    )
 
 
 def _block(b: dict, entity: str, project: str) -> Any:
@@ -76,8 +82,10 @@ def create_wandb_report(spec: dict, cfg: WandbConfig) -> str:
     configured_off = cfg.mode in ("offline", "disabled")
     if configured_off or os.environ.get("WANDB_MODE", "").strip().lower() in ("offline", "disabled"):
         why = f"tracking.wandb.mode is {cfg.mode!r}" if configured_off else "WANDB_MODE is offline/disabled"
-        raise UserError(f"{action}: W&B Reports live on the W&B server, but {why}; unset it on a machine with "
-                        "network access, run `leaksweep sync SWEEP_DIR` to upload the runs, then rerun")
+        raise UserError(
+            f"{action}: W&B Reports live on the W&B server, but {why}; unset it on a machine with "
+            "network access, run `leaksweep sync SWEEP_DIR` to upload the runs, then rerun"
+        )
     require_api_key(action)
     try:
         report = build_wandb_report(spec, cfg.entity or default_entity(), cfg.project)
@@ -87,5 +95,7 @@ def create_wandb_report(spec: dict, cfg: WandbConfig) -> str:
         raise
     except Exception as exc:  # no route to the server, an expired key, a missing project
         message = redact({"m": f"{type(exc).__name__}: {exc}"})["m"]
-        raise UserError(f"{action}: W&B refused or could not be reached ({message}); check the network and the "
-                        "key (`wandb login --relogin`), and that the runs were uploaded (`leaksweep sync`)") from exc
+        raise UserError(
+            f"{action}: W&B refused or could not be reached ({message}); check the network and the "
+            "key (`wandb login --relogin`), and that the runs were uploaded (`leaksweep sync`)"
+        ) from exc

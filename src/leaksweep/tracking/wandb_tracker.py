@@ -129,13 +129,15 @@ class WandbRun:
         rows = redact({"rows": [list(r) for r in rows]})["rows"]
         self._run.log({key: self._wandb.Table(columns=list(columns), data=rows)})
 
-    def artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any],
-                 aliases: list[str] | None = None) -> None:
+    def artifact(
+        self, name: str, type: str, paths: list[Path], metadata: dict[str, Any], aliases: list[str] | None = None
+    ) -> None:
         artifact = self._build_artifact(name, type, paths, metadata, _policy)
         self._run.log_artifact(artifact, aliases=_aliases(aliases))
 
-    def use_artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any],
-                     aliases: list[str] | None = None) -> None:
+    def use_artifact(
+        self, name: str, type: str, paths: list[Path], metadata: dict[str, Any], aliases: list[str] | None = None
+    ) -> None:
         # "immutable": referenced in place (W&B hashes it, no staging copy per trial); an input
         # must stay unchanged until an offline run is synced, which its sha256 alias lets one check.
         artifact = self._build_artifact(name, type, paths, metadata, lambda size: "immutable")
@@ -148,8 +150,9 @@ class WandbRun:
         else:
             self._run.use_artifact(artifact, aliases=_aliases(aliases))
 
-    def _build_artifact(self, name: str, type: str, paths: list[Path], metadata: dict[str, Any],
-                        policy: Callable[[int], str]) -> Any:
+    def _build_artifact(
+        self, name: str, type: str, paths: list[Path], metadata: dict[str, Any], policy: Callable[[int], str]
+    ) -> Any:
         artifact = self._wandb.Artifact(_artifact_name(name), type=_artifact_name(type), metadata=redact(metadata))
         for path in map(Path, paths):
             if path.is_dir():
@@ -161,8 +164,7 @@ class WandbRun:
                 raise FileNotFoundError(f"artifact {name!r}: {path} does not exist")
         return artifact
 
-    def chart(self, key: str, kind: str, columns: list[str], rows: list[list[Any]], x: str, y: str,
-              title: str) -> None:
+    def chart(self, key: str, kind: str, columns: list[str], rows: list[list[Any]], x: str, y: str, title: str) -> None:
         plots = {"line": self._wandb.plot.line, "scatter": self._wandb.plot.scatter}
         if kind not in plots:
             raise ValueError(f"chart {key!r}: kind {kind!r} is not one of {sorted(plots)}")

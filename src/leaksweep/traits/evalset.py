@@ -43,14 +43,20 @@ def _eval_records(name: str, cfg: TraitConfig) -> list[EvalPrompt]:
     if cfg.prompts:
         rows = read_records(cfg.prompts)
         return [
-            EvalPrompt(str(r.get("prompt_id", f"{name}-{i}")), prompt_messages(r, f"{cfg.prompts}: record {i + 1}"),
-                       {k: v for k, v in r.items() if k not in ("prompt_id", "messages", "prompt")})
+            EvalPrompt(
+                str(r.get("prompt_id", f"{name}-{i}")),
+                prompt_messages(r, f"{cfg.prompts}: record {i + 1}"),
+                {k: v for k, v in r.items() if k not in ("prompt_id", "messages", "prompt")},
+            )
             for i, r in enumerate(rows)
         ]
     if name in BUILTIN_EVAL_TRAITS:
         return [
-            EvalPrompt(r["prompt_id"], r["messages"],
-                       {k: v for k, v in r.items() if k not in ("prompt_id", "messages") and not k.startswith("_")})
+            EvalPrompt(
+                r["prompt_id"],
+                r["messages"],
+                {k: v for k, v in r.items() if k not in ("prompt_id", "messages") and not k.startswith("_")},
+            )
             for r in eval_prompts(name, 4 * cfg.n_prompts)
         ]
     raise UserError(f"traits.{name}.prompts: a user-defined trait needs a file of eval prompts")
@@ -60,12 +66,18 @@ def build_trait(name: str, cfg: TraitConfig, training_texts: set[str]) -> Trait:
     """Resolve a trait's judge and eval prompts; drop eval prompts that occur among training prompts."""
     built = make_judge(name, cfg)
     records = _eval_records(name, cfg)
-    kept = [p for p in records
-            if _normalise(" ".join(m["content"] for m in p.messages if m["role"] == "user")) not in training_texts]
+    kept = [
+        p
+        for p in records
+        if _normalise(" ".join(m["content"] for m in p.messages if m["role"] == "user")) not in training_texts
+    ]
     if not kept:
-        raise UserError(f"traits.{name}: every eval prompt also occurs among the training prompts; use held-out prompts")
-    return Trait(name, built.trait_kind, built.judge, built.name, tuple(kept[: cfg.n_prompts]), cfg,
-                 len(records) - len(kept))
+        raise UserError(
+            f"traits.{name}: every eval prompt also occurs among the training prompts; use held-out prompts"
+        )
+    return Trait(
+        name, built.trait_kind, built.judge, built.name, tuple(kept[: cfg.n_prompts]), cfg, len(records) - len(kept)
+    )
 
 
 def build_traits(cfgs: dict[str, TraitConfig], training_prompt_texts: list[str]) -> dict[str, Trait]:

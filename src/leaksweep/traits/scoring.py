@@ -16,8 +16,16 @@ from leaksweep.traits.evalset import Trait
 
 
 class Generate(Protocol):
-    def __call__(self, prompts: list[Messages], samples_per_prompt: int, temperature: float, max_new_tokens: int,
-                 batch_size: int, seed: int, desc: str) -> list[list[str]]: ...
+    def __call__(
+        self,
+        prompts: list[Messages],
+        samples_per_prompt: int,
+        temperature: float,
+        max_new_tokens: int,
+        batch_size: int,
+        seed: int,
+        desc: str,
+    ) -> list[list[str]]: ...
 
 
 def score(trait: Trait, responses: list[list[str]], seed: int = 0) -> tuple[dict, list[dict]]:
@@ -28,11 +36,17 @@ def score(trait: Trait, responses: list[list[str]], seed: int = 0) -> tuple[dict
         for i, response in enumerate(outs):
             verdict = trait.judge(response, prompt.meta)
             values.append(verdict.value)
-            samples.append({
-                "trait": trait.name, "prompt_id": prompt.prompt_id, "sample": i,
-                "prompt": prompt.messages[-1]["content"], "response": response,
-                "value": verdict.value, "reason": verdict.reason,
-            })
+            samples.append(
+                {
+                    "trait": trait.name,
+                    "prompt_id": prompt.prompt_id,
+                    "sample": i,
+                    "prompt": prompt.messages[-1]["content"],
+                    "response": response,
+                    "value": verdict.value,
+                    "reason": verdict.reason,
+                }
+            )
         clusters.append(values)
     flat = [v for c in clusters for v in c]
     if trait.kind == "rate":
@@ -42,8 +56,14 @@ def score(trait: Trait, responses: list[list[str]], seed: int = 0) -> tuple[dict
         value, low, high = cluster_bootstrap(clusters, seed=seed)
         interval = "prompt_bootstrap95"
     result = {
-        "kind": trait.kind, "score": value, "low": low, "high": high, "interval": interval,
-        "n_samples": len(flat), "n_prompts": len(clusters), "judge": trait.judge_name,
+        "kind": trait.kind,
+        "score": value,
+        "low": low,
+        "high": high,
+        "interval": interval,
+        "n_samples": len(flat),
+        "n_prompts": len(clusters),
+        "judge": trait.judge_name,
         "eval_duplicates_removed": trait.n_removed_as_duplicates,
         # per eval prompt, the mean judge value: what seed-and-prompt bootstraps resample
         "prompt_values": [round(sum(c) / len(c), 6) for c in clusters],
@@ -51,13 +71,17 @@ def score(trait: Trait, responses: list[list[str]], seed: int = 0) -> tuple[dict
     return result, samples
 
 
-def evaluate_responses(traits: dict[str, Trait], responses: dict[str, str], where: str) -> tuple[dict[str, dict], list[dict]]:
+def evaluate_responses(
+    traits: dict[str, Trait], responses: dict[str, str], where: str
+) -> tuple[dict[str, dict], list[dict]]:
     """Judge given responses (prompt_id -> response), one per eval prompt: a teacher's own score."""
     scores, records = {}, []
     for name, trait in traits.items():
         absent = [p.prompt_id for p in trait.prompts if p.prompt_id not in responses]
         if absent:
-            raise UserError(f"{where}: no response for {len(absent)} eval prompt(s) of {name} (first: {', '.join(absent[:3])})")
+            raise UserError(
+                f"{where}: no response for {len(absent)} eval prompt(s) of {name} (first: {', '.join(absent[:3])})"
+            )
         scores[name], samples = score(trait, [[responses[p.prompt_id]] for p in trait.prompts])
         records += samples
     return scores, records
@@ -68,8 +92,15 @@ def evaluate(traits: dict[str, Trait], generate: Generate, seed: int) -> tuple[d
     scores, records = {}, []
     for name, trait in traits.items():
         p = trait.protocol
-        responses = generate([e.messages for e in trait.prompts], p.samples_per_prompt, p.temperature,
-                             p.max_new_tokens, p.batch_size, seed, f"eval {name}")
+        responses = generate(
+            [e.messages for e in trait.prompts],
+            p.samples_per_prompt,
+            p.temperature,
+            p.max_new_tokens,
+            p.batch_size,
+            seed,
+            f"eval {name}",
+        )
         scores[name], samples = score(trait, responses, seed)
         records += samples
     return scores, records
