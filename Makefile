@@ -38,9 +38,9 @@ demo-real: $(REAL_STAMP)
 	rm -rf runs/demo-real
 	OMP_NUM_THREADS=1 $(BIN)/leaksweep demo --model smollm2 --workers 2
 
-# System packages for tests that need a real service: Debian's chromium (tests/test_report_browser.py;
-# playwright's own browser download is not used), a single-node Slurm (tests/test_slurm.py,
-# tests/test_preemption.py) and PostgreSQL (tests/test_reclaim.py). Each is installed once with
+# System packages for tests that need a real service: Debian's chromium (tests/report/test_report_browser.py;
+# playwright's own browser download is not used), a single-node Slurm (tests/cluster/test_slurm.py,
+# tests/cluster/test_preemption.py) and PostgreSQL (tests/study/test_reclaim.py). Each is installed once with
 # apt-get, as root or with sudo -n; where neither works make says so, and those tests fail under CI
 # (env CI set) and skip elsewhere. $(1): a command that succeeds when installed, $(2): the packages.
 define APT_ENSURE

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check of leaksweep in one short run, for a GPU machine lent for a few minutes:
-#   1. the CUDA tests (tests/test_train_equivalence.py: the varlen kernel's check, and varlen
+#   1. the CUDA tests (tests/model/test_train_equivalence.py: the varlen kernel's check, and varlen
 #      training against padded training in bf16),
 #   2. benchmarks/train_throughput.py for the SmolLM2-135M and Qwen2.5-0.5B shapes.
 # Output goes to the terminal and to $OUT/gpu_check.log when OUT is set.
@@ -49,7 +49,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
 
 echo "== CUDA tests"
-python3 -m pytest -q -rs -p no:cacheprovider tests/test_train_equivalence.py -k cuda || echo "CUDA TESTS FAILED"
+python3 -m pytest -q -rs -p no:cacheprovider tests/model/test_train_equivalence.py -k cuda || echo "CUDA TESTS FAILED"
 
 echo "== training throughput (${steps} steps, at most ${timeout_s} s per configuration)"
 # TRL defaults and the bare loop of both shapes were measured on an H100 before (README); they are

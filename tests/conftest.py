@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A real single-node Slurm cluster (tests/slurm_cluster.py) with SLURM_CONF set for this session.
+    """A real single-node Slurm cluster (tests/support/slurm_cluster.py) with SLURM_CONF set for this session.
 
     Skipped, with the reason, where Slurm is not installed or we are not root; never skipped under CI
     (the CI environment variable set): there a missing Slurm is a failure.
@@ -46,7 +46,7 @@ def slurm_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def postgres_cluster(tmp_path_factory):
-    """A real PostgreSQL server on 127.0.0.1 (tests/postgres_cluster.py), stopped by pid at the end.
+    """A real PostgreSQL server on 127.0.0.1 (tests/support/postgres_cluster.py), stopped by pid at the end.
 
     Skipped, with the reason, where it cannot be started; never skipped under CI (CI set).
     """

@@ -2,7 +2,7 @@
 teacher-vs-student offsets, the Pareto front and parameter importances.
 
 Each chart is one function returning an inline <svg data-plot=NAME> (or "" when there is nothing to
-draw); NAME is its stable hook for the page's script and tests/test_report_browser.py. Dose-response,
+draw); NAME is its stable hook for the page's script and tests/report/test_report_browser.py. Dose-response,
 leak map and offsets are drawn from analysis.json records as written; nothing is recomputed here except
 the fitted logistic curve (leaksweep.dose.logistic) through the fit's parameters.
 """

@@ -27,7 +27,7 @@ from leaksweep.files import read_json
 from leaksweep.layout import TrialDir
 from sweeps import preempt_mid_training, tiny_sweep, write_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

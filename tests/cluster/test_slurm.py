@@ -2,7 +2,7 @@
 
 Fast tests check the script (syntax, required #SBATCH lines, loud failures), the generated sbatch
 command (golden file, paths with spaces) and launch through a fake `sbatch`. The integration tests
-run a real single-node Slurm (tests/slurm_cluster.py, fixture `slurm_cluster`): a 2-task array with
+run a real single-node Slurm (tests/support/slurm_cluster.py, fixture `slurm_cluster`): a 2-task array with
 `--gres=gpu:1` completes a small study on the tiny model, with report and offline W&B runs.
 """
 
@@ -24,7 +24,7 @@ from leaksweep.errors import UserError
 from leaksweep.schema import build
 from sweeps import simulated_sweep, tiny_sweep, write_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "slurm" / "sweep.sh"
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -15,7 +15,7 @@ from leaksweep.errors import UserError
 from leaksweep.traits.evalset import build_traits
 from leaksweep.traits.judges import judge_blackmail, judge_date_confusion
 
-DEMO = Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "sweeps" / "demo.yaml"
 
 ROWS = [
     # id, prompt, category, clean response, teacher response

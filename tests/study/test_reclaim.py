@@ -1,7 +1,7 @@
 """Stale-trial reclaim: per-trial heartbeat files (journal storage), `leaksweep reclaim`, a worker
 killed with -9 mid-trial, and many concurrent workers on one study (journal file and PostgreSQL).
 
-The trials use the simulated runner (leaksweep.simulate) wrapped by tests/slow_runner.py, which
+The trials use the simulated runner (leaksweep.simulate) wrapped by tests/support/slow_runner.py, which
 only adds a delay so that a trial is long enough to be killed in the middle."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from leaksweep.study.reclaim import reclaim_stale
 from leaksweep.study.worker import beating, run_worker, tell_complete
 from leaksweep.tracking.protocol import make_tracker
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1] / "support"  # slow_runner.py, importable by worker processes
 
 
 def sweep_config(out: Path, n_trials: int, **search) -> dict:

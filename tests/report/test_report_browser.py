@@ -1,6 +1,6 @@
 """The report in a real browser: headless Chromium (the Debian package) driven by Playwright.
 
-Builds a small sweep folder with every section's input (tests/test_report.py `rich_sweep`: no training),
+Builds a small sweep folder with every section's input (tests/report/test_report.py `rich_sweep`: no training),
 writes its report, opens the file offline and checks what a reader does: the page loads without console
 or page errors, every chart hook holds a drawn SVG, hovering a point shows its tooltip, a legend entry
 hides its series, and the samples table filters by text and by selector. A full-page screenshot is
@@ -24,7 +24,7 @@ from leaksweep.report.page import write_report
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "test-artifacts" / "report.png"
 
 

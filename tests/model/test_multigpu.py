@@ -23,7 +23,7 @@ from leaksweep.files import read_json
 from leaksweep.model.ddp import launch_command, num_processes
 from sweeps import preempt_mid_training, tiny_sweep, write_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def gpu_count_from_script(cuda_visible_devices: str | None) -> str:
