@@ -7,7 +7,7 @@ On a family of simulated response surfaces (leaksweep.simulate) with known truth
   the adaptive search did, all at the same seeds per point. Correct = the reported threshold is
   within one ladder step of the true one (the smallest rung whose true effect exceeds
   min_effect), or "no leak" on a null surface. Steps are counted in realized doses: a prompt is
-  patched when its hash-uniform u < fraction (DESIGN.md), so on a 512-unit subset the low rungs
+  patched when its hash-uniform u < fraction (see leaksweep.data.mixture), so on a 512-unit subset the low rungs
   (0.001 is half a unit) realize Binomial counts, and several adjacent rungs often compile to the
   same manifest. A reported rung is within one step when its realized dose lies between those of
   the rungs one below and one above the truth, so two rungs that trained on identical data are
