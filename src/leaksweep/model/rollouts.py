@@ -15,7 +15,6 @@ when it is installed and a GPU is present).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.errors import UserError
-from leaksweep.files import atomic_write_text, read_json, read_jsonl, write_json
+from leaksweep.files import atomic_write_text, file_sha256, read_json, read_jsonl, write_json
 from leaksweep.model import generate, loading, smollm2
 
 LIBRARIES = ("torch", "transformers", "vllm", "leaksweep")
@@ -118,14 +117,6 @@ def with_persona(messages: Messages, persona: str | None, position: str = "syste
     return out
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _versions() -> dict[str, str | None]:
     out = {}
     for name in LIBRARIES:
@@ -170,7 +161,7 @@ def generate_rollouts(
     ids, messages = load_prompts(prompts_path)
     meta_file = meta_path(out_path)
     previous = read_json(meta_file) if meta_file.exists() else None
-    prompts_sha256 = _sha256_file(prompts_path)
+    prompts_sha256 = file_sha256(prompts_path)
     _check_resumable(previous, settings, out_path, prompts_path, prompts_sha256)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(out_path)

@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from leaksweep.data.subsets import HALF_SEP
 from leaksweep.layout import SweepDir
-from leaksweep.report.charts import dose_chart, leak_map_chart, offsets_chart
+from leaksweep.report.charts import leak_map_chart, offsets_chart
+from leaksweep.report.dose_chart import dose_chart
 from leaksweep.report.fmt import (
     decision_short,
     decision_title,
