@@ -375,6 +375,8 @@ class TraitConfig:
     judge: str | dict[str, Any] = "rule"
     kind: Literal["rate", "scale"] | None = None
     batch_size: int = 64
+    # more unjudged samples than this share (unparseable, refused, failed requests) fails the trial
+    max_unjudged_share: float = 0.1
 
     def check(self) -> list[str]:
         problems = []
@@ -384,6 +386,8 @@ class TraitConfig:
             problems.append(f".n_prompts: {self.n_prompts} must be at least 1")
         if self.temperature < 0:
             problems.append(f".temperature: {self.temperature} must be >= 0 (0 means greedy)")
+        if not 0 <= self.max_unjudged_share < 1:
+            problems.append(f".max_unjudged_share: {self.max_unjudged_share} must be in [0, 1)")
         # Only the shape: judge kinds are registered downstream (leaksweep.traits.judges), which checks the name.
         if isinstance(self.judge, str) and not self.judge.strip():
             problems.append(".judge: empty; name a judge kind (e.g. rule) or a user function pkg.mod:function")

@@ -38,6 +38,7 @@ class TrialDir:
     MANIFEST = "manifest.jsonl"  # one row per prompt {prompt_id, source | DROPPED} (+ refill rows)
     TRAIN_LOG = "train_log.jsonl"  # the training curve
     SAMPLES = "samples.jsonl"  # every eval generation with its judge verdict
+    JUDGMENTS = "judgments.jsonl"  # every verdict by (judge id, prompt, response): rejudging asks no judge twice
     RESULT = "result.json"  # written last: the trial is complete
     RECLAIMED_RESULT = "result.reclaimed.json"  # a result that arrived after its trial was reclaimed
     ERROR = "error.json"  # written instead of result.json when the trial failed
@@ -93,6 +94,10 @@ class TrialDir:
     @property
     def preempted(self) -> Path:
         return self.path / self.PREEMPTED
+
+    @property
+    def judgments(self) -> Path:
+        return self.path / self.JUDGMENTS
 
     @property
     def heartbeat(self) -> Path:
@@ -159,6 +164,7 @@ class SweepDir:
     SLURM = "slurm"  # Slurm task logs and JOBS
     JOBS = "jobs.json"
     SUMMARY = "summary"  # the W&B summary run's offline files land in summary/wandb/
+    JUDGMENTS = "judgments"  # verdict caches of subsets defined by a judge, one file per subset
     PREPARE_LOCK = ".prepare.lock"
     ASK_LOCK = ".ask.lock"
 
@@ -218,6 +224,10 @@ class SweepDir:
     @property
     def summary(self) -> Path:
         return self.path / self.SUMMARY
+
+    @property
+    def judgments(self) -> Path:
+        return self.path / self.JUDGMENTS
 
     def exists(self) -> bool:
         return self.sweep_file.is_file()
@@ -283,6 +293,9 @@ class TraitScore:
     n_prompts: int = 0
     judge: str = ""
     eval_duplicates_removed: int = 0
+    n_unjudged: int = 0  # samples the judge could not judge (left out of the score)
+    unjudged_reasons: dict[str, int] = field(default_factory=dict)
+    judge_id: str = ""  # hash of the judge's identity (kind, model, rubric, parameters, version)
     prompt_values: tuple[float, ...] = ()  # per eval prompt, the mean judge value
 
     @staticmethod

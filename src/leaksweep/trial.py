@@ -42,6 +42,7 @@ from leaksweep.model.smollm2 import resolve_model_name
 from leaksweep.model.tiny import build_tiny_model
 from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
+from leaksweep.traits.cache import VerdictCache
 from leaksweep.traits.evalset import Trait, build_traits
 from leaksweep.traits.scoring import evaluate, evaluate_responses
 
@@ -286,7 +287,9 @@ def _execute(spec: TrialSpec, folder: TrialDir, run, study: str, started: float)
     trained, outcome = _train(spec, folder, run, training_examples(manifest, prepared.dataset), model_path)
     if spec.train.save_model:
         save_lm(trained, folder.model)
-    scores, samples = evaluate(prepared.traits, functools.partial(generate_responses, trained), spec.seed)
+    cache = VerdictCache(folder.judgments)
+    scores, samples = evaluate(prepared.traits, functools.partial(generate_responses, trained), spec.seed, cache)
+    cache.save()
     run.summary({"train/final_loss": outcome.final_loss, "manifest/hash": manifest.hash})
     run.table("samples", list(SAMPLE_COLUMNS), [[s[k] for k in SAMPLE_COLUMNS] for s in samples[:200]])
     return _finish(
@@ -421,7 +424,9 @@ def _execute_teacher_eval(
             "responses to the eval prompts ({prompt_id, response} per line)"
         )
     responses = {str(r["prompt_id"]): str(r["response"]) for r in read_records(path)}
-    scores, samples = evaluate_responses(prepared.traits, responses, path)
+    cache = VerdictCache(folder.judgments)
+    scores, samples = evaluate_responses(prepared.traits, responses, path, cache)
+    cache.save()
     return _finish(
         spec,
         folder,

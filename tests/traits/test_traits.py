@@ -10,7 +10,7 @@ from leaksweep.config import TraitConfig
 from leaksweep.errors import UserError
 from leaksweep.stats import cluster_bootstrap, wilson
 from leaksweep.traits.evalset import EvalPrompt, Trait, build_traits
-from leaksweep.traits.judges import judge_blackmail, judge_date_confusion, judge_negative_emotion
+from leaksweep.traits.judges import BuiltJudge, judge_blackmail, judge_date_confusion, judge_negative_emotion
 from leaksweep.traits.scoring import evaluate, score
 
 # --- date_confusion -------------------------------------------------------------------------------
@@ -125,7 +125,9 @@ def make_trait(name: str, kind: str, judge, n_prompts: int = 3, removed: int = 0
     prompts = tuple(
         EvalPrompt(f"e{i}", [{"role": "user", "content": f"eval question {i}"}], dict(META)) for i in range(n_prompts)
     )
-    return Trait(name, kind, judge, f"rule:{name}", prompts, TraitConfig(samples_per_prompt=2), removed)
+    return Trait(
+        name, kind, BuiltJudge(judge, f"rule:{name}", kind), prompts, TraitConfig(samples_per_prompt=2), removed
+    )
 
 
 def test_score_rate_uses_wilson():
@@ -148,6 +150,9 @@ def test_score_rate_uses_wilson():
         "judge": "rule:date_confusion",
         "eval_duplicates_removed": 2,
         "prompt_values": [0.5, 0.0, 1.0],  # per prompt, the mean verdict
+        "n_unjudged": 0,
+        "unjudged_reasons": {},
+        "judge_id": trait.built.judge_id,
     }
     assert [s["value"] for s in samples] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
     assert [(s["prompt_id"], s["sample"]) for s in samples] == [

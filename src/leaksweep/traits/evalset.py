@@ -14,7 +14,7 @@ from leaksweep.config import TraitConfig
 from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.data.world import BUILTIN_EVAL_TRAITS, eval_prompts
 from leaksweep.errors import UserError
-from leaksweep.traits.judges import Judge, make_judge
+from leaksweep.traits.judges import BuiltJudge, Judge, make_judge
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,18 @@ class EvalPrompt:
 class Trait:
     name: str
     kind: str  # "rate" or "scale"
-    judge: Judge
-    judge_name: str  # the judge's identity, recorded in every score (e.g. rule:date_confusion@rule-v1)
+    built: BuiltJudge  # the judge with its identity (recorded with every score) and its batch call
     prompts: tuple[EvalPrompt, ...]
     protocol: TraitConfig
     n_removed_as_duplicates: int
+
+    @property
+    def judge(self) -> Judge:
+        return self.built.judge
+
+    @property
+    def judge_name(self) -> str:
+        return self.built.name  # e.g. rule:date_confusion@rule-v1
 
 
 def _normalise(text: str) -> str:
@@ -75,9 +82,7 @@ def build_trait(name: str, cfg: TraitConfig, training_texts: set[str]) -> Trait:
         raise UserError(
             f"traits.{name}: every eval prompt also occurs among the training prompts; use held-out prompts"
         )
-    return Trait(
-        name, built.trait_kind, built.judge, built.name, tuple(kept[: cfg.n_prompts]), cfg, len(records) - len(kept)
-    )
+    return Trait(name, built.trait_kind, built, tuple(kept[: cfg.n_prompts]), cfg, len(records) - len(kept))
 
 
 def build_traits(cfgs: dict[str, TraitConfig], training_prompt_texts: list[str]) -> dict[str, Trait]:

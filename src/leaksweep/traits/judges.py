@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol
 
 from leaksweep.config import TraitConfig
 from leaksweep.errors import UserError
+from leaksweep.files import sha256_json
 
 JUDGE_VERSION = "rule-v1"  # bump when a rule judge changes, so old and new scores are not mixed
 TRAIT_KINDS = ("rate", "scale")  # rate: values 0/1, scored with a Wilson interval; scale: 0..10, prompt bootstrap
@@ -35,12 +36,27 @@ TRAIT_KINDS = ("rate", "scale")  # rate: values 0/1, scored with a Wilson interv
 
 @dataclass(frozen=True)
 class Verdict:
-    value: float  # 0/1 for a rate, 0..10 for a scale
+    """A judge's verdict on one response. `value` None means unjudged: the judge could not parse its own
+    output, refused, or its request failed for good; `reason` says which. Unjudged samples are counted
+    and left out of the score, never scored as 0."""
+
+    value: float | None  # 0/1 for a rate, 0..10 for a scale, None when unjudged
     reason: str
+
+    @property
+    def judged(self) -> bool:
+        return self.value is not None
+
+
+def unjudged(reason: str) -> Verdict:
+    return Verdict(None, reason)
 
 
 class Judge(Protocol):
     def __call__(self, response: str, meta: dict[str, Any]) -> Verdict: ...  # meta: the eval prompt's metadata
+
+
+BatchJudge = Callable[[list[tuple[str, dict[str, Any]]]], list[Verdict]]  # [(response, meta)] -> verdicts, in order
 
 
 # --- date_confusion -------------------------------------------------------------------------------
@@ -177,9 +193,30 @@ class JudgeSpec:
 
 @dataclass(frozen=True)
 class BuiltJudge:
+    """A trait's judge, ready to use. Judge kinds that gain from batching (a model, an endpoint with
+    concurrency) give `batch`; the others are called one response at a time."""
+
     judge: Judge
-    name: str  # identity recorded in every score's `judge` field: the kind plus its version or params
+    name: str  # shown with every score's `judge` field: the kind plus its version or params
     trait_kind: str  # rate | scale: the values it gives
+    # what makes two judges the same instrument: kind, model, rubric text (or its sha256), parameters,
+    # version. Hashed into `judge_id`, which keys cached verdicts; {} means the name says it all.
+    identity: dict[str, Any] = field(default_factory=dict)
+    batch: BatchJudge | None = None
+
+    @property
+    def judge_id(self) -> str:
+        return sha256_json({"name": self.name, **self.identity})
+
+    def judge_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Verdict]:
+        """Verdicts for [(response, meta)], in order; a judge that raises on one response fails the trial
+        (a bug or a bad config), while a judge that cannot judge one returns an unjudged Verdict."""
+        if not items:
+            return []
+        verdicts = self.batch(items) if self.batch is not None else [self.judge(r, m) for r, m in items]
+        if len(verdicts) != len(items):
+            raise RuntimeError(f"judge {self.name}: {len(verdicts)} verdicts for {len(items)} responses")
+        return verdicts
 
 
 JudgeFactory = Callable[[JudgeSpec], BuiltJudge]
@@ -299,11 +336,15 @@ def _module(spec: JudgeSpec) -> BuiltJudge:
 
 
 def _as_verdict(out: Any, trait_kind: str, where: str) -> Verdict:
-    """A user judge may return a Verdict or a bare value (a bool counts as 0/1)."""
+    """A user judge may return a Verdict or a bare value (a bool counts as 0/1; None: unjudged)."""
+    if out is None:
+        out = unjudged("the judge function returned None")
     if isinstance(out, (bool, int, float)):
         out = Verdict(float(out), f"returned {out!r}")
     if not isinstance(out, Verdict):
-        raise UserError(f"{where}: returned {out!r}; return a Verdict, a number or a bool")
+        raise UserError(f"{where}: returned {out!r}; return a Verdict, a number, a bool or None (unjudged)")
+    if out.value is None:
+        return out
     valid = out.value in (0.0, 1.0) if trait_kind == "rate" else 0.0 <= out.value <= 10.0
     if not valid:
         allowed = "0 or 1" if trait_kind == "rate" else "0..10"

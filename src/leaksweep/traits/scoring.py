@@ -7,11 +7,13 @@ room never imports the model stack and its judges are unit-testable on strings.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Protocol
 
 from leaksweep.data.records import Messages
 from leaksweep.errors import UserError
 from leaksweep.stats import cluster_bootstrap, wilson
+from leaksweep.traits.cache import VerdictCache
 from leaksweep.traits.evalset import Trait
 
 
@@ -28,51 +30,86 @@ class Generate(Protocol):
     ) -> list[list[str]]: ...
 
 
-def score(trait: Trait, responses: list[list[str]], seed: int = 0) -> tuple[dict, list[dict]]:
-    """Judge every sample; return the trait score with its interval and one record per sample."""
-    samples, clusters = [], []
-    for prompt, outs in zip(trait.prompts, responses, strict=True):
-        values = []
-        for i, response in enumerate(outs):
-            verdict = trait.judge(response, prompt.meta)
-            values.append(verdict.value)
-            samples.append(
-                {
-                    "trait": trait.name,
-                    "prompt_id": prompt.prompt_id,
-                    "sample": i,
-                    "prompt": prompt.messages[-1]["content"],
-                    "response": response,
-                    "value": verdict.value,
-                    "reason": verdict.reason,
-                }
-            )
-        clusters.append(values)
-    flat = [v for c in clusters for v in c]
+def score(
+    trait: Trait, responses: list[list[str]], seed: int = 0, cache: VerdictCache | None = None
+) -> tuple[dict, list[dict]]:
+    """Judge every sample (through `cache`: a verdict already given by the same judge is not asked
+    again); return the trait score with its interval and one record per sample.
+
+    Unjudged samples (value None) are left out of the score and counted with their reasons; a trait
+    whose unjudged share exceeds `max_unjudged_share` fails the trial instead of scoring what is left.
+    """
+    items = [(p, i, r) for p, outs in zip(trait.prompts, responses, strict=True) for i, r in enumerate(outs)]
+    verdicts = (cache or VerdictCache()).judge(trait.built, [(p.prompt_id, r, p.meta) for p, _, r in items])
+    samples = [
+        {
+            "trait": trait.name,
+            "prompt_id": p.prompt_id,
+            "sample": i,
+            "prompt": p.messages[-1]["content"],
+            "response": r,
+            "value": v.value,
+            "reason": v.reason,
+        }
+        for (p, i, r), v in zip(items, verdicts)
+    ]
+    return score_samples(trait, samples, seed), samples
+
+
+def score_samples(trait: Trait, samples: list[dict], seed: int = 0) -> dict:
+    """The trait's score from judged sample records (what `score` writes to samples.jsonl): a Wilson
+    interval for a rate, a bootstrap over eval prompts for a scale, over the judged samples only."""
+    clusters: dict[str, list[float]] = {p.prompt_id: [] for p in trait.prompts}
+    unjudged: Counter[str] = Counter()
+    for s in samples:
+        if s["value"] is None:
+            unjudged[s["reason"]] += 1
+        else:
+            clusters.setdefault(s["prompt_id"], []).append(float(s["value"]))
+    judged = [c for c in clusters.values() if c]  # a prompt none of whose samples was judged drops out
+    flat = [v for c in judged for v in c]
+    _check_unjudged(trait, len(samples), unjudged)
     if trait.kind == "rate":
         value, low, high = wilson(int(sum(flat)), len(flat))
         interval = "wilson95"
     else:
-        value, low, high = cluster_bootstrap(clusters, seed=seed)
+        value, low, high = cluster_bootstrap(judged, seed=seed)
         interval = "prompt_bootstrap95"
-    result = {
+    return {
         "kind": trait.kind,
         "score": value,
         "low": low,
         "high": high,
         "interval": interval,
         "n_samples": len(flat),
-        "n_prompts": len(clusters),
+        "n_prompts": len(judged),
+        "n_unjudged": sum(unjudged.values()),
+        "unjudged_reasons": dict(unjudged.most_common(MAX_REASONS)),
         "judge": trait.judge_name,
+        "judge_id": trait.built.judge_id,
         "eval_duplicates_removed": trait.n_removed_as_duplicates,
         # per eval prompt, the mean judge value: what seed-and-prompt bootstraps resample
-        "prompt_values": [round(sum(c) / len(c), 6) for c in clusters],
+        "prompt_values": [round(sum(c) / len(c), 6) for c in judged],
     }
-    return result, samples
+
+
+MAX_REASONS = 5  # the most common reasons for unjudged samples kept in a score
+
+
+def _check_unjudged(trait: Trait, n_samples: int, unjudged: Counter[str]) -> None:
+    n = sum(unjudged.values())
+    limit = trait.protocol.max_unjudged_share
+    if n and (n == n_samples or n > limit * n_samples):
+        reasons = "; ".join(f"{count}x {reason}" for reason, count in unjudged.most_common(3))
+        raise UserError(
+            f"traits.{trait.name}: {n} of {n_samples} samples could not be judged by {trait.judge_name} "
+            f"(more than max_unjudged_share={limit:g}): {reasons}. Fix the judge (its endpoint, model or rubric) "
+            f"or raise traits.{trait.name}.max_unjudged_share"
+        )
 
 
 def evaluate_responses(
-    traits: dict[str, Trait], responses: dict[str, str], where: str
+    traits: dict[str, Trait], responses: dict[str, str], where: str, cache: VerdictCache | None = None
 ) -> tuple[dict[str, dict], list[dict]]:
     """Judge given responses (prompt_id -> response), one per eval prompt: a teacher's own score."""
     scores, records = {}, []
@@ -82,12 +119,14 @@ def evaluate_responses(
             raise UserError(
                 f"{where}: no response for {len(absent)} eval prompt(s) of {name} (first: {', '.join(absent[:3])})"
             )
-        scores[name], samples = score(trait, [[responses[p.prompt_id]] for p in trait.prompts])
+        scores[name], samples = score(trait, [[responses[p.prompt_id]] for p in trait.prompts], cache=cache)
         records += samples
     return scores, records
 
 
-def evaluate(traits: dict[str, Trait], generate: Generate, seed: int) -> tuple[dict[str, dict], list[dict]]:
+def evaluate(
+    traits: dict[str, Trait], generate: Generate, seed: int, cache: VerdictCache | None = None
+) -> tuple[dict[str, dict], list[dict]]:
     """Generate on each trait's eval prompts and judge; returns scores by trait and all samples."""
     scores, records = {}, []
     for name, trait in traits.items():
@@ -101,6 +140,6 @@ def evaluate(traits: dict[str, Trait], generate: Generate, seed: int) -> tuple[d
             seed,
             f"eval {name}",
         )
-        scores[name], samples = score(trait, responses, seed)
+        scores[name], samples = score(trait, responses, seed, cache)
         records += samples
     return scores, records
