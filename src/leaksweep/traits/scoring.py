@@ -40,7 +40,9 @@ def score(
     whose unjudged share exceeds `max_unjudged_share` fails the trial instead of scoring what is left.
     """
     items = [(p, i, r) for p, outs in zip(trait.prompts, responses, strict=True) for i, r in enumerate(outs)]
-    verdicts = (cache or VerdictCache()).judge(trait.built, [(p.prompt_id, r, p.meta) for p, _, r in items])
+    verdicts = (cache if cache is not None else VerdictCache()).judge(
+        trait.built, [(p.prompt_id, r, p.meta) for p, _, r in items]
+    )
     samples = [
         {
             "trait": trait.name,
