@@ -209,7 +209,11 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
     done = run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)
     click.echo(f"worker finished {done} trial(s)")
     if preemption.requested.is_set():
-        click.echo(f"worker preempted: {preemption.requeue()}", err=True)
+
+        def say(message: str) -> None:
+            click.echo(f"worker preempted: {message}", err=True)
+
+        say(preemption.requeue(announce=say))
         sys.exit(preemption.REQUEUE_EXIT)
     if report_when_done and finished(Path(sweep_dir)):
         from leaksweep.report.page import write_report

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 from leaksweep.cluster.env import JobEnvironment
 
@@ -69,7 +70,7 @@ def slurm_job_id() -> str | None:
     return JobEnvironment.current().job_id
 
 
-def requeue() -> str:
+def requeue(announce: Callable[[str], None] | None = None) -> str:
     """Requeue this Slurm job (it restarts later with the same job id and SLURM_RESTART_COUNT + 1).
 
     Returns what happened, for the log. Slurm ends the running job when it is requeued, so this is the
@@ -85,6 +86,8 @@ def requeue() -> str:
             f"Slurm job {job}, but scontrol is not on PATH: the job was not requeued; resubmit, or another "
             "worker of the sweep adopts the preempted trial"
         )
+    if announce is not None:  # before scontrol: Slurm may end this job before it returns
+        announce(f"requeueing Slurm job {job}")
     sys.stdout.flush()
     sys.stderr.flush()
     done = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True, timeout=120, check=False)
