@@ -42,6 +42,8 @@ def subsets(sweep_file: str) -> None:
     from leaksweep.data.records import load_dataset
     from leaksweep.data.subsets import compute_subsets, subsets_table
     from leaksweep.data.world import resolve_world
+    from leaksweep.layout import SweepDir
+    from leaksweep.traits.subset_judge import SubsetJudges
 
     cfg = _load(sweep_file)
     if cfg.data.world is not None:
@@ -50,7 +52,8 @@ def subsets(sweep_file: str) -> None:
     for note in dataset.notes:
         click.echo(f"note: {note}")
     click.echo(f"{len(dataset.prompts.ids)} prompts; sources: {', '.join(dataset.sources)}\n")
-    click.echo(subsets_table(compute_subsets(cfg.subsets, dataset), len(dataset.prompts.ids)))
+    judges = SubsetJudges.in_memory(SweepDir(cfg.output_dir).judgments)  # reuses a prepared sweep's verdicts
+    click.echo(subsets_table(compute_subsets(cfg.subsets, dataset, judges), len(dataset.prompts.ids)))
 
 
 @cli.command()
@@ -65,6 +68,8 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
     from leaksweep.data.records import load_dataset
     from leaksweep.data.subsets import compute_subsets
     from leaksweep.data.world import resolve_world
+    from leaksweep.layout import SweepDir
+    from leaksweep.traits.subset_judge import SubsetJudges
 
     cfg = _load(sweep_file)
     if cfg.data.world is not None:
@@ -76,7 +81,7 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
     ]
     rules += [Rule(subset=k, action="drop", fraction=v) for k, v in _parse_assignments(drops, "--drop").items()]
     dataset = load_dataset(cfg.data, cfg.base)
-    subset_map = compute_subsets(cfg.subsets, dataset)
+    subset_map = compute_subsets(cfg.subsets, dataset, SubsetJudges.in_memory(SweepDir(cfg.output_dir).judgments))
     plan = MixturePlan(base or cfg.base, tuple(rules), cfg.search.mixture_seed)
     manifest = compile_plan(plan, dataset, subset_map)
     summary = manifest.summary(subset_map, cfg.search.teacher)
@@ -293,6 +298,36 @@ def _log_summary(sweep_dir: Path, report_path: Path | None, budget: int | None) 
     run_id = log_study_summary(sweep_dir, tracker, budget, report_path)
     if run_id:
         click.echo(f"W&B summary run {run_id} ({tracker.mode}), group {cfg.name}")
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--trait", "traits", multiple=True, required=True, help="Trait to re-score (repeatable).")
+@click.option(
+    "--sweep-file",
+    type=click.Path(dir_okay=False),
+    help="Take the traits' new judges from this sweep file (default: reapply the sweep's own judges).",
+)
+@click.option("--no-wandb", is_flag=True, help="Do not update the W&B summary run.")
+def rejudge(sweep_dir: str, traits: tuple[str, ...], sweep_file: str | None, no_wandb: bool) -> None:
+    """Re-score the saved samples of every trial under a new or changed judge (no training), then
+    rewrite the conclusions, the report and the W&B summary. Verdicts already given are not asked again."""
+    from leaksweep.report.page import write_report
+    from leaksweep.study.prepare import budget, load_sweep_dir
+    from leaksweep.study.rejudge import rejudge as rejudge_study
+
+    folder = Path(sweep_dir)
+    new_cfg = _load(sweep_file) if sweep_file else None
+    done = rejudge_study(folder, list(traits), new_cfg)
+    click.echo(
+        f"re-judged {', '.join(traits)} in {done.trials} trial(s) ({done.samples} samples): "
+        f"{done.judge_calls} judge call(s), {done.cached} verdict(s) from the cache"
+        + (f"; {done.skipped} trial(s) had no saved samples" if done.skipped else "")
+    )
+    written = write_report(folder)
+    click.echo(written)
+    if not no_wandb:
+        _log_summary(folder, Path(written), budget(load_sweep_dir(folder)))
 
 
 @cli.command()
@@ -523,6 +558,44 @@ def demo(ctx: click.Context, model: str, workers: int, no_wandb: bool) -> None:
 
         prepare_real_demo(echo=click.echo)
     ctx.invoke(sweep, sweep_file=str(sweep_file), workers=workers, no_wandb=no_wandb, no_report=False)
+
+
+@cli.group()
+def judge() -> None:
+    """Check a trait's judge against human labels."""
+
+
+@judge.command("validate")
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--trait", "trait_name", required=True, help="The trait whose judge (traits.T.judge) is validated.")
+@click.option(
+    "--labels",
+    "labels_file",
+    default=None,
+    help="JSONL of {response, label (0/1 or 0..10), meta}; default: the built-in set of a built-in trait.",
+)
+@click.option("--out", "out_path", default=None, help="Also write the validation table to this JSON file.")
+@click.option("--threshold", default=5.0, show_default=True, help="A scale's value counted as showing the trait.")
+def judge_validate(
+    sweep_file: str, trait_name: str, labels_file: str | None, out_path: str | None, threshold: float
+) -> None:
+    """Judge labelled responses with a trait's judge: sensitivity, specificity, kappa (or Spearman, MAE)."""
+    from leaksweep.files import write_json
+    from leaksweep.traits.judges import make_judge
+    from leaksweep.traits.validation import format_table, labels_path, validate
+
+    cfg = _load(sweep_file)
+    if trait_name not in cfg.traits:
+        raise UserError(f"--trait {trait_name!r}: not among the sweep's traits {sorted(cfg.traits)}")
+    built = make_judge(trait_name, cfg.traits[trait_name])
+    path = labels_path(trait_name, labels_file, "--labels")
+    if built.preflight is not None:
+        built.preflight()  # an endpoint that is down: one clear error, not one unjudged row per label
+    table = validate(built, path, threshold=threshold)
+    click.echo(format_table(table))
+    if out_path:
+        write_json(Path(out_path), table)
+        click.echo(f"wrote {out_path}")
 
 
 @cli.command("train-step", hidden=True)

@@ -21,7 +21,7 @@ from leaksweep.report.charts import (
     pareto_chart,
     trait_chart,
 )
-from leaksweep.report.fmt import clip, esc, interval, json_for_script, num, pct
+from leaksweep.report.fmt import clip, esc, g, interval, json_for_script, num, pct
 from leaksweep.report.view import SweepView, Trial, unfinished
 
 SAMPLES_PER_TRAIT = 5  # generations shown per trait for the best and the worst trial
@@ -55,7 +55,7 @@ def _trial_row(view: SweepView, t: Trial, shares: list[str]) -> str:
     cells += [_cell(pct(t.share(s)), t.share(s)) for s in shares]
     for trait in view.traits:
         s = t.score(trait)
-        cells.append(_cell(interval(s.score, s.low, s.high), s.score) if s else _cell("–", ""))
+        cells.append(_cell(interval(s.score, s.low, s.high) + _corrected_note(s), s.score) if s else _cell("–", ""))
     loss, steps = train.get("final_loss"), train.get("steps")
     wall_s = t.result.wall_s if t.result.wall_s is not None else 0
     cells += [
@@ -65,6 +65,55 @@ def _trial_row(view: SweepView, t: Trial, shares: list[str]) -> str:
         _cell(f"<code>{esc(str(manifest.get('hash', ''))[:8])}</code>"),
     ]
     return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _corrected_note(s) -> str:
+    """Under a calibrated rate: its judge-corrected value (traits.T.calibration), or why there is none."""
+    c = (s.calibration or {}).get("corrected")
+    if not c or s.kind != "rate":
+        return ""
+    text = "not identifiable" if c.get("score") is None else interval(c["score"], c["low"], c["high"])
+    return (
+        f'<br><span class="small" title="{esc(c.get("reason") or c.get("method") or "")}">judge-corrected {text}</span>'
+    )
+
+
+def judge_validation_section(view: SweepView) -> str:
+    """Each calibrated trait's judge against its labels (traits.T.calibration), once per judge."""
+    tables = {}
+    for t in view.trials:
+        for trait in view.traits:
+            s = t.score(trait)
+            if s and s.calibration:
+                tables.setdefault((trait, s.calibration["judge_id"]), s.calibration)
+    if not tables:
+        return ""
+    rows = []
+    for (trait, _), c in tables.items():
+        b = c if c["kind"] == "rate" else c["binary"]
+        scale = (
+            f"rho {_metric(c['spearman'])}, MAE {_metric(c['mae'])}; at &ge; {g(c['threshold'])}: "
+            if c["kind"] == "scale"
+            else ""
+        )
+        rows.append(
+            f"<tr><td>{esc(trait)}</td><td><code>{esc(c['judge'])}</code></td><td>{c['n']} ({c['n_unjudged']} "
+            f"unjudged)</td><td>{scale}sens {_metric(b['sensitivity'])}, spec {_metric(b['specificity'])}, "
+            f"kappa {_metric(b['kappa'])}</td></tr>"
+        )
+    note = (
+        "Judge-corrected rates (under each calibrated score above): Rogan-Gladen (p_obs + spec - 1) / (sens + spec "
+        "- 1), clipped to [0, 1]; the 95% interval is a parametric bootstrap over the eval counts and the "
+        "calibration counts (percentile); <i>not identifiable</i> when sens + spec - 1 is not clearly above 0."
+    )
+    head = "<tr><th>trait</th><th>judge</th><th>labels judged</th><th>agreement [95%]</th></tr>"
+    return f'<h3>Judge validation</h3><table>{head}{"".join(rows)}</table><p class="small">{note}</p>'
+
+
+def _metric(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    return num(m["value"]) if m.get("low") is None else interval(m["value"], m["low"], m["high"])
 
 
 def trials_table(view: SweepView) -> str:
@@ -312,7 +361,7 @@ def provenance(view: SweepView) -> str:
     )
     versions = ", ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in library_versions().items())
     return (
-        f"<p>{shown}</p>"
+        f"<p>{shown}</p>{judges_line(view)}"
         f'<p id="code-version">Code that wrote this report: leaksweep git commit '
         f"<code>{esc(code_version())}</code>. "
         f"Libraries: {versions}.</p>"
@@ -328,6 +377,19 @@ def provenance(view: SweepView) -> str:
 def _manifest_sha256(t: Trial) -> str:
     """The manifest file's content hash (16 hex digits), – when the trial wrote none."""
     return file_sha256(t.dir.manifest)[:16] if t.dir.manifest.is_file() else "–"
+
+
+def judges_line(view: SweepView) -> str:
+    """Which judge scored each trait (its identity and id), and how many samples it could not judge."""
+    parts = []
+    for trait in view.traits:
+        scores = [t.result.traits[trait] for t in view.trials if trait in t.result.traits]
+        names = sorted({(s.judge or "not recorded", s.judge_id) for s in scores})
+        unjudged = sum(s.n_unjudged for s in scores)
+        shown = ", ".join(f"<code>{esc(n)}</code>" + (f" (id <code>{esc(i)}</code>)" if i else "") for n, i in names)
+        warn = " <b>The trials were judged by different judges.</b>" if len(names) > 1 else ""
+        parts.append(f"{esc(trait)}: {shown}; {unjudged} sample(s) unjudged{warn}")
+    return f"<p>Judges: {'; '.join(parts)}.</p>" if parts else ""
 
 
 def provenance_trials_table(view: SweepView) -> str:
