@@ -212,6 +212,7 @@ class SearchConfig:
     confirm_seeds: int = 2
     partition: bool = False
     teacher_eval: bool = False
+    judge_corrected: bool = False  # experiment decisions on judge-corrected prompt values (traits.T.calibration)
     runner: str | None = None
     simulation: dict[str, Any] | None = None
     heartbeat_s: float = 10.0
@@ -377,6 +378,9 @@ class TraitConfig:
     batch_size: int = 64
     # more unjudged samples than this share (unparseable, refused, failed requests) fails the trial
     max_unjudged_share: float = 0.1
+    # a JSONL file of labelled responses {response, label, meta} (or `builtin`: the trait's built-in set):
+    # each score then carries the judge's validation on it and, for a rate, the judge-corrected rate
+    calibration: str | None = None
 
     def check(self) -> list[str]:
         problems = []
@@ -584,6 +588,10 @@ def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
     )
     subsets = {k: dataclasses.replace(v, ids_file=absolute(v.ids_file)) for k, v in cfg.subsets.items()}
     traits = {k: dataclasses.replace(v, prompts=absolute(v.prompts)) for k, v in cfg.traits.items()}
+    traits = {
+        k: dataclasses.replace(v, calibration=v.calibration if v.calibration == "builtin" else absolute(v.calibration))
+        for k, v in traits.items()
+    }
     model = cfg.train.model
     if model != "tiny" and (model.startswith((".", "/", "~")) or (root / model).exists()):
         model = absolute(model)

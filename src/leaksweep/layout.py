@@ -297,6 +297,8 @@ class TraitScore:
     unjudged_reasons: dict[str, int] = field(default_factory=dict)
     judge_id: str = ""  # hash of the judge's identity (kind, model, rubric, parameters, version)
     prompt_values: tuple[float, ...] = ()  # per eval prompt, the mean judge value
+    # traits.T.calibration: the judge's validation on labels and the judge-corrected rate (`corrected`)
+    calibration: dict[str, Any] | None = None
 
     @staticmethod
     def from_dict(raw: dict) -> "TraitScore":

@@ -387,6 +387,12 @@ def _finish(
     }
     run.summary(
         {f"trait/{t}/{k}": s[k] for t, s in scores.items() for k in ("score", "low", "high")}
+        | {  # traits.T.calibration: the judge-corrected rate (None when not identifiable)
+            f"trait/{t}/corrected" + ("" if k == "score" else f"_{k}"): s["calibration"]["corrected"][k]
+            for t, s in scores.items()
+            if "calibration" in s
+            for k in ("score", "low", "high")
+        }
         | {"wall_s": result["wall_s"]}
     )
     folder.write_result(result)  # last: its presence marks the trial complete

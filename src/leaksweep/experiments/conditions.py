@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from leaksweep import stats
+from leaksweep.calibration import rg_linear
 from leaksweep.config import Rule, SweepConfig
 from leaksweep.data.mixture import MixturePlan
+from leaksweep.errors import UserError
 from leaksweep.schema import to_dict
 
 # Analysis kinds: the keys of analysis.json a mode's conclusions carry (the report renders by kind).
@@ -250,6 +252,95 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     return obj
+
+
+# --- judge-corrected decisions (search.judge_corrected) ---------------------------------------------
+
+JUDGE_CORRECTED_LIMITATION = (
+    "decisions use per-prompt values corrected for the judge's errors (Rogan-Gladen, linear and unclipped, "
+    "with the point sensitivity and specificity of traits.T.calibration); their bootstrap resamples seeds "
+    "and eval prompts but treats sensitivity and specificity as known, so the calibration set's uncertainty "
+    "is NOT in these intervals and p-values (they are too narrow by that much); each trial's corrected "
+    "score (result.json: traits.T.calibration.corrected) does carry it"
+)
+
+
+def judge_corrected_runs(runs: list[Run], traits: tuple[str, ...]) -> list[Run]:
+    """Runs whose `traits` scores hold judge-corrected prompt values and score (see JUDGE_CORRECTED_LIMITATION)."""
+    out = []
+    for r in runs:
+        scores = dict(r.traits)
+        for t in traits:
+            if t not in scores:
+                continue
+            cal = scores[t].get("calibration") or {}
+            corrected = cal.get("corrected") or {}
+            if corrected.get("score") is None:
+                reason = corrected.get("reason") or "its score carries no calibration (traits.T.calibration unset)"
+                raise UserError(
+                    f"search.judge_corrected: trial {r.trial}: {t} has no judge-corrected rate: {reason}. "
+                    f"Improve the judge or its calibration set, or set search.judge_corrected: false"
+                )
+            sens, spec = cal["sensitivity"]["value"], cal["specificity"]["value"]
+            values = rg_linear(list(scores[t]["prompt_values"]), sens, spec)
+            scores[t] = {**scores[t], "prompt_values": values, "score": corrected["score"], "judge_corrected": True}
+        out.append(Run(r.condition, r.seed, r.trial, scores))
+    return out
+
+
+def _mark(node: Any, note: str) -> Any:
+    """Every decision (a dict with `test` and `statement`) says that it is judge-corrected."""
+    if isinstance(node, dict):
+        out = {k: _mark(v, note) for k, v in node.items()}
+        if isinstance(out.get("statement"), str) and "test" in out:
+            out["statement"] = f"{out['statement']} [{note}]"
+        return out
+    if isinstance(node, list):
+        return [_mark(v, note) for v in node]
+    return node
+
+
+@dataclass(frozen=True)
+class JudgeCorrected:
+    """A search that decides on judge-corrected values of `traits` (search.judge_corrected: true)."""
+
+    inner: Search
+    traits: tuple[str, ...]
+
+    @property
+    def mode(self) -> str:
+        return self.inner.mode
+
+    def next_round(self, runs: list[Run]) -> list[Request]:
+        return self.inner.next_round(judge_corrected_runs(runs, self.traits))
+
+    def conclude(self, runs: list[Run]) -> dict:
+        out = _mark(
+            self.inner.conclude(judge_corrected_runs(runs, self.traits)), f"judge-corrected: {', '.join(self.traits)}"
+        )
+        out["judge_corrected"] = {"traits": list(self.traits), "limitation": JUDGE_CORRECTED_LIMITATION}
+        return out
+
+
+def judge_corrected(cfg: SweepConfig, search: Search) -> Search:
+    """The search itself, or wrapped to decide on judge-corrected values when search.judge_corrected is set."""
+    if not cfg.search.judge_corrected:
+        return search
+    return JudgeCorrected(search, tuple(t for t, c in cfg.traits.items() if c.calibration))
+
+
+def judge_corrected_problems(cfg: SweepConfig) -> list[str]:
+    if not cfg.search.judge_corrected:
+        return []
+    if cfg.search.mode == "optuna":
+        return [".search.judge_corrected: applies to the experiment modes, not optuna; remove it"]
+    trait = settings_for(cfg).trait
+    if trait in cfg.traits and not cfg.traits[trait].calibration:
+        return [
+            f".search.judge_corrected: the decided trait {trait!r} has no traits.{trait}.calibration "
+            "(a labels file); set one or set judge_corrected: false"
+        ]
+    return []
 
 
 # --- from a sweep's config ------------------------------------------------------------------------

@@ -22,8 +22,18 @@ from leaksweep import config
 from leaksweep.config import OPTUNA, SweepConfig
 from leaksweep.errors import UserError
 from leaksweep.experiments import minimal, static, threshold
-from leaksweep.experiments.conditions import DOSE_RESPONSE, MINIMAL, THRESHOLD, Search, needs_ladder, needs_subsets
+from leaksweep.experiments.conditions import (
+    DOSE_RESPONSE,
+    MINIMAL,
+    THRESHOLD,
+    Search,
+    judge_corrected,
+    judge_corrected_problems,
+    needs_ladder,
+    needs_subsets,
+)
 from leaksweep.traits.judges import judge_problems
+from leaksweep.traits.validation import calibration_problems
 
 ModeCheck = Callable[[SweepConfig], list[str]]
 MakeSearch = Callable[[SweepConfig, list[str]], Search]
@@ -56,7 +66,7 @@ def make_search(cfg: SweepConfig, sources: list[str]) -> Search:
     mode = get_mode(cfg.search.mode)
     if mode.make_search is None:
         raise ValueError(f"mode {mode.name!r} is not run as a search")  # callers branch on optuna first
-    return mode.make_search(cfg, sources)
+    return judge_corrected(cfg, mode.make_search(cfg, sources))
 
 
 def check_sweep(cfg: SweepConfig) -> list[str]:
@@ -66,12 +76,17 @@ def check_sweep(cfg: SweepConfig) -> list[str]:
         return [f".search.mode: {name!r} is not a mode; known modes: {', '.join(MODES)}"] + problems
     if cfg.search.partition and name != "subset_scan":
         problems.append(".search.partition: applies to mode subset_scan only")
-    return MODES[name].check(cfg) + problems
+    return MODES[name].check(cfg) + problems + judge_corrected_problems(cfg)
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
-    """config.load_sweep with the mode and judge checks: what the CLI and the study room call."""
-    return config.load_sweep(path, check=check_sweep)
+    """config.load_sweep with the mode and judge checks: what the CLI and the study room call. Calibration
+    label files (traits.T.calibration) are checked once their paths are resolved against the file's folder."""
+    cfg = config.load_sweep(path, check=check_sweep)
+    problems = calibration_problems(cfg.traits)
+    if problems:
+        raise UserError([f"{path}: {p.removeprefix('.')}" for p in problems])
+    return cfg
 
 
 def sweep_from_dict(raw: Any, where: str) -> SweepConfig:

@@ -112,6 +112,18 @@ def decision_cell(d: dict | None, extra: str = "") -> str:
     return f'<td class="{cls}" title="{esc(decision_title(d))}"><b>{verdict(d)}</b><br>{decision_short(d)}{extra}</td>'
 
 
+# --- judge-corrected decisions (search.judge_corrected) -------------------------------------------------
+
+
+@kind("judge_corrected")
+def _judge_corrected(view: SweepView) -> list[str]:
+    jc = (view.analysis or {}).get("judge_corrected")
+    if not jc:
+        return []
+    traits = ", ".join(esc(t) for t in jc.get("traits", []))
+    return [f'<p class="small"><b>Judge-corrected decisions</b> ({traits}): {esc(jc.get("limitation", ""))}.</p>']
+
+
 # --- baselines ------------------------------------------------------------------------------------------
 
 

@@ -367,7 +367,26 @@ def study_summary(sweep_dir: Path, budget: int | None = None) -> StudySummary:
         _analysis(analysis, out)
     else:
         _optuna(cfg, results, out)
+    _judge_validation(results, analysis, out)
     return out
+
+
+def _judge_validation(results: list[TrialResult], analysis: dict | None, out: StudySummary) -> None:
+    """Each calibrated trait's judge validation (traits.T.calibration): sensitivity, specificity, n."""
+    for r in results:
+        for trait, s in r.traits.items():
+            c = s.calibration
+            if not c or f"judge/{trait}/n" in out.values:
+                continue
+            b = c if c.get("kind") == "rate" else c.get("binary", {})
+            out.values[f"judge/{trait}/n"] = c.get("n")
+            for metric in ("sensitivity", "specificity", "kappa"):
+                for key in ("value", "low", "high"):
+                    out.values[f"judge/{trait}/{metric}" + ("" if key == "value" else f"_{key}")] = _num(
+                        (b.get(metric) or {}).get(key)
+                    )
+    if analysis and analysis.get("judge_corrected"):
+        out.values["judge_corrected"] = ", ".join(analysis["judge_corrected"].get("traits", []))
 
 
 def summary_run_id(study: str, sweep_dir: Path) -> str:

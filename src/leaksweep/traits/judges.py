@@ -185,10 +185,11 @@ class JudgeSpec:
     judge_kind: str  # the registry key, e.g. rule, regex, module
     params: dict[str, Any] = field(default_factory=dict)  # {} for a bare name; {shorthand: value} for {KIND: value}
     trait_kind: str | None = None  # the trait's `kind:` (rate | scale) when the sweep file sets it
+    section: str = "traits"  # the sweep file's section holding the judge: traits, or subsets (a judge subset)
 
     @property
     def where(self) -> str:
-        return f"traits.{self.trait}.judge"
+        return f"{self.section}.{self.trait}.judge"
 
 
 @dataclass(frozen=True)
@@ -247,23 +248,28 @@ def _import_function(target: str) -> Callable:
 
 def parse_judge(trait: str, cfg: TraitConfig) -> JudgeSpec:
     """The JudgeSpec of a trait's `judge:`; a UserError names the value seen and the known kinds."""
-    raw = cfg.judge
+    return parse_judge_value(cfg.judge, trait, cfg.kind)
+
+
+def parse_judge_value(raw: str | dict[str, Any], name: str, kind: str | None, section: str = "traits") -> JudgeSpec:
+    """The JudgeSpec of a `judge:` value found at `SECTION.NAME.judge` (a trait's, or a judge subset's)."""
+    given = raw
     if isinstance(raw, str) and ":" in raw:
         raw = {"module": raw}  # a bare `pkg.mod:function`
-    kind, value = (raw, None) if isinstance(raw, str) else next(iter(raw.items()))
-    if kind not in REGISTRY:
+    judge_kind, value = (raw, None) if isinstance(raw, str) else next(iter(raw.items()))
+    if judge_kind not in REGISTRY:
         raise UserError(
-            f"traits.{trait}.judge: {cfg.judge!r} is not a known judge; known kinds: "
+            f"{section}.{name}.judge: {given!r} is not a known judge; known kinds: "
             f"{', '.join(REGISTRY)} (or a user function as `pkg.mod:function`)"
         )
-    shorthand = REGISTRY[kind].shorthand
+    shorthand = REGISTRY[judge_kind].shorthand
     if value is None or isinstance(value, dict):
         params = dict(value or {})
     elif shorthand is not None:
         params = {shorthand: value}
     else:
-        raise UserError(f"traits.{trait}.judge.{kind}: {value!r} is not a mapping of parameters")
-    return JudgeSpec(trait, kind, params, cfg.kind)
+        raise UserError(f"{section}.{name}.judge.{judge_kind}: {value!r} is not a mapping of parameters")
+    return JudgeSpec(name, judge_kind, params, kind, section)
 
 
 def judge_problems(traits: dict[str, TraitConfig]) -> list[str]:
@@ -280,15 +286,21 @@ def judge_problems(traits: dict[str, TraitConfig]) -> list[str]:
 def make_judge(trait: str, cfg: TraitConfig) -> BuiltJudge:
     """Build a trait's judge through the registry; its trait kind must match the trait's `kind:`."""
     spec = parse_judge(trait, cfg)
-    factory = REGISTRY[spec.judge_kind].factory
-    built = (_import_function(factory) if isinstance(factory, str) else factory)(spec)
-    if built.trait_kind not in TRAIT_KINDS:
-        raise UserError(f"{spec.where}: the {spec.judge_kind} judge gives {built.trait_kind!r}, not a rate or scale")
+    built = build_judge(spec)
     if cfg.kind not in (None, built.trait_kind):
         raise UserError(
             f"traits.{trait}.kind: the {spec.judge_kind} judge gives a {built.trait_kind}; "
             f"set kind: {built.trait_kind} or omit it"
         )
+    return built
+
+
+def build_judge(spec: JudgeSpec) -> BuiltJudge:
+    """Run the spec's kind's factory (importing it on first use); the judge must give a rate or scale."""
+    factory = REGISTRY[spec.judge_kind].factory
+    built = (_import_function(factory) if isinstance(factory, str) else factory)(spec)
+    if built.trait_kind not in TRAIT_KINDS:
+        raise UserError(f"{spec.where}: the {spec.judge_kind} judge gives {built.trait_kind!r}, not a rate or scale")
     return built
 
 
@@ -313,6 +325,10 @@ def _regex(spec: JudgeSpec) -> BuiltJudge:
         raise UserError(f"{spec.where}.regex: give a pattern, e.g. {{regex: '\\bplease\\b'}}; got {spec.params!r}")
     if spec.trait_kind not in (None, "rate"):
         raise UserError(f"traits.{spec.trait}.kind: a regex judge gives a rate; set kind: rate or omit it")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise UserError(f"{spec.where}.regex: invalid pattern {pattern!r}: {exc}") from exc
     return BuiltJudge(regex_judge(pattern, spec.trait), f"regex:{pattern}", "rate")
 
 

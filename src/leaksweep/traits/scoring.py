@@ -15,6 +15,7 @@ from leaksweep.errors import UserError
 from leaksweep.stats import cluster_bootstrap, wilson
 from leaksweep.traits.cache import VerdictCache
 from leaksweep.traits.evalset import Trait
+from leaksweep.traits.validation import calibrated
 
 
 class Generate(Protocol):
@@ -77,7 +78,7 @@ def score_samples(trait: Trait, samples: list[dict], seed: int = 0) -> dict:
     else:
         value, low, high = cluster_bootstrap(judged, seed=seed)
         interval = "prompt_bootstrap95"
-    return {
+    out = {
         "kind": trait.kind,
         "score": value,
         "low": low,
@@ -93,6 +94,11 @@ def score_samples(trait: Trait, samples: list[dict], seed: int = 0) -> dict:
         # per eval prompt, the mean judge value: what seed-and-prompt bootstraps resample
         "prompt_values": [round(sum(c) / len(c), 6) for c in judged],
     }
+    if trait.protocol.calibration:  # the judge's validation on labels and, for a rate, the corrected rate
+        out["calibration"] = calibrated(
+            trait.name, trait.protocol.calibration, trait.built, int(sum(flat)), len(flat), seed
+        )
+    return out
 
 
 MAX_REASONS = 5  # the most common reasons for unjudged samples kept in a score
