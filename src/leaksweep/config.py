@@ -67,34 +67,81 @@ class DataConfig:
 # subsets
 
 
+SUBSET_MATCHERS = ("regex", "keyword", "judge")  # rules that look at a text (`text:` prompt or response)
+SUBSET_SET_OPS = ("union", "intersection", "difference")  # rules built from other subsets, by name
+SUBSET_KINDS = (*SUBSET_MATCHERS, "metadata", "ids", "ids_file", *SUBSET_SET_OPS)
+
+
 @dataclass(frozen=True)
 class SubsetRule:
-    """A named prompt subset. Exactly one of regex, keyword, metadata, ids, ids_file.
+    """A named prompt subset. Exactly one of regex, keyword, judge, metadata, ids, ids_file, union,
+    intersection, difference.
 
-    `text` says what regex/keyword look at: the user prompt, or the response of `source`.
+    `text` says what regex, keyword and judge look at: the user prompt, or the response of `source`.
+    judge: a judge kind as for a trait (`{regex: P}`, `pkg.mod:function`, `{autorater: {...}}`, ...); a
+    prompt is in the subset when its verdict is 1 (a rate judge) or at least `threshold` (a scale judge,
+    0..10). Texts the judge could not judge are left out and counted; above `max_unjudged_share` of
+    them the subset is an error. Verdicts are cached in the sweep folder (judgments/NAME.jsonl).
+    union / intersection / difference: other subsets by name; a difference is the first minus the
+    union of the rest.
     """
 
     regex: str | None = None
     keyword: list[str] | None = None
+    judge: str | dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     ids: list[str] | None = None
     ids_file: str | None = None
+    union: list[str] | None = None
+    intersection: list[str] | None = None
+    difference: list[str] | None = None
     text: Literal["prompt", "response"] = "prompt"
     source: str | None = None
     case_sensitive: bool = False
+    threshold: float | None = None  # judge (scale): in the subset at or above this value
+    max_unjudged_share: float = 0.1  # judge: more unjudged texts than this share is an error
 
     def kind(self) -> str:
-        return next(k for k in ("regex", "keyword", "metadata", "ids", "ids_file") if getattr(self, k) is not None)
+        return next(k for k in SUBSET_KINDS if getattr(self, k) is not None)
+
+    def operands(self) -> list[str]:
+        """The subsets a set rule is built from ([] for the other kinds)."""
+        return next((list(getattr(self, k)) for k in SUBSET_SET_OPS if getattr(self, k) is not None), [])
 
     def check(self) -> list[str]:
-        given = [k for k in ("regex", "keyword", "metadata", "ids", "ids_file") if getattr(self, k) is not None]
+        given = [k for k in SUBSET_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            return [f"give exactly one of regex, keyword, metadata, ids, ids_file (got {given or 'none'})"]
+            return [f"give exactly one of {', '.join(SUBSET_KINDS)} (got {', '.join(given) or 'none'})"]
+        kind = given[0]
+        problems = []
         if self.text == "response" and not self.source:
-            return [".source: `text: response` needs `source:` naming the rollout source to read"]
-        if self.text == "response" and given[0] not in ("regex", "keyword"):
-            return [".text: `text: response` applies to regex and keyword rules only"]
-        return []
+            problems.append(".source: `text: response` needs `source:` naming the rollout source to read")
+        if self.text == "response" and kind not in SUBSET_MATCHERS:
+            problems.append(f".text: `text: response` applies to {', '.join(SUBSET_MATCHERS)} rules only")
+        if self.source is not None and self.text != "response":
+            problems.append(f".source: {self.source!r} is read only with `text: response`; add it or drop `source:`")
+        if self.case_sensitive and kind not in ("regex", "keyword"):
+            problems.append(".case_sensitive: applies to regex and keyword rules only")
+        if kind != "judge":
+            for key, default in (("threshold", None), ("max_unjudged_share", 0.1)):
+                if getattr(self, key) != default:
+                    problems.append(f".{key}: applies to judge rules only")
+        else:
+            if isinstance(self.judge, str) and not self.judge.strip():
+                problems.append(".judge: empty; name a judge kind (e.g. {regex: PATTERN}) or pkg.mod:function")
+            if isinstance(self.judge, dict) and len(self.judge) != 1:
+                problems.append(f".judge: {self.judge!r} must name one judge kind, as {{KIND: PARAMS}}")
+            if self.threshold is not None and not 0 <= self.threshold <= 10:
+                problems.append(f".threshold: {self.threshold} is outside a scale's 0..10")
+            if not 0 <= self.max_unjudged_share < 1:
+                problems.append(f".max_unjudged_share: {self.max_unjudged_share} must be in [0, 1)")
+        if kind in SUBSET_SET_OPS:
+            names = getattr(self, kind)
+            if len(names) < 2:
+                problems.append(f".{kind}: name at least two subsets (got {names})")
+            if len(set(names)) != len(names):
+                problems.append(f".{kind}: {names} names a subset twice")
+        return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,6 +538,13 @@ class SweepConfig:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             problems.append(f".name: {self.name!r} must be non-empty letters, digits, '-', '_' or '.'")
         known_subsets = set(self.subsets)
+        for name, subset in self.subsets.items():
+            unknown = [n for n in subset.operands() if n not in known_subsets]
+            if unknown:
+                problems.append(
+                    f".subsets.{name}.{subset.kind()}: unknown subset(s) {', '.join(map(repr, unknown))}; "
+                    f"defined: {sorted(known_subsets)}"
+                )
         for i, rule in enumerate(self.rules):
             if rule.subset not in known_subsets:
                 problems.append(f".rules[{i}].subset: unknown subset {rule.subset!r}; defined: {sorted(known_subsets)}")

@@ -33,7 +33,7 @@ from leaksweep.data.records import Dataset, load_dataset, read_records
 from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.errors import UserError
 from leaksweep.files import file_sha256, read_json, sha256_json
-from leaksweep.layout import TrialDir
+from leaksweep.layout import SweepDir, TrialDir
 from leaksweep.model.ddp import num_processes, train_processes
 from leaksweep.model.generate import generate as generate_responses
 from leaksweep.model.loading import load_lm, resolve_device, save_lm, set_cpu_threads
@@ -45,6 +45,7 @@ from leaksweep.schema import build, to_dict
 from leaksweep.traits.cache import VerdictCache
 from leaksweep.traits.evalset import Trait, build_traits
 from leaksweep.traits.scoring import evaluate, evaluate_responses
+from leaksweep.traits.subset_judge import SubsetJudges
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,25 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=4)
-def _prepare_cached(data_json: str) -> Prepared:
+def _prepare_cached(data_json: str, judgments: str | None = None) -> Prepared:
+    """A trial's shared data; judge subsets read the verdicts the sweep's prepare saved in `judgments`
+    (the sweep folder's), never calling the judge; outside a sweep folder they are judged in memory."""
     cfg = sweep_from_dict(json.loads(data_json), "spec sweep")
-    return prepare_data(cfg)
+    judges = SubsetJudges.for_trials(Path(judgments)) if judgments else SubsetJudges.in_memory()
+    return prepare_data(cfg, judges)
 
 
-def prepare_data(cfg: SweepConfig) -> Prepared:
+def _sweep_judgments(folder: TrialDir) -> str | None:
+    """The judgments folder of the sweep holding this trial folder (sweep/trials/NNNNN), if it is in one."""
+    sweep = SweepDir(folder.path.resolve().parent.parent)
+    return str(sweep.judgments) if sweep.exists() else None
+
+
+def prepare_data(cfg: SweepConfig, subset_judges: SubsetJudges | None = None) -> Prepared:
+    """Dataset, subsets and traits. Judge subsets are judged through `subset_judges` (default: in memory;
+    the study's prepare passes SubsetJudges.for_prepare, trials SubsetJudges.for_trials)."""
     dataset = load_dataset(cfg.data, cfg.base)
-    subsets = compute_subsets(cfg.subsets, dataset)
+    subsets = compute_subsets(cfg.subsets, dataset, subset_judges or SubsetJudges.in_memory())
     traits = build_traits(cfg.traits, [dataset.prompts.text(p) for p in dataset.prompts.ids])
     return Prepared(dataset, subsets, traits)
 
@@ -277,7 +289,7 @@ def plan_subsets(plan: MixturePlan, prepared: Prepared) -> dict[str, Subset]:
 def _execute(spec: TrialSpec, folder: TrialDir, run, study: str, started: float) -> dict:
     if spec.sweep.search.runner:
         return _execute_runner(spec, folder, run, study, started)
-    prepared = _prepare_cached(json.dumps(to_dict(spec.sweep), sort_keys=True))
+    prepared = _prepare_cached(json.dumps(to_dict(spec.sweep), sort_keys=True), _sweep_judgments(folder))
     if spec.condition == "teacher_eval":
         return _execute_teacher_eval(spec, folder, run, study, started, prepared)
     subsets = plan_subsets(spec.plan, prepared)

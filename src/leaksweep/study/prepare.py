@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from leaksweep import trial as trial_stage
 from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
 from leaksweep.data.mixture import MixturePlan
+from leaksweep.data.subsets import needs_judge
 from leaksweep.data.world import resolve_world
 from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Condition
@@ -30,6 +31,7 @@ from leaksweep.layout import SweepDir
 from leaksweep.model.loading import local_folder
 from leaksweep.schema import to_dict
 from leaksweep.study import storage
+from leaksweep.traits.subset_judge import SubsetJudges
 
 INT_TRAIN_KEYS = {"max_steps", "batch_size"}  # hyperparameters Optuna suggests as whole numbers
 
@@ -55,8 +57,9 @@ def prepare(cfg: SweepConfig) -> Path:
     if cfg.train.model != "tiny":
         local_folder(cfg.train.model)  # a path-looking model must exist: fail before anything is written
     # the user's data: bad data fails here, before anything is written (the built-in world is built
-    # into the folder, under the lock, and read there)
-    prepared = trial_stage.prepare_data(cfg) if cfg.data.world is None else None
+    # into the folder, under the lock, and read there; judge subsets are judged there, once, into the folder)
+    early = cfg.data.world is None and not needs_judge(cfg.subsets)
+    prepared = trial_stage.prepare_data(cfg) if early else None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     # Slurm array tasks given a sweep file all prepare the same folder at once: one creates the study
     # and enqueues the plan, the others wait and then find it (enqueueing twice would run it twice).
@@ -76,7 +79,7 @@ def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Pre
             "(or delete the folder) to start a new sweep, or restore the old sweep file to resume it"
         )
     if prepared is None:
-        prepared = trial_stage.prepare_data(cfg)
+        prepared = trial_stage.prepare_data(cfg, SubsetJudges.for_prepare(folder.judgments))
     check_partition(cfg, prepared)
     if not cfg.search.runner:
         trial_stage.base_model_path(cfg.train, str(folder.models), prepared)
