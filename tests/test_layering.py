@@ -25,6 +25,7 @@ HEAVY = {
     "peft": ("model/",),
     "torch": ("model/",),
     "vllm": ("model/",),
+    "openai": ("traits/openai_judge.py",),
 }
 
 

@@ -81,6 +81,7 @@ def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Pre
     if prepared is None:
         prepared = trial_stage.prepare_data(cfg, SubsetJudges.for_prepare(folder.judgments))
     check_partition(cfg, prepared)
+    preflight_judges(prepared)  # an endpoint judge that is down fails here, before any training
     if not cfg.search.runner:
         trial_stage.base_model_path(cfg.train, str(folder.models), prepared)
     folder.trials_dir.mkdir(exist_ok=True)
@@ -96,6 +97,13 @@ def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Pre
 def _resumable_view(cfg: SweepConfig) -> dict:
     """The parts of a sweep's config that must match for a folder to be resumed."""
     return {k: v for k, v in to_dict(cfg).items() if k != "slurm"}
+
+
+def preflight_judges(prepared: trial_stage.Prepared) -> None:
+    """Each trait judge's preflight, once (an endpoint judge asks its server); a UserError says what to fix."""
+    for trait in prepared.traits.values():
+        if trait.built.preflight is not None:
+            trait.built.preflight()
 
 
 def check_partition(cfg: SweepConfig, prepared: trial_stage.Prepared) -> None:

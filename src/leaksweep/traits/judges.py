@@ -111,6 +111,9 @@ class BuiltJudge:
     # version. Hashed into `judge_id`, which keys cached verdicts; {} means the name says it all.
     identity: dict[str, Any] = field(default_factory=dict)
     batch: BatchJudge | None = None
+    # a quick check that the judge can work (its endpoint answers), run once before a sweep trains
+    # anything; raises UserError saying what to fix. None: nothing to check.
+    preflight: Callable[[], None] | None = None
 
     @property
     def judge_id(self) -> str:
@@ -281,3 +284,4 @@ def _as_verdict(out: Any, trait_kind: str, where: str) -> Verdict:
 register_judge("rule", _rule)
 register_judge("regex", _regex, shorthand="pattern")
 register_judge("module", _module, shorthand="function")
+register_judge("openai_compatible", "leaksweep.traits.openai_judge:factory", shorthand="model")
