@@ -1,4 +1,4 @@
-"""Sweep-file loading (config.load_sweep) and the CLI's handling of bad input (exit code 2)."""
+"""Sweep-file loading (sweepfile.load_sweep) and the CLI's handling of bad input (exit code 2)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leaksweep.config import FloatRange, SweepConfig, load_sweep, sweep_from_dict
+from leaksweep.config import FloatRange, SweepConfig
 from leaksweep.errors import UserError
+from leaksweep.sweepfile import load_sweep, sweep_from_dict
 
 DEMO = Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml"
 

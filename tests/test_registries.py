@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from leaksweep.config import TraitConfig
-from leaksweep.config import sweep_from_dict as unchecked_sweep_from_dict
 from leaksweep.errors import UserError
 from leaksweep.experiments import registry
 from leaksweep.experiments.conditions import (
@@ -30,6 +29,7 @@ from leaksweep.experiments.conditions import (
 )
 from leaksweep.experiments.registry import Mode, make_search, register_mode
 from leaksweep.simulate import SimConfig, SimSubset, simulate
+from leaksweep.sweepfile import sweep_from_dict as unchecked_sweep_from_dict
 from leaksweep.traits import judges
 from leaksweep.traits.evalset import build_traits
 from leaksweep.traits.judges import BuiltJudge, JudgeSpec, Verdict, register_judge

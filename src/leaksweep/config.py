@@ -7,17 +7,12 @@ spec.json) works from any working directory.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Literal
 
-import yaml
-
-from leaksweep.errors import UserError
-from leaksweep.schema import build, to_dict
+from leaksweep.schema import to_dict
 
 # ---------------------------------------------------------------------------------------------
 # data
@@ -575,80 +570,16 @@ class SweepConfig:
             for label, name in [(".base", self.base), (".search.teacher", self.search.teacher)]:
                 if name not in sources:
                     problems.append(f"{label}: {name!r} is not a data source; sources are {sorted(sources)}")
-        registry_check = _REGISTRY_CHECK.get()
+        registry_check = REGISTRY_CHECK.get()
         return problems + (registry_check(self) if registry_check is not None else [])
 
     def to_dict(self) -> dict:
         return to_dict(self)
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; a syntax error names the file, line and column."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(f"{where}: malformed YAML: {problem}") from exc
-
-
 # Experiment modes and judge kinds are registered downstream (leaksweep.experiments.registry,
-# leaksweep.traits.judges), which this module must not import. A loader hands their check in:
+# leaksweep.traits.judges), which this module must not import. A loader (leaksweep.sweepfile) hands their check in:
 # `check(cfg)` returns problems as `.path: message` (paths from the top of the sweep file) and runs
 # inside SweepConfig.check, so they are reported together with every other cross-field problem.
 SweepCheck = Callable[[SweepConfig], list[str]]
-_REGISTRY_CHECK: ContextVar[SweepCheck | None] = ContextVar("registry_check", default=None)
-
-
-def load_sweep(path: str | Path, check: SweepCheck | None = None) -> SweepConfig:
-    """Load and validate a sweep file; relative paths become absolute (relative to the file).
-
-    `check`: the registries' checks (leaksweep.experiments.registry.load_sweep passes them)."""
-    path = Path(path)
-    raw = read_yaml(path)
-    cfg = sweep_from_dict(raw, where=str(path), check=check)
-    return resolve_paths(cfg, path.resolve().parent)
-
-
-def sweep_from_dict(raw: Any, where: str, check: SweepCheck | None = None) -> SweepConfig:
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
-    token = _REGISTRY_CHECK.set(check)
-    try:
-        return build(SweepConfig, raw, where)
-    finally:
-        _REGISTRY_CHECK.reset(token)
-
-
-def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
-    """Make every file path in the config absolute, relative to `root`."""
-
-    def absolute(p: str | None) -> str | None:
-        if p is None:
-            return None
-        candidate = Path(p).expanduser()
-        return str(candidate if candidate.is_absolute() else (root / candidate).resolve())
-
-    data = dataclasses.replace(
-        cfg.data,
-        prompts=absolute(cfg.data.prompts),
-        sources={k: absolute(v) for k, v in cfg.data.sources.items()},
-        eval_responses={k: absolute(v) for k, v in cfg.data.eval_responses.items()},
-    )
-    subsets = {k: dataclasses.replace(v, ids_file=absolute(v.ids_file)) for k, v in cfg.subsets.items()}
-    traits = {k: dataclasses.replace(v, prompts=absolute(v.prompts)) for k, v in cfg.traits.items()}
-    traits = {
-        k: dataclasses.replace(v, calibration=v.calibration if v.calibration == "builtin" else absolute(v.calibration))
-        for k, v in traits.items()
-    }
-    model = cfg.train.model
-    if model != "tiny" and (model.startswith((".", "/", "~")) or (root / model).exists()):
-        model = absolute(model)
-    train = dataclasses.replace(cfg.train, model=model)
-    output_dir = absolute(cfg.output_dir) if cfg.output_dir else str((root.parent / "runs" / cfg.name).resolve())
-    return dataclasses.replace(cfg, data=data, subsets=subsets, traits=traits, train=train, output_dir=output_dir)
+REGISTRY_CHECK: ContextVar[SweepCheck | None] = ContextVar("registry_check", default=None)

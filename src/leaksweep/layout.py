@@ -260,7 +260,7 @@ class SweepDir:
         return sorted((t.read_result() for t in self.complete()), key=lambda r: r.trial)
 
     def read_config(self) -> dict:
-        """sweep.json as written (raw dict; config.sweep_from_dict types it)."""
+        """sweep.json as written (raw dict; sweepfile.sweep_from_dict types it)."""
         self.require()
         return read_json(self.sweep_file)
 

@@ -206,8 +206,8 @@ def wait_for(predicate, timeout_s: float, what: str, log: Path | None = None):
 
 def prepare(sweep_file: Path) -> None:
     """What `leaksweep launch` does before it submits: the sweep folder and its study."""
-    from leaksweep.config import load_sweep
     from leaksweep.study.prepare import prepare
+    from leaksweep.sweepfile import load_sweep
 
     prepare(load_sweep(sweep_file))
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from leaksweep.config import SlurmConfig, load_sweep
+from leaksweep.config import SlurmConfig
 from leaksweep.errors import UserError
 from leaksweep.schema import build
+from leaksweep.sweepfile import load_sweep
 from sweeps import simulated_sweep, tiny_sweep, write_sweep
 
 REPO = Path(__file__).resolve().parents[2]

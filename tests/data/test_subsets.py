@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from leaksweep.config import DataConfig, SubsetRule, load_sweep
+from leaksweep.config import DataConfig, SubsetRule
 from leaksweep.data.records import PromptSet, align, load_dataset
 from leaksweep.data.subsets import compute_subset, compute_subsets, overlap_matrix, subsets_table
 from leaksweep.data.world import generate_world, world_files
 from leaksweep.errors import UserError
+from leaksweep.sweepfile import load_sweep
 from leaksweep.traits.evalset import build_traits
 from leaksweep.traits.judges import judge_blackmail, judge_date_confusion
 
@@ -436,7 +437,7 @@ def test_judge_errors_name_the_subset(dataset):
 
 
 def test_judge_and_set_rule_config_errors():
-    from leaksweep.config import sweep_from_dict
+    from leaksweep.sweepfile import sweep_from_dict
 
     def problems(subsets: dict) -> str:
         raw = {

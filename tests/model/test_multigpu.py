@@ -82,9 +82,9 @@ STEPS = 100  # ~8 s of 2-rank training here: long enough to signal mid-training
 def test_two_ddp_processes_train_checkpoint_on_usr1_and_resume(tmp_path):
     """A worker whose trial trains on 2 gloo DDP ranks gets USR1 mid-training: the ranks agree on a step and
     checkpoint, the trial is preempted; the next worker resumes it on 2 ranks to the end and evaluates."""
-    from leaksweep.config import load_sweep
     from leaksweep.layout import TrialDir
     from leaksweep.study.prepare import prepare
+    from leaksweep.sweepfile import load_sweep
 
     out = tmp_path / "ddp sweep"  # a space on purpose: the trial folder goes through accelerate's argv
     sweep_file = write_sweep(

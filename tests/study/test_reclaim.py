@@ -18,12 +18,12 @@ import optuna
 import pytest
 import yaml
 
-from leaksweep.config import sweep_from_dict
 from leaksweep.layout import SweepDir, TrialDir
 from leaksweep.study import heartbeat, storage
 from leaksweep.study.prepare import load_sweep_dir, prepare
 from leaksweep.study.reclaim import reclaim_stale
 from leaksweep.study.worker import beating, run_worker, tell_complete
+from leaksweep.sweepfile import sweep_from_dict
 from leaksweep.tracking.protocol import make_tracker
 
 TESTS = Path(__file__).resolve().parents[1] / "support"  # slow_runner.py, importable by worker processes

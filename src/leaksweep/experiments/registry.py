@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from leaksweep import config
+from leaksweep import sweepfile
 from leaksweep.config import OPTUNA, SweepConfig
 from leaksweep.errors import UserError
 from leaksweep.experiments import minimal, static, threshold
@@ -80,9 +80,9 @@ def check_sweep(cfg: SweepConfig) -> list[str]:
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
-    """config.load_sweep with the mode and judge checks: what the CLI and the study room call. Calibration
+    """sweepfile.load_sweep with the mode and judge checks: what the CLI and the study room call. Calibration
     label files (traits.T.calibration) are checked once their paths are resolved against the file's folder."""
-    cfg = config.load_sweep(path, check=check_sweep)
+    cfg = sweepfile.load_sweep(path, check=check_sweep)
     problems = calibration_problems(cfg.traits)
     if problems:
         raise UserError([f"{path}: {p.removeprefix('.')}" for p in problems])
@@ -90,7 +90,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
 
 
 def sweep_from_dict(raw: Any, where: str) -> SweepConfig:
-    return config.sweep_from_dict(raw, where, check=check_sweep)
+    return sweepfile.sweep_from_dict(raw, where, check=check_sweep)
 
 
 # --- the built-in modes ---------------------------------------------------------------------------

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from leaksweep import dose
-from leaksweep.config import SweepConfig, sweep_from_dict
+from leaksweep.config import SweepConfig
 from leaksweep.errors import UserError
 from leaksweep.files import read_json
 from leaksweep.layout import SweepDir, TrialResult
 from leaksweep.report.analysis import unknown_keys
+from leaksweep.sweepfile import sweep_from_dict
 
 FIT_CURVE_POINTS = 50  # points on the fitted logistic curve, log-spaced over the tested fractions
 

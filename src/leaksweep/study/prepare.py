@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from leaksweep import trial as trial_stage
-from leaksweep.config import FloatRange, Rule, SweepConfig, sweep_from_dict
+from leaksweep.config import FloatRange, Rule, SweepConfig
 from leaksweep.data.mixture import MixturePlan
 from leaksweep.data.subsets import needs_judge
 from leaksweep.data.world import resolve_world
@@ -31,6 +31,7 @@ from leaksweep.layout import SweepDir
 from leaksweep.model.loading import local_folder
 from leaksweep.schema import to_dict
 from leaksweep.study import storage
+from leaksweep.sweepfile import sweep_from_dict
 from leaksweep.traits.subset_judge import SubsetJudges
 
 INT_TRAIN_KEYS = {"max_steps", "batch_size"}  # hyperparameters Optuna suggests as whole numbers

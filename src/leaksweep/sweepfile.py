@@ -1,0 +1,83 @@
+"""Reading a sweep file: YAML in, a validated SweepConfig out, its paths made absolute.
+
+config.py says what a sweep file may contain; this module reads one. Relative paths are resolved
+against the YAML file's folder, so a resolved config (copied into sweep.json and every trial's
+spec.json) works from any working directory. The registries' checks (experiment modes, judge kinds)
+are handed in by leaksweep.experiments.registry, which is what entry points call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from leaksweep.config import REGISTRY_CHECK, SweepCheck, SweepConfig
+from leaksweep.errors import UserError
+from leaksweep.schema import build
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; a syntax error names the file, line and column."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{where}: malformed YAML: {problem}") from exc
+
+
+def load_sweep(path: str | Path, check: SweepCheck | None = None) -> SweepConfig:
+    """Load and validate a sweep file; relative paths become absolute (relative to the file).
+
+    `check`: the registries' checks (leaksweep.experiments.registry.load_sweep passes them)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    cfg = sweep_from_dict(raw, where=str(path), check=check)
+    return resolve_paths(cfg, path.resolve().parent)
+
+
+def sweep_from_dict(raw: Any, where: str, check: SweepCheck | None = None) -> SweepConfig:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    token = REGISTRY_CHECK.set(check)
+    try:
+        return build(SweepConfig, raw, where)
+    finally:
+        REGISTRY_CHECK.reset(token)
+
+
+def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
+    """Make every file path in the config absolute, relative to `root`."""
+
+    def absolute(p: str | None) -> str | None:
+        if p is None:
+            return None
+        candidate = Path(p).expanduser()
+        return str(candidate if candidate.is_absolute() else (root / candidate).resolve())
+
+    data = dataclasses.replace(
+        cfg.data,
+        prompts=absolute(cfg.data.prompts),
+        sources={k: absolute(v) for k, v in cfg.data.sources.items()},
+        eval_responses={k: absolute(v) for k, v in cfg.data.eval_responses.items()},
+    )
+    subsets = {k: dataclasses.replace(v, ids_file=absolute(v.ids_file)) for k, v in cfg.subsets.items()}
+    traits = {k: dataclasses.replace(v, prompts=absolute(v.prompts)) for k, v in cfg.traits.items()}
+    traits = {
+        k: dataclasses.replace(v, calibration=v.calibration if v.calibration == "builtin" else absolute(v.calibration))
+        for k, v in traits.items()
+    }
+    model = cfg.train.model
+    if model != "tiny" and (model.startswith((".", "/", "~")) or (root / model).exists()):
+        model = absolute(model)
+    train = dataclasses.replace(cfg.train, model=model)
+    output_dir = absolute(cfg.output_dir) if cfg.output_dir else str((root.parent / "runs" / cfg.name).resolve())
+    return dataclasses.replace(cfg, data=data, subsets=subsets, traits=traits, train=train, output_dir=output_dir)
