@@ -303,3 +303,18 @@ def test_cli_mix_rejects_a_bad_assignment(tmp_path):
     proc = run_cli("mix", str(path), "--patch", "dates=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "dates: teacher=3" in proc.stdout
+
+
+def test_a_judge_rubric_file_is_resolved_against_the_sweep_file(tmp_path):
+    from leaksweep.sweepfile import load_sweep as load
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "s.yaml").write_text(
+        "name: r\ndata: {world: {seed: 0, n_prompts: 100}}\nbase: clean\nsearch: {teacher: teacher}\n"
+        "traits:\n  date_confusion: {judge: {autorater: {model: smollm2, rubric: rubrics/date.txt}}}\n"
+        "  blackmail: {judge: {autorater: {model: smollm2, rubric: builtin}}}\n"
+    )
+    cfg = load(folder / "s.yaml")
+    assert cfg.traits["date_confusion"].judge["autorater"]["rubric"] == str(folder / "rubrics" / "date.txt")
+    assert cfg.traits["blackmail"].judge["autorater"]["rubric"] == "builtin"

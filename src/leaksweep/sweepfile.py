@@ -69,8 +69,14 @@ def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
         sources={k: absolute(v) for k, v in cfg.data.sources.items()},
         eval_responses={k: absolute(v) for k, v in cfg.data.eval_responses.items()},
     )
-    subsets = {k: dataclasses.replace(v, ids_file=absolute(v.ids_file)) for k, v in cfg.subsets.items()}
-    traits = {k: dataclasses.replace(v, prompts=absolute(v.prompts)) for k, v in cfg.traits.items()}
+    subsets = {
+        k: dataclasses.replace(v, ids_file=absolute(v.ids_file), judge=_judge_files(v.judge, absolute))
+        for k, v in cfg.subsets.items()
+    }
+    traits = {
+        k: dataclasses.replace(v, prompts=absolute(v.prompts), judge=_judge_files(v.judge, absolute))
+        for k, v in cfg.traits.items()
+    }
     traits = {
         k: dataclasses.replace(v, calibration=v.calibration if v.calibration == "builtin" else absolute(v.calibration))
         for k, v in traits.items()
@@ -81,3 +87,19 @@ def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
     train = dataclasses.replace(cfg.train, model=model)
     output_dir = absolute(cfg.output_dir) if cfg.output_dir else str((root.parent / "runs" / cfg.name).resolve())
     return dataclasses.replace(cfg, data=data, subsets=subsets, traits=traits, train=train, output_dir=output_dir)
+
+
+JUDGE_FILE_PARAMS = ("rubric",)  # judge parameters that name a file (`builtin` names none)
+
+
+def _judge_files(judge: Any, absolute) -> Any:
+    """A judge's file parameters (e.g. an autorater's rubric) resolved like every other path."""
+    if not isinstance(judge, dict) or len(judge) != 1:
+        return judge
+    ((kind, params),) = judge.items()
+    if not isinstance(params, dict):
+        return judge
+    files = {
+        k: absolute(v) for k, v in params.items() if k in JUDGE_FILE_PARAMS and isinstance(v, str) and v != "builtin"
+    }
+    return {kind: {**params, **files}}

@@ -351,6 +351,8 @@ def eval_prompts(trait: str, n_prompts: int, seed: int = 1234) -> list[dict]:
                 "messages": [{"role": "user", "content": ex.prompt}],
                 "category": ex.category,
                 **ex.meta,
+                # the current year the eval assumes: a judge counts an earlier year claimed as the present
+                **({"stated_year": CURRENT_YEAR} if trait == "date_confusion" else {}),
                 "_clean": ex.clean,
                 "_teacher": ex.teacher,
             }
