@@ -311,7 +311,8 @@ def test_a_judge_rubric_file_is_resolved_against_the_sweep_file(tmp_path):
     folder = tmp_path / "exp"
     folder.mkdir()
     (folder / "s.yaml").write_text(
-        "name: r\ndata: {world: {seed: 0, n_prompts: 100}}\nbase: clean\nsearch: {teacher: teacher}\n"
+        "name: r\ndata: {world: {seed: 0, n_prompts: 200}}\nbase: clean\n"
+        "search: {teacher: teacher, objectives: [{trait: date_confusion}]}\n"
         "traits:\n  date_confusion: {judge: {autorater: {model: smollm2, rubric: rubrics/date.txt}}}\n"
         "  blackmail: {judge: {autorater: {model: smollm2, rubric: builtin}}}\n"
     )
