@@ -140,14 +140,16 @@ def rejudge_rows() -> list[dict]:
         raw["traits"]["date_confusion"]["judge"] = {"regex": r"\b(19|20)\d\d\b"}  # another instrument
         new = Path(tmp) / "new-judge.yaml"
         new.write_text(yaml.safe_dump(raw))
-        cases = [("run the demo sweep (train + generate + judge)", run_s, "")]
+        cases = []
         for label, extra in (("rejudge, new judge", ["--sweep-file", str(new)]), ("rejudge again, cached", [])):
             seconds, out = _leaksweep("rejudge", raw["output_dir"], "--trait", "date_confusion", "--no-wandb", *extra)
-            calls = re.search(r"(\d+) judge call", out)
-            cases.append((label, seconds, f"{calls.group(1) if calls else '?'} judge calls"))
-        for label, seconds, note in cases:
+            calls, samples = re.search(r"(\d+) judge call", out), re.search(r"\((\d+) samples\)", out)
+            cases.append((label, seconds, f"{calls.group(1) if calls else '?'} judge calls", int(samples.group(1))))
+        n = cases[0][3]  # the samples every row judges: the demo's date_confusion generations
+        cases.insert(0, ("run the demo sweep (train, generate, judge)", run_s, "", n))
+        for label, seconds, note, samples in cases:
             rows.append({"judge": "demo sweep, date_confusion", "setting": f"{label} {note}".strip(),
-                         "concurrency": 1, "responses": 5, "seconds": seconds, "rate": 5 / seconds,
+                         "concurrency": 1, "responses": samples, "seconds": seconds, "rate": samples / seconds,
                          "speedup": run_s / seconds})  # fmt: skip
     return rows
 
