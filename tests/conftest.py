@@ -62,3 +62,33 @@ def postgres_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def fuse_mount():
+    """A passthrough FUSE file system on which flock fails with EOPNOTSUPP (tests/support/fuse_passthrough.py),
+    mounted by its own process for this session and unmounted by pid at the end.
+
+    Skipped, with the reason, where FUSE cannot be mounted (no /dev/fuse, not root, no fusermount3 or libfuse);
+    never skipped under CI (CI set): there that is a failure.
+    """
+    from fuse_passthrough import FuseMount, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"FUSE tests must run in CI, but: {reason}")
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="leaksweep-fuse-"))
+    mount = FuseMount(base / "root", base / "mnt", base / "fuse.log")
+    try:
+        mount.start()
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    try:
+        yield mount
+    finally:
+        mount.stop()
+        if not mount.mounted():
+            shutil.rmtree(base, ignore_errors=True)

@@ -6,7 +6,7 @@ the folder, and readers get dataclasses instead of nested dicts, so a renamed fi
 loudly, instead of silently somewhere in a report.
 
     runs/<sweep>/
-      sweep.json            the resolved sweep config (written by prepare)
+      sweep.json            the resolved sweep config, and the folder's lock kind (written by prepare)
       optuna.journal        the Optuna study, unless search.storage names another storage
       analysis.json         an experiment mode's conclusions
       report.html           the self-contained report
@@ -165,8 +165,9 @@ class SweepDir:
     JOBS = "jobs.json"
     SUMMARY = "summary"  # the W&B summary run's offline files land in summary/wandb/
     JUDGMENTS = "judgments"  # verdict caches of subsets defined by a judge, one file per subset
-    PREPARE_LOCK = ".prepare.lock"
+    PREPARE_LOCK = ".prepare.lock"  # flock files; a link lock takes the name + "-link" (study/locks.py)
     ASK_LOCK = ".ask.lock"
+    FOLDER_LOCK = "folder_lock"  # sweep.json's key for the lock kind chosen at prepare (not part of the config)
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -260,9 +261,19 @@ class SweepDir:
         return sorted((t.read_result() for t in self.complete()), key=lambda r: r.trial)
 
     def read_config(self) -> dict:
-        """sweep.json as written (raw dict; sweepfile.sweep_from_dict types it)."""
+        """sweep.json's sweep config (raw dict; sweepfile.sweep_from_dict types it), without folder_lock."""
         self.require()
-        return read_json(self.sweep_file)
+        return {k: v for k, v in read_json(self.sweep_file).items() if k != self.FOLDER_LOCK}
+
+    def folder_lock(self) -> "FolderLock":
+        """The lock prepare chose for this folder's file system (study/locks.py); flock for a folder
+        prepared before leaksweep recorded it, or not prepared yet."""
+        raw = read_json(self.sweep_file).get(self.FOLDER_LOCK) if self.exists() else None
+        return FolderLock.from_dict(raw or {})
+
+    def write_config(self, config: dict, folder_lock: "FolderLock") -> None:
+        """sweep.json: the resolved sweep config, and the folder's lock under `folder_lock`."""
+        write_json(self.sweep_file, {**config, self.FOLDER_LOCK: dataclasses.asdict(folder_lock)})
 
     def read_analysis(self) -> dict | None:
         return read_json(self.analysis) if self.analysis.is_file() else None
@@ -272,6 +283,20 @@ class SweepDir:
 
 
 # --- records ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderLock:
+    """sweep.json's `folder_lock`: the lock every process takes in this folder (study/locks.py) and why."""
+
+    kind: str = "flock"  # flock | link | excl; flock for folders from before the record
+    fstype: str = ""  # the sweep folder's file system type (/proc/self/mountinfo) at prepare
+    mount_point: str = ""
+    why: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "FolderLock":
+        return cls(**{k: str(v) for k, v in raw.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
 def _known(cls: type, raw: dict) -> dict:

@@ -70,7 +70,7 @@ def load_config(sweep_dir: Path) -> SweepConfig:
         raise UserError(
             f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); run `leaksweep sweep SWEEP.yaml` first"
         )
-    return sweep_from_dict(read_json(path), str(path))
+    return sweep_from_dict(SweepDir(sweep_dir).read_config(), str(path))
 
 
 def _num(x: Any) -> float | None:

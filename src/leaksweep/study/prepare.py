@@ -1,7 +1,8 @@
 """Preparing a sweep folder, and what a sweep will run.
 
-Owns: `prepare` (validate everything a trial needs, write sweep.json, create the study and enqueue
-the planned trials, once, under the folder's prepare lock), the folder's two locks, `load_sweep_dir`,
+Owns: `prepare` (validate everything a trial needs, choose the folder's lock for its file system
+(study/locks.py), write sweep.json, create the study and enqueue the planned trials, once, under the
+folder's prepare lock), the folder's two locks (of the kind sweep.json records), `load_sweep_dir`,
 the trial plan (`planned_trials`, `budget`) and `spec_for`, which turns an asked trial into the
 TrialSpec that trial.py runs.
 
@@ -12,12 +13,10 @@ point (Optuna's GridSampler can). Experiment modes enqueue round by round (study
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import itertools
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from leaksweep import trial as trial_stage
 from leaksweep.config import FloatRange, Rule, SweepConfig
@@ -26,30 +25,21 @@ from leaksweep.data.subsets import needs_judge
 from leaksweep.data.world import resolve_world
 from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Condition
-from leaksweep.files import read_json, write_json
-from leaksweep.layout import SweepDir
+from leaksweep.layout import FolderLock, SweepDir
 from leaksweep.model.loading import local_folder
 from leaksweep.schema import to_dict
-from leaksweep.study import storage
+from leaksweep.study import locks, storage
 from leaksweep.sweepfile import sweep_from_dict
 from leaksweep.traits.subset_judge import SubsetJudges
 
 INT_TRAIN_KEYS = {"max_steps", "batch_size"}  # hyperparameters Optuna suggests as whole numbers
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ask_lock(sweep_dir: Path):
-    """Serialise 'reclaim, count trials, then ask' across workers, so the budget is never overshot."""
-    return _locked(SweepDir(sweep_dir) / SweepDir.ASK_LOCK)
+    """Serialise 'reclaim, count trials, then ask' across workers, so the budget is never overshot.
+    The lock kind is the one prepare chose for the folder's file system (sweep.json's folder_lock)."""
+    folder = SweepDir(sweep_dir)
+    return locks.folder_lock(folder / SweepDir.ASK_LOCK, folder.folder_lock().kind)
 
 
 def prepare(cfg: SweepConfig) -> Path:
@@ -64,11 +54,14 @@ def prepare(cfg: SweepConfig) -> Path:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     # Slurm array tasks given a sweep file all prepare the same folder at once: one creates the study
     # and enqueues the plan, the others wait and then find it (enqueueing twice would run it twice).
-    with _locked(SweepDir(sweep_dir) / SweepDir.PREPARE_LOCK):
-        return _prepare_locked(cfg, sweep_dir, prepared)
+    # Which lock works here is tried on the file system itself (every preparer of the folder finds the same)
+    chosen = locks.choose_lock(sweep_dir)
+    lock = FolderLock(**chosen.as_record())
+    with locks.folder_lock(SweepDir(sweep_dir) / SweepDir.PREPARE_LOCK, lock.kind):
+        return _prepare_locked(cfg, sweep_dir, prepared, lock)
 
 
-def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Prepared | None) -> Path:
+def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Prepared | None, lock: FolderLock) -> Path:
     folder = SweepDir(sweep_dir)
     cfg = resolve_world(cfg, sweep_dir)
     # Compared with defaults filled in (a folder from before a new config key still resumes), and without
@@ -86,12 +79,12 @@ def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Pre
     if not cfg.search.runner:
         trial_stage.base_model_path(cfg.train, str(folder.models), prepared)
     folder.trials_dir.mkdir(exist_ok=True)
-    created = storage.create_study(cfg, sweep_dir)
+    created = storage.create_study(cfg, sweep_dir, lock.kind)
     if created and cfg.search.mode == "optuna":  # experiment modes enqueue round by round
-        study = storage.load_study(sweep_dir, cfg)
+        study = storage.load_study(sweep_dir, cfg, lock.kind)
         for params, attrs in planned_trials(cfg):
             storage.enqueue(study, params, attrs)
-    write_json(folder.sweep_file, to_dict(cfg))
+    folder.write_config(to_dict(cfg), lock)
     return sweep_dir
 
 
@@ -129,7 +122,7 @@ def load_sweep_dir(sweep_dir: Path) -> SweepConfig:
         raise UserError(
             f"{sweep_dir}: not a sweep folder (no {SweepDir.SWEEP}); run `leaksweep sweep SWEEP.yaml` first"
         )
-    return sweep_from_dict(read_json(folder.sweep_file), str(folder.sweep_file))
+    return sweep_from_dict(folder.read_config(), str(folder.sweep_file))
 
 
 # --- what to run ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The one Optuna adapter: the only module of leaksweep that imports optuna.
 
-It owns opening the storage (a journal file in the sweep folder, or an RDB with Optuna's heartbeat),
+It owns opening the storage (a journal file in the sweep folder, checked for damaged lines and appended
+under the lock of the folder's kind, or an RDB with Optuna's heartbeat),
 creating and loading the study, the sampler, ask / tell / enqueue, failing and re-enqueueing a stale
 trial, reading trials as plain `TrialRecord`s, and every use of Optuna's private attributes (each in
 one small named function below, saying why no public API does it).
@@ -13,6 +14,7 @@ do everything else through the functions here. Trial states are Optuna's names a
 from __future__ import annotations
 
 import copy
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -23,12 +25,13 @@ from typing import Any, Callable, Sequence
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from leaksweep.config import FloatRange, SearchConfig, SweepConfig
 from leaksweep.errors import UserError
 from leaksweep.layout import SweepDir
+from leaksweep.study import locks
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,13 +94,18 @@ def journal_path(url: str | None, sweep_dir: Path) -> Path | None:
     return None
 
 
-def open_storage(url: str | None, sweep_dir: Path, search: SearchConfig | None = None):
+def open_storage(url: str | None, sweep_dir: Path, search: SearchConfig | None = None, lock_kind: str | None = None):
     """The Optuna storage `search.storage` names, opened by the backend registered for its scheme.
 
-    Default (no URL): a journal file in the sweep folder (no server, safe for concurrent local
-    workers). A scheme no backend claims is taken as an SQLAlchemy URL and opened as an RDB.
+    Default (no URL): a journal file in the sweep folder (no server, safe for concurrent workers on
+    one node or, with the link lock, on many). A scheme no backend claims is taken as an SQLAlchemy
+    URL and opened as an RDB. `lock_kind` (study/locks.py) overrides the folder's recorded lock for
+    the journal: prepare passes the kind it chose before sweep.json records it.
     """
-    return BACKENDS.get(storage_scheme(url), _open_rdb)(url, Path(sweep_dir), search)
+    opener = BACKENDS.get(storage_scheme(url), _open_rdb)
+    if opener is _open_journal:
+        return _open_journal(url, Path(sweep_dir), search, lock_kind)
+    return opener(url, Path(sweep_dir), search)
 
 
 def storage_scheme(url: str | None) -> str:
@@ -105,8 +113,81 @@ def storage_scheme(url: str | None) -> str:
     return "journal" if not url else url.split(":", 1)[0].split("+", 1)[0]
 
 
-def _open_journal(url: str | None, sweep_dir: Path, search: SearchConfig | None):
-    return JournalStorage(JournalFileBackend(str(journal_path(url, sweep_dir))))
+class _FlockJournalLock:
+    """Optuna's journal lock interface (acquire, release: all JournalFileBackend calls; its base class is
+    not exported) on flock, the folder's `flock` kind: released by the kernel when its holder dies, where
+    Optuna's own file locks are left behind for their 30 s grace period."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._held = None
+
+    def acquire(self) -> bool:
+        self._held = locks.flock_lock(Path(self._path))
+        self._held.__enter__()
+        return True
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.__exit__(None, None, None)
+
+
+def _journal_lock(path: Path, kind: str) -> Any:
+    """The lock Optuna takes around each journal append, of the folder's kind: flock; Optuna's link
+    lock (`JournalFileSymlinkLock`: an atomic symlink, NFSv2 and later) where the folder takes link locks;
+    its O_CREAT|O_EXCL lock (`JournalFileOpenLock`) where the file system has no links."""
+    if kind == "link":
+        return JournalFileSymlinkLock(str(path))
+    if kind == "excl":
+        return JournalFileOpenLock(str(path))
+    return _FlockJournalLock(f"{path}.flock")
+
+
+def _open_journal(url: str | None, sweep_dir: Path, search: SearchConfig | None, lock_kind: str | None = None):
+    path = journal_path(url, sweep_dir)
+    lock = _journal_lock(path, lock_kind or SweepDir(sweep_dir).folder_lock().kind)
+    check_journal(path, lock)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+def journal_problem(path: Path) -> tuple[int, str] | None:
+    """The first damaged line of a journal file: (line number, what is wrong), or None when every line
+    is whole (ends with a newline) and parses as JSON. Reads the whole file (a journal is small)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        if last:
+            return (number, f"the last line is cut off (no newline): {line[:80]!r}") if line else None
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            return number, f"not JSON ({exc}): {line[:80]!r}"
+    return None
+
+
+def check_journal(path: Path, lock: Any) -> None:
+    """UserError naming file:line when the journal holds a damaged line; nothing is appended after one.
+
+    A cut-off last line may be an append in progress (a reader takes no lock): a problem is confirmed
+    under the journal's own lock, which every append holds, before it is reported."""
+    if journal_problem(path) is None:
+        return
+    lock.acquire()
+    try:
+        problem = journal_problem(path)
+    finally:
+        lock.release()
+    if problem is not None:
+        number, what = problem
+        raise UserError(
+            f"{path}:{number}: the Optuna journal is damaged ({what}); leaksweep appends nothing to it. "
+            "Restore it from a copy, or set search.storage to a database (postgresql+psycopg2://...) and start again"
+        )
 
 
 def _open_rdb(url: str, sweep_dir: Path, search: SearchConfig | None):
@@ -136,9 +217,9 @@ BACKENDS: dict[str, Callable[[str | None, Path, SearchConfig | None], Any]] = {
 }
 
 
-def create_study(cfg: SweepConfig, sweep_dir: Path) -> bool:
+def create_study(cfg: SweepConfig, sweep_dir: Path, lock_kind: str | None = None) -> bool:
     """Create the sweep's study unless its storage holds it already; True when created."""
-    storage = open_storage(cfg.search.storage, sweep_dir)
+    storage = open_storage(cfg.search.storage, sweep_dir, lock_kind=lock_kind)
     try:
         optuna.load_study(study_name=cfg.name, storage=storage)
         return False
@@ -160,9 +241,9 @@ def _sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler()
 
 
-def load_study(sweep_dir: Path, cfg: SweepConfig) -> Study:
+def load_study(sweep_dir: Path, cfg: SweepConfig, lock_kind: str | None = None) -> Study:
     """The sweep's study with its sampler; UserError when the storage holds none (it never creates one)."""
-    storage = open_storage(cfg.search.storage, sweep_dir, cfg.search)
+    storage = open_storage(cfg.search.storage, sweep_dir, cfg.search, lock_kind)
     try:
         return optuna.load_study(study_name=cfg.name, storage=storage, sampler=_sampler(cfg))
     except KeyError as exc:
