@@ -289,7 +289,7 @@ class SweepDir:
 class FolderLock:
     """sweep.json's `folder_lock`: the lock every process takes in this folder (study/locks.py) and why."""
 
-    kind: str = "flock"  # flock | link | excl; flock for folders from before the record
+    kind: str = "flock"  # flock | link | excl | database (PostgreSQL); flock for folders from before the record
     fstype: str = ""  # the sweep folder's file system type (/proc/self/mountinfo) at prepare
     mount_point: str = ""
     why: str = ""

@@ -316,6 +316,30 @@ def test_eight_workers_two_hundred_trials_on_the_journal_file(tmp_path):
 @pytest.mark.integration
 def test_eight_workers_two_hundred_trials_on_postgresql(tmp_path, postgres_cluster):
     run_many_workers(tmp_path, 8, 200, storage=postgres_cluster.new_database("concurrency"))
+    # a study in PostgreSQL locks in the database: the sweep folder's file system needs no lock
+    assert SweepDir(tmp_path / "sweep").folder_lock().kind == "database"
+
+
+@pytest.mark.integration
+def test_the_database_lock_excludes_another_process(tmp_path, postgres_cluster):
+    from leaksweep.study.storage import advisory_lock
+
+    url = postgres_cluster.new_database("locks")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom leaksweep.study.storage import advisory_lock\n"
+         "with advisory_lock(sys.argv[1], 'study/.ask.lock'):\n    print('held', flush=True); time.sleep(3)\n"
+         "print('released', flush=True)\n", url],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with advisory_lock(url, "study/.ask.lock"):
+        waited_s = time.monotonic() - started
+    assert waited_s > 1.0  # blocked while the other process held the lock (3 s)
+    out, _ = holder.communicate(timeout=60)
+    assert holder.returncode == 0 and out.strip() == "released"
+    with advisory_lock(url, "another/.ask.lock"):  # another study's lock is another key: no wait
+        pass
 
 
 @pytest.mark.integration

@@ -222,8 +222,8 @@ def choose_lock(folder: Path) -> LockChoice:
     raise UserError(
         f"{folder}: its {where} supports no lock leaksweep can use ({tried}), so two workers could prepare or "
         "ask for trials at the same time. Put the sweep folder (`output_dir`) on a file system with working "
-        "locks (local disk, NFS with hard links, Lustre mounted with -o flock), or keep the study in a database "
-        "(`search.storage: postgresql+psycopg2://USER@HOST/DB`) with output_dir on such a file system"
+        "locks (local disk, NFS with hard links, Lustre mounted with -o flock), or keep the study in PostgreSQL "
+        "(`search.storage: postgresql+psycopg2://USER@HOST/DB`), whose locks are taken in the database"
     )
 
 

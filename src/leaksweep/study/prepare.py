@@ -37,9 +37,29 @@ INT_TRAIN_KEYS = {"max_steps", "batch_size"}  # hyperparameters Optuna suggests 
 
 def ask_lock(sweep_dir: Path):
     """Serialise 'reclaim, count trials, then ask' across workers, so the budget is never overshot.
-    The lock kind is the one prepare chose for the folder's file system (sweep.json's folder_lock)."""
+    The lock kind is the one prepare chose (sweep.json's folder_lock): in the database for a study in
+    PostgreSQL, else the one that works on the folder's file system."""
     folder = SweepDir(sweep_dir)
-    return locks.folder_lock(folder / SweepDir.ASK_LOCK, folder.folder_lock().kind)
+    return _lock(folder, SweepDir.ASK_LOCK, folder.folder_lock().kind, load_sweep_dir(folder.path))
+
+
+def _lock(folder: SweepDir, name: str, kind: str, cfg: SweepConfig):
+    if kind == DATABASE_LOCK:
+        return storage.advisory_lock(cfg.search.storage, f"{cfg.name}/{name}")
+    return locks.folder_lock(folder / name, kind)
+
+
+DATABASE_LOCK = "database"  # folder_lock.kind of a study in PostgreSQL: pg_advisory_lock, not a file
+
+
+def _choose_lock(cfg: SweepConfig, sweep_dir: Path) -> FolderLock:
+    """The study's lock: in the database when the study is in PostgreSQL (then the folder's file system
+    needs none), else the one that works on the folder's file system, tried there (study/locks.py)."""
+    if storage.uses_database_lock(cfg.search.storage):
+        mount = locks.mount_of(sweep_dir)
+        why = "the study is in PostgreSQL: prepare and ask take pg_advisory_lock, whatever the file system"
+        return FolderLock(DATABASE_LOCK, mount.fstype, mount.mount_point, why)
+    return FolderLock(**locks.choose_lock(sweep_dir).as_record())
 
 
 def prepare(cfg: SweepConfig) -> Path:
@@ -55,9 +75,8 @@ def prepare(cfg: SweepConfig) -> Path:
     # Slurm array tasks given a sweep file all prepare the same folder at once: one creates the study
     # and enqueues the plan, the others wait and then find it (enqueueing twice would run it twice).
     # Which lock works here is tried on the file system itself (every preparer of the folder finds the same)
-    chosen = locks.choose_lock(sweep_dir)
-    lock = FolderLock(**chosen.as_record())
-    with locks.folder_lock(SweepDir(sweep_dir) / SweepDir.PREPARE_LOCK, lock.kind):
+    lock = _choose_lock(cfg, sweep_dir)
+    with _lock(SweepDir(sweep_dir), SweepDir.PREPARE_LOCK, lock.kind, cfg):
         return _prepare_locked(cfg, sweep_dir, prepared, lock)
 
 

@@ -14,13 +14,15 @@ do everything else through the functions here. Trial states are Optuna's names a
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -149,6 +151,41 @@ def _open_journal(url: str | None, sweep_dir: Path, search: SearchConfig | None,
     lock = _journal_lock(path, lock_kind or SweepDir(sweep_dir).folder_lock().kind)
     check_journal(path, lock)
     return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+# --- the database lock -----------------------------------------------------------------------------
+
+
+def uses_database_lock(url: str | None) -> bool:
+    """A study in PostgreSQL takes its prepare and ask locks in the database, not in the sweep folder."""
+    return storage_scheme(url) == "postgresql"
+
+
+@contextmanager
+def advisory_lock(url: str, name: str) -> Iterator[None]:
+    """PostgreSQL's session advisory lock on `name` (a study's name plus the lock's name) for the block.
+
+    Exclusive across every process on every node that reaches the database, whatever file system the
+    sweep folder is on; a holder that dies drops its connection, and the server releases its lock."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    key = int.from_bytes(hashlib.sha256(f"leaksweep:{name}".encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)  # one connection, closed after the block
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    except sqlalchemy.exc.OperationalError as exc:
+        raise UserError(
+            f"search.storage: cannot take the study's lock in the database ({exc.orig}); check the URL "
+            "and that the server is up"
+        ) from exc
+    finally:
+        engine.dispose()
 
 
 def journal_problem(path: Path) -> tuple[int, str] | None:
