@@ -15,6 +15,8 @@ loudly, instead of silently somewhere in a report.
       logs/                 local worker logs;  slurm/ the Slurm task logs and jobs.json
       summary/              the W&B summary run's offline files
       trials/NNNNN/         one folder per trial (TrialDir)
+      superseded/STAMP/     a sweep replaced by a corrected sweep file before any trial of it completed:
+                            its sweep.json, journal, trials/, logs/, analysis and report, kept as they were
 
 Records read old folders: unknown keys are ignored and missing ones defaulted, so a folder written
 by an older leaksweep still renders.
@@ -23,6 +25,7 @@ by an older leaksweep still renders.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -167,6 +170,8 @@ class SweepDir:
     JUDGMENTS = "judgments"  # verdict caches of subsets defined by a judge, one file per subset
     PREPARE_LOCK = ".prepare.lock"  # flock files; a link lock takes the name + "-link" (study/locks.py)
     ASK_LOCK = ".ask.lock"
+    SUPERSEDED = "superseded"  # superseded/STAMP/: a sweep set aside by prepare (no trial of it had completed)
+    SET_ASIDE = (SWEEP, TRIALS, LOGS, ANALYSIS, REPORT, SUMMARY)  # what a superseded sweep takes with it
     FOLDER_LOCK = "folder_lock"  # sweep.json's key for the lock kind chosen at prepare (not part of the config)
 
     def __init__(self, path: Path | str):
@@ -252,6 +257,27 @@ class SweepDir:
     def complete(self) -> list[TrialDir]:
         """Trial folders with a result.json (complete trials), in folder order."""
         return [TrialDir(p.parent) for p in sorted(self.trials_dir.glob(f"*/{TrialDir.RESULT}"))]
+
+    def count_finished(self) -> int:
+        """Trials that produced a result: result.json, or one that arrived after its trial was reclaimed."""
+        names = (TrialDir.RESULT, TrialDir.RECLAIMED_RESULT)
+        return sum(1 for name in names for _ in self.trials_dir.glob(f"*/{name}"))
+
+    def set_aside(self, stamp: str, journal: Path | None) -> Path:
+        """Move a sweep's study state (SET_ASIDE, and its journal file when it has one) into
+        superseded/STAMP/; the folder's world, models, judgments and locks stay. Returns the new folder."""
+        (self.path / self.SUPERSEDED).mkdir(exist_ok=True)
+        aside, n = self.path / self.SUPERSEDED / stamp, 1
+        while aside.exists():  # two in one second
+            n += 1
+            aside = self.path / self.SUPERSEDED / f"{stamp}-{n}"
+        aside.mkdir()
+        for name in self.SET_ASIDE:
+            if (self.path / name).exists():
+                (self.path / name).rename(aside / name)
+        if journal is not None and journal.exists():
+            shutil.move(journal, aside / journal.name)  # a journal:PATH may lie on another file system
+        return aside
 
     def count_complete(self) -> int:
         return sum(1 for _ in self.trials_dir.glob(f"*/{TrialDir.RESULT}"))

@@ -21,6 +21,7 @@ import pytest
 
 from leaksweep.config import SlurmConfig
 from leaksweep.errors import UserError
+from leaksweep.layout import SweepDir
 from leaksweep.schema import build
 from leaksweep.sweepfile import load_sweep
 from sweeps import simulated_sweep, tiny_sweep, write_sweep
@@ -226,6 +227,8 @@ def test_a_sweep_resumes_with_another_slurm_section_but_not_with_other_training(
     # more workers and time for the same sweep: the same folder and study go on
     prepare(load_sweep(write_sweep(tmp_path, sim_sweep("resumed", out, slurm={"array_size": 8, "time_min": 600}))))
     changed = write_sweep(tmp_path, sim_sweep("resumed", out, fractions=(0.2, 1.0)))
+    SweepDir(out).trial(0).path.mkdir(parents=True)  # a finished trial: the folder is no longer replaceable
+    SweepDir(out).trial(0).write_result({"trial": 0})
     with pytest.raises(UserError, match="holds a sweep with a different configuration"):
         prepare(load_sweep(changed))
 

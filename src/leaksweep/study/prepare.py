@@ -15,20 +15,22 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from leaksweep import trial as trial_stage
 from leaksweep.config import FloatRange, Rule, SweepConfig
 from leaksweep.data.mixture import MixturePlan
 from leaksweep.data.subsets import needs_judge
-from leaksweep.data.world import resolve_world
+from leaksweep.data.world import WORLD_SOURCES, resolve_world
 from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Condition
 from leaksweep.layout import FolderLock, SweepDir
 from leaksweep.model.loading import local_folder
 from leaksweep.schema import to_dict
-from leaksweep.study import locks, storage
+from leaksweep.study import heartbeat, locks, storage
 from leaksweep.sweepfile import sweep_from_dict
 from leaksweep.traits.subset_judge import SubsetJudges
 
@@ -62,11 +64,15 @@ def _choose_lock(cfg: SweepConfig, sweep_dir: Path) -> FolderLock:
     return FolderLock(**locks.choose_lock(sweep_dir).as_record())
 
 
-def prepare(cfg: SweepConfig) -> Path:
-    """Create (or reopen) the sweep folder and its study; returns the folder."""
+def prepare(cfg: SweepConfig, say: Callable[[str], None] | None = None) -> Path:
+    """Create (or reopen) the sweep folder and its study; returns the folder. `say` hears what prepare
+    did beyond that (a superseded sweep set aside); default: stderr."""
     sweep_dir = Path(cfg.output_dir)
     if cfg.train.model != "tiny":
         local_folder(cfg.train.model)  # a path-looking model must exist: fail before anything is written
+    if cfg.search.runner:
+        trial_stage.load_runner(cfg.search.runner)  # an unimportable runner fails here, not in the first trial
+    check_world_sources(cfg)
     # the user's data: bad data fails here, before anything is written (the built-in world is built
     # into the folder, under the lock, and read there; judge subsets are judged there, once, into the folder)
     early = cfg.data.world is None and not needs_judge(cfg.subsets)
@@ -77,20 +83,27 @@ def prepare(cfg: SweepConfig) -> Path:
     # Which lock works here is tried on the file system itself (every preparer of the folder finds the same)
     lock = _choose_lock(cfg, sweep_dir)
     with _lock(SweepDir(sweep_dir), SweepDir.PREPARE_LOCK, lock.kind, cfg):
-        return _prepare_locked(cfg, sweep_dir, prepared, lock)
+        return _prepare_locked(cfg, sweep_dir, prepared, lock, say or _to_stderr)
 
 
-def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Prepared | None, lock: FolderLock) -> Path:
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _prepare_locked(
+    cfg: SweepConfig,
+    sweep_dir: Path,
+    prepared: trial_stage.Prepared | None,
+    lock: FolderLock,
+    say: Callable[[str], None],
+) -> Path:
     folder = SweepDir(sweep_dir)
+    existing = _existing(folder)
     cfg = resolve_world(cfg, sweep_dir)
     # Compared with defaults filled in (a folder from before a new config key still resumes), and without
     # `slurm:`: more time or another partition for the same sweep must not start a new one.
-    existing = sweep_from_dict(folder.read_config(), str(folder.sweep_file)) if folder.exists() else None
-    if existing is not None and _resumable_view(existing) != _resumable_view(cfg):
-        raise UserError(
-            f"{sweep_dir}: holds a sweep with a different configuration; set another `output_dir` "
-            "(or delete the folder) to start a new sweep, or restore the old sweep file to resume it"
-        )
+    if existing is not None and (isinstance(existing, UserError) or _resumable_view(existing) != _resumable_view(cfg)):
+        _supersede(folder, cfg, existing, say)
     if prepared is None:
         prepared = trial_stage.prepare_data(cfg, SubsetJudges.for_prepare(folder.judgments))
     check_partition(cfg, prepared)
@@ -105,6 +118,69 @@ def _prepare_locked(cfg: SweepConfig, sweep_dir: Path, prepared: trial_stage.Pre
             storage.enqueue(study, params, attrs)
     folder.write_config(to_dict(cfg), lock)
     return sweep_dir
+
+
+def check_world_sources(cfg: SweepConfig) -> None:
+    """With the built-in world, `base` and `search.teacher` must name its sources (known before it is built)."""
+    if cfg.data.world is None:
+        return
+    problems = [
+        f"{label}: {name!r} is not a source of the built-in world; its sources are {list(WORLD_SOURCES)}"
+        for label, name in (("base", cfg.base), ("search.teacher", cfg.search.teacher))
+        if name not in WORLD_SOURCES
+    ]
+    if problems:
+        raise UserError(problems)
+
+
+def _existing(folder: SweepDir) -> SweepConfig | UserError | None:
+    """The sweep the folder holds; the UserError when its sweep.json no longer loads; None when none."""
+    if not folder.exists():
+        return None
+    try:
+        return sweep_from_dict(folder.read_config(), str(folder.sweep_file))
+    except UserError as exc:
+        return exc
+
+
+def _supersede(
+    folder: SweepDir, cfg: SweepConfig, existing: SweepConfig | UserError, say: Callable[[str], None]
+) -> None:
+    """The folder holds another sweep (or one whose sweep.json no longer loads). None of its trials
+    completed: set its study and trials aside (superseded/STAMP/) and let `cfg` start afresh. Refused
+    when a trial finished (results are at stake) or one is running (its worker would lose its study)."""
+    what = (
+        "a different configuration"
+        if isinstance(existing, SweepConfig)
+        else f"a sweep that no longer loads ({existing})"
+    )
+    finished = folder.count_finished()
+    if finished:
+        raise UserError(
+            f"{folder.path}: holds a sweep with {what}, and {finished} trial(s) complete in it; set another "
+            "`output_dir` (or delete the folder) to start a new sweep, or restore the old sweep file to resume it"
+        )
+    old = existing if isinstance(existing, SweepConfig) else cfg
+    now = time.time()
+    for trial in folder.trials():
+        beat = heartbeat.read_beat(trial.path)
+        ended = trial.error.is_file()  # a failed trial's worker wrote error.json (a retry gets a new folder)
+        if beat is not None and beat.state == "running" and not ended and beat.age_s(now) < old.search.stale_after_s:
+            raise UserError(
+                f"{folder.path}: holds a sweep with {what}, and its trial {trial.name} is running (pid {beat.pid} "
+                f"on {beat.host}, last beat {beat.age_s(now):.0f} s ago); stop its worker and run this again, "
+                "or set another `output_dir`"
+            )
+    journal = storage.journal_path(old.search.storage, folder.path)
+    if journal is None:
+        storage.delete_study(old.search.storage, folder.path, old.name)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    aside = folder.set_aside(stamp, journal)
+    where = journal or f"the study {old.name!r} in {old.search.storage} (deleted)"
+    say(
+        f"{folder.path}: held a sweep with {what}, but no trial of it completed: its sweep.json, study "
+        f"({where}) and trial folders are moved to {aside}; starting the new sweep"
+    )
 
 
 def _resumable_view(cfg: SweepConfig) -> dict:

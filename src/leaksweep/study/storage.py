@@ -267,6 +267,16 @@ def create_study(cfg: SweepConfig, sweep_dir: Path, lock_kind: str | None = None
     return True
 
 
+def delete_study(url: str | None, sweep_dir: Path, name: str) -> bool:
+    """Delete the study `name` from an RDB storage (prepare replacing a sweep none of whose trials
+    completed); False when the storage holds none. A journal file is moved aside instead (layout)."""
+    try:
+        optuna.delete_study(study_name=name, storage=open_storage(url, sweep_dir))
+    except KeyError:
+        return False
+    return True
+
+
 def _sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
     if cfg.search.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=None)
