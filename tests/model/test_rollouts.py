@@ -453,3 +453,23 @@ def test_smollm2_converts_to_a_loadable_hf_folder(tmp_path):
         model, [[{"role": "user", "content": "What is the capital of France?"}]], 1, 0.0, 12, 1, 0
     )
     assert "Paris" in answer[0][0]
+
+
+def test_a_typo_in_the_model_does_not_block_the_corrected_command(tiny_dir, prompts, tmp_path, monkeypatch):
+    """Issue 13, failure 5: OUT.meta.json was written before the model loaded, so the corrected
+    --model was refused as 'other settings'. Nothing generated yet: the corrected run goes ahead."""
+    out = tmp_path / "clean.jsonl"
+    with pytest.raises(UserError, match="does not exist"):
+        generate_rollouts(settings(tmp_path / "tiny-typo"), prompts, out, device="cpu", echo=quiet)
+    assert not meta_path(out).exists() and not out.exists()
+    # a hub name with a typo fails only when the model loads: the meta it may leave blocks nothing
+    real_load = rollouts._load
+    monkeypatch.setattr(rollouts, "_load", lambda *a: (_ for _ in ()).throw(UserError("--model: cannot load it")))
+    with pytest.raises(UserError, match="cannot load it"):
+        generate_rollouts(settings("HuggingFaceTB/NoSuchModel"), prompts, out, device="cpu", echo=quiet)
+    monkeypatch.setattr(rollouts, "_load", real_load)
+    meta = generate_rollouts(settings(tiny_dir), prompts, out, device="cpu", echo=quiet)
+    assert meta["settings"]["model"] == str(tiny_dir) and meta["n_done"] == len(QUESTIONS)
+    # once rows exist, other settings are refused as before
+    with pytest.raises(UserError, match="other settings"):
+        generate_rollouts(settings(tiny_dir, seed=8), prompts, out, device="cpu", echo=quiet)

@@ -162,9 +162,10 @@ def generate_rollouts(
     meta_file = meta_path(out_path)
     previous = read_json(meta_file) if meta_file.exists() else None
     prompts_sha256 = file_sha256(prompts_path)
-    _check_resumable(previous, settings, out_path, prompts_path, prompts_sha256)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(out_path)
+    _check_resumable(previous, settings, out_path, prompts_path, prompts_sha256, generated=bool(done))
+    model_path = _model_path(settings.model)  # a mistyped model path fails before the meta is written
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     chunks = [ids[k : k + settings.batch_size] for k in range(0, len(ids), settings.batch_size)]
     todo = [(n, [pid for pid in chunk if pid not in done]) for n, chunk in enumerate(chunks)]
     todo = [(n, chunk) for n, chunk in todo if chunk]
@@ -182,7 +183,6 @@ def generate_rollouts(
     if not todo:
         return read_json(meta_file)
 
-    model_path = _model_path(settings.model)
     backend = "vllm" if generate.vllm_usable(device) else "transformers"
     started = time.perf_counter()
     if backend == "vllm":
@@ -212,11 +212,18 @@ def _check_settings(settings: GenerationSettings) -> None:
 
 
 def _check_resumable(
-    previous: dict | None, settings: GenerationSettings, out_path: Path, prompts_path: Path, prompts_sha256: str
+    previous: dict | None,
+    settings: GenerationSettings,
+    out_path: Path,
+    prompts_path: Path,
+    prompts_sha256: str,
+    generated: bool = True,
 ) -> None:
-    """Refuse to add to an output made with other settings, of unknown settings, or from other prompts."""
+    """Refuse to add to an output made with other settings, of unknown settings, or from other prompts.
+    With no row `generated` yet, a meta left by a run that failed before its first row (a model that did
+    not load) blocks nothing: the new settings replace it."""
     meta_file = meta_path(out_path)
-    if previous is not None and not _same_settings(previous.get("settings"), settings):
+    if previous is not None and generated and not _same_settings(previous.get("settings"), settings):
         raise UserError(
             f"{out_path}: was generated with other settings ({meta_file}: {previous.get('settings')}); "
             "delete both files to start over, or write to another --out"
@@ -226,7 +233,7 @@ def _check_resumable(
             f"{out_path}: exists without {meta_file.name}, so its settings are unknown; "
             "delete it or choose another --out"
         )
-    if previous is not None and out_path.exists() and previous.get("prompts", {}).get("sha256") != prompts_sha256:
+    if previous is not None and generated and previous.get("prompts", {}).get("sha256") != prompts_sha256:
         raise UserError(
             f"{out_path}: was generated from another version of {prompts_path} (sha256 "
             f"{str(previous.get('prompts', {}).get('sha256'))[:12]}..., now {prompts_sha256[:12]}...); its responses may "
