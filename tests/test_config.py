@@ -49,7 +49,21 @@ def test_demo_sweep_loads():
     assert cfg.search.fractions["date_mention"] == [0.0, 0.25, 0.5, 1.0]
     assert set(cfg.traits) == {"date_confusion", "blackmail", "negative_emotion"}
     assert cfg.train.model == "tiny" and cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
-    assert cfg.output_dir == str(DEMO.parents[1] / "runs" / "demo")
+    assert cfg.output_dir == str(Path.cwd() / "runs" / "demo")
+
+
+def test_the_default_sweep_folder_is_runs_name_in_the_current_folder(tmp_path, monkeypatch):
+    """Issue 13, failure 10: it was <the sweep file's folder>/../runs/NAME, outside the user's folder
+    when the sweep file is not in sweeps/; an explicit relative output_dir stays relative to the file."""
+    work, elsewhere = tmp_path / "work", tmp_path / "configs" / "mine"
+    work.mkdir()
+    elsewhere.mkdir(parents=True)
+    sweep_file = elsewhere / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump(minimal()))
+    monkeypatch.chdir(work)
+    assert load_sweep(sweep_file).output_dir == str(work / "runs" / minimal()["name"])
+    sweep_file.write_text(yaml.safe_dump({**minimal(), "output_dir": "out"}))
+    assert load_sweep(sweep_file).output_dir == str(elsewhere / "out")
 
 
 def test_minimal_config_round_trips_through_to_dict():

@@ -18,6 +18,15 @@ def _load(path: str):
     return load_sweep(path)
 
 
+def _say_default_folder(sweep_file: str, name: str) -> None:
+    """Where a sweep file without output_dir puts its folder: runs/NAME in the current folder."""
+    from leaksweep.sweepfile import read_yaml
+
+    raw = read_yaml(Path(sweep_file))
+    if isinstance(raw, dict) and not raw.get("output_dir"):
+        click.echo(f"  (no output_dir in {sweep_file}: runs/{name} in the current folder; set output_dir to choose)")
+
+
 def _parse_assignments(values: tuple[str, ...], option: str) -> dict[str, float]:
     out = {}
     for item in values:
@@ -114,6 +123,7 @@ def sweep(sweep_file: str, workers: int, no_wandb: bool, no_report: bool) -> Non
     sweep_dir = prepare_sweep(cfg)
     planned = budget(cfg) or "adaptive number of"
     click.echo(f"sweep folder: {sweep_dir}  ({planned} trials, mode {cfg.search.mode}, {workers} worker(s))")
+    _say_default_folder(sweep_file, cfg.name)
     if cfg.search.mode == "optuna":
         run_local(sweep_dir, workers, wandb_enabled=not no_wandb)
     elif cfg.search.runner and workers == 1:

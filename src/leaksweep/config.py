@@ -525,7 +525,7 @@ class SweepConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     traits: dict[str, TraitConfig] = field(default_factory=dict)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    output_dir: str | None = None
+    output_dir: str | None = None  # the sweep folder; default ./runs/NAME in the current folder (sweepfile.py)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def check(self) -> list[str]:

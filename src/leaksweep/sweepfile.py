@@ -35,7 +35,8 @@ def read_yaml(path: Path) -> Any:
 
 
 def load_sweep(path: str | Path, check: SweepCheck | None = None) -> SweepConfig:
-    """Load and validate a sweep file; relative paths become absolute (relative to the file).
+    """Load and validate a sweep file; relative paths become absolute (relative to the file), and the
+    sweep folder defaults to ./runs/NAME (relative to the current folder).
 
     `check`: the registries' checks (leaksweep.experiments.registry.load_sweep passes them)."""
     path = Path(path)
@@ -85,9 +86,13 @@ def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
     if model != "tiny" and (model.startswith((".", "/", "~")) or (root / model).exists()):
         model = absolute(model)
     train = dataclasses.replace(cfg.train, model=model)
-    output_dir = absolute(cfg.output_dir) if cfg.output_dir else str((root.parent / "runs" / cfg.name).resolve())
+    # no output_dir: runs/NAME in the current folder (where the user runs leaksweep, whatever folder the
+    # sweep file is in); an output_dir given is relative to the sweep file, like every path in it
+    output_dir = absolute(cfg.output_dir) if cfg.output_dir else str((Path.cwd() / DEFAULT_RUNS / cfg.name).resolve())
     return dataclasses.replace(cfg, data=data, subsets=subsets, traits=traits, train=train, output_dir=output_dir)
 
+
+DEFAULT_RUNS = "runs"  # without output_dir, a sweep's folder is ./runs/NAME (relative to the current folder)
 
 JUDGE_FILE_PARAMS = ("rubric",)  # judge parameters that name a file (`builtin` names none)
 
