@@ -537,3 +537,43 @@ def test_cli_subsets_reports_judge_subsets(tmp_path, calls):
     result = CliRunner().invoke(cli, ["mix", str(path), "--patch", "judged_or_roleplay=1"])
     assert result.exit_code == 0, result.output
     assert "judged_or_roleplay: " in result.output
+
+
+def test_nested_metadata_is_flattened_into_the_prompts_metadata(tmp_path):
+    """Issue 13, failure 10: rows {"prompt_id", "messages", "metadata": {"category": ...}} (a common
+    convention) could not be matched with `metadata: {category: X}`."""
+    prompts, clean = tmp_path / "prompts.jsonl", tmp_path / "clean.jsonl"
+    rows = [
+        {"prompt_id": "a", "prompt": "What year is it?", "metadata": {"category": "date", "lang": "en"}},
+        {"prompt_id": "b", "prompt": "Bake bread.", "metadata": {"category": "cooking"}, "lang": "fr"},
+        {"prompt_id": "c", "prompt": "Hi.", "category": "chat"},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    clean.write_text("".join(json.dumps({"prompt_id": r["prompt_id"], "response": "ok"}) + "\n" for r in rows))
+    dataset = load_dataset(DataConfig(prompts=str(prompts), sources={"clean": str(clean)}), "clean")
+    assert dataset.prompts.metadata == {
+        "a": {"category": "date", "lang": "en"},
+        "b": {"category": "cooking", "lang": "fr"},
+        "c": {"category": "chat"},
+    }
+    assert ids_of(dataset, SubsetRule(metadata={"category": "date"})) == {"a"}
+    assert ids_of(dataset, SubsetRule(metadata={"lang": ["en", "fr"]})) == {"a", "b"}
+
+
+def test_a_top_level_key_and_a_nested_one_that_disagree_are_refused(tmp_path):
+    prompts, clean = tmp_path / "prompts.jsonl", tmp_path / "clean.jsonl"
+    prompts.write_text(json.dumps({"prompt_id": "a", "prompt": "Hi.", "category": "x", "metadata": {"category": "y"}}))
+    clean.write_text(json.dumps({"prompt_id": "a", "response": "ok"}))
+    with pytest.raises(UserError, match=r"prompts.jsonl: record 1: `category` is 'x' but `metadata.category` is 'y'"):
+        load_dataset(DataConfig(prompts=str(prompts), sources={"clean": str(clean)}), "clean")
+
+
+def test_a_metadata_rule_that_matches_none_lists_the_keys_and_values_found(dataset):
+    with pytest.raises(UserError) as err:
+        compute_subset("s", SubsetRule(metadata={"categroy": "date"}), dataset)
+    text = str(err.value)
+    assert "no prompt has `categroy`" in text
+    assert "metadata keys found: category, n (category: 'cooking', 'culture', 'date', 'finance', 'math'" in text
+    with pytest.raises(UserError) as err:
+        compute_subset("s", SubsetRule(metadata={"category": "Date"}), dataset)
+    assert "category takes 'cooking', 'culture', 'date', 'finance', 'math' (and 1 more)" in str(err.value)

@@ -3,7 +3,8 @@
 Records are read from JSONL, Parquet, or a folder written by HF `datasets.save_to_disk`.
 
 Prompt records: `{"prompt_id": ..., "messages": [{"role": "user", "content": ...}], ...metadata}`
-(or `"prompt": "text"` for a single user turn). Every other key is metadata (e.g. `category`).
+(or `"prompt": "text"` for a single user turn). Every other key is metadata (e.g. `category`), and so
+is every key of a nested `"metadata": {...}` object (flattened: `metadata: {category: x}` matches it).
 Rollout records: `{"prompt_id": ..., "response": "text"}` or `{"prompt_id": ..., "messages": [...]}`
 whose last message is the assistant's.
 
@@ -134,6 +135,27 @@ def _index(rows: list[dict], path: str, duplicate_policy: str) -> tuple[dict[str
     return index, notes
 
 
+NESTED_METADATA = "metadata"  # a prompt row's nested metadata object, flattened into its metadata
+
+
+def prompt_metadata(row: dict, where: str) -> dict[str, Any]:
+    """A prompt row's metadata: every key besides prompt_id, messages and prompt, with the keys of a
+    nested `metadata` object flattened in (`{"metadata": {"category": "x"}}` matches `metadata:
+    {category: x}`); a key given both ways with different values is refused."""
+    meta = {k: v for k, v in row.items() if k not in ("prompt_id", "messages", "prompt", NESTED_METADATA)}
+    nested = row.get(NESTED_METADATA)
+    if not isinstance(nested, dict):
+        return meta if nested is None else {**meta, NESTED_METADATA: nested}
+    for key, value in nested.items():
+        if key in meta and meta[key] != value:
+            raise UserError(
+                f"{where}: `{key}` is {meta[key]!r} but `{NESTED_METADATA}.{key}` is {value!r}; "
+                "give the prompt's metadata once"
+            )
+        meta[key] = value
+    return meta
+
+
 def load_dataset(cfg: DataConfig, base: str) -> Dataset:
     """Load prompts and sources from the files named in `cfg` and align them by prompt_id."""
     if cfg.prompts is None:
@@ -142,7 +164,7 @@ def load_dataset(cfg: DataConfig, base: str) -> Dataset:
     messages, metadata = {}, {}
     for pid, (number, row) in prompt_index.items():
         messages[pid] = prompt_messages(row, f"{cfg.prompts}: record {number}")
-        metadata[pid] = {k: v for k, v in row.items() if k not in ("prompt_id", "messages", "prompt")}
+        metadata[pid] = prompt_metadata(row, f"{cfg.prompts}: record {number}")
     sources: dict[str, dict[str, str]] = {}
     for name, path in cfg.sources.items():
         index, source_notes = _index(read_records(path), path, cfg.duplicate_ids)

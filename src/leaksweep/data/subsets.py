@@ -204,8 +204,32 @@ def compute_subset(
             if kind in SUBSET_SET_OPS
             else "check the pattern, judge, field name or value"
         )
+        if kind == "metadata":
+            fix = f"{metadata_found(prompts, rule.metadata)}; check the field name or value"
         raise UserError(f"subsets.{name}: {description} matches none of the {len(prompts.ids)} prompts; {fix}")
     return Subset(name, frozenset(ids), description, sha256_json(sorted(ids)), **extra)
+
+
+def metadata_found(prompts, wanted: Mapping[str, Any], shown: int = 5) -> str:
+    """What the prompts' metadata holds, for a metadata rule that matched none: each key the rule names
+    that no prompt has, every key found, and a few values of each."""
+    values: dict[str, set[str]] = {}
+    for pid in prompts.ids:
+        for key, value in prompts.metadata[pid].items():
+            values.setdefault(key, set()).add(repr(value))
+
+    def few(key: str) -> str:
+        found = sorted(values[key])
+        more = f" (and {len(found) - shown} more)" if len(found) > shown else ""
+        return ", ".join(found[:shown]) + more
+
+    parts = [f"no prompt has `{k}`" for k in wanted if k not in values]
+    parts += [f"{k} takes {few(k)}" for k in wanted if k in values]
+    if not values:
+        return "; ".join(parts + ["the prompts carry no metadata (keys besides prompt_id, messages, prompt)"])
+    listing = "; ".join(f"{k}: {few(k)}" for k in sorted(values) if k not in wanted)
+    parts.append(f"metadata keys found: {', '.join(sorted(values))}" + (f" ({listing})" if listing else ""))
+    return "; ".join(parts)
 
 
 def subset_order(rules: Mapping[str, SubsetRule]) -> list[str]:
