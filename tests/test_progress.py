@@ -55,12 +55,12 @@ def test_a_log_gets_a_line_after_every_s_even_between_tenths_and_one_at_close():
     assert stream.getvalue() == ""
     clock.now_s += 31
     progress.update(1)
-    assert stream.getvalue() == "eval date_confusion 6/1000 batches (5.2 s each)\n"
+    assert stream.getvalue() == "eval date_confusion 6/1000 batches (5.2 s per finished batch)\n"
     clock.now_s += 1
     progress.update(2)
     progress.close()
     progress.update(5)  # closed: silent
-    assert stream.getvalue().splitlines()[-1] == "eval date_confusion 8/1000 batches (4.0 s each)"
+    assert stream.getvalue().splitlines()[-1] == "eval date_confusion 8/1000 batches (4.0 s per finished batch)"
     assert len(stream.getvalue().splitlines()) == 2
 
 
@@ -70,7 +70,7 @@ def test_unknown_total_and_resumed_count():
         clock.now_s += 10
         progress.update(2)
     # the rate counts only work done here, not the 4 trials finished before a resume
-    assert stream.getvalue() == "sweep s 6 trials (5.0 s each)\n"
+    assert stream.getvalue() == "sweep s 6 trials (5.0 s per finished trial)\n"
 
 
 def test_a_terminal_gets_a_live_bar_not_lines():
@@ -133,3 +133,21 @@ def test_training_and_generation_print_plain_lines_into_a_log(tmp_path, capsys):
     assert train_lines[-1].startswith(f"train 20/20 steps loss {losses[20]:.4g} (")
     assert [line.split()[2] for line in err.splitlines() if line.startswith("eval x ")] == ["1/3", "2/3", "3/3"]
     assert "\r" not in err and "{'loss'" not in err and "it/s]" not in err
+
+
+def test_the_sweep_line_says_its_rate_is_per_finished_trial_across_its_workers():
+    """Issue 13, failure 10: "(11.5 s each)" was elapsed time over finished trials, while the summary's
+    "mean trial time" (one trial's wall time) was twice that with 2 workers."""
+    stream, clock = FakeStream(tty=False), FakeClock()
+    with Progress(None, "sweep s", "trials", stream=stream, clock=clock, every_s=10, note="2 workers") as progress:
+        clock.now_s += 23
+        progress.update(2)
+    assert stream.getvalue() == "sweep s 2 trials (11.5 s per finished trial, 2 workers)\n"
+
+
+def test_the_summary_names_one_trials_wall_time(capsys):
+    from leaksweep import cli
+
+    info = {"sweep": "s", "states": {"COMPLETE": 2}, "budget": 4, "mode": "optuna", "best": None}
+    cli._print_status({**info, "mean_trial_s": 23.0, "eta_s": 23.0, "failed": []})
+    assert "mean trial wall time 23.0 s (one trial, start to finish), about 0.4 min left" in capsys.readouterr().out

@@ -403,7 +403,7 @@ def _print_status(info: dict) -> None:
         click.echo(f"best so far: trial {b['trial']} ({b['label']}): {b['trait']} = {b['value']:.3f}")
     if info["mean_trial_s"]:
         eta = f", about {info['eta_s'] / 60:.1f} min left" if info["eta_s"] else ""
-        click.echo(f"mean trial time {info['mean_trial_s']:.1f} s{eta}")
+        click.echo(f"mean trial wall time {info['mean_trial_s']:.1f} s (one trial, start to finish){eta}")
     for f in info["failed"]:
         click.echo(f"failed trial {f['trial']}: {f['error']}")
     for p in info.get("preempted", []):

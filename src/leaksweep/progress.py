@@ -44,6 +44,13 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _one(unit: str) -> str:
+    """The singular of a unit: trials -> trial, batches -> batch."""
+    if unit.endswith(("ches", "shes", "xes")):
+        return unit[:-2]
+    return unit[:-1] if unit.endswith("s") else unit
+
+
 class Progress:
     """Count work done toward `total` (None when unknown); a bar or plain lines by `choose_mode`.
 
@@ -65,10 +72,12 @@ class Progress:
         every_s: float = 30.0,
         every_fraction: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        note: str | None = None,
     ):
         self.stream = stream if stream is not None else sys.stderr
         self.mode = mode or choose_mode(self.stream)
         self.total, self.desc, self.unit = total, desc, unit
+        self.note = note  # shown beside the rate, e.g. "2 workers" (the rate is over all of them)
         self.n = initial
         self._initial = initial  # work done before this process started (a resumed sweep) is not in the rate
         self.values: dict[str, Any] = {}
@@ -122,8 +131,14 @@ class Progress:
         rate = ""
         if elapsed_s > 0 and done:
             per_s = done / elapsed_s
-            # slow work (a sweep's trials) reads better as seconds per item than as 0.0 items/s
-            rate = f" ({per_s:.1f} {self.unit}/s)" if per_s >= 1 else f" ({elapsed_s / done:.1f} s each)"
+            # slow work (a sweep's trials) reads better as seconds per item than as 0.0 items/s: the time
+            # elapsed over the items finished (with parallel workers, not one item's own duration)
+            rate = (
+                f"{per_s:.1f} {self.unit}/s"
+                if per_s >= 1
+                else f"{elapsed_s / done:.1f} s per finished {_one(self.unit)}"
+            )
+            rate = f" ({rate}, {self.note})" if self.note else f" ({rate})"
         return f"{self.desc} {count} {self.unit}{values}{rate}"
 
     def _line(self) -> None:

@@ -59,7 +59,8 @@ def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None
     # generation progress goes to their log files above, never onto this bar.
     seen = folder.count_complete()
     # every_fraction=0: a trial takes long enough that each finished one earns its own log line
-    with Progress(total, f"sweep {cfg.name}", "trials", initial=seen, leave=True, every_fraction=0) as bar:
+    note = f"{workers} worker{'s' if workers != 1 else ''}"  # the rate is over all of them
+    with Progress(total, f"sweep {cfg.name}", "trials", initial=seen, leave=True, every_fraction=0, note=note) as bar:
         while any(p.poll() is None for p, _, _ in procs):
             time.sleep(1.0)
             now = folder.count_complete()
