@@ -9,6 +9,9 @@ corrected sweep file: the old study and trial folders go to superseded/STAMP/, a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +23,9 @@ from leaksweep.files import write_json
 from leaksweep.layout import SweepDir
 from leaksweep.study import storage
 from leaksweep.study.prepare import load_sweep_dir, prepare
-from tests.support.sweeps import sr_sweep
+from sweeps import sr_sweep, write_sweep
+
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def raw(out: Path, **search) -> dict:
@@ -139,3 +144,31 @@ def test_two_fixes_in_one_second_keep_both_superseded_sweeps(tmp_path):
     for fractions in ([0.0, 1.0], [0.0, 0.5], [0.0, 0.25]):
         prepare(cfg_of(raw(out, fractions={"S": fractions})))
     assert len(list((out / SweepDir.SUPERSEDED).iterdir())) == 2
+
+
+def test_a_study_in_a_database_is_deleted_and_created_afresh(tmp_path, capsys):
+    out = tmp_path / "run"
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    prepare(cfg_of(raw(out, storage=url)))
+    failed_first_trial(out)
+    prepare(cfg_of(raw(out, storage=url, fractions={"S": [0.0, 0.5, 1.0]})))
+    assert "(deleted)" in capsys.readouterr().err
+    assert [s for s, _, _ in study_states(out)] == ["WAITING"] * 4
+
+
+def test_the_corrected_sweep_file_runs_after_a_first_trial_that_failed(tmp_path, monkeypatch):
+    """The user's path, end to end: `leaksweep sweep` stops on the first trial's error; the same command
+    with the corrected file runs the sweep in the same folder (before: 'a different configuration')."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "run"
+    bad = raw(out)
+    bad["search"]["runner"] = "slow_runner:bad_model"
+    sweep_file = write_sweep(tmp_path, bad)
+    argv = [sys.executable, "-m", "leaksweep.cli", "sweep", str(sweep_file), "--no-wandb", "--no-report"]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 2 and "NoSuchModel" in first.stderr
+    write_sweep(tmp_path, raw(out))
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "no trial of it completed" in second.stderr
+    assert "complete 3 (budget 3)" in second.stdout

@@ -10,3 +10,10 @@ from leaksweep import simulate
 def run(spec):
     time.sleep(float(os.environ.get("SLOW_RUNNER_S", "0")))
     return simulate.run(spec)
+
+
+def bad_model(spec):
+    """What a first trial with a mistyped model name does: a UserError the worker stops on."""
+    from leaksweep.errors import UserError
+
+    raise UserError("train.model: cannot load 'HuggingFaceTB/NoSuchModel' from the Hugging Face hub")
