@@ -172,3 +172,18 @@ def test_the_corrected_sweep_file_runs_after_a_first_trial_that_failed(tmp_path,
     assert second.returncode == 0, second.stderr
     assert "no trial of it completed" in second.stderr
     assert "complete 3 (budget 3)" in second.stdout
+
+
+def test_a_refused_configuration_leaves_the_folders_world_as_it_was(tmp_path):
+    """The world was regenerated for the new seed before the refusal, under the finished trials' feet."""
+    out = tmp_path / "run"
+    prepare(cfg_of(raw(out)))
+    failed_first_trial(out)
+    SweepDir(out).trial(0).write_result({"trial": 0})
+    world = out / "world" / "prompts.jsonl"
+    before = world.read_bytes()
+    other = raw(out)
+    other["data"]["world"]["seed"] = 5
+    with pytest.raises(UserError, match="different configuration"):
+        prepare(cfg_of(other))
+    assert world.read_bytes() == before

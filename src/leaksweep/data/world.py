@@ -414,14 +414,22 @@ def world_files(out_dir: Path) -> tuple[Path, dict[str, Path]]:
     return out_dir / "prompts.jsonl", {name: out_dir / "sources" / f"{name}.jsonl" for name in WORLD_SOURCES}
 
 
-def resolve_world(cfg: SweepConfig, sweep_dir: Path) -> SweepConfig:
-    """Generate the built-in miniature into the sweep folder (once) and point the config at its files."""
+def world_matches(cfg: SweepConfig, sweep_dir: Path) -> bool:
+    """False when the sweep folder holds a built-in world made with another seed or size than `cfg`
+    asks for (sweep.json records only the world's files, so this is how a changed world is seen)."""
+    if cfg.data.world is None or not (sweep_dir / "world" / "world.json").exists():
+        return True
+    made = read_json(sweep_dir / "world" / "world.json")
+    return made.get("seed") == cfg.data.world.seed and made.get("n_prompts") == cfg.data.world.n_prompts
+
+
+def resolve_world(cfg: SweepConfig, sweep_dir: Path, generate: bool = True) -> SweepConfig:
+    """Generate the built-in miniature into the sweep folder (once; not with `generate=False`) and point
+    the config at its files."""
     if cfg.data.world is None:
         return cfg
     world_dir = sweep_dir / "world"
-    wanted = {"seed": cfg.data.world.seed, "n_prompts": cfg.data.world.n_prompts}
-    made = read_json(world_dir / "world.json") if (world_dir / "world.json").exists() else {}
-    if not (world_dir / "prompts.jsonl").exists() or {k: made.get(k) for k in wanted} != wanted:
+    if generate and (not (world_dir / "prompts.jsonl").exists() or not world_matches(cfg, sweep_dir)):
         generate_world(world_dir, cfg.data.world.seed, cfg.data.world.n_prompts)
     prompts, sources = world_files(world_dir)
     data = dataclasses.replace(

@@ -6,6 +6,11 @@ folder's prepare lock), the folder's two locks (of the kind sweep.json records),
 the trial plan (`planned_trials`, `budget`) and `spec_for`, which turns an asked trial into the
 TrialSpec that trial.py runs.
 
+What prepare can check fails before anything is written (data, a path-looking model, the runner's
+import, the world's source names). A folder holding another sweep is refused once any trial of it
+finished; until then (the first trial found the mistake) the corrected sweep replaces it, and the old
+sweep.json, study and trial folders are kept under superseded/STAMP/ (`_supersede`).
+
 Enqueued trials are popped by exactly one worker each, so parallel workers never duplicate a grid
 point (Optuna's GridSampler can). Experiment modes enqueue round by round (study.experiment).
 """
@@ -24,7 +29,7 @@ from leaksweep import trial as trial_stage
 from leaksweep.config import FloatRange, Rule, SweepConfig
 from leaksweep.data.mixture import MixturePlan
 from leaksweep.data.subsets import needs_judge
-from leaksweep.data.world import WORLD_SOURCES, resolve_world
+from leaksweep.data.world import WORLD_SOURCES, resolve_world, world_matches
 from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Condition
 from leaksweep.layout import FolderLock, SweepDir
@@ -99,11 +104,16 @@ def _prepare_locked(
 ) -> Path:
     folder = SweepDir(sweep_dir)
     existing = _existing(folder)
-    cfg = resolve_world(cfg, sweep_dir)
     # Compared with defaults filled in (a folder from before a new config key still resumes), and without
-    # `slurm:`: more time or another partition for the same sweep must not start a new one.
-    if existing is not None and (isinstance(existing, UserError) or _resumable_view(existing) != _resumable_view(cfg)):
+    # `slurm:`: more time or another partition for the same sweep must not start a new one. Before the
+    # world is (re)generated: a refused sweep leaves the folder's world as it was.
+    if existing is not None and (
+        isinstance(existing, UserError)
+        or not world_matches(cfg, sweep_dir)
+        or _resumable_view(existing) != _resumable_view(resolve_world(cfg, sweep_dir, generate=False))
+    ):
         _supersede(folder, cfg, existing, say)
+    cfg = resolve_world(cfg, sweep_dir)
     if prepared is None:
         prepared = trial_stage.prepare_data(cfg, SubsetJudges.for_prepare(folder.judgments))
     check_partition(cfg, prepared)
