@@ -106,6 +106,9 @@ def test_unreachable_server_runs_offline_with_the_fixed_ids(tmp_path, refusing_p
     assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-3000:]
     assert f"W&B summary run {summary_id} (offline)" in third.stdout
     assert offline_ids(out / "summary") == [summary_id] * 2  # resumed, not a second run
+    fourth = cli(["report", str(out)], env)  # and once more: a report rerun is routine
+    assert fourth.returncode == 0, fourth.stdout[-2000:] + fourth.stderr[-3000:]
+    assert offline_ids(out / "summary") == [summary_id] * 3
 
     for folder in (trial0, out / "trials" / "00001", out / "summary"):
         finished_ok(folder)
