@@ -121,7 +121,10 @@ def _leave_service(wandb: Any) -> None:
     No run is open here: the failed start was the only one.
     """
     os.environ.pop(wandb.env.SERVICE, None)
-    wandb.teardown()
+    try:
+        wandb.teardown()
+    except SystemExit as exc:  # teardown exits with the service's exit code when it is not 0
+        log.warning("wandb-core service exited with %s after the failed online start", exc.code)
 
 
 class WandbRun:
