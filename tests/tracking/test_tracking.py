@@ -306,9 +306,12 @@ from leaksweep.tracking.protocol import make_tracker
 
 tracker = make_tracker(TrackingConfig())
 out = {"mode_before": tracker.mode, "runs": []}
+run_id = sys.argv[2] if len(sys.argv) > 2 else None  # fixed: a summary run, a resumed trial's run
 for name in ("first", "second"):
     started = time.perf_counter()
-    run = tracker.start_run(name=name, group="g", config={}, tags=[], run_dir=Path(sys.argv[1]) / name)
+    run = tracker.start_run(
+        name=name, group="g", config={}, tags=[], run_dir=Path(sys.argv[1]) / name, run_id=run_id
+    )
     run.log({"loss": 0.5}, step=0)
     run.finish()
     out["runs"].append({"run_id": run.run_id, "seconds": time.perf_counter() - started})
@@ -336,6 +339,43 @@ def test_auto_mode_falls_back_to_offline_when_the_server_is_unreachable(no_wandb
     assert fake_key not in done.stdout + done.stderr
     for file in (f for f in tmp_path.rglob("*") if f.is_file()):
         assert fake_key.encode() not in file.read_bytes(), file
+
+
+# a parent that starts a wandb-core service (`wandb.setup()` exports WANDB_SERVICE) and runs the
+# fallback script in a child, which then shares that service
+SHARED_SERVICE_SCRIPT = """
+import subprocess, sys, wandb
+wandb.setup()
+sys.exit(subprocess.run([sys.executable, "-c", sys.argv[1], *sys.argv[2:]]).returncode)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("shared_service", [False, True], ids=["own-service", "shared-service"])
+def test_fallback_keeps_a_fixed_run_id(no_wandb_key, tmp_path, shared_service):
+    # The failed online start held the id in wandb's service: the offline start with the same id was
+    # refused ("run ID ... is in use"), which failed every summary run and resumed trial without a route.
+    env = dict(os.environ, WANDB_API_KEY="k" * 40, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_INIT_TIMEOUT="3")
+    env.pop("WANDB_SERVICE", None)  # not this test process's service (an earlier in-process test's)
+    parent = ["-c", SHARED_SERVICE_SCRIPT] if shared_service else ["-c"]
+    done = subprocess.run(
+        [sys.executable, *parent, FALLBACK_SCRIPT, str(tmp_path), "summary-s-1234abcd"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))  # wandb prints too
+    assert (out["mode_before"], out["mode_after"]) == ("online", "offline")
+    assert [r["run_id"] for r in out["runs"]] == ["summary-s-1234abcd"] * 2
+    for name in ("first", "second"):  # the fallback run, then the same id again (resumed), both offline
+        summary = inspect_summary(wandb_file(tmp_path / name))
+        assert (summary["run_id"], summary["state"], summary["summary"]["loss"]) == (
+            "summary-s-1234abcd",
+            "finished",
+            0.5,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,12 +22,13 @@ SECRET = "judge-sk-ZYXWVU9876543210"
 WANDB_EXE = Path(sys.executable).parent / "wandb"
 
 
+# WANDB_SERVICE: the wandb-core service of this test process (left by an in-process test), which the
+# commands under test would otherwise share
+NOT_INHERITED = ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_SERVICE")
+
+
 def no_key_env(root: Path) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update(
         HOME=str(root / "home"),
         WANDB_CONFIG_DIR=str(root / "wh" / "config"),

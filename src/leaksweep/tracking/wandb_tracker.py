@@ -12,6 +12,7 @@ and then marks it used, which is what an online `use_artifact` of a new artifact
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -104,8 +105,26 @@ class WandbTracker:
             # at once instead of each waiting out init_timeout (90 s by default).
             log.warning("W&B online start failed (%s); logging this and later runs offline", type(exc).__name__)
             self.mode = "offline"
+            _leave_service(wandb)
             run = wandb.init(mode="offline", settings=_quiet_settings(wandb, "offline"), **kwargs)
         return WandbRun(run, wandb, offline=self.mode == "offline")
+
+
+def _leave_service(wandb: Any) -> None:
+    """Let the next wandb.init start a wandb-core service of its own.
+
+    A failed online start stays registered under its run id in the service it was sent to, so an
+    offline start with the same fixed id (the summary run, a resumed preempted trial) is refused
+    there as "run ID ... is in use". Teardown stops this process's own service (a new one starts
+    on the next init, in about a second); a service shared through WANDB_SERVICE (started by a
+    parent process, e.g. with `wandb.setup()`) is not ours to stop, so this process stops using it.
+    No run is open here: the failed start was the only one.
+    """
+    os.environ.pop(wandb.env.SERVICE, None)
+    try:
+        wandb.teardown()
+    except SystemExit as exc:  # teardown exits with the service's exit code when it is not 0
+        log.warning("wandb-core service exited with %s after the failed online start", exc.code)
 
 
 class WandbRun:
