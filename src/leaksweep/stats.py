@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -77,6 +78,7 @@ class Estimate:
     method: str
     n_runs: int
     n_prompts: int  # prompts per run (the largest if runs differ); 0 when not known
+    note: str | None = None  # what limits the interval (a binomial floor, a tiny eval), when something does
 
     def to_dict(self) -> dict:
         """JSON-friendly: non-finite bounds (an unbounded side) become None."""
@@ -301,6 +303,81 @@ def run_sizes(*conditions: list[list[float]]) -> tuple[int, int]:
     return sum(len(c) for c in conditions), max(len(r) for c in conditions for r in c)
 
 
+# --- binomial floors: no rate interval narrower than its samples support ----------------------------
+#
+# A percentile bootstrap of all-zero data is [0, 0]: it says nothing about what a few samples cannot
+# rule out. For rates (every value in [0, 1]) every interval is floored at the binomial one of the
+# pooled prompt values (a prompt value counts as one observation: samples of a prompt are
+# correlated, so this is the conservative count): Wilson for a condition, Newcombe's hybrid score
+# interval (from the two Wilson intervals) for a difference.
+
+TINY_EVAL = 30  # fewer pooled prompt values than this in a condition: the conclusion warns
+ONE_SEED = "one seed per condition: estimate only; set search.seeds: 2 or more"
+NO_TRAIT = "no trait to explain: the all-teacher effect D = tau1 - tau0 is not shown"
+
+
+def _z(level: float) -> float:
+    """The two-sided normal quantile for `level` (1.96 at 95 %)."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def is_rate(*conditions: list[list[float]]) -> bool:
+    """Every value is in [0, 1]: the trait is a rate, and binomial floors apply."""
+    return all(0.0 <= v <= 1.0 for runs in conditions for run in runs for v in run)
+
+
+def pooled_n(runs: list[list[float]]) -> int:
+    """Prompt values over all runs of a condition."""
+    return sum(len(r) for r in runs)
+
+
+def tiny_eval_note(*conditions: list[list[float]]) -> str | None:
+    """A warning when a condition rests on fewer than TINY_EVAL prompt values."""
+    small = min(pooled_n(runs) for runs in conditions)
+    if small >= TINY_EVAL:
+        return None
+    return (
+        f"tiny eval: a condition has only {small} prompt values (runs x prompts); its interval is at least the "
+        f"binomial one, wide; raise traits.T.n_prompts or search.seeds"
+    )
+
+
+def wilson_rate(p: float, n: int, z: float = Z_95) -> tuple[float, float, float]:
+    """(p, low, high): the Wilson score interval for a rate p observed over n values (p need not be k/n)."""
+    p = min(max(p, 0.0), 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def newcombe(a_runs: list[list[float]], b_runs: list[list[float]], z: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for mean(a) - mean(b) from the two Wilson intervals at `z`."""
+    pa, la, ua = wilson_rate(_condition_mean(a_runs), pooled_n(a_runs), z)
+    pb, lb, ub = wilson_rate(_condition_mean(b_runs), pooled_n(b_runs), z)
+    d = pa - pb
+    return d - math.hypot(pa - la, ub - pb), d + math.hypot(ua - pa, pb - lb)
+
+
+def _newcombe_p(a_runs, b_runs, x: float, above: bool) -> float:
+    """One-sided binomial p for 'the difference is above x' (or below x): the tail whose bound reaches x."""
+    side = 0 if above else 1
+    if (newcombe(a_runs, b_runs, 0.0)[side] <= x) if above else (newcombe(a_runs, b_runs, 0.0)[side] >= x):
+        return 0.5
+    lo, hi = 0.0, 12.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        bound = newcombe(a_runs, b_runs, mid)[side]
+        inside = bound > x if above else bound < x
+        lo, hi = (mid, hi) if inside else (lo, mid)
+    return 1 - NormalDist().cdf(lo)
+
+
+def seed_variance_known(a_runs, b_runs, pooled: SeedVariance | None) -> bool:
+    """Whether the intervals can carry training-seed variance: a pooled estimate, or 2+ runs in each condition."""
+    return (pooled is not None and pooled.df >= 1) or min(len(a_runs), len(b_runs)) >= 2
+
+
 def estimate(
     runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None
 ) -> Estimate:
@@ -308,7 +385,15 @@ def estimate(
     low, high = _percentile_interval(bootstrap_means(runs, n_boot, seed, pooled), level)
     n_runs, n_prompts = run_sizes(runs)
     method = f"percentile bootstrap, runs then prompts ({n_boot} draws)"
-    return Estimate(_condition_mean(runs), low, high, level, method, n_runs, n_prompts)
+    value = _condition_mean(runs)
+    note = None
+    if is_rate(runs):
+        _, w_low, w_high = wilson_rate(value, pooled_n(runs), _z(level))
+        if w_low < low or w_high > high:
+            low, high = min(low, w_low), max(high, w_high)
+            method += f"; floored at the Wilson interval of the {pooled_n(runs)} pooled prompt values"
+        note = tiny_eval_note(runs)
+    return Estimate(value, low, high, level, method, n_runs, n_prompts, note)
 
 
 def contrast(
@@ -335,9 +420,10 @@ class Decision:
     margin: float  # the min_effect or equivalence margin the test used
     estimate: Estimate  # of the difference the test is about; interval at level 1 - 2 * alpha
     p_value: float
-    passed: bool
+    passed: bool | None  # None: no decision, an estimate only (`reason` says why)
     trials: tuple[int, ...]
     statement: str
+    reason: str | None = None  # why there is no decision (ONE_SEED, NO_TRAIT), when there is none
 
     def to_dict(self) -> dict:
         return {**asdict(self), "estimate": self.estimate.to_dict(), "trials": list(self.trials)}
@@ -367,7 +453,32 @@ def _difference(
     n_runs, n_prompts = run_sizes(a_runs, b_runs)
     method = f"percentile bootstrap of the difference, runs then prompts, conditions independent ({n_boot} draws)"
     value = _condition_mean(a_runs) - _condition_mean(b_runs)
-    return Estimate(value, low, high, level, method, n_runs, n_prompts), draws
+    note = None
+    if is_rate(a_runs, b_runs):
+        n_low, n_high = newcombe(a_runs, b_runs, _z(level))
+        if n_low < low or n_high > high:
+            low, high = min(low, n_low), max(high, n_high)
+            method += "; floored at Newcombe's binomial interval of the pooled prompt values"
+        note = tiny_eval_note(a_runs, b_runs)
+    return Estimate(value, low, high, level, method, n_runs, n_prompts, note), draws
+
+
+def _binomial_p(a_runs, b_runs, x: float, above: bool) -> float:
+    """The binomial floor's one-sided p (0 when the values are not rates: the bootstrap's p stands)."""
+    return _newcombe_p(a_runs, b_runs, x, above) if is_rate(a_runs, b_runs) else 0.0
+
+
+def _undecided(a_runs, b_runs, pooled: SeedVariance | None, gate: str | None) -> str | None:
+    """Why a decision is not made (estimate only), or None: no trait to explain, or one seed per condition."""
+    if gate is not None:
+        return gate
+    return None if seed_variance_known(a_runs, b_runs, pooled) else ONE_SEED
+
+
+def _statement(verdict: str, reason: str | None, est: Estimate, rest: str) -> str:
+    head = f"Estimate only, no decision ({reason})" if reason else verdict
+    tail = f" Warning: {est.note}." if est.note and "tiny eval" in est.note else ""
+    return f"{head}: {rest}{tail}"
 
 
 def _describe(name: str, est: Estimate) -> str:
@@ -383,29 +494,34 @@ def sufficiency(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    gate: str | None = None,
 ) -> Decision:
-    """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(insert) - tau0 exceeds min_effect.
+    """Passes when the one-sided (1 - alpha) lower bound of tau(insert) - tau0 exceeds min_effect.
 
-    p is the smoothed share of bootstrap differences at or below min_effect.
+    The bound is the bootstrap's, floored for rates at Newcombe's binomial one; p is the larger of
+    the smoothed bootstrap share at or below min_effect and the binomial p. No decision (passed
+    None) when `gate` names a reason (e.g. NO_TRAIT) or the seed variance is unestimable (ONE_SEED).
     """
     est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed, pooled)
-    passed = est.low > min_effect
-    p = _share_at_or_below(draws, min_effect)
+    p = max(_share_at_or_below(draws, min_effect), _binomial_p(insert_runs, clean_runs, min_effect, True))
+    reason = _undecided(insert_runs, clean_runs, pooled, gate)
+    passed = None if reason else bool(est.low > min_effect)
     verdict = "Sufficient" if passed else "Not shown sufficient"
-    relation = ">" if passed else "<="
-    statement = (
-        f"{verdict}: {_describe('tau(insert) - tau0', est)}; one-sided {1 - alpha:.0%} lower bound "
-        f"{est.low:.4g} {relation} min_effect {min_effect:.4g}, bootstrap p = {p:.3g} at alpha {alpha:g}."
+    relation = ">" if est.low > min_effect else "<="
+    rest = (
+        f"{_describe('tau(insert) - tau0', est)}; one-sided {1 - alpha:.0%} lower bound "
+        f"{est.low:.4g} {relation} min_effect {min_effect:.4g}, p = {p:.3g} at alpha {alpha:g}."
     )
     return Decision(
-        "sufficiency: one-sided bootstrap lower bound of tau(insert) - tau0 > min_effect",
+        "sufficiency: one-sided lower bound (bootstrap, binomial floor) of tau(insert) - tau0 > min_effect",
         alpha,
         float(min_effect),
         est,
         p,
-        bool(passed),
+        passed,
         tuple(trials),
-        statement,
+        _statement(verdict, reason, est, rest),
+        reason,
     )
 
 
@@ -418,31 +534,41 @@ def necessity(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    gate: str | None = None,
 ) -> Decision:
     """Two one-sided tests: passes when the (1 - 2 alpha) interval of tau(remove) - tau0 lies in (-margin, margin).
 
-    p is the larger of the two one-sided bootstrap p-values (difference <= -margin, difference >= margin).
+    The interval is the bootstrap's, floored for rates at Newcombe's binomial one; p is the larger of
+    the two one-sided p-values (each the larger of bootstrap and binomial). No decision as in sufficiency.
     """
     if margin <= 0:
         raise ValueError("necessity: the equivalence margin must be positive")
     est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed, pooled)
-    passed = -margin < est.low and est.high < margin
-    p = max(_share_at_or_below(draws, -margin), _share_at_or_above(draws, margin))
+    p = max(
+        _share_at_or_below(draws, -margin),
+        _share_at_or_above(draws, margin),
+        _binomial_p(remove_runs, clean_runs, -margin, True),
+        _binomial_p(remove_runs, clean_runs, margin, False),
+    )
+    inside = -margin < est.low and est.high < margin
+    reason = _undecided(remove_runs, clean_runs, pooled, gate)
+    passed = None if reason else bool(inside)
     verdict = "Necessary (equivalent to clean)" if passed else "Not shown necessary"
-    where = "inside" if passed else "not inside"
-    statement = (
-        f"{verdict}: {_describe('tau(remove) - tau0', est)}, {where} (-{margin:.4g}, +{margin:.4g}); "
+    where = "inside" if inside else "not inside"
+    rest = (
+        f"{_describe('tau(remove) - tau0', est)}, {where} (-{margin:.4g}, +{margin:.4g}); "
         f"TOST p = {p:.3g} at alpha {alpha:g}."
     )
     return Decision(
-        "necessity: two one-sided bootstrap tests, tau(remove) - tau0 within (-margin, +margin)",
+        "necessity: two one-sided tests (bootstrap, binomial floor), tau(remove) - tau0 within (-margin, +margin)",
         alpha,
         float(margin),
         est,
         p,
-        bool(passed),
+        passed,
         tuple(trials),
-        statement,
+        _statement(verdict, reason, est, rest),
+        reason,
     )
 
 
@@ -455,34 +581,38 @@ def leak_in(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    gate: str | None = None,
 ) -> Decision:
     """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
 
     Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
+    No decision when `necessary` made none, or as in sufficiency.
     """
     est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled)
     above = est.low > 0
-    passed = necessary.passed and above
-    p = max(necessary.p_value, _share_at_or_below(draws, 0.0))
+    p = max(necessary.p_value, _share_at_or_below(draws, 0.0), _binomial_p(drop_runs, remove_runs, 0.0, True))
+    reason = necessary.reason or _undecided(drop_runs, remove_runs, pooled, gate)
+    passed = None if reason else bool(necessary.passed and above)
     if passed:
         verdict = "Leak-in: the subset is necessary and dropping it still leaves the trait above patch_remove"
     elif not necessary.passed:
         verdict = "No leak-in shown: the subset was not shown necessary"
     else:
         verdict = "No leak-in shown: tau(drop) is not shown above tau(remove)"
-    statement = (
-        f"{verdict}; {_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
+    rest = (
+        f"{_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
         f"bound {est.low:.4g} {'>' if above else '<='} 0; p = {p:.3g} (max with necessity) at alpha {alpha:g}."
     )
     return Decision(
-        "leak-in: necessity passed and one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0",
+        "leak-in: necessity passed and one-sided lower bound (bootstrap, binomial floor) of tau(drop) - tau(remove) > 0",
         alpha,
         0.0,
         est,
         p,
-        bool(passed),
+        passed,
         tuple(trials),
-        statement,
+        _statement(verdict, reason, est, rest),
+        reason,
     )
 
 
@@ -553,6 +683,8 @@ def fixed_sequence_threshold(
             stopped_at = f
             break
         threshold = f
+    reason = steps[0]["decision"]["reason"] if steps else None
+    statement = _threshold_statement(threshold, stopped_at, alpha, min_effect)
     return {
         "threshold": threshold,
         "stopped_at": stopped_at,
@@ -561,7 +693,8 @@ def fixed_sequence_threshold(
         "test": FIXED_SEQUENCE_TEST,
         "alpha": alpha,
         "margin": float(min_effect),
-        "statement": _threshold_statement(threshold, stopped_at, alpha, min_effect),
+        "statement": f"Estimate only, no threshold ({reason})." if reason else statement,
+        "reason": reason,
     }
 
 
