@@ -218,9 +218,39 @@ def estimate(runs: list[Run], trait: str, s: Settings, seed_var: stats.SeedVaria
     return {**est, "trials": [r.trial for r in runs]}
 
 
+def effect_shown(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: range | None = None):
+    """The all-teacher effect D = tau1 - tau0 tested like a subset (sufficiency at min_effect); None when
+    either baseline has no runs."""
+    teacher, clean = runs_of(runs, b.all_teacher(), seeds), runs_of(runs, b.all_clean(), seeds)
+    if not (teacher and clean):
+        return None
+    return stats.sufficiency(
+        values(teacher, trait),
+        values(clean, trait),
+        s.min_effect,
+        s.alpha,
+        trials=tuple(r.trial for r in teacher + clean),
+        n_boot=s.n_boot,
+        pooled=pooled(runs, trait),
+    )
+
+
+def trait_gate(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: range | None = None) -> str | None:
+    """stats.NO_TRAIT when the all-teacher effect was run and is not shown: no subset then explains it."""
+    d = effect_shown(runs, b, trait, s, seeds)
+    return stats.NO_TRAIT if d is not None and d.passed is False else None
+
+
 def sufficiency(
-    runs: list[Run], node: Condition, clean: Condition, trait: str, s: Settings, seeds: range | None = None
+    runs: list[Run],
+    node: Condition,
+    clean: Condition,
+    trait: str,
+    s: Settings,
+    seeds: range | None = None,
+    builder: Builder | None = None,
 ):
+    """Sufficiency of `node` against `clean`; with `builder`, gated on the all-teacher effect (trait_gate)."""
     a, b = runs_of(runs, node, seeds), runs_of(runs, clean, seeds)
     return stats.sufficiency(
         values(a, trait),
@@ -230,6 +260,7 @@ def sufficiency(
         trials=tuple(r.trial for r in a + b),
         n_boot=s.n_boot,
         pooled=pooled(runs, trait),
+        gate=trait_gate(runs, builder, trait, s, seeds) if builder is not None else None,
     )
 
 
