@@ -528,3 +528,11 @@ def test_pooled_seed_variance_lets_one_seed_conditions_decide():
     other = [[list(rng.binomial(4, 0.3, 100) / 4)] for _ in range(2)]
     pooled = pooled_seed_variance([other[0] + other[1]])
     assert sufficiency(a, b, 0.02, pooled=pooled).passed is True
+
+
+def test_fixed_sequence_with_one_seed_is_an_estimate_not_no_leak():
+    rng = np.random.default_rng(2)
+    runs = {1.0: [list(rng.binomial(4, 0.6, 100) / 4)]}
+    out = fixed_sequence_threshold([1.0], runs, [list(rng.binomial(4, 0.1, 100) / 4)])
+    assert out["threshold"] is None and out["reason"].startswith("one seed per condition")
+    assert out["statement"].startswith("Estimate only, no threshold") and "No leak" not in out["statement"]

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 
 import numpy as np
+
+from leaksweep.binomial import is_rate, newcombe, newcombe_p, pooled_n, tiny_eval_note, wilson_rate, z_for
 
 Z_95 = 1.959963984540054
 
@@ -130,37 +131,10 @@ def _prompt_draws(rng: np.random.Generator, n: np.ndarray, width: int) -> np.nda
 
 # Student t 0.975 quantiles for 1..30 degrees of freedom (beyond 30, 2.04 is within 4% of normal).
 _T_975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -303,74 +277,17 @@ def run_sizes(*conditions: list[list[float]]) -> tuple[int, int]:
     return sum(len(c) for c in conditions), max(len(r) for c in conditions for r in c)
 
 
-# --- binomial floors: no rate interval narrower than its samples support ----------------------------
-#
-# A percentile bootstrap of all-zero data is [0, 0]: it says nothing about what a few samples cannot
-# rule out. For rates (every value in [0, 1]) every interval is floored at the binomial one of the
-# pooled prompt values (a prompt value counts as one observation: samples of a prompt are
-# correlated, so this is the conservative count): Wilson for a condition, Newcombe's hybrid score
-# interval (from the two Wilson intervals) for a difference.
-
-TINY_EVAL = 30  # fewer pooled prompt values than this in a condition: the conclusion warns
 ONE_SEED = "one seed per condition: estimate only; set search.seeds: 2 or more"
 NO_TRAIT = "no trait to explain: the all-teacher effect D = tau1 - tau0 is not shown"
 
 
-def _z(level: float) -> float:
-    """The two-sided normal quantile for `level` (1.96 at 95 %)."""
-    return NormalDist().inv_cdf(0.5 + level / 2)
-
-
-def is_rate(*conditions: list[list[float]]) -> bool:
-    """Every value is in [0, 1]: the trait is a rate, and binomial floors apply."""
-    return all(0.0 <= v <= 1.0 for runs in conditions for run in runs for v in run)
-
-
-def pooled_n(runs: list[list[float]]) -> int:
-    """Prompt values over all runs of a condition."""
-    return sum(len(r) for r in runs)
-
-
-def tiny_eval_note(*conditions: list[list[float]]) -> str | None:
-    """A warning when a condition rests on fewer than TINY_EVAL prompt values."""
-    small = min(pooled_n(runs) for runs in conditions)
-    if small >= TINY_EVAL:
-        return None
-    return (
-        f"tiny eval: a condition has only {small} prompt values (runs x prompts); its interval is at least the "
-        f"binomial one, wide; raise traits.T.n_prompts or search.seeds"
-    )
-
-
-def wilson_rate(p: float, n: int, z: float = Z_95) -> tuple[float, float, float]:
-    """(p, low, high): the Wilson score interval for a rate p observed over n values (p need not be k/n)."""
-    p = min(max(p, 0.0), 1.0)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
-
-
-def newcombe(a_runs: list[list[float]], b_runs: list[list[float]], z: float) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for mean(a) - mean(b) from the two Wilson intervals at `z`."""
-    pa, la, ua = wilson_rate(_condition_mean(a_runs), pooled_n(a_runs), z)
-    pb, lb, ub = wilson_rate(_condition_mean(b_runs), pooled_n(b_runs), z)
-    d = pa - pb
-    return d - math.hypot(pa - la, ub - pb), d + math.hypot(ua - pa, pb - lb)
+def _newcombe(a_runs, b_runs, z: float) -> tuple[float, float]:
+    return newcombe(_condition_mean(a_runs), pooled_n(a_runs), _condition_mean(b_runs), pooled_n(b_runs), z)
 
 
 def _newcombe_p(a_runs, b_runs, x: float, above: bool) -> float:
-    """One-sided binomial p for 'the difference is above x' (or below x): the tail whose bound reaches x."""
-    side = 0 if above else 1
-    if (newcombe(a_runs, b_runs, 0.0)[side] <= x) if above else (newcombe(a_runs, b_runs, 0.0)[side] >= x):
-        return 0.5
-    lo, hi = 0.0, 12.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        bound = newcombe(a_runs, b_runs, mid)[side]
-        inside = bound > x if above else bound < x
-        lo, hi = (mid, hi) if inside else (lo, mid)
-    return 1 - NormalDist().cdf(lo)
+    pa, pb = _condition_mean(a_runs), _condition_mean(b_runs)
+    return newcombe_p(pa, pooled_n(a_runs), pb, pooled_n(b_runs), x, above)
 
 
 def seed_variance_known(a_runs, b_runs, pooled: SeedVariance | None) -> bool:
@@ -388,7 +305,7 @@ def estimate(
     value = _condition_mean(runs)
     note = None
     if is_rate(runs):
-        _, w_low, w_high = wilson_rate(value, pooled_n(runs), _z(level))
+        _, w_low, w_high = wilson_rate(value, pooled_n(runs), z_for(level))
         if w_low < low or w_high > high:
             low, high = min(low, w_low), max(high, w_high)
             method += f"; floored at the Wilson interval of the {pooled_n(runs)} pooled prompt values"
@@ -455,7 +372,7 @@ def _difference(
     value = _condition_mean(a_runs) - _condition_mean(b_runs)
     note = None
     if is_rate(a_runs, b_runs):
-        n_low, n_high = newcombe(a_runs, b_runs, _z(level))
+        n_low, n_high = _newcombe(a_runs, b_runs, z_for(level))
         if n_low < low or n_high > high:
             low, high = min(low, n_low), max(high, n_high)
             method += "; floored at Newcombe's binomial interval of the pooled prompt values"

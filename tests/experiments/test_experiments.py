@@ -342,3 +342,11 @@ def test_a_null_surface_has_no_necessary_or_sufficient_subset(seeds):
         d["statement"] for d in decisions
     ]
     assert out["all_teacher_effect"][TRAIT]["passed"] is (False if seeds == 2 else None)
+
+
+def test_minimal_subset_on_a_null_surface_has_no_trait_to_explain():
+    """D not shown: not "no leak" from a sufficiency test, but no decision, saying why."""
+    search = make_search(sweep_cfg(mode="minimal_subset", subsets=["S"], seeds=2), ["clean", "teacher"])
+    _, out = drive(search, executor(NULL))
+    assert out["no_leak"] is None and out["minimal"] == []
+    assert out["tests"]["S"]["passed"] is None and out["tests"]["S"]["reason"].startswith("no trait to explain")

@@ -103,7 +103,8 @@ class MinimalSubsetSearch:
             "distributed": [n for n in minimal if _depth(n) < self.max_depth],
             "confirmed": {n: c["passed"] for n, c in confirmations.items()},
             "confirmations": confirmations,
-            "no_leak": not decided.get(self.subset, False),
+            # None: the root has no decision (one seed, or no trait to explain: tests[subset].reason says which)
+            "no_leak": None if (tests.get(self.subset) or {}).get("reason") else not decided.get(self.subset, False),
             "alpha": s.alpha,
             "min_effect": s.min_effect,
         }

@@ -234,9 +234,8 @@ def _threshold_sentence(dr: dict, analysis: dict) -> str:
         top = max(tested) if tested else (dr.get("ladder") or [None])[-1]
         step = next((s.get("decision") for s in seq.get("steps", []) if s.get("fraction") == top), None)
         why = f" The top rung's test: {esc(step['statement'])}" if step and step.get("statement") else ""
-        text = (
-            f"<b>No leak</b> of {esc(trait)} on {name} up to the top rung, {frac(top)} from the teacher ({test}).{why}"
-        )
+        verdict = f"<b>No decision</b> ({esc(seq['reason'])})" if seq.get("reason") else "<b>No leak</b>"
+        text = f"{verdict} of {esc(trait)} on {name} up to the top rung, {frac(top)} from the teacher ({test}).{why}"
     return text + _fit_sentence(dr.get("fit") or {})
 
 
@@ -312,6 +311,14 @@ def _minimal_answer(view: SweepView) -> list[str]:
     tests, minimal = a.get("tests", {}), a.get("minimal", [])
     levels = f"sufficiency tests at {test_levels(a)}"
     spent = f"{a.get('trials_spent')} trials in all." if a.get("trials_spent") is not None else ""
+    if (tests.get(root) or {}).get("reason") and a.get("no_leak") is None:
+        d = tests[root]
+        return [
+            f"<b>No decision</b> ({esc(d['reason'])}): patching all of <code>{esc(root)}</code> with the teacher "
+            f"gives {esc(trait)} {decision_short(d)} against the all-clean baseline ({levels}); the bisection "
+            f"needs a decision there to narrow anything down.",
+            spent,
+        ]
     if a.get("no_leak"):
         d = tests.get(root)
         detail = f": {decision_short(d)}" if d else ""
