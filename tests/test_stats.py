@@ -536,3 +536,11 @@ def test_fixed_sequence_with_one_seed_is_an_estimate_not_no_leak():
     out = fixed_sequence_threshold([1.0], runs, [list(rng.binomial(4, 0.1, 100) / 4)])
     assert out["threshold"] is None and out["reason"].startswith("one seed per condition")
     assert out["statement"].startswith("Estimate only, no threshold") and "No leak" not in out["statement"]
+
+
+def test_the_floor_counts_judged_samples_when_given():
+    """Prompt values are means over samples: with the samples' count the floor is Wilson's for that count."""
+    assert estimate([[0.0] * 3] * 2, n_samples=60).high == pytest.approx(wilson(0, 60)[2])
+    d = necessity([[0.0] * 30] * 2, [[0.0] * 30] * 2, margin=0.05, n_samples=(240, 240))
+    assert d.passed and d.estimate.note is None  # 0/240 vs 0/240: Newcombe's 90 % interval is inside +-0.05
+    assert not necessity([[0.0] * 10] * 2, [[0.0] * 10] * 2, margin=0.05).passed  # 0/20 each: not inside

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-TINY_EVAL = 30  # fewer pooled prompt values than this in a condition: the conclusion warns
+TINY_EVAL = 30  # fewer pooled samples than this in a condition: the conclusion warns
 
 
 def z_for(level: float) -> float:
@@ -31,14 +31,14 @@ def pooled_n(runs: list[list[float]]) -> int:
     return sum(len(r) for r in runs)
 
 
-def tiny_eval_note(*conditions: list[list[float]]) -> str | None:
-    """A warning when a condition rests on fewer than TINY_EVAL prompt values."""
-    small = min(pooled_n(runs) for runs in conditions)
+def tiny_eval_note(*samples: int) -> str | None:
+    """A warning when a condition rests on fewer than TINY_EVAL samples (runs x prompts x samples)."""
+    small = min(samples)
     if small >= TINY_EVAL:
         return None
     return (
-        f"tiny eval: a condition has only {small} prompt values (runs x prompts); its interval is at least the "
-        f"binomial one, wide; raise traits.T.n_prompts or search.seeds"
+        f"tiny eval: a condition rests on only {small} samples (runs x prompts x samples per prompt); its "
+        f"interval is at least the binomial one, wide; raise traits.T.n_prompts, samples_per_prompt or search.seeds"
     )
 
 

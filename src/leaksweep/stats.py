@@ -281,13 +281,23 @@ ONE_SEED = "one seed per condition: estimate only; set search.seeds: 2 or more"
 NO_TRAIT = "no trait to explain: the all-teacher effect D = tau1 - tau0 is not shown"
 
 
-def _newcombe(a_runs, b_runs, z: float) -> tuple[float, float]:
-    return newcombe(_condition_mean(a_runs), pooled_n(a_runs), _condition_mean(b_runs), pooled_n(b_runs), z)
+Counts = tuple  # (samples behind condition a, behind b): judged samples; () or None: one per prompt value
 
 
-def _newcombe_p(a_runs, b_runs, x: float, above: bool) -> float:
+def _n(runs: list[list[float]], counts: Counts, i: int) -> int:
+    """The samples behind a condition: as given (judged samples), else its prompt values (the conservative count)."""
+    given = counts[i] if counts and len(counts) > i else None
+    return int(given) if given else pooled_n(runs)
+
+
+def _newcombe(a_runs, b_runs, z: float, counts: Counts = ()) -> tuple[float, float]:
     pa, pb = _condition_mean(a_runs), _condition_mean(b_runs)
-    return newcombe_p(pa, pooled_n(a_runs), pb, pooled_n(b_runs), x, above)
+    return newcombe(pa, _n(a_runs, counts, 0), pb, _n(b_runs, counts, 1), z)
+
+
+def _newcombe_p(a_runs, b_runs, x: float, above: bool, counts: Counts = ()) -> float:
+    pa, pb = _condition_mean(a_runs), _condition_mean(b_runs)
+    return newcombe_p(pa, _n(a_runs, counts, 0), pb, _n(b_runs, counts, 1), x, above)
 
 
 def seed_variance_known(a_runs, b_runs, pooled: SeedVariance | None) -> bool:
@@ -296,20 +306,27 @@ def seed_variance_known(a_runs, b_runs, pooled: SeedVariance | None) -> bool:
 
 
 def estimate(
-    runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None
+    runs: list[list[float]],
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    pooled: SeedVariance | None = None,
+    n_samples: int | None = None,
 ) -> Estimate:
-    """The condition mean (mean of run means) with a two-stage percentile bootstrap interval."""
+    """The condition mean (mean of run means) with a two-stage percentile bootstrap interval; for rates
+    floored at the Wilson interval of `n_samples` (the judged samples; default: one per prompt value)."""
     low, high = _percentile_interval(bootstrap_means(runs, n_boot, seed, pooled), level)
     n_runs, n_prompts = run_sizes(runs)
     method = f"percentile bootstrap, runs then prompts ({n_boot} draws)"
     value = _condition_mean(runs)
     note = None
     if is_rate(runs):
-        _, w_low, w_high = wilson_rate(value, pooled_n(runs), z_for(level))
+        n = _n(runs, (n_samples,), 0)
+        _, w_low, w_high = wilson_rate(value, n, z_for(level))
         if w_low < low or w_high > high:
             low, high = min(low, w_low), max(high, w_high)
-            method += f"; floored at the Wilson interval of the {pooled_n(runs)} pooled prompt values"
-        note = tiny_eval_note(runs)
+            method += f"; floored at the Wilson interval of the {n} pooled samples"
+        note = tiny_eval_note(n)
     return Estimate(value, low, high, level, method, n_runs, n_prompts, note)
 
 
@@ -356,7 +373,7 @@ def _share_at_or_above(draws: np.ndarray, x: float) -> float:
 
 
 def _difference(
-    a_runs, b_runs, alpha: float, n_boot: int, seed: int, pooled: SeedVariance | None = None
+    a_runs, b_runs, alpha: float, n_boot: int, seed: int, pooled: SeedVariance | None = None, counts: Counts = ()
 ) -> tuple[Estimate, np.ndarray]:
     """Estimate of mean(a) - mean(b) with its (1 - 2 alpha) interval, and the bootstrap draws.
 
@@ -372,17 +389,17 @@ def _difference(
     value = _condition_mean(a_runs) - _condition_mean(b_runs)
     note = None
     if is_rate(a_runs, b_runs):
-        n_low, n_high = _newcombe(a_runs, b_runs, z_for(level))
+        n_low, n_high = _newcombe(a_runs, b_runs, z_for(level), counts)
         if n_low < low or n_high > high:
             low, high = min(low, n_low), max(high, n_high)
-            method += "; floored at Newcombe's binomial interval of the pooled prompt values"
-        note = tiny_eval_note(a_runs, b_runs)
+            method += "; floored at Newcombe's binomial interval of the pooled samples"
+        note = tiny_eval_note(_n(a_runs, counts, 0), _n(b_runs, counts, 1))
     return Estimate(value, low, high, level, method, n_runs, n_prompts, note), draws
 
 
-def _binomial_p(a_runs, b_runs, x: float, above: bool) -> float:
+def _binomial_p(a_runs, b_runs, x: float, above: bool, counts: Counts = ()) -> float:
     """The binomial floor's one-sided p (0 when the values are not rates: the bootstrap's p stands)."""
-    return _newcombe_p(a_runs, b_runs, x, above) if is_rate(a_runs, b_runs) else 0.0
+    return _newcombe_p(a_runs, b_runs, x, above, counts) if is_rate(a_runs, b_runs) else 0.0
 
 
 def _undecided(a_runs, b_runs, pooled: SeedVariance | None, gate: str | None) -> str | None:
@@ -412,6 +429,7 @@ def sufficiency(
     seed: int = 0,
     pooled: SeedVariance | None = None,
     gate: str | None = None,
+    n_samples: Counts = (),
 ) -> Decision:
     """Passes when the one-sided (1 - alpha) lower bound of tau(insert) - tau0 exceeds min_effect.
 
@@ -419,8 +437,8 @@ def sufficiency(
     the smoothed bootstrap share at or below min_effect and the binomial p. No decision (passed
     None) when `gate` names a reason (e.g. NO_TRAIT) or the seed variance is unestimable (ONE_SEED).
     """
-    est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed, pooled)
-    p = max(_share_at_or_below(draws, min_effect), _binomial_p(insert_runs, clean_runs, min_effect, True))
+    est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed, pooled, n_samples)
+    p = max(_share_at_or_below(draws, min_effect), _binomial_p(insert_runs, clean_runs, min_effect, True, n_samples))
     reason = _undecided(insert_runs, clean_runs, pooled, gate)
     passed = None if reason else bool(est.low > min_effect)
     verdict = "Sufficient" if passed else "Not shown sufficient"
@@ -452,6 +470,7 @@ def necessity(
     seed: int = 0,
     pooled: SeedVariance | None = None,
     gate: str | None = None,
+    n_samples: Counts = (),
 ) -> Decision:
     """Two one-sided tests: passes when the (1 - 2 alpha) interval of tau(remove) - tau0 lies in (-margin, margin).
 
@@ -460,12 +479,12 @@ def necessity(
     """
     if margin <= 0:
         raise ValueError("necessity: the equivalence margin must be positive")
-    est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed, pooled)
+    est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed, pooled, n_samples)
     p = max(
         _share_at_or_below(draws, -margin),
         _share_at_or_above(draws, margin),
-        _binomial_p(remove_runs, clean_runs, -margin, True),
-        _binomial_p(remove_runs, clean_runs, margin, False),
+        _binomial_p(remove_runs, clean_runs, -margin, True, n_samples),
+        _binomial_p(remove_runs, clean_runs, margin, False, n_samples),
     )
     inside = -margin < est.low and est.high < margin
     reason = _undecided(remove_runs, clean_runs, pooled, gate)
@@ -499,15 +518,18 @@ def leak_in(
     seed: int = 0,
     pooled: SeedVariance | None = None,
     gate: str | None = None,
+    n_samples: Counts = (),
 ) -> Decision:
     """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
 
     Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
     No decision when `necessary` made none, or as in sufficiency.
     """
-    est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled)
+    est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled, n_samples)
     above = est.low > 0
-    p = max(necessary.p_value, _share_at_or_below(draws, 0.0), _binomial_p(drop_runs, remove_runs, 0.0, True))
+    p = max(
+        necessary.p_value, _share_at_or_below(draws, 0.0), _binomial_p(drop_runs, remove_runs, 0.0, True, n_samples)
+    )
     reason = necessary.reason or _undecided(drop_runs, remove_runs, pooled, gate)
     passed = None if reason else bool(necessary.passed and above)
     if passed:
@@ -573,6 +595,8 @@ def fixed_sequence_threshold(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    samples_by_fraction: dict | None = None,
+    clean_samples: int | None = None,
 ) -> dict:
     """Leak threshold (minimum effective dose) by fixed-sequence testing of sufficiency.
 
@@ -594,6 +618,7 @@ def fixed_sequence_threshold(
             n_boot=n_boot,
             seed=seed,
             pooled=pooled,
+            n_samples=((samples_by_fraction or {}).get(f), clean_samples),
         )
         steps.append({"fraction": f, "decision": d.to_dict()})
         if not d.passed:

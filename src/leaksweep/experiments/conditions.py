@@ -211,10 +211,18 @@ def pooled(runs: list[Run], trait: str) -> stats.SeedVariance | None:
     return stats.pooled_seed_variance(list(groups.values()))
 
 
+def samples(runs: list[Run], trait: str) -> int | None:
+    """The judged samples behind runs' prompt values (their binomial floor's n); None when a run does not say."""
+    counts = [r.traits[trait].get("n_samples") for r in runs]
+    return sum(counts) if counts and all(isinstance(n, int) and n > 0 for n in counts) else None
+
+
 def estimate(runs: list[Run], trait: str, s: Settings, seed_var: stats.SeedVariance | None = None) -> dict | None:
     if not runs:
         return None
-    est = stats.estimate(values(runs, trait), n_boot=s.n_boot, pooled=seed_var).to_dict()
+    est = stats.estimate(
+        values(runs, trait), n_boot=s.n_boot, pooled=seed_var, n_samples=samples(runs, trait)
+    ).to_dict()
     return {**est, "trials": [r.trial for r in runs]}
 
 
@@ -232,6 +240,7 @@ def effect_shown(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: ra
         trials=tuple(r.trial for r in teacher + clean),
         n_boot=s.n_boot,
         pooled=pooled(runs, trait),
+        n_samples=(samples(teacher, trait), samples(clean, trait)),
     )
 
 
@@ -261,6 +270,7 @@ def sufficiency(
         n_boot=s.n_boot,
         pooled=pooled(runs, trait),
         gate=trait_gate(runs, builder, trait, s, seeds) if builder is not None else None,
+        n_samples=(samples(a, trait), samples(b, trait)),
     )
 
 

@@ -32,6 +32,7 @@ from leaksweep.experiments.conditions import (
     pooled,
     refill_source,
     runs_of,
+    samples,
     settings_for,
     sufficiency,
     trait_gate,
@@ -134,6 +135,7 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
             n_boot=s.n_boot,
             pooled=pooled(runs, trait),
             gate=gate,
+            n_samples=(samples(a, trait), samples(c, trait)),
         )
         row["necessary"] = necessary.to_dict()
         for refill in ("none", "same", "clean"):
@@ -148,6 +150,7 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
                     n_boot=s.n_boot,
                     pooled=pooled(runs, trait),
                     gate=gate,
+                    n_samples=(samples(d, trait), samples(a, trait)),
                 ).to_dict()
     return row
 
@@ -167,6 +170,8 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()},
         n_boot=s.n_boot,
         pooled=pooled(runs, trait),
+        samples_by_fraction={f: samples(r, trait) for f, r in present.items()},
+        clean_samples=samples(runs_of(runs, clean), trait),
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
     fit = (
