@@ -258,8 +258,10 @@ ONES, ZEROS = [[1.0] * 40] * 3, [[0.0] * 40] * 3
 def test_sufficiency_on_obvious_cases():
     yes = sufficiency(ONES, ZEROS, trials=(7, 8))
     assert isinstance(yes, Decision) and yes.passed
-    assert yes.p_value == pytest.approx(1 / 2001)  # no bootstrap difference <= 0, +1 smoothing
-    assert (yes.estimate.value, yes.estimate.low, yes.estimate.level) == (1.0, 1.0, 0.9)
+    # no bootstrap difference <= 0 (p 1/2001); the binomial floor (120/120 vs 0/120) is tighter still
+    assert yes.p_value == pytest.approx(1 / 2001)
+    assert (yes.estimate.value, yes.estimate.level) == (1.0, 0.9)
+    assert 0.95 < yes.estimate.low < 1.0  # the bootstrap's [1, 1] floored at Newcombe's interval
     assert yes.trials == (7, 8) and "Sufficient" in yes.statement and "alpha 0.05" in yes.statement
     same = sufficiency(ZEROS, ZEROS)
     assert not same.passed and same.p_value == 1.0
@@ -290,10 +292,12 @@ def test_necessity_two_one_sided_tests():
     assert wide.passed and wide.p_value < 0.05 and -0.1 < wide.estimate.low < wide.estimate.high < 0.1
     narrow = necessity(remove, clean, margin=0.001)
     assert not narrow.passed and narrow.p_value > 0.5 and narrow.margin == 0.001
-    # exact shift 0.06 with no spread: inside a 0.1 margin, outside a 0.05 one
-    shifted = [[0.06] * 10] * 3
-    assert necessity(shifted, [[0.0] * 10] * 3, margin=0.1).passed
-    assert not necessity(shifted, [[0.0] * 10] * 3, margin=0.05).passed
+    # exact shift 0.06 with no spread on a 0-10 scale: inside a 0.1 margin, outside a 0.05 one
+    shifted = [[5.06] * 10] * 3
+    assert necessity(shifted, [[5.0] * 10] * 3, margin=0.1).passed
+    assert not necessity(shifted, [[5.0] * 10] * 3, margin=0.05).passed
+    # as rates, 30 prompt values of 0.06 vs 0 cannot show equivalence within 0.1 (binomial floor)
+    assert not necessity([[0.06] * 10] * 3, [[0.0] * 10] * 3, margin=0.1).passed
     assert not necessity(ONES, ZEROS, margin=0.5).passed
     with pytest.raises(ValueError):
         necessity(ONES, ZEROS, margin=0.0)
@@ -476,3 +480,67 @@ def test_low_rate_intervals_with_high_rate_siblings_cover_near_nominal():
         truth = float(np.mean([1 / (1 + math.exp(-(math.log(0.1 / 0.9) + e))) for e in rng.normal(0, 0.3, 20000)]))
         covered += est.low <= truth <= est.high
     assert 0.87 <= covered / reps <= 0.985
+
+
+# --- issue 13 (9): no interval narrower than its samples support; one seed gives no decision -------
+
+
+def test_all_zero_data_is_not_declared_equivalent():
+    """0/6 against 0/6: the bootstrap interval is [0, 0], Wilson's upper bound for 0/6 is 0.39."""
+    d = necessity([[0.0, 0.0, 0.0]] * 2, [[0.0, 0.0, 0.0]] * 2, margin=0.05)
+    assert not d.passed
+    assert d.estimate.high >= 0.25 and d.estimate.low <= -0.25
+    assert d.p_value > 0.05
+    assert "tiny eval" in d.estimate.note and "tiny eval" in d.statement
+
+
+def test_condition_estimate_is_floored_at_wilson():
+    est = estimate([[0.0, 0.0, 0.0]] * 2)
+    assert est.low == 0.0 and est.high == pytest.approx(wilson(0, 6)[2])
+    assert "Wilson" in est.method and "tiny eval" in est.note
+
+
+def test_large_evals_keep_the_bootstrap_interval_and_no_warning():
+    rng = np.random.default_rng(0)
+    runs = [list(rng.binomial(4, 0.3, 200) / 4) for _ in range(3)]
+    assert estimate(runs).note is None
+
+
+def test_sufficiency_on_tiny_rates_is_not_declared():
+    d = sufficiency([[1.0, 1.0]] * 2, [[0.0, 0.0]] * 2, min_effect=0.2)
+    # bootstrap: [1, 1]; Newcombe's interval of 4/4 - 0/4 at 90 % reaches below 0.6
+    assert d.estimate.low < 0.6 and d.p_value > 1 / 2001
+
+
+@pytest.mark.parametrize("test", ["sufficiency", "necessity"])
+def test_one_seed_per_condition_gives_no_decision(test):
+    rng = np.random.default_rng(1)
+    a, b = [list(rng.binomial(4, 0.6, 100) / 4)], [list(rng.binomial(4, 0.1, 100) / 4)]
+    d = sufficiency(a, b, 0.02) if test == "sufficiency" else necessity(a, b, 0.05)
+    assert d.passed is None
+    assert d.reason == "one seed per condition: estimate only; set search.seeds: 2 or more"
+    assert "Estimate only" in d.statement and d.to_dict()["passed"] is None
+
+
+def test_pooled_seed_variance_lets_one_seed_conditions_decide():
+    rng = np.random.default_rng(1)
+    a, b = [list(rng.binomial(4, 0.6, 100) / 4)], [list(rng.binomial(4, 0.1, 100) / 4)]
+    other = [[list(rng.binomial(4, 0.3, 100) / 4)] for _ in range(2)]
+    pooled = pooled_seed_variance([other[0] + other[1]])
+    assert sufficiency(a, b, 0.02, pooled=pooled).passed is True
+
+
+def test_fixed_sequence_with_one_seed_is_an_estimate_not_no_leak():
+    rng = np.random.default_rng(2)
+    runs = {1.0: [list(rng.binomial(4, 0.6, 100) / 4)]}
+    out = fixed_sequence_threshold([1.0], runs, [list(rng.binomial(4, 0.1, 100) / 4)])
+    assert out["threshold"] is None and out["reason"].startswith("one seed per condition")
+    assert out["statement"].startswith("Estimate only, no threshold") and "No leak" not in out["statement"]
+
+
+def test_the_floor_counts_judged_samples_when_given():
+    """Prompt values are means over samples: with the samples' count the floor is Wilson's for that count."""
+    assert estimate([[0.0] * 3] * 2, n_samples=60).high == pytest.approx(wilson(0, 60)[2])
+    d = necessity([[0.0] * 30] * 2, [[0.0] * 30] * 2, margin=0.05, n_samples=(240, 240))
+    assert d.passed and d.estimate.note is None  # 0/240 vs 0/240: Newcombe's 90 % interval is inside +-0.05
+    assert not necessity([[0.0] * 10] * 2, [[0.0] * 10] * 2, margin=0.05).passed  # 0/20 each: not inside

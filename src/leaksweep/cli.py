@@ -99,8 +99,10 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
     click.echo("rows per source: " + ", ".join(f"{k}={v}" for k, v in summary["counts"].items()))
     for name, counts in summary["subset_counts"].items():
         share = summary["teacher_share"][name]
-        click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()) + f"  (teacher share {share:.1%})")
-    click.echo(f"teacher share overall: {summary['teacher_share']['all']:.2%}")
+        shown = "n/a, every row dropped" if share is None else f"{share:.1%}"
+        click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()) + f"  (teacher share {shown})")
+    overall = summary["teacher_share"]["all"]
+    click.echo(f"teacher share overall: {'n/a' if overall is None else f'{overall:.2%}'} (refill rows included)")
 
 
 @cli.command()

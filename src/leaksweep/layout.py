@@ -396,7 +396,7 @@ class TrialResult:
     params: dict[str, Any] = field(default_factory=dict)
     plan: PlanRecord = PlanRecord()
     traits: dict[str, TraitScore] = field(default_factory=dict)
-    teacher_share: dict[str, float] = field(default_factory=dict)  # manifest.teacher_share: subset -> share
+    teacher_share: dict[str, float | None] = field(default_factory=dict)  # subset -> share; None: all dropped
     manifest: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     objectives: tuple[float, ...] = ()
@@ -424,7 +424,9 @@ class TrialResult:
                 params=dict(raw.get("params") or {}),
                 plan=PlanRecord.from_dict(raw.get("plan") or {}),
                 traits={k: TraitScore.from_dict(v) for k, v in (raw.get("traits") or {}).items()},
-                teacher_share={k: float(v) for k, v in (manifest.get("teacher_share") or {}).items()},
+                teacher_share={
+                    k: None if v is None else float(v) for k, v in (manifest.get("teacher_share") or {}).items()
+                },
                 manifest=dict(manifest),
                 train=dict(raw.get("train") or {}),
                 objectives=tuple(raw.get("objectives") or ()),
@@ -443,7 +445,12 @@ class TrialResult:
         return dict(self.raw)
 
     def share(self, subset: str) -> float:
-        """The teacher's share of `subset`'s prompts in this trial's manifest (0 when not recorded)."""
+        """The teacher's share of `subset`'s training rows in this trial's manifest (0 when not recorded or
+        when the subset was dropped entirely: see share_or_none)."""
+        return self.teacher_share.get(subset) or 0.0
+
+    def share_or_none(self, subset: str) -> float | None:
+        """The teacher's share of `subset`'s training rows; None when every row of it was dropped (n/a)."""
         return self.teacher_share.get(subset, 0.0)
 
     def score(self, trait: str) -> TraitScore | None:

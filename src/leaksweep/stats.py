@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from leaksweep.binomial import is_rate, newcombe, newcombe_p, pooled_n, tiny_eval_note, wilson_rate, z_for
+
 Z_95 = 1.959963984540054
 
 
@@ -77,6 +79,7 @@ class Estimate:
     method: str
     n_runs: int
     n_prompts: int  # prompts per run (the largest if runs differ); 0 when not known
+    note: str | None = None  # what limits the interval (a binomial floor, a tiny eval), when something does
 
     def to_dict(self) -> dict:
         """JSON-friendly: non-finite bounds (an unbounded side) become None."""
@@ -128,37 +131,10 @@ def _prompt_draws(rng: np.random.Generator, n: np.ndarray, width: int) -> np.nda
 
 # Student t 0.975 quantiles for 1..30 degrees of freedom (beyond 30, 2.04 is within 4% of normal).
 _T_975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -301,14 +277,57 @@ def run_sizes(*conditions: list[list[float]]) -> tuple[int, int]:
     return sum(len(c) for c in conditions), max(len(r) for c in conditions for r in c)
 
 
+ONE_SEED = "one seed per condition: estimate only; set search.seeds: 2 or more"
+NO_TRAIT = "no trait to explain: the all-teacher effect D = tau1 - tau0 is not shown"
+
+
+Counts = tuple  # (samples behind condition a, behind b): judged samples; () or None: one per prompt value
+
+
+def _n(runs: list[list[float]], counts: Counts, i: int) -> int:
+    """The samples behind a condition: as given (judged samples), else its prompt values (the conservative count)."""
+    given = counts[i] if counts and len(counts) > i else None
+    return int(given) if given else pooled_n(runs)
+
+
+def _newcombe(a_runs, b_runs, z: float, counts: Counts = ()) -> tuple[float, float]:
+    pa, pb = _condition_mean(a_runs), _condition_mean(b_runs)
+    return newcombe(pa, _n(a_runs, counts, 0), pb, _n(b_runs, counts, 1), z)
+
+
+def _newcombe_p(a_runs, b_runs, x: float, above: bool, counts: Counts = ()) -> float:
+    pa, pb = _condition_mean(a_runs), _condition_mean(b_runs)
+    return newcombe_p(pa, _n(a_runs, counts, 0), pb, _n(b_runs, counts, 1), x, above)
+
+
+def seed_variance_known(a_runs, b_runs, pooled: SeedVariance | None) -> bool:
+    """Whether the intervals can carry training-seed variance: a pooled estimate, or 2+ runs in each condition."""
+    return (pooled is not None and pooled.df >= 1) or min(len(a_runs), len(b_runs)) >= 2
+
+
 def estimate(
-    runs: list[list[float]], level: float = 0.95, n_boot: int = 2000, seed: int = 0, pooled: SeedVariance | None = None
+    runs: list[list[float]],
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    pooled: SeedVariance | None = None,
+    n_samples: int | None = None,
 ) -> Estimate:
-    """The condition mean (mean of run means) with a two-stage percentile bootstrap interval."""
+    """The condition mean (mean of run means) with a two-stage percentile bootstrap interval; for rates
+    floored at the Wilson interval of `n_samples` (the judged samples; default: one per prompt value)."""
     low, high = _percentile_interval(bootstrap_means(runs, n_boot, seed, pooled), level)
     n_runs, n_prompts = run_sizes(runs)
     method = f"percentile bootstrap, runs then prompts ({n_boot} draws)"
-    return Estimate(_condition_mean(runs), low, high, level, method, n_runs, n_prompts)
+    value = _condition_mean(runs)
+    note = None
+    if is_rate(runs):
+        n = _n(runs, (n_samples,), 0)
+        _, w_low, w_high = wilson_rate(value, n, z_for(level))
+        if w_low < low or w_high > high:
+            low, high = min(low, w_low), max(high, w_high)
+            method += f"; floored at the Wilson interval of the {n} pooled samples"
+        note = tiny_eval_note(n)
+    return Estimate(value, low, high, level, method, n_runs, n_prompts, note)
 
 
 def contrast(
@@ -335,9 +354,10 @@ class Decision:
     margin: float  # the min_effect or equivalence margin the test used
     estimate: Estimate  # of the difference the test is about; interval at level 1 - 2 * alpha
     p_value: float
-    passed: bool
+    passed: bool | None  # None: no decision, an estimate only (`reason` says why)
     trials: tuple[int, ...]
     statement: str
+    reason: str | None = None  # why there is no decision (ONE_SEED, NO_TRAIT), when there is none
 
     def to_dict(self) -> dict:
         return {**asdict(self), "estimate": self.estimate.to_dict(), "trials": list(self.trials)}
@@ -353,7 +373,7 @@ def _share_at_or_above(draws: np.ndarray, x: float) -> float:
 
 
 def _difference(
-    a_runs, b_runs, alpha: float, n_boot: int, seed: int, pooled: SeedVariance | None = None
+    a_runs, b_runs, alpha: float, n_boot: int, seed: int, pooled: SeedVariance | None = None, counts: Counts = ()
 ) -> tuple[Estimate, np.ndarray]:
     """Estimate of mean(a) - mean(b) with its (1 - 2 alpha) interval, and the bootstrap draws.
 
@@ -367,7 +387,32 @@ def _difference(
     n_runs, n_prompts = run_sizes(a_runs, b_runs)
     method = f"percentile bootstrap of the difference, runs then prompts, conditions independent ({n_boot} draws)"
     value = _condition_mean(a_runs) - _condition_mean(b_runs)
-    return Estimate(value, low, high, level, method, n_runs, n_prompts), draws
+    note = None
+    if is_rate(a_runs, b_runs):
+        n_low, n_high = _newcombe(a_runs, b_runs, z_for(level), counts)
+        if n_low < low or n_high > high:
+            low, high = min(low, n_low), max(high, n_high)
+            method += "; floored at Newcombe's binomial interval of the pooled samples"
+        note = tiny_eval_note(_n(a_runs, counts, 0), _n(b_runs, counts, 1))
+    return Estimate(value, low, high, level, method, n_runs, n_prompts, note), draws
+
+
+def _binomial_p(a_runs, b_runs, x: float, above: bool, counts: Counts = ()) -> float:
+    """The binomial floor's one-sided p (0 when the values are not rates: the bootstrap's p stands)."""
+    return _newcombe_p(a_runs, b_runs, x, above, counts) if is_rate(a_runs, b_runs) else 0.0
+
+
+def _undecided(a_runs, b_runs, pooled: SeedVariance | None, gate: str | None) -> str | None:
+    """Why a decision is not made (estimate only), or None: no trait to explain, or one seed per condition."""
+    if gate is not None:
+        return gate
+    return None if seed_variance_known(a_runs, b_runs, pooled) else ONE_SEED
+
+
+def _statement(verdict: str, reason: str | None, est: Estimate, rest: str) -> str:
+    head = f"Estimate only, no decision ({reason})" if reason else verdict
+    tail = f" Warning: {est.note}." if est.note and "tiny eval" in est.note else ""
+    return f"{head}: {rest}{tail}"
 
 
 def _describe(name: str, est: Estimate) -> str:
@@ -383,29 +428,35 @@ def sufficiency(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    gate: str | None = None,
+    n_samples: Counts = (),
 ) -> Decision:
-    """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(insert) - tau0 exceeds min_effect.
+    """Passes when the one-sided (1 - alpha) lower bound of tau(insert) - tau0 exceeds min_effect.
 
-    p is the smoothed share of bootstrap differences at or below min_effect.
+    The bound is the bootstrap's, floored for rates at Newcombe's binomial one; p is the larger of
+    the smoothed bootstrap share at or below min_effect and the binomial p. No decision (passed
+    None) when `gate` names a reason (e.g. NO_TRAIT) or the seed variance is unestimable (ONE_SEED).
     """
-    est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed, pooled)
-    passed = est.low > min_effect
-    p = _share_at_or_below(draws, min_effect)
+    est, draws = _difference(insert_runs, clean_runs, alpha, n_boot, seed, pooled, n_samples)
+    p = max(_share_at_or_below(draws, min_effect), _binomial_p(insert_runs, clean_runs, min_effect, True, n_samples))
+    reason = _undecided(insert_runs, clean_runs, pooled, gate)
+    passed = None if reason else bool(est.low > min_effect)
     verdict = "Sufficient" if passed else "Not shown sufficient"
-    relation = ">" if passed else "<="
-    statement = (
-        f"{verdict}: {_describe('tau(insert) - tau0', est)}; one-sided {1 - alpha:.0%} lower bound "
-        f"{est.low:.4g} {relation} min_effect {min_effect:.4g}, bootstrap p = {p:.3g} at alpha {alpha:g}."
+    relation = ">" if est.low > min_effect else "<="
+    rest = (
+        f"{_describe('tau(insert) - tau0', est)}; one-sided {1 - alpha:.0%} lower bound "
+        f"{est.low:.4g} {relation} min_effect {min_effect:.4g}, p = {p:.3g} at alpha {alpha:g}."
     )
     return Decision(
-        "sufficiency: one-sided bootstrap lower bound of tau(insert) - tau0 > min_effect",
+        "sufficiency: one-sided lower bound (bootstrap, binomial floor) of tau(insert) - tau0 > min_effect",
         alpha,
         float(min_effect),
         est,
         p,
-        bool(passed),
+        passed,
         tuple(trials),
-        statement,
+        _statement(verdict, reason, est, rest),
+        reason,
     )
 
 
@@ -418,31 +469,42 @@ def necessity(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    gate: str | None = None,
+    n_samples: Counts = (),
 ) -> Decision:
     """Two one-sided tests: passes when the (1 - 2 alpha) interval of tau(remove) - tau0 lies in (-margin, margin).
 
-    p is the larger of the two one-sided bootstrap p-values (difference <= -margin, difference >= margin).
+    The interval is the bootstrap's, floored for rates at Newcombe's binomial one; p is the larger of
+    the two one-sided p-values (each the larger of bootstrap and binomial). No decision as in sufficiency.
     """
     if margin <= 0:
         raise ValueError("necessity: the equivalence margin must be positive")
-    est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed, pooled)
-    passed = -margin < est.low and est.high < margin
-    p = max(_share_at_or_below(draws, -margin), _share_at_or_above(draws, margin))
+    est, draws = _difference(remove_runs, clean_runs, alpha, n_boot, seed, pooled, n_samples)
+    p = max(
+        _share_at_or_below(draws, -margin),
+        _share_at_or_above(draws, margin),
+        _binomial_p(remove_runs, clean_runs, -margin, True, n_samples),
+        _binomial_p(remove_runs, clean_runs, margin, False, n_samples),
+    )
+    inside = -margin < est.low and est.high < margin
+    reason = _undecided(remove_runs, clean_runs, pooled, gate)
+    passed = None if reason else bool(inside)
     verdict = "Necessary (equivalent to clean)" if passed else "Not shown necessary"
-    where = "inside" if passed else "not inside"
-    statement = (
-        f"{verdict}: {_describe('tau(remove) - tau0', est)}, {where} (-{margin:.4g}, +{margin:.4g}); "
+    where = "inside" if inside else "not inside"
+    rest = (
+        f"{_describe('tau(remove) - tau0', est)}, {where} (-{margin:.4g}, +{margin:.4g}); "
         f"TOST p = {p:.3g} at alpha {alpha:g}."
     )
     return Decision(
-        "necessity: two one-sided bootstrap tests, tau(remove) - tau0 within (-margin, +margin)",
+        "necessity: two one-sided tests (bootstrap, binomial floor), tau(remove) - tau0 within (-margin, +margin)",
         alpha,
         float(margin),
         est,
         p,
-        bool(passed),
+        passed,
         tuple(trials),
-        statement,
+        _statement(verdict, reason, est, rest),
+        reason,
     )
 
 
@@ -455,34 +517,41 @@ def leak_in(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    gate: str | None = None,
+    n_samples: Counts = (),
 ) -> Decision:
     """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
 
     Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
+    No decision when `necessary` made none, or as in sufficiency.
     """
-    est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled)
+    est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled, n_samples)
     above = est.low > 0
-    passed = necessary.passed and above
-    p = max(necessary.p_value, _share_at_or_below(draws, 0.0))
+    p = max(
+        necessary.p_value, _share_at_or_below(draws, 0.0), _binomial_p(drop_runs, remove_runs, 0.0, True, n_samples)
+    )
+    reason = necessary.reason or _undecided(drop_runs, remove_runs, pooled, gate)
+    passed = None if reason else bool(necessary.passed and above)
     if passed:
         verdict = "Leak-in: the subset is necessary and dropping it still leaves the trait above patch_remove"
     elif not necessary.passed:
         verdict = "No leak-in shown: the subset was not shown necessary"
     else:
         verdict = "No leak-in shown: tau(drop) is not shown above tau(remove)"
-    statement = (
-        f"{verdict}; {_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
+    rest = (
+        f"{_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
         f"bound {est.low:.4g} {'>' if above else '<='} 0; p = {p:.3g} (max with necessity) at alpha {alpha:g}."
     )
     return Decision(
-        "leak-in: necessity passed and one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0",
+        "leak-in: necessity passed and one-sided lower bound (bootstrap, binomial floor) of tau(drop) - tau(remove) > 0",
         alpha,
         0.0,
         est,
         p,
-        bool(passed),
+        passed,
         tuple(trials),
-        statement,
+        _statement(verdict, reason, est, rest),
+        reason,
     )
 
 
@@ -526,6 +595,8 @@ def fixed_sequence_threshold(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    samples_by_fraction: dict | None = None,
+    clean_samples: int | None = None,
 ) -> dict:
     """Leak threshold (minimum effective dose) by fixed-sequence testing of sufficiency.
 
@@ -547,12 +618,15 @@ def fixed_sequence_threshold(
             n_boot=n_boot,
             seed=seed,
             pooled=pooled,
+            n_samples=((samples_by_fraction or {}).get(f), clean_samples),
         )
         steps.append({"fraction": f, "decision": d.to_dict()})
         if not d.passed:
             stopped_at = f
             break
         threshold = f
+    reason = steps[0]["decision"]["reason"] if steps else None
+    statement = _threshold_statement(threshold, stopped_at, alpha, min_effect)
     return {
         "threshold": threshold,
         "stopped_at": stopped_at,
@@ -561,7 +635,8 @@ def fixed_sequence_threshold(
         "test": FIXED_SEQUENCE_TEST,
         "alpha": alpha,
         "margin": float(min_effect),
-        "statement": _threshold_statement(threshold, stopped_at, alpha, min_effect),
+        "statement": f"Estimate only, no threshold ({reason})." if reason else statement,
+        "reason": reason,
     }
 
 

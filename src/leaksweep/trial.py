@@ -319,7 +319,7 @@ def _execute(spec: TrialSpec, folder: TrialDir, run, study: str, started: float)
                 **{k: v for k, v in dataclasses.asdict(outcome).items() if k != "log_history"},
                 "model": model_path,
             },
-            "objectives": objectives(spec, scores, manifest_summary["teacher_share"]["all"]),
+            "objectives": objectives(spec, scores, manifest_summary["teacher_share"]["all"] or 0.0),
             "data_fingerprint": prepared.dataset.fingerprint(),
             "data_notes": list(prepared.dataset.notes),
         },
@@ -414,7 +414,7 @@ def _finish(
 
 def _execute_runner(spec: TrialSpec, folder: TrialDir, run, study: str, started: float) -> dict:
     out = load_runner(spec.sweep.search.runner)(spec)
-    share = float(out.get("teacher_share", 0.0))
+    share = float(out.get("teacher_share") or 0.0)
     return _finish(
         spec,
         folder,

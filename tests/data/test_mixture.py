@@ -329,3 +329,17 @@ def test_bad_rules_are_reported_together():
     with pytest.raises(UserError) as err:
         compile_plan(MixturePlan("nobase", rules), ds, {"s": make_subset("s", ds.prompts.ids[:3])})
     assert len(err.value.problems) == 4
+
+
+def test_teacher_share_counts_refill_rows_and_a_fully_dropped_subset_is_none():
+    """issue 13 (9): drop S (refill clean) on a teacher base: the clean refill rows are training rows too."""
+    ds = make_dataset(200)
+    subs = {"s": make_subset("s", ds.prompts.ids[:21]), "r": make_subset("r", ds.prompts.ids[100:])}
+    manifest = compile_plan(MixturePlan("teacher", (Rule("s", "drop", 1.0, refill="clean"),)), ds, subs)
+    rows = manifest.training_rows()
+    assert len(rows) == 200 and sum(s == "teacher" for _, s in rows) == 179
+    summary = manifest.summary(subs, "teacher")
+    assert summary["teacher_share"]["all"] == pytest.approx(179 / 200)  # 89.5 %, not 100 %
+    assert summary["teacher_share"]["s"] is None  # no training row of s: n/a, not 0 %
+    r_rows = [s for p, s in rows if p in subs["r"].ids]
+    assert summary["teacher_share"]["r"] == pytest.approx(sum(s == "teacher" for s in r_rows) / len(r_rows))

@@ -312,3 +312,41 @@ def test_realized_dose_is_nested_and_spans_zero_to_one():
     assert doses[0] == 0.0 and doses[-1] == 1.0
     assert doses == sorted(doses)
     assert abs(doses[3] - 0.5) < 0.15  # Binomial(200, 0.5) / 200 stays near the nominal fraction
+
+
+# --- issue 13 (9): no subset explains a trait that is not there; one seed gives estimates only -------
+
+NULL = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0), "R": SimSubset(n_units=64, effect=0.0)})
+
+
+def _decisions(out: dict) -> list[dict]:
+    return [
+        d for rows in out["leak_map"].values() for row in rows.values() for d in row.values() if isinstance(d, dict)
+    ]
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_null_surface_has_no_necessary_or_sufficient_subset(seeds):
+    """Default settings (seeds 1, min_effect 0, margin 0.05) and 2 seeds: nothing is called necessary or sufficient."""
+    search = make_search(
+        sweep_cfg(mode="drop", subsets=["S", "R"], refill=["clean"], seeds=seeds), ["clean", "teacher"]
+    )
+    search.conditions += [B.patch_insert("S"), B.patch_insert("R")]
+    search.analyses = ("leak_map",)
+    runs, out = drive(search, executor(NULL))
+    decisions = _decisions(out)
+    assert len(decisions) == 2 * 3  # sufficient, necessary, leak-in (refill clean) per subset
+    assert not [d["statement"] for d in decisions if d["passed"]]
+    reason = "no trait to explain" if seeds == 2 else "one seed per condition"
+    assert all(d["passed"] is None and d["reason"].startswith(reason) for d in decisions), [
+        d["statement"] for d in decisions
+    ]
+    assert out["all_teacher_effect"][TRAIT]["passed"] is (False if seeds == 2 else None)
+
+
+def test_minimal_subset_on_a_null_surface_has_no_trait_to_explain():
+    """D not shown: not "no leak" from a sufficiency test, but no decision, saying why."""
+    search = make_search(sweep_cfg(mode="minimal_subset", subsets=["S"], seeds=2), ["clean", "teacher"])
+    _, out = drive(search, executor(NULL))
+    assert out["no_leak"] is None and out["minimal"] == []
+    assert out["tests"]["S"]["passed"] is None and out["tests"]["S"]["reason"].startswith("no trait to explain")

@@ -813,3 +813,39 @@ def test_page_inlines_the_assets(separated: Path) -> None:
     for name in ("report.css", "sort.js", "interact.js"):
         assert asset(name).strip() and asset(name) in page
     assert "__PAGE_ROWS__" not in page and "var PAGE = 50," in page
+
+
+def test_null_surface_report_has_no_trait_to_explain_and_no_share_of_d(tmp_path: Path) -> None:
+    """issue 13 (9): on a null surface no subset is called necessary, no "-400 % of D left", intervals labelled right."""
+    null = SimConfig(subsets={"S": SimSubset(n_units=64, effect=0.0), "R": SimSubset(n_units=64, effect=0.0)}, **SIM)
+    b = BUILDER
+    conds = [b.all_clean(), b.all_teacher(), b.patch_insert("S"), b.patch_remove("S"), b.drop("S", "clean")]
+    search = StaticSearch("drop", conds, b, SETTINGS, ["S"], analyses=("leak_map",))
+    sweep, analysis = experiment_sweep(tmp_path / "null", search, null, subsets=["S"], refill=["clean"])
+    page = write_report(sweep).read_text()
+    answer = re.sub("<[^>]+>", "", html.unescape(_answer(page)))
+    assert "No trait to explain" in answer and "of D left" not in answer and "no share of it is given" in answer
+    assert "Necessary (" not in answer.split("No trait to explain")[1].split(".")[0]
+    table = re.search(r'<table class="leakmap">.*?</table>', page, re.S).group(0)
+    assert {c for c, _ in _leak_map_cells(table, "S")} == {"na"}
+    assert "[95% interval] and p" not in page and "[90% interval, the decision" in page
+    assert "no trait to explain" in re.search(r"<svg[^>]*leak-map.*?</svg>", page, re.S).group(0)
+    # the trial table: a refilled drop's share of all rows as recorded; the dropped subset n/a, not 0 %
+    drop_trial = next(p for p in sweep.glob("trials/*/result.json") if json.loads(p.read_text())["condition"] == "drop")
+    result = json.loads(drop_trial.read_text())
+    result["manifest"]["teacher_share"] = {"all": 0.895, "S": None, "R": 1.0}
+    drop_trial.write_text(json.dumps(result))
+    page = write_report(sweep).read_text()
+    row = re.search(rf"<tr><td data-sort=\"{result['trial']}\">.*?</tr>", page, re.S).group(0)
+    assert re.findall(r"<td data-sort=\"[^\"]*\">([^<]*)</td>", row)[1:4] == ["90%", "n/a", "100%"]
+
+
+def test_optuna_report_says_one_seed_per_condition_gives_estimates_only(tmp_path: Path) -> None:
+    """issue 13 (9): the demo (optuna mode, seeds 1) says its intervals leave out training-seed variance."""
+    one = make_sweep(tmp_path / "one", top_score=(0.60, 0.50, 0.70))
+    assert "One seed per condition" in _answer(write_report(one).read_text())
+    two = make_sweep(tmp_path / "two", top_score=(0.60, 0.50, 0.70))
+    config = json.loads((two / "sweep.json").read_text())
+    config["search"]["seeds"] = 2
+    (two / "sweep.json").write_text(json.dumps(config))
+    assert "One seed per condition" not in _answer(write_report(two).read_text())

@@ -80,10 +80,15 @@ class Manifest:
             name: dict(sorted(Counter(by_id[p] for p in s.ids if p in by_id).items())) for name, s in subsets.items()
         }
 
-    def share(self, source: str, ids: frozenset[str] | None = None) -> float:
-        """Share of the (not dropped) prompts in `ids` (default: all) that got `source`."""
-        kept = [s for p, s in self.rows if s != DROPPED and (ids is None or p in ids)]
-        return sum(s == source for s in kept) / len(kept) if kept else 0.0
+    def share(self, source: str, ids: frozenset[str] | None = None) -> float | None:
+        """Share of the training rows of prompts in `ids` (default: all) that come from `source`.
+
+        Training rows: the prompts not dropped and the refill rows (a refill row counts for its prompt),
+        so a drop refilled from the clean source lowers the teacher's share. None when no training row
+        is left (a subset dropped entirely: there is no share to report).
+        """
+        kept = [s for p, s in self.training_rows() if ids is None or p in ids]
+        return sum(s == source for s in kept) / len(kept) if kept else None
 
     def summary(self, subsets: dict[str, Subset], teacher: str) -> dict:
         return {

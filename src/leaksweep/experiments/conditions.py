@@ -211,16 +211,55 @@ def pooled(runs: list[Run], trait: str) -> stats.SeedVariance | None:
     return stats.pooled_seed_variance(list(groups.values()))
 
 
+def samples(runs: list[Run], trait: str) -> int | None:
+    """The judged samples behind runs' prompt values (their binomial floor's n); None when a run does not say."""
+    counts = [r.traits[trait].get("n_samples") for r in runs]
+    return sum(counts) if counts and all(isinstance(n, int) and n > 0 for n in counts) else None
+
+
 def estimate(runs: list[Run], trait: str, s: Settings, seed_var: stats.SeedVariance | None = None) -> dict | None:
     if not runs:
         return None
-    est = stats.estimate(values(runs, trait), n_boot=s.n_boot, pooled=seed_var).to_dict()
+    est = stats.estimate(
+        values(runs, trait), n_boot=s.n_boot, pooled=seed_var, n_samples=samples(runs, trait)
+    ).to_dict()
     return {**est, "trials": [r.trial for r in runs]}
 
 
+def effect_shown(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: range | None = None):
+    """The all-teacher effect D = tau1 - tau0 tested like a subset (sufficiency at min_effect); None when
+    either baseline has no runs."""
+    teacher, clean = runs_of(runs, b.all_teacher(), seeds), runs_of(runs, b.all_clean(), seeds)
+    if not (teacher and clean):
+        return None
+    return stats.sufficiency(
+        values(teacher, trait),
+        values(clean, trait),
+        s.min_effect,
+        s.alpha,
+        trials=tuple(r.trial for r in teacher + clean),
+        n_boot=s.n_boot,
+        pooled=pooled(runs, trait),
+        n_samples=(samples(teacher, trait), samples(clean, trait)),
+    )
+
+
+def trait_gate(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: range | None = None) -> str | None:
+    """stats.NO_TRAIT when the all-teacher effect was run and is not shown: no subset then explains it."""
+    d = effect_shown(runs, b, trait, s, seeds)
+    return stats.NO_TRAIT if d is not None and d.passed is False else None
+
+
 def sufficiency(
-    runs: list[Run], node: Condition, clean: Condition, trait: str, s: Settings, seeds: range | None = None
+    runs: list[Run],
+    node: Condition,
+    clean: Condition,
+    trait: str,
+    s: Settings,
+    seeds: range | None = None,
+    builder: Builder | None = None,
 ):
+    """Sufficiency of `node` against `clean`; with `builder`, gated on the all-teacher effect (trait_gate)."""
     a, b = runs_of(runs, node, seeds), runs_of(runs, clean, seeds)
     return stats.sufficiency(
         values(a, trait),
@@ -230,6 +269,8 @@ def sufficiency(
         trials=tuple(r.trial for r in a + b),
         n_boot=s.n_boot,
         pooled=pooled(runs, trait),
+        gate=trait_gate(runs, builder, trait, s, seeds) if builder is not None else None,
+        n_samples=(samples(a, trait), samples(b, trait)),
     )
 
 

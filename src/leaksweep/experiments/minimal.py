@@ -54,7 +54,9 @@ class MinimalSubsetSearch:
             if need or wanted:
                 return need + wanted, decided, []
             for node in frontier:
-                decided[node] = sufficiency(runs, b.patch_insert(node), b.all_clean(), s.trait, s, seeds).passed
+                decided[node] = bool(
+                    sufficiency(runs, b.patch_insert(node), b.all_clean(), s.trait, s, seeds, b).passed
+                )
             frontier = [
                 child
                 for node in frontier
@@ -83,7 +85,7 @@ class MinimalSubsetSearch:
         _, decided, minimal = self._walk(runs)
         search_runs = [r for r in runs if r.seed < CONFIRM_SEED_OFFSET]
         tests = {
-            node: sufficiency(search_runs, b.patch_insert(node), b.all_clean(), s.trait, s, s.seed_range).to_dict()
+            node: sufficiency(search_runs, b.patch_insert(node), b.all_clean(), s.trait, s, s.seed_range, b).to_dict()
             for node in decided
         }
         confirmations = {
@@ -101,7 +103,8 @@ class MinimalSubsetSearch:
             "distributed": [n for n in minimal if _depth(n) < self.max_depth],
             "confirmed": {n: c["passed"] for n, c in confirmations.items()},
             "confirmations": confirmations,
-            "no_leak": not decided.get(self.subset, False),
+            # None: the root has no decision (one seed, or no trait to explain: tests[subset].reason says which)
+            "no_leak": None if (tests.get(self.subset) or {}).get("reason") else not decided.get(self.subset, False),
             "alpha": s.alpha,
             "min_effect": s.min_effect,
         }

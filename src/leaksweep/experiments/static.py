@@ -24,6 +24,7 @@ from leaksweep.experiments.conditions import (
     Settings,
     baselines_summary,
     builder_for,
+    effect_shown,
     estimate,
     jsonable,
     missing,
@@ -31,8 +32,10 @@ from leaksweep.experiments.conditions import (
     pooled,
     refill_source,
     runs_of,
+    samples,
     settings_for,
     sufficiency,
+    trait_gate,
     values,
 )
 
@@ -80,6 +83,7 @@ class StaticSearch:
         }
         if LEAK_MAP in self.analyses:
             out["leak_map"] = leak_map(runs, b, s, self.subsets)
+            out["all_teacher_effect"] = {t: jsonable(effect_shown(runs, b, t, s)) for t in s.traits}
         if DOSE_RESPONSE in self.analyses:
             out["dose_response"] = {sub: dose_response(runs, b, s, sub, self.ladder) for sub in self.subsets}
         if TRANSFER in self.analyses:
@@ -102,7 +106,11 @@ def leak_map(runs: list[Run], b: Builder, s: Settings, subsets: list[str]) -> di
     table: dict[str, dict] = {}
     for trait in s.traits:
         table[trait] = {sub: _leak_map_row(runs, b, s, trait, sub) for sub in subsets}
-        p_values = {sub: row["sufficient"]["p_value"] for sub, row in table[trait].items() if "sufficient" in row}
+        p_values = {
+            sub: row["sufficient"]["p_value"]
+            for sub, row in table[trait].items()
+            if "sufficient" in row and row["sufficient"]["passed"] is not None
+        }
         if p_values:
             for sub, rejected in stats.holm(p_values, s.alpha).items():
                 table[trait][sub]["sufficient_holm"] = rejected
@@ -113,8 +121,9 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
     row: dict[str, Any] = {}
     clean = b.all_clean()
     insert, remove = b.patch_insert(sub), b.patch_remove(sub)
+    gate = trait_gate(runs, b, trait, s)  # no subset is necessary or sufficient for an effect not shown
     if runs_of(runs, insert) and runs_of(runs, clean):
-        row["sufficient"] = sufficiency(runs, insert, clean, trait, s).to_dict()
+        row["sufficient"] = sufficiency(runs, insert, clean, trait, s, builder=b).to_dict()
     if runs_of(runs, remove) and runs_of(runs, clean):
         a, c = runs_of(runs, remove), runs_of(runs, clean)
         necessary = stats.necessity(
@@ -125,6 +134,8 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
             trials=tuple(r.trial for r in a + c),
             n_boot=s.n_boot,
             pooled=pooled(runs, trait),
+            gate=gate,
+            n_samples=(samples(a, trait), samples(c, trait)),
         )
         row["necessary"] = necessary.to_dict()
         for refill in ("none", "same", "clean"):
@@ -138,6 +149,8 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
                     trials=tuple(r.trial for r in d + a),
                     n_boot=s.n_boot,
                     pooled=pooled(runs, trait),
+                    gate=gate,
+                    n_samples=(samples(d, trait), samples(a, trait)),
                 ).to_dict()
     return row
 
@@ -157,6 +170,8 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         trials_by_fraction={f: [x.trial for x in r] for f, r in present.items()},
         n_boot=s.n_boot,
         pooled=pooled(runs, trait),
+        samples_by_fraction={f: samples(r, trait) for f, r in present.items()},
+        clean_samples=samples(runs_of(runs, clean), trait),
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
     fit = (

@@ -36,6 +36,7 @@ from leaksweep.report.fmt import (
     est,
     frac,
     g,
+    interval_level,
     num,
     test_levels,
     trial_list,
@@ -108,7 +109,7 @@ def decision_cell(d: dict | None, extra: str = "") -> str:
     """A table cell: passed or not, the estimate with its interval and p; the statement on hover."""
     if not d:
         return '<td class="na">not tested</td>'
-    cls = "pass" if d.get("passed") else "fail"
+    cls = "na" if d.get("passed") is None else ("pass" if d.get("passed") else "fail")
     return f'<td class="{cls}" title="{esc(decision_title(d))}"><b>{verdict(d)}</b><br>{decision_short(d)}{extra}</td>'
 
 
@@ -148,6 +149,7 @@ def leak_map_section(analysis: dict) -> str:
         return "<p>analysis.json has no leak-map decision.</p>"
     top = '<th rowspan="2">subset</th>' + "".join(f'<th colspan="{len(c)}">{esc(t)}</th>' for t, c in columns.items())
     sub = "".join(f"<th>{esc(label)}</th>" for c in columns.values() for _, label in c)
+    level = interval_level([d for rows in table.values() for row in rows.values() for d in row.values()])
     rows = []
     for s in subsets:
         cells = [f"<th><code>{esc(s)}</code></th>"]
@@ -165,7 +167,9 @@ def leak_map_section(analysis: dict) -> str:
         f"{test_levels(analysis)}, Holm across subsets. Necessary: patch-remove vs all-clean equivalent within "
         f"margin {g(analysis.get('margin'))} (two one-sided tests). Leak-in: the subset is necessary and drop "
         f"(with the stated refill) minus patch-remove has a lower bound above 0. Each cell: the estimate "
-        f"[95% interval] and p; hover for the test's statement, alpha, margin and trials.</p>"
+        f"[{level} interval, the decision's: 1 − 2 alpha] and p; hover for the test's statement, alpha, margin "
+        f"and trials. No decision: the all-teacher effect D is not shown (no trait to explain), or one seed per "
+        f"condition (the seed variance is unestimable: estimates only).</p>"
     )
     return (
         f'<table class="leakmap"><thead><tr>{top}</tr><tr>{sub}</tr></thead>'
@@ -173,7 +177,12 @@ def leak_map_section(analysis: dict) -> str:
     )
 
 
-@kind("leak_map")
+def _decisions(analysis: dict) -> list[dict]:
+    table = analysis.get("leak_map") or {}
+    return [d for rows in table.values() for row in rows.values() for d in row.values() if isinstance(d, dict)]
+
+
+@kind("leak_map", "leak_map", "all_teacher_effect")
 def _leak_map(view: SweepView) -> list[str]:
     a = view.analysis or {}
     if not a.get("leak_map"):
@@ -181,7 +190,8 @@ def _leak_map(view: SweepView) -> list[str]:
     chart = leak_map_chart(a)
     figure = (
         f"<figure>{chart}<figcaption>Red: the test passed (the subset carries the trait that way); green: "
-        f"not passed; grey: not tested. Cell text: the estimate. Hover a cell for its test.</figcaption>"
+        f"not passed; grey: not tested; grey with –: no decision (no trait to explain, or one seed). Cell text: "
+        f"the estimate; its {interval_level(_decisions(a))} interval (the decision's) on hover.</figcaption>"
         f"</figure>"
         if chart
         else ""

@@ -23,6 +23,7 @@ from leaksweep.report.fmt import (
     num,
     objective_name,
     pct,
+    short_reason,
     tick,
     tick_pct,
     trial_list,
@@ -204,8 +205,15 @@ def _leak_cell(row: dict, key: str, name: str, x: float, y: float, cell_w: int, 
             f'<rect x="{x + 1}" y="{y + 1}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{NOT_TESTED}">'
             f"<title>{name}: not tested</title></rect>"
         )
-    passed = row.get("sufficient_holm", d.get("passed")) if key == "sufficient" else d.get("passed")
     value = (d.get("estimate") or {}).get("value")
+    if d.get("passed") is None:
+        return (
+            f'<g class="cell na"><title>{name}: no decision ({esc(short_reason(d))}). {esc(decision_title(d))}</title>'
+            f'<rect x="{x + 1}" y="{y + 1}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{NOT_TESTED}"/>'
+            f'<text x="{x + cell_w / 2:.0f}" y="{y + cell_h / 2 + 4:.0f}" text-anchor="middle">'
+            f"– {esc(short_reason(d)) if d.get('reason', '').startswith('no trait') else esc(num(value))}</text></g>"
+        )
+    passed = row.get("sufficient_holm", d.get("passed")) if key == "sufficient" else d.get("passed")
     return (
         f'<g class="cell {"pass" if passed else "fail"}"><title>{name}: '
         f"{'passed' if passed else 'not passed'}. {esc(decision_title(d))}</title>"

@@ -105,7 +105,26 @@ def decision_title(d: dict) -> str:
 
 
 def verdict(d: dict) -> str:
+    if d.get("passed") is None and d.get("reason"):
+        return f"– no decision: {esc(short_reason(d))}"
     return "✓ passed" if d.get("passed") else "✗ not passed"
+
+
+def short_reason(d: dict) -> str:
+    """Why a decision made none, in a few words: `no trait to explain`, `one seed: estimate only`."""
+    reason = str(d.get("reason") or "")
+    if reason.startswith("no trait to explain"):
+        return "no trait to explain"
+    if reason.startswith("one seed"):
+        return "one seed: estimate only"
+    return reason.split(":")[0]
+
+
+def interval_level(decisions: list[dict]) -> str:
+    """The level of the decisions' intervals (`90%` at alpha 0.05), or `decision` when they differ."""
+    levels = {(d.get("estimate") or {}).get("level") for d in decisions if isinstance(d, dict)}
+    levels.discard(None)
+    return f"{levels.pop():.0%}" if len(levels) == 1 else "decision"
 
 
 def decision_short(d: dict) -> str:

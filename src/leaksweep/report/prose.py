@@ -46,12 +46,28 @@ def answer(view: SweepView) -> str:
         f"into the student? Scores are {esc(trait)} with 95% intervals."
     ]
     text.append(_baselines_sentence(clean, teacher))
+    text.append(_one_seed_sentence(view))
     patched = view.patched_subsets()
     if not patched:
         text.append("No trial patched a subset with the teacher's rollouts, so this sweep tests no subset.")
     text += [_subset_sentence(view, subset, trait, clean) for subset in patched]
     text.append(_study_sentence(view.study))
     return _paragraph(text)
+
+
+def _one_seed_sentence(view: SweepView) -> str:
+    """With one seed per condition the intervals below hold eval noise only: comparisons, not decisions."""
+    try:
+        seeds = int(view.search.get("seeds", 1) or 1)
+    except (TypeError, ValueError):
+        return ""
+    if seeds >= 2:
+        return ""
+    return (
+        "<b>One seed per condition</b>: each interval holds the eval samples' noise only, not the variance "
+        "between training seeds (unestimable from one seed), so the comparisons below are estimates, a first "
+        "look, not decisions; set <code>search.seeds: 2</code> or more to decide."
+    )
 
 
 def _paragraph(text: list[str]) -> str:
@@ -218,9 +234,8 @@ def _threshold_sentence(dr: dict, analysis: dict) -> str:
         top = max(tested) if tested else (dr.get("ladder") or [None])[-1]
         step = next((s.get("decision") for s in seq.get("steps", []) if s.get("fraction") == top), None)
         why = f" The top rung's test: {esc(step['statement'])}" if step and step.get("statement") else ""
-        text = (
-            f"<b>No leak</b> of {esc(trait)} on {name} up to the top rung, {frac(top)} from the teacher ({test}).{why}"
-        )
+        verdict = f"<b>No decision</b> ({esc(seq['reason'])})" if seq.get("reason") else "<b>No leak</b>"
+        text = f"{verdict} of {esc(trait)} on {name} up to the top rung, {frac(top)} from the teacher ({test}).{why}"
     return text + _fit_sentence(dr.get("fit") or {})
 
 
@@ -296,6 +311,14 @@ def _minimal_answer(view: SweepView) -> list[str]:
     tests, minimal = a.get("tests", {}), a.get("minimal", [])
     levels = f"sufficiency tests at {test_levels(a)}"
     spent = f"{a.get('trials_spent')} trials in all." if a.get("trials_spent") is not None else ""
+    if (tests.get(root) or {}).get("reason") and a.get("no_leak") is None:
+        d = tests[root]
+        return [
+            f"<b>No decision</b> ({esc(d['reason'])}): patching all of <code>{esc(root)}</code> with the teacher "
+            f"gives {esc(trait)} {decision_short(d)} against the all-clean baseline ({levels}); the bisection "
+            f"needs a decision there to narrow anything down.",
+            spent,
+        ]
     if a.get("no_leak"):
         d = tests.get(root)
         detail = f": {decision_short(d)}" if d else ""
@@ -367,14 +390,50 @@ def _leak_map_answer(view: SweepView) -> list[str]:
     rows = table.get(trait, {})
     if not rows:
         return ["analysis.json holds no leak map.", _drop_effect_sentence(view)]
+    undecided = _undecided_sentence(a, trait, rows)
+    decided = {
+        s: {k: d for k, d in r.items() if not (isinstance(d, dict) and d.get("passed") is None)}
+        for s, r in rows.items()
+    }
     return [
         f"Which subsets carry <b>{esc(trait)}</b> from the teacher into the student?",
         _baselines_from_analysis(a, trait),
-        _sufficient_sentence(a, rows),
-        _necessary_sentence(a, rows),
-        _leak_in_sentence(rows),
+        undecided,
+        _sufficient_sentence(a, decided),
+        _necessary_sentence(a, decided),
+        _leak_in_sentence(decided),
         _drop_effect_sentence(view),
+        _tiny_eval_sentence(rows),
     ]
+
+
+def _undecided_sentence(a: dict, trait: str, rows: dict) -> str:
+    """Why some decisions are estimates only: no trait to explain (D not shown), or one seed per condition."""
+    reasons = {d["reason"] for r in rows.values() for d in r.values() if isinstance(d, dict) and d.get("reason")}
+    text = []
+    if any(r.startswith("no trait") for r in reasons):
+        effect = (a.get("all_teacher_effect") or {}).get(trait) or {}
+        detail = f" ({decision_short(effect)})" if effect else ""
+        text.append(
+            f"<b>No trait to explain</b>: the all-teacher effect D = τ1 − τ0 is not shown above min effect "
+            f"{g(a.get('min_effect'))}{detail}, so no subset is called sufficient, necessary or leak-in."
+        )
+    if any(r.startswith("one seed") for r in reasons):
+        text.append(
+            "<b>Estimates only</b>: one seed per condition, so the training-seed variance is unestimable and "
+            "the intervals leave it out; no decision is made. Set <code>search.seeds: 2</code> or more."
+        )
+    return " ".join(text)
+
+
+def _tiny_eval_sentence(rows: dict) -> str:
+    notes = {
+        (d.get("estimate") or {}).get("note")
+        for r in rows.values()
+        for d in r.values()
+        if isinstance(d, dict) and "tiny eval" in str((d.get("estimate") or {}).get("note"))
+    }
+    return f"<b>Warning</b>: {esc(sorted(notes)[0])}." if notes else ""
 
 
 def _drop_effect_sentence(view: SweepView) -> str:
@@ -385,10 +444,11 @@ def _drop_effect_sentence(view: SweepView) -> str:
     a, trait = view.analysis or {}, view.decision_trait
     b = (a.get("baselines") or {}).get(trait) or {}
     clean, teacher = (b.get("all_clean") or {}).get("value"), (b.get("all_teacher") or {}).get("value")
-    if clean is None or teacher is None or abs(teacher - clean) < 1e-12:
+    if clean is None or teacher is None:
         return ""
     effect = teacher - clean
-    left = lambda v: f"{(v - clean) / effect:.0%}"  # noqa: E731
+    shown = _effect_shown(a, trait, b)
+    left = lambda v: f"{(v - clean) / effect:.0%}" if shown else "no share"  # noqa: E731
     parts = []
     for subset in view.subsets:
         drops: dict[str, list[Trial]] = {}
@@ -412,10 +472,25 @@ def _drop_effect_sentence(view: SweepView) -> str:
         parts.append(f"dropping <code>{esc(subset)}</code> from the all-teacher data ({said}){patched}")
     if not parts:
         return ""
+    if not shown:
+        parts = [p.replace(", <b>no share</b> of D left", "") for p in parts]
+        return (
+            f"The all-teacher effect D = τ1 − τ0 = {num(effect)} on {esc(trait)} is not shown, so no share of it is "
+            f"given; the means over seeds: " + "; ".join(parts) + "."
+        )
     return (
         f"How much of the all-teacher effect D = τ1 − τ0 = {num(effect)} on {esc(trait)} is left (means over "
         f"seeds): " + "; ".join(parts) + "."
     )
+
+
+def _effect_shown(a: dict, trait: str, baselines: dict) -> bool:
+    """D shown: analysis.json's all_teacher_effect passed (else the baselines' intervals do not overlap)."""
+    effect = (a.get("all_teacher_effect") or {}).get(trait)
+    if effect:
+        return effect.get("passed") is True
+    low, high = (baselines.get("all_teacher") or {}).get("low"), (baselines.get("all_clean") or {}).get("high")
+    return low is not None and high is not None and low > high
 
 
 def _transfer_answer(view: SweepView) -> list[str]:

@@ -52,7 +52,7 @@ def _cell(text: str, sort: float | str | None = None) -> str:
 def _trial_row(view: SweepView, t: Trial, shares: list[str]) -> str:
     train, manifest = t.result.train, t.result.manifest
     cells = [_cell(str(t.number), t.number), _cell(esc(t.condition)), _cell(esc(t.label))]
-    cells += [_cell(pct(t.share(s)), t.share(s)) for s in shares]
+    cells += [_cell("n/a" if (x := t.share_or_none(s)) is None else pct(x), -1 if x is None else x) for s in shares]
     for trait in view.traits:
         s = t.score(trait)
         cells.append(_cell(interval(s.score, s.low, s.high) + _corrected_note(s), s.score) if s else _cell("–", ""))

@@ -53,6 +53,10 @@ class Trial:
         """The teacher's share of `subset`'s prompts in this trial's manifest (0 when not recorded)."""
         return self.result.share(subset)
 
+    def share_or_none(self, subset: str) -> float | None:
+        """As share, but None (shown n/a) when every row of the subset was dropped."""
+        return self.result.share_or_none(subset)
+
     def score(self, trait: str) -> TraitScore | None:
         """The trait's score with its interval, or None when the trial did not score it."""
         return self.result.score(trait)

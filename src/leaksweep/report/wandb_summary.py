@@ -122,7 +122,7 @@ def _leak_map(analysis: dict, out: StudySummary) -> None:
                         trait,
                         subset,
                         test,
-                        bool(d["passed"]),
+                        None if d["passed"] is None else bool(d["passed"]),  # None: no decision (statement says why)
                         holm,
                         *_estimate(e),
                         _num(e.get("level")),
@@ -133,7 +133,8 @@ def _leak_map(analysis: dict, out: StudySummary) -> None:
                         d.get("statement", ""),
                     ]
                 )
-                out.values[f"leak_map/{trait}/{subset}/{test}"] = bool(d["passed"])
+                if d["passed"] is not None:
+                    out.values[f"leak_map/{trait}/{subset}/{test}"] = bool(d["passed"])
     if rows:
         out.tables.append(
             Table(

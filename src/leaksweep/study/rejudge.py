@@ -116,7 +116,7 @@ def _rejudge_trial(trial: TrialDir, traits: dict[str, Trait], outcome: RejudgeOu
     outcome.judge_calls, outcome.cached = cache.misses + outcome.judge_calls, cache.hits + outcome.cached
     cache.save()
     spec = TrialSpec.from_dict(read_json(trial.spec), str(trial.spec))
-    share = float(result.get("manifest", {}).get("teacher_share", {}).get("all", 0.0))
+    share = float(result.get("manifest", {}).get("teacher_share", {}).get("all") or 0.0)
     result["objectives"] = objectives(spec, result["traits"], share)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["rejudged"] = [*result.get("rejudged", []), *({"trait": t, "at": stamp} for t in todo)]
