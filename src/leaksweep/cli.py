@@ -265,7 +265,13 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
     spec_path = TrialDir(trial_dir).spec
     if not spec_path.exists():
         raise UserError(f"{trial_dir}: no {TrialDir.SPEC}; give a trial folder such as runs/demo/trials/00003")
-    tracking = build(TrackingConfig, read_json(spec_path)["sweep"]["tracking"], f"{spec_path}: sweep.tracking")
+    spec = read_json(spec_path)
+    if not isinstance(spec, dict) or not isinstance(spec.get("sweep"), dict):
+        raise UserError(
+            f"{spec_path}: no `sweep` mapping (the resolved sweep config a trial runs with); "
+            "this is not a spec.json written by leaksweep: rerun the trial from its sweep (`leaksweep sweep`)"
+        )
+    tracking = build(TrackingConfig, spec["sweep"].get("tracking", {}), f"{spec_path}: sweep.tracking")
     result = run_trial(Path(trial_dir), make_tracker(tracking, enabled=not no_wandb))
     for name, s in result["traits"].items():
         click.echo(f"{name}: {s['score']:.3f} [{s['low']:.3f}, {s['high']:.3f}]")
@@ -449,6 +455,8 @@ def dashboard(sweep_dir: str, host: str, port: int) -> None:
     """Open the sweep's Optuna study in optuna-dashboard (until Ctrl-C)."""
     from leaksweep.study.dashboard import serve_dashboard
 
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: a port is 0 to 65535 (0 picks a free one); the default is 8080")
     if host not in LOOPBACK_HOSTS:
         click.echo(
             f"warning: listening on {host}: anyone who can reach it can read and change the study "

@@ -26,6 +26,10 @@ def world(out_dir: str, seed: int, n_prompts: int) -> None:
     """Write the built-in miniature (prompts, clean and teacher sources, eval prompts) to OUT_DIR."""
     from leaksweep.data.world import generate_world
 
+    if n_prompts < 200:  # as WorldConfig.check: fewer leaves subsets too small to compare
+        raise UserError(f"--n-prompts {n_prompts}: too small; use at least 200")
+    if seed < 0:
+        raise UserError(f"--seed {seed}: use a seed >= 0")
     click.echo(generate_world(Path(out_dir), seed, n_prompts))
 
 

@@ -26,7 +26,10 @@ class WorldConfig:
     n_prompts: int = 2400
 
     def check(self) -> list[str]:
-        return [] if self.n_prompts >= 200 else [f".n_prompts: {self.n_prompts} is too small; use at least 200"]
+        problems = [] if self.n_prompts >= 200 else [f".n_prompts: {self.n_prompts} is too small; use at least 200"]
+        if self.seed < 0:
+            problems.append(f".seed: {self.seed} must be >= 0")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,15 @@ class SearchConfig:
             )
         if self.max_retries < 0:
             problems.append(f".max_retries: {self.max_retries} must be >= 0 (how often a reclaimed trial is rerun)")
+        if self.n_trials is not None and self.n_trials < 1:
+            problems.append(f".n_trials: {self.n_trials} must be at least 1 (how many trials to run)")
+        for name in ("mixture_seed", "max_depth", "confirm_seeds"):
+            if getattr(self, name) < 0:
+                problems.append(f".{name}: {getattr(self, name)} must be >= 0")
+        if self.min_effect < 0:
+            problems.append(
+                f".min_effect: {self.min_effect} must be >= 0 (the smallest effect that counts, in trait units)"
+            )
         for group in ("fractions", "drop"):
             for subset, choice in getattr(self, group).items():
                 values = choice if isinstance(choice, list) else [choice.low, choice.high]
@@ -530,8 +542,18 @@ class SweepConfig:
 
     def check(self) -> list[str]:
         problems = []
-        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            problems.append(f".name: {self.name!r} must be non-empty letters, digits, '-', '_' or '.'")
+        if not safe_name(self.name):
+            problems.append(f".name: {self.name!r} {SAFE_NAME_RULE}")
+        for group in ("subsets", "traits", "data.sources"):
+            mapping = self.data.sources if group == "data.sources" else getattr(self, group)
+            problems += [
+                f".{group}: name {n!r} {SAFE_NAME_RULE} (it becomes a file name)" for n in mapping if not safe_name(n)
+            ]
+        if self.search.teacher == self.base:
+            problems.append(
+                f".search.teacher: {self.search.teacher!r} is also the base; the teacher must be another source "
+                "(the one whose rollouts are patched in)"
+            )
         known_subsets = set(self.subsets)
         for name, subset in self.subsets.items():
             unknown = [n for n in subset.operands() if n not in known_subsets]
@@ -575,6 +597,14 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+SAFE_NAME_RULE = "must be letters, digits, '-', '_' or '.' (not starting with '.' or '-')"
+
+
+def safe_name(name: str) -> bool:
+    """A name that is safe as a file name on every file system: sweeps, subsets, traits, sources."""
+    return bool(name) and name[0] not in ".-" and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
 
 
 # Experiment modes and judge kinds are registered downstream (leaksweep.experiments.registry,

@@ -56,14 +56,21 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Read a JSONL file; a bad line is reported as `file:line` with the parser's reason."""
+    """Read a JSONL file; a bad line is reported as `file:line` with the parser's reason (and, for
+    bytes that are not UTF-8, their offset in the file)."""
     rows = []
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as exc:
         raise UserError(f"{path}: cannot open ({exc.strerror}); check the path in the sweep file") from exc
     with handle:
-        for number, line in enumerate(handle, start=1):
+        if handle.read(4) == b"PAR1":
+            raise UserError(f"{path}: this is a Parquet file, not JSONL; rename it to .parquet")
+        handle.seek(0)
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            line = _decode_line(raw, path, number, offset)
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
@@ -76,6 +83,18 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
     return rows
+
+
+def _decode_line(raw: bytes, path: Path, number: int, offset: int) -> str:
+    try:
+        text = raw.decode("utf-8")
+        return text.removeprefix("\ufeff") if number == 1 else text  # a byte-order mark some editors write
+    except UnicodeDecodeError as exc:
+        at = offset + exc.start
+        raise UserError(
+            f"{path}:{number}: not UTF-8 (byte {at} of the file: {raw[exc.start : exc.start + 1]!r}); "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from exc
 
 
 def file_sha256(path: Path) -> str:

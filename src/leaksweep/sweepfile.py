@@ -19,14 +19,51 @@ from leaksweep.errors import UserError
 from leaksweep.schema import build
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; a syntax error names the file, line and column."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML lets the last one win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKey(key, line, seen[key])
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file; unreadable or not UTF-8 is a UserError naming the file, line and byte."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
     try:
-        return yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); save the file as UTF-8"
+        ) from exc
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; a syntax error or a key given twice names the file, line and column."""
+    text = read_text(path)
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except DuplicateKey as exc:
+        raise UserError(
+            f"{path}:{exc.line}: duplicate key {exc.key!r} (first on line {exc.first}); keep one of them"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
