@@ -59,6 +59,11 @@ SWEEP_CASES = [
     ("alpha-inf", {"search.alpha": -INF}, ["search.alpha", "inf"]),
     ("ladder-nan", {"search.ladder": [0.1, NAN]}, ["search.ladder[1]", "nan"]),
     ("learning-rate-inf", {"train.learning_rate": INF}, ["train.learning_rate", "inf"]),
+    (
+        "fraction-nan",
+        {"search.mode": "optuna", "search.fractions": {"S": [0.5, NAN]}},
+        ["search.fractions.S[1]", "nan"],
+    ),
     ("fraction-string-nan", {"search.mode": "optuna", "search.fractions": {"S": ["nan"]}}, ["nan"]),
     (
         "n-trials-negative",
@@ -153,7 +158,7 @@ def test_non_utf8_sweep_file_names_file_and_offset(tmp_path, monkeypatch, capsys
     path = tmp_path / "latin.yaml"
     path.write_bytes(b"name: caf\xe9\n")
     code, err = run_cli(monkeypatch, capsys, "prepare", str(path))
-    assert code == 2 and str(path) in err and "UTF-8" in err and "byte 9" in err, err
+    assert code == 2 and str(path) in err and "UTF-8" in err and "byte offset 9" in err, err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,8 +194,39 @@ def test_non_utf8_data_file_names_file_line_and_byte(tmp_path, monkeypatch, caps
     path, out = _files_sweep(tmp_path, _prompts(tmp_path), bad)
     code, err = run_cli(monkeypatch, capsys, "prepare", str(path))
     assert code == 2, err
-    assert f"{bad}:2" in err and "UTF-8" in err and "byte 74" in err, err
+    assert f"{bad}:2" in err and "UTF-8" in err and "byte offset 74" in err, err
     assert not out.exists()
+
+
+ENCODING_CASES = [
+    ("utf16", "\ufeff{}\n".encode("utf-16"), ["UTF-16", "iconv -f utf-16"]),
+    ("gzip", None, ["gzip", "gunzip"]),
+    ("latin1-first-line", b'{"prompt_id": "p0", "response": "\xe9"}\n', [":1:", "byte offset 33"]),
+]
+
+
+@pytest.mark.parametrize("content,words", [c[1:] for c in ENCODING_CASES], ids=[c[0] for c in ENCODING_CASES])
+@pytest.mark.parametrize("role", ["prompts", "source", "ids_file"])
+def test_data_file_encodings(tmp_path, monkeypatch, capsys, content, words, role):
+    import gzip
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content if content is not None else gzip.compress(b'{"prompt_id": "p0"}\n'))
+    prompts = _prompts(tmp_path)
+    top = {}
+    if role == "ids_file":
+        top = {"subsets": {"S": {"ids_file": str(bad)}}}
+    path, out = _files_sweep(tmp_path, bad if role == "prompts" else prompts, bad if role == "source" else None, **top)
+    code, err = run_cli(monkeypatch, capsys, "prepare", str(path))
+    assert code == 2 and str(bad) in err, err
+    for word in words:
+        assert word in err, f"{word!r} not in: {err}"
+    assert not out.exists()
+
+
+def test_missing_sweep_file(tmp_path, monkeypatch, capsys):
+    code, err = run_cli(monkeypatch, capsys, "prepare", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "nope.yaml" in err and "Traceback" not in err, err
 
 
 def test_parquet_named_jsonl_says_rename(tmp_path, monkeypatch, capsys):
@@ -265,6 +301,25 @@ def test_trial_spec_without_sweep(tmp_path, monkeypatch, capsys, spec):
     assert code == 2 and "spec.json" in err and "sweep" in err, err
     assert "Traceback" not in err
     assert _files(tmp_path) == before
+
+
+def test_trial_spec_not_utf8(tmp_path, monkeypatch, capsys):
+    (tmp_path / "spec.json").write_bytes(b'{"sweep": "\xff"}')
+    code, err = run_cli(monkeypatch, capsys, "trial", str(tmp_path), "--no-wandb")
+    assert code == 2 and f"{tmp_path / 'spec.json'}:1" in err and "not UTF-8" in err, err
+
+
+@pytest.mark.parametrize("option,value", [("--max-trials", "0"), ("--max-trials", "-2")])
+def test_worker_counts(tmp_path, monkeypatch, capsys, option, value):
+    code, err = run_cli(monkeypatch, capsys, "worker", str(tmp_path), option, value, "--no-wandb")
+    assert code == 2 and f"{option} {value}" in err, err
+    assert _files(tmp_path) == []
+
+
+def test_world_negative_seed(tmp_path, monkeypatch, capsys):
+    code, err = run_cli(monkeypatch, capsys, "world", str(tmp_path / "w"), "--seed", "-1")
+    assert code == 2 and "--seed -1" in err, err
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536"])

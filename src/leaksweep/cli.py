@@ -210,6 +210,8 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
     from leaksweep.study.worker import run_worker
     from leaksweep.tracking.protocol import make_tracker
 
+    if max_trials is not None and max_trials < 1:
+        raise UserError(f"--max-trials {max_trials}: use at least 1 (or leave it out to run until the study is done)")
     preemption.install()
     cfg = load_sweep_dir(Path(sweep_dir))
     done = run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)

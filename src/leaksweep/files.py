@@ -46,9 +46,32 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's content; bytes that are not UTF-8 are a UserError naming the file, line and byte.
+    OSError (a missing or unreadable file) is left to the caller, which knows what the file is for."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark some editors write
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{path}:{line}: {_not_utf8(data, exc.start)}") from exc
+
+
+def _not_utf8(data: bytes, at: int, offset: int = 0) -> str:
+    """Why `data` (which starts at byte `offset` of its file) does not decode at `at`, and the fix."""
+    if offset == 0 and data.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file, not text; decompress it (gunzip) and give the plain file"
+    if offset == 0 and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text, not UTF-8; save the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
+    shown = data[at : at + 1]
+    return (
+        f"not UTF-8 (at byte offset {offset + at}: {shown!r}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(read_utf8(path))
     except FileNotFoundError as exc:
         raise UserError(f"{path}: file not found") from exc
     except json.JSONDecodeError as exc:
@@ -64,8 +87,11 @@ def read_jsonl(path: Path) -> list[dict]:
     except OSError as exc:
         raise UserError(f"{path}: cannot open ({exc.strerror}); check the path in the sweep file") from exc
     with handle:
-        if handle.read(4) == b"PAR1":
+        head = handle.read(4)
+        if head == b"PAR1":
             raise UserError(f"{path}: this is a Parquet file, not JSONL; rename it to .parquet")
+        if head.startswith(b"\x1f\x8b"):
+            raise UserError(f"{path}: {_not_utf8(head, 0)}")
         handle.seek(0)
         offset = 0
         for number, raw in enumerate(handle, start=1):
@@ -90,11 +116,7 @@ def _decode_line(raw: bytes, path: Path, number: int, offset: int) -> str:
         text = raw.decode("utf-8")
         return text.removeprefix("\ufeff") if number == 1 else text  # a byte-order mark some editors write
     except UnicodeDecodeError as exc:
-        at = offset + exc.start
-        raise UserError(
-            f"{path}:{number}: not UTF-8 (byte {at} of the file: {raw[exc.start : exc.start + 1]!r}); "
-            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from exc
+        raise UserError(f"{path}:{number}: {_not_utf8(raw, exc.start, offset)}") from exc
 
 
 def file_sha256(path: Path) -> str:

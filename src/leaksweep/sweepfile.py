@@ -16,6 +16,7 @@ import yaml
 
 from leaksweep.config import REGISTRY_CHECK, SweepCheck, SweepConfig
 from leaksweep.errors import UserError
+from leaksweep.files import read_utf8
 from leaksweep.schema import build
 
 
@@ -40,24 +41,12 @@ class DuplicateKey(Exception):
         self.key, self.line, self.first = key, line, first
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 text file; unreadable or not UTF-8 is a UserError naming the file, line and byte."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UserError(
-            f"{path}:{line}: not UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); save the file as UTF-8"
-        ) from exc
-
-
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file; a syntax error or a key given twice names the file, line and column."""
-    text = read_text(path)
+    try:
+        text = read_utf8(path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except DuplicateKey as exc:

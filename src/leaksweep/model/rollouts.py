@@ -24,7 +24,7 @@ from pathlib import Path
 
 from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.errors import UserError
-from leaksweep.files import atomic_write_text, file_sha256, read_json, read_jsonl, write_json
+from leaksweep.files import atomic_write_text, file_sha256, read_json, read_jsonl, read_utf8, write_json
 from leaksweep.model import generate, loading, smollm2
 
 LIBRARIES = ("torch", "transformers", "vllm", "leaksweep")
@@ -72,7 +72,7 @@ def read_persona(system_prompt: str | None, persona_file: str | None) -> str | N
         return system_prompt or None
     path = Path(persona_file)
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = read_utf8(path).strip()
     except OSError as exc:
         raise UserError(f"--persona-file {persona_file}: cannot read it ({exc.strerror}); give a text file") from exc
     if not text:

@@ -123,7 +123,16 @@ def mask_password(url: str) -> str:
 def check_storage_url(url: str | None) -> None:
     """UserError unless `search.storage` parses, its driver imports and (for a server) it answers:
     prepare calls this before it writes anything."""
-    if not url or storage_scheme(url) == "journal":
+    if not url:
+        return
+    if storage_scheme(url) == "journal":
+        path = Path(url.removeprefix("journal:"))
+        if not url.removeprefix("journal:"):
+            raise UserError(f"search.storage: {url!r} names no file; {STORAGE_FIX}")
+        if path.is_absolute() and not path.parent.is_dir():
+            raise UserError(
+                f"search.storage: {url!r}: the folder {path.parent} does not exist; create it or fix the path"
+            )
         return
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -137,6 +146,10 @@ def check_storage_url(url: str | None) -> None:
     except NoSuchModuleError as exc:
         raise UserError(f"{shown}: unknown database kind {parsed.drivername!r}; {STORAGE_FIX}") from exc
     if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise UserError(
+                f"{shown}: an in-memory database is gone when the command ends; give a file, sqlite:///PATH"
+            )
         folder = Path(parsed.database or ".").parent
         if parsed.database and not folder.is_dir():
             raise UserError(f"{shown}: the folder {folder} does not exist; create it or fix the path")
