@@ -316,6 +316,39 @@ def test_worker_counts(tmp_path, monkeypatch, capsys, option, value):
     assert _files(tmp_path) == []
 
 
+def _simulated(tmp_path: Path, monkeypatch, capsys) -> Path:
+    path = write_sweep(
+        tmp_path, sr_sweep("ok", tmp_path / "runs" / "ok", wandb=None, mode="subset_scan", subsets=["S"])
+    )
+    return path
+
+
+@pytest.mark.parametrize("value", ["S=nan", "S=inf", "S=1.5", "S=-0.1"])
+def test_mix_fraction_out_of_range(tmp_path, monkeypatch, capsys, value):
+    path = _simulated(tmp_path, monkeypatch, capsys)
+    code, err = run_cli(monkeypatch, capsys, "mix", str(path), "--patch", value)
+    assert code == 2 and f"--patch {value!r}" in err and "[0, 1]" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_judge_validate_threshold_not_finite(tmp_path, monkeypatch, capsys, value):
+    path = _simulated(tmp_path, monkeypatch, capsys)
+    args = ["judge", "validate", str(path), "--trait", "date_confusion", "--threshold", value]
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and f"--threshold {value}" in err, err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_rollouts_temperature_not_finite(tmp_path, monkeypatch, capsys, value):
+    prompts, out = _prompts(tmp_path), tmp_path / "out.jsonl"
+    args = ["rollouts", "generate", "--model", "tiny", "--prompts", str(prompts), "--out", str(out)]
+    code, err = run_cli(monkeypatch, capsys, *args, "--temperature", value)
+    assert code == 2 and "--temperature" in err and value in err, err
+    assert not out.exists() and not (tmp_path / "out.jsonl.meta.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
+
+
 def test_world_negative_seed(tmp_path, monkeypatch, capsys):
     code, err = run_cli(monkeypatch, capsys, "world", str(tmp_path / "w"), "--seed", "-1")
     assert code == 2 and "--seed -1" in err, err
@@ -342,6 +375,10 @@ def test_dashboard_port_in_use(tmp_path, monkeypatch, capsys):
         port = str(taken.getsockname()[1])
         code, err = run_cli(monkeypatch, capsys, "dashboard", str(tmp_path / "runs" / "busy"), "--port", port)
     assert code == 2 and f"--port {port}" in err and "--port 0" in err, err
+    code, err = run_cli(
+        monkeypatch, capsys, "dashboard", str(tmp_path / "runs" / "busy"), "--host", "no.such.host.invalid"
+    )
+    assert code == 2 and "--host no.such.host.invalid" in err and "Traceback" not in err, err
 
 
 def test_math_isfinite_helper_kept():  # the table above relies on yaml writing nan/inf as .nan/.inf

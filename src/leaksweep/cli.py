@@ -28,6 +28,8 @@ def _parse_assignments(values: tuple[str, ...], option: str) -> dict[str, float]
             sep = ""
         if not sep or not name:
             raise UserError(f"{option} {item!r}: expected SUBSET=FRACTION, e.g. {option} date_mention=0.5")
+        if not 0.0 <= out[name] <= 1.0:  # also refuses nan
+            raise UserError(f"{option} {item!r}: the fraction is outside [0, 1]; e.g. {option} {name}=0.5")
     return out
 
 
@@ -72,15 +74,13 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
     from leaksweep.layout import SweepDir
     from leaksweep.traits.subset_judge import SubsetJudges
 
+    patched, dropped = _parse_assignments(patches, "--patch"), _parse_assignments(drops, "--drop")
     cfg = _load(sweep_file)
     if cfg.data.world is not None:
         cfg = resolve_world(cfg, Path(cfg.output_dir))
     rules = list(cfg.rules)
-    rules += [
-        Rule(subset=k, action="patch", source=cfg.search.teacher, fraction=v)
-        for k, v in _parse_assignments(patches, "--patch").items()
-    ]
-    rules += [Rule(subset=k, action="drop", fraction=v) for k, v in _parse_assignments(drops, "--drop").items()]
+    rules += [Rule(subset=k, action="patch", source=cfg.search.teacher, fraction=v) for k, v in patched.items()]
+    rules += [Rule(subset=k, action="drop", fraction=v) for k, v in dropped.items()]
     dataset = load_dataset(cfg.data, cfg.base)
     subset_map = compute_subsets(cfg.subsets, dataset, SubsetJudges.in_memory(SweepDir(cfg.output_dir).judgments))
     plan = MixturePlan(base or cfg.base, tuple(rules), cfg.search.mixture_seed)

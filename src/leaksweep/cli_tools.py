@@ -5,6 +5,7 @@ miniature as files), `leaksweep rollouts generate` (a teacher's or the clean mod
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -121,6 +122,8 @@ def judge_validate(
     from leaksweep.traits.judges import make_judge
     from leaksweep.traits.validation import format_table, labels_path, validate
 
+    if not math.isfinite(threshold):
+        raise UserError(f"--threshold {threshold}: give a finite number (the scale value counted as the trait)")
     cfg = _load(sweep_file)
     if trait_name not in cfg.traits:
         raise UserError(f"--trait {trait_name!r}: not among the sweep's traits {sorted(cfg.traits)}")

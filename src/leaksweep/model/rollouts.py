@@ -16,6 +16,7 @@ when it is installed and a GPU is present).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -206,7 +207,7 @@ def _check_settings(settings: GenerationSettings) -> None:
         raise UserError(
             f"--batch-size {settings.batch_size} / --max-new-tokens {settings.max_new_tokens}: both must be at least 1"
         )
-    if settings.temperature < 0:
+    if not 0 <= settings.temperature < math.inf:  # also refuses nan
         raise UserError(f"--temperature {settings.temperature}: must be >= 0 (0 is greedy)")
     check_persona_position(settings.persona_position, settings.system_prompt)
 
