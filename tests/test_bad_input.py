@@ -81,6 +81,16 @@ SWEEP_CASES = [
     ("world-seed-negative", {"data.world.seed": -5}, ["data.world.seed", "-5"]),
     ("max-steps-negative", {"train.max_steps": -10}, ["train.max_steps", "-10"]),
     ("teacher-is-base", {"search.teacher": "clean"}, ["search.teacher", "clean", "base"]),
+    (
+        "subset-matches-none",
+        {"subsets": {"S": {"metadata": {"category": "nope"}}}},
+        ["subsets.S", "'nope'", "matches none"],
+    ),
+    (
+        "subsets-overlap",
+        {"subsets": {"R": {"metadata": {"category": "date"}}}, "search.partition": True},
+        ["partition", "S & R"],
+    ),
     ("subset-slash", {"subsets": {"a/b": {"metadata": {"category": "date"}}}}, ["subsets", "a/b", "file name"]),
     ("subset-dotdot", {"subsets": {"..": {"metadata": {"category": "date"}}}}, ["subsets", "'..'"]),
     ("subset-space", {"subsets": {"date prompts": {"metadata": {"category": "date"}}}}, ["date prompts"]),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ def prepare(cfg: SweepConfig) -> Path:
     # into the folder, under the lock, and read there; judge subsets are judged there, once, into the folder)
     early = cfg.data.world is None and not needs_judge(cfg.subsets)
     prepared = trial_stage.prepare_data(cfg) if early else None
+    if prepared is not None:
+        check_partition(cfg, prepared)
+    elif cfg.data.world is not None and not needs_judge(cfg.subsets) and not SweepDir(sweep_dir).exists():
+        _check_world_data(cfg)
     storage.check_storage_url(cfg.search.storage)
     make_output_dir(sweep_dir)
     # Slurm array tasks given a sweep file all prepare the same folder at once: one creates the study
@@ -79,6 +84,14 @@ def prepare(cfg: SweepConfig) -> Path:
     lock = _choose_lock(cfg, sweep_dir)
     with _lock(SweepDir(sweep_dir), SweepDir.PREPARE_LOCK, lock.kind, cfg):
         return _prepare_locked(cfg, sweep_dir, prepared, lock)
+
+
+def _check_world_data(cfg: SweepConfig) -> None:
+    """A new sweep on the built-in world: its subsets and traits checked on a scratch copy of the world
+    (generated in well under a second), so that a subset matching nothing leaves no sweep folder behind."""
+    with tempfile.TemporaryDirectory(prefix="leaksweep-world-") as scratch:
+        world_cfg = resolve_world(cfg, Path(scratch))
+        check_partition(world_cfg, trial_stage.prepare_data(world_cfg))
 
 
 def make_output_dir(sweep_dir: Path) -> None:
