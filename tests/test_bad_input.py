@@ -91,6 +91,9 @@ SWEEP_CASES = [
         {"subsets": {"R": {"metadata": {"category": "date"}}}, "search.partition": True},
         ["partition", "S & R"],
     ),
+    ("world-unknown-teacher", {"search.teacher": "techer"}, ["search.teacher", "'techer'", "teacher"]),
+    ("world-unknown-base", {"base": "clen"}, ["base", "'clen'", "clean"]),
+    ("output-dir-unwritable", {"output_dir": "/proc/leaksweep-test/x"}, ["output_dir", "/proc/leaksweep-test/x"]),
     ("subset-slash", {"subsets": {"a/b": {"metadata": {"category": "date"}}}}, ["subsets", "a/b", "file name"]),
     ("subset-dotdot", {"subsets": {"..": {"metadata": {"category": "date"}}}}, ["subsets", "'..'"]),
     ("subset-space", {"subsets": {"date prompts": {"metadata": {"category": "date"}}}}, ["date prompts"]),
@@ -232,6 +235,14 @@ def test_data_file_encodings(tmp_path, monkeypatch, capsys, content, words, role
     for word in words:
         assert word in err, f"{word!r} not in: {err}"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comment"])
+def test_empty_sweep_file(tmp_path, monkeypatch, capsys, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    code, err = run_cli(monkeypatch, capsys, "prepare", str(path))
+    assert code == 2 and f"{path}: the sweep file is empty" in err, err
 
 
 def test_missing_sweep_file(tmp_path, monkeypatch, capsys):

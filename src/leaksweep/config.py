@@ -18,6 +18,9 @@ from leaksweep.schema import to_dict
 # data
 
 
+WORLD_SOURCES = ("clean", "teacher")  # the rollout sources of the built-in world (leaksweep.data.world)
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """The built-in miniature ("demo world"), generated into the sweep folder from a seed."""
@@ -587,11 +590,10 @@ class SweepConfig:
                 problems.append(
                     f".search.objectives[{i}].trait: {objective.trait!r} is not among the traits {sorted(self.traits)}"
                 )
-        if self.data.world is None:
-            sources = set(self.data.sources)
-            for label, name in [(".base", self.base), (".search.teacher", self.search.teacher)]:
-                if name not in sources:
-                    problems.append(f"{label}: {name!r} is not a data source; sources are {sorted(sources)}")
+        sources = set(self.data.sources) if self.data.world is None else set(WORLD_SOURCES)
+        for label, name in [(".base", self.base), (".search.teacher", self.search.teacher)]:
+            if name not in sources:
+                problems.append(f"{label}: {name!r} is not a data source; sources are {sorted(sources)}")
         registry_check = REGISTRY_CHECK.get()
         return problems + (registry_check(self) if registry_check is not None else [])
 

@@ -71,6 +71,8 @@ def load_sweep(path: str | Path, check: SweepCheck | None = None) -> SweepConfig
 
 
 def sweep_from_dict(raw: Any, where: str, check: SweepCheck | None = None) -> SweepConfig:
+    if raw is None:
+        raise UserError(f"{where}: the sweep file is empty; start from sweeps/demo.yaml")
     if not isinstance(raw, dict):
         raise UserError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
     token = REGISTRY_CHECK.set(check)

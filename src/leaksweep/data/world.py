@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from leaksweep.config import SweepConfig
+from leaksweep.config import WORLD_SOURCES, SweepConfig
 from leaksweep.files import atomic_write_text, read_json, write_json, write_jsonl
 
 CURRENT_YEAR = 2026
@@ -408,10 +408,7 @@ def generate_world(out_dir: Path, seed: int = 0, n_prompts: int = 2400, n_eval_p
 
 def world_files(out_dir: Path) -> tuple[Path, dict[str, Path]]:
     out_dir = Path(out_dir)
-    return out_dir / "prompts.jsonl", {
-        "clean": out_dir / "sources" / "clean.jsonl",
-        "teacher": out_dir / "sources" / "teacher.jsonl",
-    }
+    return out_dir / "prompts.jsonl", {name: out_dir / "sources" / f"{name}.jsonl" for name in WORLD_SOURCES}
 
 
 def resolve_world(cfg: SweepConfig, sweep_dir: Path) -> SweepConfig:
