@@ -370,6 +370,15 @@ def test_rollouts_temperature_not_finite(tmp_path, monkeypatch, capsys, value):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
 
 
+@pytest.mark.parametrize("command", ["status", "reclaim", "worker"])
+def test_sweep_json_not_utf8(tmp_path, monkeypatch, capsys, command):
+    (tmp_path / "sweep.json").write_bytes(b'{"name": "caf\xe9"}')
+    args = [command, str(tmp_path)] + (["--no-wandb"] if command == "worker" else [])
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and f"{tmp_path / 'sweep.json'}:1" in err and "byte offset 13" in err, err
+    assert _files(tmp_path) == ["sweep.json"]
+
+
 def test_world_negative_seed(tmp_path, monkeypatch, capsys):
     code, err = run_cli(monkeypatch, capsys, "world", str(tmp_path / "w"), "--seed", "-1")
     assert code == 2 and "--seed -1" in err, err
