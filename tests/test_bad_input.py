@@ -182,9 +182,11 @@ def _files_sweep(tmp_path: Path, prompts: Path, source: Path | None = None, **to
     out = tmp_path / "runs" / "files"
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps({"prompt_id": f"p{i}", "response": "r"}) + "\n" for i in range(3)))
+    teacher = tmp_path / "teacher-good.jsonl"
+    teacher.write_text(good.read_text())
     raw = {
         "name": "files",
-        "data": {"prompts": str(prompts), "sources": {"clean": str(good), "teacher": str(source or good)}},
+        "data": {"prompts": str(prompts), "sources": {"clean": str(good), "teacher": str(source or teacher)}},
         "subsets": {"S": {"regex": "x"}},
         "base": "clean",
         "search": {"teacher": "teacher", "fractions": {"S": [1.0]}, "objectives": [{"trait": "date_confusion"}]},
@@ -272,6 +274,13 @@ def test_broken_hf_dataset_folder(tmp_path, monkeypatch, capsys):
     code, err = run_cli(monkeypatch, capsys, "prepare", str(path))
     assert code == 2 and str(bad) in err and "save_to_disk" in err, err
     assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_teacher_and_base_the_same_file(tmp_path, monkeypatch, capsys):
+    path, out = _files_sweep(tmp_path, _prompts(tmp_path), tmp_path / "good.jsonl")  # both sources are good.jsonl
+    code, err = run_cli(monkeypatch, capsys, "prepare", str(path))
+    assert code == 2 and "data.sources" in err and "same file" in err and "good.jsonl" in err, err
     assert not out.exists()
 
 

@@ -557,6 +557,11 @@ class SweepConfig:
                 f".search.teacher: {self.search.teacher!r} is also the base; the teacher must be another source "
                 "(the one whose rollouts are patched in)"
             )
+        elif self.data.sources.get(self.search.teacher, 0) == self.data.sources.get(self.base, 1):
+            problems.append(
+                f".data.sources: the teacher {self.search.teacher!r} and the base {self.base!r} are the same file "
+                f"{self.data.sources[self.base]!r}; give the teacher's rollouts their own file"
+            )
         known_subsets = set(self.subsets)
         for name, subset in self.subsets.items():
             unknown = [n for n in subset.operands() if n not in known_subsets]
