@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-from leaksweep.schema import to_dict
+from leaksweep.schema import to_dict, unsafe_names
 
 # ---------------------------------------------------------------------------------------------
 # data
@@ -281,15 +281,15 @@ class SearchConfig:
             )
         if self.max_retries < 0:
             problems.append(f".max_retries: {self.max_retries} must be >= 0 (how often a reclaimed trial is rerun)")
-        if self.n_trials is not None and self.n_trials < 1:
-            problems.append(f".n_trials: {self.n_trials} must be at least 1 (how many trials to run)")
-        for name in ("mixture_seed", "max_depth", "confirm_seeds"):
-            if getattr(self, name) < 0:
-                problems.append(f".{name}: {getattr(self, name)} must be >= 0")
-        if self.min_effect < 0:
-            problems.append(
-                f".min_effect: {self.min_effect} must be >= 0 (the smallest effect that counts, in trait units)"
-            )
+        for name, least in (
+            ("n_trials", 1),
+            ("mixture_seed", 0),
+            ("max_depth", 0),
+            ("confirm_seeds", 0),
+            ("min_effect", 0),
+        ):
+            if (getattr(self, name) if getattr(self, name) is not None else least) < least:
+                problems.append(f".{name}: {getattr(self, name)} must be >= {least}")
         for group in ("fractions", "drop"):
             for subset, choice in getattr(self, group).items():
                 values = choice if isinstance(choice, list) else [choice.low, choice.high]
@@ -544,14 +544,8 @@ class SweepConfig:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def check(self) -> list[str]:
-        problems = []
-        if not safe_name(self.name):
-            problems.append(f".name: {self.name!r} {SAFE_NAME_RULE}")
-        for group in ("subsets", "traits", "data.sources"):
-            mapping = self.data.sources if group == "data.sources" else getattr(self, group)
-            problems += [
-                f".{group}: name {n!r} {SAFE_NAME_RULE} (it becomes a file name)" for n in mapping if not safe_name(n)
-            ]
+        problems = unsafe_names(".name", [self.name]) + unsafe_names(".subsets", self.subsets)
+        problems += unsafe_names(".traits", self.traits) + unsafe_names(".data.sources", self.data.sources)
         if self.search.teacher == self.base:
             problems.append(
                 f".search.teacher: {self.search.teacher!r} is also the base; the teacher must be another source "
@@ -604,14 +598,6 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         return to_dict(self)
-
-
-SAFE_NAME_RULE = "must be letters, digits, '-', '_' or '.' (not starting with '.' or '-')"
-
-
-def safe_name(name: str) -> bool:
-    """A name that is safe as a file name on every file system: sweeps, subsets, traits, sources."""
-    return bool(name) and name[0] not in ".-" and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
 
 
 # Experiment modes and judge kinds are registered downstream (leaksweep.experiments.registry,

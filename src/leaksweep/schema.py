@@ -41,6 +41,17 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def unsafe_names(label: str, names: Any) -> list[str]:
+    """Problems for names that are not safe as file names on every file system (sweeps, subsets,
+    traits and sources become folder and file names): letters, digits, '-', '_', '.', not first '.' or '-'."""
+    return [
+        f"{label}: {name!r} must be letters, digits, '-', '_' or '.' (not starting with '.' or '-'): "
+        "it becomes a file name"
+        for name in names
+        if not (name and name[0] not in ".-" and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name))
+    ]
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
