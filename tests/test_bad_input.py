@@ -102,6 +102,11 @@ SWEEP_CASES = [
     ("storage-no-scheme", {"search.storage": "runs/study.db"}, ["search.storage", "runs/study.db"]),
     ("storage-unreachable", {"search.storage": "postgresql://nohost/x"}, ["search.storage", "nohost"]),
     (
+        "storage-host-unknown",
+        {"search.storage": "postgresql+psycopg2://u@nohost.invalid/x"},
+        ["search.storage", "cannot connect", "nohost.invalid"],
+    ),
+    (
         "storage-server-down",
         {"search.storage": "postgresql+psycopg2://u@127.0.0.1:1/x"},
         ["search.storage", "cannot connect"],
