@@ -7,13 +7,11 @@ One table of sweep-file mistakes (numbers, names, paths, encodings, storage URLs
 from __future__ import annotations
 
 import json
-import math
 import socket
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support.sweeps import sr_sweep, write_sweep
 
@@ -117,6 +115,24 @@ SWEEP_CASES = [
         {"search.storage": "sqlite:////nonexistent/dir/x.db"},
         ["search.storage", "/nonexistent/dir"],
     ),
+    (
+        "storage-port-out-of-range",
+        {"search.storage": "postgresql+psycopg2://u@127.0.0.1:99999/x"},
+        ["search.storage", "99999"],
+    ),
+    (
+        "storage-driver-missing",
+        {"search.storage": "mysql+pymysql://u@127.0.0.1/x"},
+        ["search.storage", "driver", "pymysql"],
+    ),
+    ("storage-blank", {"search.storage": " "}, ["search.storage", "not a storage URL"]),
+    ("storage-sqlite-memory", {"search.storage": "sqlite://"}, ["search.storage", "in-memory", "sqlite:///PATH"]),
+    (
+        "storage-journal-no-folder",
+        {"search.storage": "journal:/nonexistent/dir/j.log"},
+        ["search.storage", "/nonexistent/dir"],
+    ),
+    ("storage-journal-empty", {"search.storage": "journal:"}, ["search.storage", "names no file"]),
 ]
 
 
@@ -423,7 +439,3 @@ def test_dashboard_port_in_use(tmp_path, monkeypatch, capsys):
         monkeypatch, capsys, "dashboard", str(tmp_path / "runs" / "busy"), "--host", "no.such.host.invalid"
     )
     assert code == 2 and "--host no.such.host.invalid" in err and "Traceback" not in err, err
-
-
-def test_math_isfinite_helper_kept():  # the table above relies on yaml writing nan/inf as .nan/.inf
-    assert yaml.safe_load(yaml.safe_dump({"x": NAN}))["x"] != 0 and math.isinf(yaml.safe_load(".inf"))
