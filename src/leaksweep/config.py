@@ -284,8 +284,8 @@ class SearchConfig:
         for name, least in (
             ("n_trials", 1),
             ("mixture_seed", 0),
-            ("max_depth", 0),
-            ("confirm_seeds", 0),
+            ("max_depth", 1),
+            ("confirm_seeds", 1),
             ("min_effect", 0),
         ):
             if (getattr(self, name) if getattr(self, name) is not None else least) < least:
