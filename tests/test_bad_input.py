@@ -409,6 +409,30 @@ def test_sweep_json_not_utf8(tmp_path, monkeypatch, capsys, command):
     assert _files(tmp_path) == ["sweep.json"]
 
 
+def test_report_out_below_a_file(tmp_path, monkeypatch, capsys):
+    path = write_sweep(tmp_path, sr_sweep("r", tmp_path / "runs" / "r", wandb=None, mode="subset_scan", subsets=["S"]))
+    code, err = run_cli(monkeypatch, capsys, "sweep", str(path), "--no-wandb", "--no-report")
+    assert code == 0, err
+    (tmp_path / "afile").write_text("mine\n")
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "report",
+        str(tmp_path / "runs" / "r"),
+        "--out",
+        str(tmp_path / "afile" / "r.html"),
+        "--no-wandb",
+    )
+    assert code == 2 and f"{tmp_path / 'afile'} is a file" in err, err
+    assert (tmp_path / "afile").read_text() == "mine\n"
+
+
+def test_world_out_dir_below_a_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("mine\n")
+    code, err = run_cli(monkeypatch, capsys, "world", str(tmp_path / "afile" / "w"), "--n-prompts", "200")
+    assert code == 2 and f"{tmp_path / 'afile'} is a file" in err, err
+
+
 def test_world_negative_seed(tmp_path, monkeypatch, capsys):
     code, err = run_cli(monkeypatch, capsys, "world", str(tmp_path / "w"), "--seed", "-1")
     assert code == 2 and "--seed -1" in err, err
