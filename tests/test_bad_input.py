@@ -433,6 +433,16 @@ def test_world_out_dir_below_a_file(tmp_path, monkeypatch, capsys):
     assert code == 2 and f"{tmp_path / 'afile'} is a file" in err, err
 
 
+def test_rollouts_persona_file_not_utf8(tmp_path, monkeypatch, capsys):
+    persona = tmp_path / "persona.txt"
+    persona.write_bytes(b"You are caf\xe9.\n")
+    out = tmp_path / "out.jsonl"
+    args = ["rollouts", "generate", "--model", "tiny", "--prompts", str(_prompts(tmp_path)), "--out", str(out)]
+    code, err = run_cli(monkeypatch, capsys, *args, "--persona-file", str(persona))
+    assert code == 2 and f"{persona}:1" in err and "byte offset 11" in err, err
+    assert not out.exists()
+
+
 def test_world_negative_seed(tmp_path, monkeypatch, capsys):
     code, err = run_cli(monkeypatch, capsys, "world", str(tmp_path / "w"), "--seed", "-1")
     assert code == 2 and "--seed -1" in err, err
