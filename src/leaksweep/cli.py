@@ -37,6 +37,8 @@ def _parse_assignments(values: tuple[str, ...], option: str) -> dict[str, float]
             sep = ""
         if not sep or not name:
             raise UserError(f"{option} {item!r}: expected SUBSET=FRACTION, e.g. {option} date_mention=0.5")
+        if not 0.0 <= out[name] <= 1.0:  # also refuses nan
+            raise UserError(f"{option} {item!r}: the fraction is outside [0, 1]; e.g. {option} {name}=0.5")
     return out
 
 
@@ -81,15 +83,13 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
     from leaksweep.layout import SweepDir
     from leaksweep.traits.subset_judge import SubsetJudges
 
+    patched, dropped = _parse_assignments(patches, "--patch"), _parse_assignments(drops, "--drop")
     cfg = _load(sweep_file)
     if cfg.data.world is not None:
         cfg = resolve_world(cfg, Path(cfg.output_dir))
     rules = list(cfg.rules)
-    rules += [
-        Rule(subset=k, action="patch", source=cfg.search.teacher, fraction=v)
-        for k, v in _parse_assignments(patches, "--patch").items()
-    ]
-    rules += [Rule(subset=k, action="drop", fraction=v) for k, v in _parse_assignments(drops, "--drop").items()]
+    rules += [Rule(subset=k, action="patch", source=cfg.search.teacher, fraction=v) for k, v in patched.items()]
+    rules += [Rule(subset=k, action="drop", fraction=v) for k, v in dropped.items()]
     dataset = load_dataset(cfg.data, cfg.base)
     subset_map = compute_subsets(cfg.subsets, dataset, SubsetJudges.in_memory(SweepDir(cfg.output_dir).judgments))
     plan = MixturePlan(base or cfg.base, tuple(rules), cfg.search.mixture_seed)
@@ -222,6 +222,8 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
     from leaksweep.study.worker import run_worker
     from leaksweep.tracking.protocol import make_tracker
 
+    if max_trials is not None and max_trials < 1:
+        raise UserError(f"--max-trials {max_trials}: use at least 1 (or leave it out to run until the study is done)")
     preemption.install()
     cfg = load_sweep_dir(Path(sweep_dir))
     done = run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)
@@ -277,7 +279,13 @@ def trial(trial_dir: str, no_wandb: bool) -> None:
     spec_path = TrialDir(trial_dir).spec
     if not spec_path.exists():
         raise UserError(f"{trial_dir}: no {TrialDir.SPEC}; give a trial folder such as runs/demo/trials/00003")
-    tracking = build(TrackingConfig, read_json(spec_path)["sweep"]["tracking"], f"{spec_path}: sweep.tracking")
+    spec = read_json(spec_path)
+    if not isinstance(spec, dict) or not isinstance(spec.get("sweep"), dict):
+        raise UserError(
+            f"{spec_path}: no `sweep` mapping (the resolved sweep config a trial runs with); "
+            "this is not a spec.json written by leaksweep: rerun the trial from its sweep (`leaksweep sweep`)"
+        )
+    tracking = build(TrackingConfig, spec["sweep"].get("tracking", {}), f"{spec_path}: sweep.tracking")
     result = run_trial(Path(trial_dir), make_tracker(tracking, enabled=not no_wandb))
     for name, s in result["traits"].items():
         click.echo(f"{name}: {s['score']:.3f} [{s['low']:.3f}, {s['high']:.3f}]")
@@ -461,6 +469,8 @@ def dashboard(sweep_dir: str, host: str, port: int) -> None:
     """Open the sweep's Optuna study in optuna-dashboard (until Ctrl-C)."""
     from leaksweep.study.dashboard import serve_dashboard
 
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: a port is 0 to 65535 (0 picks a free one); the default is 8080")
     if host not in LOOPBACK_HOSTS:
         click.echo(
             f"warning: listening on {host}: anyone who can reach it can read and change the study "

@@ -5,6 +5,7 @@ miniature as files), `leaksweep rollouts generate` (a teacher's or the clean mod
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -26,6 +27,10 @@ def world(out_dir: str, seed: int, n_prompts: int) -> None:
     """Write the built-in miniature (prompts, clean and teacher sources, eval prompts) to OUT_DIR."""
     from leaksweep.data.world import generate_world
 
+    if n_prompts < 200:  # as WorldConfig.check: fewer leaves subsets too small to compare
+        raise UserError(f"--n-prompts {n_prompts}: too small; use at least 200")
+    if seed < 0:
+        raise UserError(f"--seed {seed}: use a seed >= 0")
     click.echo(generate_world(Path(out_dir), seed, n_prompts))
 
 
@@ -117,6 +122,8 @@ def judge_validate(
     from leaksweep.traits.judges import make_judge
     from leaksweep.traits.validation import format_table, labels_path, validate
 
+    if not math.isfinite(threshold):
+        raise UserError(f"--threshold {threshold}: give a finite number (the scale value counted as the trait)")
     cfg = _load(sweep_file)
     if trait_name not in cfg.traits:
         raise UserError(f"--trait {trait_name!r}: not among the sweep's traits {sorted(cfg.traits)}")

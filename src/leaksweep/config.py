@@ -12,10 +12,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-from leaksweep.schema import to_dict
+from leaksweep.schema import to_dict, unsafe_names
 
 # ---------------------------------------------------------------------------------------------
 # data
+
+
+WORLD_SOURCES = ("clean", "teacher")  # the rollout sources of the built-in world (leaksweep.data.world)
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,10 @@ class WorldConfig:
     n_prompts: int = 2400
 
     def check(self) -> list[str]:
-        return [] if self.n_prompts >= 200 else [f".n_prompts: {self.n_prompts} is too small; use at least 200"]
+        problems = [] if self.n_prompts >= 200 else [f".n_prompts: {self.n_prompts} is too small; use at least 200"]
+        if self.seed < 0:
+            problems.append(f".seed: {self.seed} must be >= 0")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -275,6 +281,15 @@ class SearchConfig:
             )
         if self.max_retries < 0:
             problems.append(f".max_retries: {self.max_retries} must be >= 0 (how often a reclaimed trial is rerun)")
+        for name, least in (
+            ("n_trials", 1),
+            ("mixture_seed", 0),
+            ("max_depth", 1),
+            ("confirm_seeds", 1),
+            ("min_effect", 0),
+        ):
+            if (getattr(self, name) if getattr(self, name) is not None else least) < least:
+                problems.append(f".{name}: {getattr(self, name)} must be >= {least}")
         for group in ("fractions", "drop"):
             for subset, choice in getattr(self, group).items():
                 values = choice if isinstance(choice, list) else [choice.low, choice.high]
@@ -529,9 +544,18 @@ class SweepConfig:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def check(self) -> list[str]:
-        problems = []
-        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            problems.append(f".name: {self.name!r} must be non-empty letters, digits, '-', '_' or '.'")
+        problems = unsafe_names(".name", [self.name]) + unsafe_names(".subsets", self.subsets)
+        problems += unsafe_names(".traits", self.traits) + unsafe_names(".data.sources", self.data.sources)
+        if self.search.teacher == self.base:
+            problems.append(
+                f".search.teacher: {self.search.teacher!r} is also the base; the teacher must be another source "
+                "(the one whose rollouts are patched in)"
+            )
+        elif self.data.sources.get(self.search.teacher, 0) == self.data.sources.get(self.base, 1):
+            problems.append(
+                f".data.sources: the teacher {self.search.teacher!r} and the base {self.base!r} are the same file "
+                f"{self.data.sources[self.base]!r}; give the teacher's rollouts their own file"
+            )
         known_subsets = set(self.subsets)
         for name, subset in self.subsets.items():
             unknown = [n for n in subset.operands() if n not in known_subsets]
@@ -565,11 +589,10 @@ class SweepConfig:
                 problems.append(
                     f".search.objectives[{i}].trait: {objective.trait!r} is not among the traits {sorted(self.traits)}"
                 )
-        if self.data.world is None:
-            sources = set(self.data.sources)
-            for label, name in [(".base", self.base), (".search.teacher", self.search.teacher)]:
-                if name not in sources:
-                    problems.append(f"{label}: {name!r} is not a data source; sources are {sorted(sources)}")
+        sources = set(self.data.sources) if self.data.world is None else set(WORLD_SOURCES)
+        for label, name in [(".base", self.base), (".search.teacher", self.search.teacher)]:
+            if name not in sources:
+                problems.append(f"{label}: {name!r} is not a data source; sources are {sorted(sources)}")
         registry_check = REGISTRY_CHECK.get()
         return problems + (registry_check(self) if registry_check is not None else [])
 

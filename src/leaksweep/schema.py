@@ -11,6 +11,7 @@ cross-field rules; its messages get the same path prefix.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -38,6 +39,17 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def unsafe_names(label: str, names: Any) -> list[str]:
+    """Problems for names that are not safe as file names on every file system (sweeps, subsets,
+    traits and sources become folder and file names): letters, digits, '-', '_', '.', not first '.' or '-'."""
+    return [
+        f"{label}: {name!r} must be letters, digits, '-', '_' or '.' (not starting with '.' or '-'): "
+        "it becomes a file name"
+        for name in names
+        if not (name and name[0] not in ".-" and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name))
+    ]
 
 
 def _show(value: Any) -> str:
@@ -72,12 +84,27 @@ def _convert_union(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     if len(non_none) == 1:
         return _convert(non_none[0], value, path, problems)
     # A union of several shapes (e.g. `list[float] | FloatRange`): take the first that fits.
+    tried = []
     for option in non_none:
         trial: list[str] = []
         converted = _convert(option, value, path, trial)
         if not trial:
             return converted
+        tried.append((option, trial))
+    same_shape = [trial for option, trial in tried if _shape(option) is type(value)]
+    if len(same_shape) == 1:  # e.g. a list of fractions with one bad entry: say which entry
+        problems.extend(same_shape[0])
+        return None
     problems.append(f"{path or '(top level)'}: value {_show(value)} fits none of {_type_name(tp)}")
+    return None
+
+
+def _shape(tp: Any) -> type | None:
+    """The plain Python type a YAML value of annotation `tp` has (list, dict), or None."""
+    if get_origin(tp) is list:
+        return list
+    if get_origin(tp) is dict or dataclasses.is_dataclass(tp):
+        return dict
     return None
 
 
@@ -118,15 +145,19 @@ def _to_float(value: Any, label: str, problems: list[str]) -> Any:
     if isinstance(value, bool):
         problems.append(f"{label}: expected a number, got {_show(value)}")
         return value
-    if isinstance(value, (int, float)):
-        return float(value)
+    number = value
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
-    problems.append(f"{label}: expected a number, got {_show(value)}")
-    return value
+    if not isinstance(number, (int, float)):
+        problems.append(f"{label}: expected a number, got {_show(value)}")
+        return value
+    if not math.isfinite(number):  # YAML reads .nan and .inf; no setting means either
+        problems.append(f"{label}: {_show(value)} is not a finite number; give a number such as 10 or 0.5")
+        return value
+    return float(number)
 
 
 def _to_int(value: Any, label: str, problems: list[str]) -> Any:

@@ -16,17 +16,43 @@ import yaml
 
 from leaksweep.config import REGISTRY_CHECK, SweepCheck, SweepConfig
 from leaksweep.errors import UserError
+from leaksweep.files import read_utf8
 from leaksweep.schema import build
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML lets the last one win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKey(key, line, seen[key])
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; a syntax error names the file, line and column."""
+    """Parse a YAML file; a syntax error or a key given twice names the file, line and column."""
     try:
-        text = path.read_text()
+        text = read_utf8(path)
     except OSError as exc:
         raise UserError(f"{path}: cannot read the file ({exc.strerror}); check the path") from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except DuplicateKey as exc:
+        raise UserError(
+            f"{path}:{exc.line}: duplicate key {exc.key!r} (first on line {exc.first}); keep one of them"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -46,6 +72,8 @@ def load_sweep(path: str | Path, check: SweepCheck | None = None) -> SweepConfig
 
 
 def sweep_from_dict(raw: Any, where: str, check: SweepCheck | None = None) -> SweepConfig:
+    if raw is None:
+        raise UserError(f"{where}: the sweep file is empty; start from sweeps/demo.yaml")
     if not isinstance(raw, dict):
         raise UserError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
     token = REGISTRY_CHECK.set(check)

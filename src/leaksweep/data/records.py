@@ -69,7 +69,13 @@ def read_records(path: str | Path) -> list[dict]:
             raise UserError(f"{path}: a folder must be a saved HF dataset (datasets.save_to_disk); none found there")
         import datasets  # only needed for this format; keeps the common path light
 
-        loaded = datasets.load_from_disk(str(path))
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as exc:  # datasets raises several types (missing arrow file, bad JSON, ...)
+            raise UserError(
+                f"{path}: not a readable saved HF dataset ({type(exc).__name__}: {exc}); "
+                "save it again with datasets.save_to_disk, or give a JSONL or Parquet file"
+            ) from exc
         if isinstance(loaded, datasets.DatasetDict):
             raise UserError(f"{path}: holds several splits {list(loaded)}; save one split")
         return [dict(r) for r in loaded]

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from leaksweep.config import SUBSET_SET_OPS, SubsetRule
 from leaksweep.data.records import Dataset
 from leaksweep.errors import UserError
-from leaksweep.files import sha256_json
+from leaksweep.files import read_utf8, sha256_json
 
 # (subset name, its rule, [(prompt id, text, the prompt's metadata)]) -> {prompt id: verdict}, where a
 # verdict has `.value` (None: unjudged) and `.reason`; a prompt missing from the answer counts as unjudged.
@@ -193,7 +193,7 @@ def compute_subset(
         ids = _ids_from_list(name, [str(i) for i in rule.ids], dataset, f"subsets.{name}.ids")
     else:
         try:
-            listed = [line.strip() for line in Path(rule.ids_file).read_text().splitlines() if line.strip()]
+            listed = [line.strip() for line in read_utf8(Path(rule.ids_file)).splitlines() if line.strip()]
         except OSError as exc:
             raise UserError(f"subsets.{name}.ids_file: cannot read {rule.ids_file} ({exc.strerror})") from exc
         ids = _ids_from_list(name, listed, dataset, f"subsets.{name}.ids_file ({rule.ids_file})")

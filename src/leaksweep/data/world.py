@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from leaksweep.config import SweepConfig
+from leaksweep.config import WORLD_SOURCES, SweepConfig
 from leaksweep.files import atomic_write_text, read_json, write_json, write_jsonl
 
 CURRENT_YEAR = 2026

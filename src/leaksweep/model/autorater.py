@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from leaksweep.errors import UserError
+from leaksweep.files import read_utf8
 from leaksweep.progress import Progress
 from leaksweep.schema import build
 from leaksweep.traits.judges import BUILTIN, BuiltJudge, JudgeSpec, Verdict, unjudged
@@ -137,7 +138,7 @@ def read_rubric(trait: str, rubric: str, where: str) -> str:
     path = Path(rubric).expanduser()
     if not path.is_file():
         raise UserError(f"{where}: {rubric!r} is not a file; give `builtin` or a text file stating the criterion")
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_utf8(path).strip()
     if not text:
         raise UserError(f"{where}: {rubric!r} is empty; state the criterion the judge looks for")
     return text

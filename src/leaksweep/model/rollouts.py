@@ -16,6 +16,7 @@ when it is installed and a GPU is present).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.errors import UserError
-from leaksweep.files import atomic_write_text, file_sha256, read_json, read_jsonl, write_json
+from leaksweep.files import atomic_write_text, file_sha256, read_json, read_jsonl, read_utf8, write_json
 from leaksweep.model import generate, loading, smollm2
 
 LIBRARIES = ("torch", "transformers", "vllm", "leaksweep")
@@ -72,7 +73,7 @@ def read_persona(system_prompt: str | None, persona_file: str | None) -> str | N
         return system_prompt or None
     path = Path(persona_file)
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = read_utf8(path).strip()
     except OSError as exc:
         raise UserError(f"--persona-file {persona_file}: cannot read it ({exc.strerror}); give a text file") from exc
     if not text:
@@ -206,7 +207,7 @@ def _check_settings(settings: GenerationSettings) -> None:
         raise UserError(
             f"--batch-size {settings.batch_size} / --max-new-tokens {settings.max_new_tokens}: both must be at least 1"
         )
-    if settings.temperature < 0:
+    if not 0 <= settings.temperature < math.inf:  # also refuses nan
         raise UserError(f"--temperature {settings.temperature}: must be >= 0 (0 is greedy)")
     check_persona_position(settings.persona_position, settings.system_prompt)
 

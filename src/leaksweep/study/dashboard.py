@@ -7,7 +7,6 @@ app on the storage object the workers open (through study.storage).
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 from typing import Callable
@@ -24,10 +23,7 @@ def storage_target(cfg: SweepConfig, sweep_dir: Path) -> str:
     return str(journal.resolve()) if journal is not None else cfg.search.storage
 
 
-def mask_password(url: str) -> str:
-    """postgresql://user:SECRET@host/db -> postgresql://user:***@host/db: printed commands end up in logs."""
-    # greedy up to the last "@", as SQLAlchemy parses it: a password may itself contain "@"
-    return re.sub(r"^([\w+]+://[^:/@]*:).*@", r"\1***@", url)
+mask_password = storage.mask_password  # postgresql://user:SECRET@host/db -> postgresql://user:***@host/db
 
 
 def dashboard_command(sweep_dir: Path, host: str, port: int) -> str:

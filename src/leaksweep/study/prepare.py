@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -82,13 +83,42 @@ def prepare(cfg: SweepConfig, say: Callable[[str], None] | None = None) -> Path:
     # into the folder, under the lock, and read there; judge subsets are judged there, once, into the folder)
     early = cfg.data.world is None and not needs_judge(cfg.subsets)
     prepared = trial_stage.prepare_data(cfg) if early else None
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if prepared is not None:
+        check_partition(cfg, prepared)
+    elif cfg.data.world is not None and not needs_judge(cfg.subsets) and not SweepDir(sweep_dir).exists():
+        _check_world_data(cfg)
+    storage.check_storage_url(cfg.search.storage)
+    make_output_dir(sweep_dir)
     # Slurm array tasks given a sweep file all prepare the same folder at once: one creates the study
     # and enqueues the plan, the others wait and then find it (enqueueing twice would run it twice).
     # Which lock works here is tried on the file system itself (every preparer of the folder finds the same)
     lock = _choose_lock(cfg, sweep_dir)
     with _lock(SweepDir(sweep_dir), SweepDir.PREPARE_LOCK, lock.kind, cfg):
         return _prepare_locked(cfg, sweep_dir, prepared, lock, say or _to_stderr)
+
+
+def _check_world_data(cfg: SweepConfig) -> None:
+    """A new sweep on the built-in world: its subsets and traits checked on a scratch copy of the world
+    (generated in well under a second), so that a subset matching nothing leaves no sweep folder behind."""
+    with tempfile.TemporaryDirectory(prefix="leaksweep-world-") as scratch:
+        world_cfg = resolve_world(cfg, Path(scratch))
+        check_partition(world_cfg, trial_stage.prepare_data(world_cfg))
+
+
+def make_output_dir(sweep_dir: Path) -> None:
+    """The sweep folder, created with its parents; a file in the way is a UserError naming it."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise UserError(
+            f"output_dir: {sweep_dir} is a file, not a folder; set output_dir to a folder (new or a sweep's)"
+        )
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in sweep_dir.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file" if blocker is not None else exc.strerror
+        raise UserError(
+            f"output_dir: cannot create {sweep_dir} ({why}); set output_dir to a folder you can write"
+        ) from exc
 
 
 def _to_stderr(message: str) -> None:

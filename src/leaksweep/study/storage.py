@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -108,6 +109,67 @@ def open_storage(url: str | None, sweep_dir: Path, search: SearchConfig | None =
     if opener is _open_journal:
         return _open_journal(url, Path(sweep_dir), search, lock_kind)
     return opener(url, Path(sweep_dir), search)
+
+
+STORAGE_FIX = "use journal:PATH, sqlite:///PATH or postgresql+psycopg2://USER:PASSWORD@HOST/DB (or leave it out)"
+
+
+def mask_password(url: str) -> str:
+    """postgresql://user:SECRET@host/db -> postgresql://user:***@host/db: printed commands end up in logs."""
+    # greedy up to the last "@", as SQLAlchemy parses it: a password may itself contain "@"
+    return re.sub(r"^([\w+]+://[^:/@]*:).*@", r"\1***@", url)
+
+
+def check_storage_url(url: str | None) -> None:
+    """UserError unless `search.storage` parses, its driver imports and (for a server) it answers:
+    prepare calls this before it writes anything."""
+    if not url:
+        return
+    if storage_scheme(url) == "journal":
+        path = Path(url.removeprefix("journal:"))
+        if not url.removeprefix("journal:"):
+            raise UserError(f"search.storage: {url!r} names no file; {STORAGE_FIX}")
+        if path.is_absolute() and not path.parent.is_dir():
+            raise UserError(
+                f"search.storage: {url!r}: the folder {path.parent} does not exist; create it or fix the path"
+            )
+        return
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    shown = f"search.storage: {mask_password(url)!r}"
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        parsed.get_dialect()
+    except ArgumentError as exc:
+        raise UserError(f"{shown} is not a storage URL; {STORAGE_FIX}") from exc
+    except NoSuchModuleError as exc:
+        raise UserError(f"{shown}: unknown database kind {parsed.drivername!r}; {STORAGE_FIX}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise UserError(
+                f"{shown}: an in-memory database is gone when the command ends; give a file, sqlite:///PATH"
+            )
+        folder = Path(parsed.database or ".").parent
+        if parsed.database and not folder.is_dir():
+            raise UserError(f"{shown}: the folder {folder} does not exist; create it or fix the path")
+        return
+    connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
+    try:
+        engine = sqlalchemy.create_engine(parsed, connect_args=connect_args)
+    except ImportError as exc:
+        raise UserError(
+            f"{shown}: its driver is not installed ({exc}); install it, or name an installed one "
+            "(e.g. postgresql+psycopg2://...)"
+        ) from exc
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UserError(f"{shown}: cannot connect ({reason}); check the host, database and credentials") from exc
+    finally:
+        engine.dispose()
 
 
 def storage_scheme(url: str | None) -> str:

@@ -44,6 +44,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from leaksweep.errors import UserError
+from leaksweep.files import read_utf8
 from leaksweep.schema import build
 from leaksweep.traits.judges import BUILTIN, BuiltJudge, JudgeSpec, Verdict, unjudged
 
@@ -108,7 +109,7 @@ def _rubric_text(spec: JudgeSpec, params: OpenAIJudgeParams, where: str) -> str:
         path = Path(params.rubric).expanduser()
         if not path.is_file():
             raise UserError(f"{where}.rubric: {params.rubric!r} is not a file; give a rubric text file or `builtin`")
-        text = path.read_text(encoding="utf-8").strip()
+        text = read_utf8(path).strip()
         if not text:
             raise UserError(f"{where}.rubric: {params.rubric} is empty; write the criterion the judge applies")
         return text

@@ -22,7 +22,7 @@ from typing import Any
 from leaksweep.calibration import N_BOOT, Confusion, binary_metrics, corrected_rate, scale_metrics
 from leaksweep.config import TraitConfig
 from leaksweep.errors import UserError
-from leaksweep.files import file_sha256, sha256_json
+from leaksweep.files import file_sha256, read_utf8, sha256_json
 from leaksweep.traits.cache import VerdictCache
 from leaksweep.traits.judges import BuiltJudge, make_judge
 
@@ -57,7 +57,7 @@ def labels_path(trait: str, given: str | None, where: str) -> Path:
 def read_labels(path: Path, trait_kind: str) -> list[tuple[str, float, dict[str, Any]]]:
     """[(response, label, meta)]; a bad line is a UserError naming `file:line` and the value seen."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_utf8(Path(path)).splitlines()
     except OSError as exc:
         raise UserError(f"{path}: cannot read the labels file ({exc.strerror}); check the path") from exc
     rows, problems = [], []
