@@ -449,33 +449,41 @@ def necessity(
 def leak_in(
     drop_runs,
     remove_runs,
-    necessary: Decision,
+    necessary: Decision | None = None,
     alpha: float = 0.05,
     trials=(),
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
 ) -> Decision:
-    """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
+    """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(drop) - tau(remove) exceeds 0.
 
-    Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
+    Leak-in is the comparison itself: dropping S leaves more of the trait than patching clean
+    rollouts into S (clean data on S counteracts teacher data elsewhere). It does not require S
+    to be necessary on its own: when a second subset also leaks, patch_remove(S) keeps that
+    subset's effect and S is never equivalent to clean, yet the comparison is still meaningful.
+    `necessary` (S's necessity decision, when run) is reported beside it in the statement, not
+    required; the caller records its outcome next to the decision (static.py: subset_necessary).
+    p is the smoothed share of bootstrap differences at or below 0.
     """
     est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled)
-    above = est.low > 0
-    passed = necessary.passed and above
-    p = max(necessary.p_value, _share_at_or_below(draws, 0.0))
+    passed = est.low > 0
+    p = _share_at_or_below(draws, 0.0)
     if passed:
-        verdict = "Leak-in: the subset is necessary and dropping it still leaves the trait above patch_remove"
-    elif not necessary.passed:
-        verdict = "No leak-in shown: the subset was not shown necessary"
+        verdict = "Leak-in: dropping the subset leaves more of the trait than patching clean rollouts into it"
     else:
         verdict = "No leak-in shown: tau(drop) is not shown above tau(remove)"
+    if necessary is None:
+        beside = ""
+    else:
+        beside = " The subset alone is " + ("necessary" if necessary.passed else "not shown necessary")
+        beside += f" (TOST p = {necessary.p_value:.3g}, margin {necessary.margin:.4g})."
     statement = (
         f"{verdict}; {_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
-        f"bound {est.low:.4g} {'>' if above else '<='} 0; p = {p:.3g} (max with necessity) at alpha {alpha:g}."
+        f"bound {est.low:.4g} {'>' if passed else '<='} 0; bootstrap p = {p:.3g} at alpha {alpha:g}.{beside}"
     )
     return Decision(
-        "leak-in: necessity passed and one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0",
+        "leak-in: one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0 (necessity reported beside it)",
         alpha,
         0.0,
         est,

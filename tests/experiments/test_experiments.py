@@ -312,3 +312,29 @@ def test_realized_dose_is_nested_and_spans_zero_to_one():
     assert doses[0] == 0.0 and doses[-1] == 1.0
     assert doses == sorted(doses)
     assert abs(doses[3] - 0.5) < 0.15  # Binomial(200, 0.5) / 200 stays near the nominal fraction
+
+
+# Issue 13, failure 9: leak-in is the comparison tau(drop(S)) - tau(patch_remove(S)) > 0, not gated on S alone
+# being necessary: with a second leaking subset R, patching clean rollouts into S leaves R's effect, so S is not
+# necessary on its own, yet dropping S still leaves more of the trait than patching it (the leak into S).
+TWO_LEAK = SimConfig(
+    subsets={"S": SimSubset(n_units=64, effect=0.3, ed50=0.1, slope=6.0), "R": SimSubset(n_units=64, effect=0.3)},
+    rest_effect=0.4,
+    suppression=1.0,
+    leak_into="S",
+    **BIG,
+)
+
+
+def test_leak_in_is_found_when_a_second_subset_also_leaks():
+    search = make_search(sweep_cfg(mode="drop", subsets=["S"], refill=["none"], seeds=2), ["clean", "teacher"])
+    search.settings = SETTINGS
+    runs, out = drive(search, executor(TWO_LEAK))
+    row = out["leak_map"][TRAIT]["S"]
+    truth = true_rate(TWO_LEAK, B.drop("S", "none").plan) - true_rate(TWO_LEAK, B.patch_remove("S").plan)
+    assert truth > 0.3  # the surface: dropping S leaves the leak into S
+    assert not row["necessary"]["passed"]  # R still carries the trait after S is patched clean
+    leak = row["leak_in_refill_none"]
+    assert leak["passed"], leak["statement"]
+    assert leak["subset_necessary"] is False  # necessity reported beside it
+    assert "not shown necessary" in leak["statement"]

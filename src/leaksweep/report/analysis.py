@@ -163,8 +163,9 @@ def leak_map_section(analysis: dict) -> str:
     note = (
         f'<p class="small">Sufficient: patch-insert of the subset vs the all-clean baseline, one-sided at '
         f"{test_levels(analysis)}, Holm across subsets. Necessary: patch-remove vs all-clean equivalent within "
-        f"margin {g(analysis.get('margin'))} (two one-sided tests). Leak-in: the subset is necessary and drop "
-        f"(with the stated refill) minus patch-remove has a lower bound above 0. Each cell: the estimate "
+        f"margin {g(analysis.get('margin'))} (two one-sided tests). Leak-in: drop "
+        f"(with the stated refill) minus patch-remove has a lower bound above 0, whether or not the subset alone is "
+        f"necessary (its necessity is stated beside it). Each cell: the estimate "
         f"[95% interval] and p; hover for the test's statement, alpha, margin and trials.</p>"
     )
     return (

@@ -354,8 +354,10 @@ def _leak_in_sentence(rows: dict) -> str:
     }
     found = [f"<code>{esc(s)}</code> ({', '.join(r)})" for s, r in refills.items() if r]
     return (
-        "<b>Leak-in</b> (the subset is necessary, yet dropping it leaves the trait higher than patching "
-        "clean rollouts into it): " + (", ".join(found) if found else "none") + "."
+        "<b>Leak-in</b> (dropping the subset leaves the trait higher than patching clean rollouts into it, "
+        "whether or not the subset alone is necessary; see the necessary column): "
+        + (", ".join(found) if found else "none")
+        + "."
     )
 
 
