@@ -50,11 +50,19 @@ LADDER = [round(10 ** (-3 + 3 * i / 31), 6) for i in range(32)]  # 0.001 .. 1, f
 TRAIT = "trait"
 
 
-def executor(cfg: SimConfig):
+def executor(cfg: SimConfig, salt: int | None = None):
+    """Runs of `cfg`; with `salt`, each surface draws its own seed noise (the simulator keys noise by plan
+    and seed only, so without it every surface reuses the same draws for the same condition)."""
     counter = itertools.count()
 
+    def noise_seed(seed: int) -> int | str:
+        return seed if salt is None else f"{salt}:{seed}"
+
     def execute(requests):
-        return [Run(c, seed, next(counter), simulate(cfg, c.plan, c.kind, seed, [TRAIT])) for c, seed in requests]
+        return [
+            Run(c, seed, next(counter), simulate(cfg, c.plan, c.kind, noise_seed(seed), [TRAIT]))
+            for c, seed in requests
+        ]
 
     return execute
 
@@ -216,12 +224,23 @@ def run_minimal(surfaces, settings: Settings, builder: Builder, depth: int) -> d
 # --- honesty (issue 13): seed noise, shallow curves, nulls at the defaults, leak map and leak-in -------
 
 
-def true_min_effect_dose(s: SimSubset, min_effect: float) -> float | None:
-    """The dose where the surface's effect effect * logistic(...) reaches min_effect (None: never)."""
-    if s.effect <= min_effect:
+def true_min_effect_dose(cfg: SimConfig, builder: Builder, min_effect: float) -> float | None:
+    """The smallest nominal fraction whose noiseless effect reaches min_effect (None: never), to 0.5 %.
+
+    Found on the compiled mixtures (true_rate), so the few-unit jitter of low doses is part of the truth.
+    """
+    tau0 = true_rate(cfg, builder.all_clean().plan)
+
+    def reaches(f: float) -> bool:
+        return true_rate(cfg, builder.patch_insert(SUBSET, round(f, 9)).plan) - tau0 >= min_effect
+
+    lo, hi = math.log10(1e-4), 0.0
+    if not reaches(1.0):
         return None
-    z = math.log(min_effect / (s.effect - min_effect))
-    return s.ed50 * 10 ** (z / s.slope)
+    while hi - lo > 0.002:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reaches(10**mid) else (mid, hi)
+    return 10**hi
 
 
 def noisy_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]]:
@@ -279,14 +298,14 @@ def _fitted_dose(out: dict) -> float | None:
 
 def run_noisy_thresholds(surfaces, settings: Settings, builder: Builder) -> dict:
     tally = {}
-    for kind, cfg in surfaces:
+    for i, (kind, cfg) in enumerate(surfaces):
         t = tally.setdefault(
             kind, {"n": 0, "step": 0, "rung15": 0, "fit15": 0, "fitted": 0, "flipped": 0, "top_miss": 0}
         )
         truth = true_threshold(cfg, builder, settings.min_effect)
-        dose_true = true_min_effect_dose(cfg.subsets[SUBSET], settings.min_effect)
+        dose_true = true_min_effect_dose(cfg, builder, settings.min_effect)
         runs, out, flipped = drive_recording(
-            ThresholdSearch(SUBSET, LADDER, builder, settings), executor(cfg), builder, settings
+            ThresholdSearch(SUBSET, LADDER, builder, settings), executor(cfg, i), builder, settings
         )
         found, fitted = out["threshold"], _fitted_dose(out)
         t["n"] += 1
@@ -321,8 +340,8 @@ def run_null_defaults(surfaces, builder: Builder, n_boot: int) -> dict:
     settings = Settings(TRAIT, (TRAIT,), 1, alpha=0.05, min_effect=0.0, margin=0.05, n_boot=n_boot, fit_curves=False)
     t = {"n": 0, "threshold_ok": 0, "scan_ok": 0}
     ladder = [0.1, 0.25, 0.5, 1.0]
-    for cfg in surfaces:
-        execute = executor(cfg)
+    for i, cfg in enumerate(surfaces):
+        execute = executor(cfg, 1000 + i)
         _, out = drive(ThresholdSearch(SUBSET, ladder, builder, settings), execute)
         scan = StaticSearch(
             "subset_scan",
@@ -366,8 +385,8 @@ def two_subset_surfaces(n: int, rng: random.Random) -> list[SimConfig]:
 def run_leak_map(surfaces, settings: Settings, builder: Builder) -> dict:
     t = {"n": 0, "exact": 0, "null_n": 0, "null_ok": 0, "eligible": 0, "found": 0, "not_in": 0, "false": 0}
     names = [SUBSET, "R"]
-    for cfg in surfaces:
-        execute = executor(cfg)
+    for i, cfg in enumerate(surfaces):
+        execute = executor(cfg, 2000 + i)
         tau0 = true_rate(cfg, builder.all_clean().plan)
         truth = {x for x in names if true_rate(cfg, builder.patch_insert(x).plan) - tau0 > settings.min_effect}
         scan = StaticSearch(
@@ -436,7 +455,7 @@ def honesty(args, builder: Builder, settings: Settings, rng: random.Random) -> N
     n = args.surfaces
     noisy = run_noisy_thresholds(noisy_surfaces(n, rng), replace(settings, fit_curves=True), builder)
     nulls = run_null_defaults(null_default_surfaces(n, rng), builder, settings.n_boot)
-    leak = run_leak_map(two_subset_surfaces(n, rng), settings, builder)
+    leak = run_leak_map(two_subset_surfaces(3 * n, rng), settings, builder)
     print_honesty(noisy, nulls, leak, settings.seeds)
     fit15 = sum(t["fit15"] for t in noisy.values()) / max(1, sum(t["n"] for t in noisy.values()))
     met = (

@@ -455,8 +455,9 @@ def leak_in(
     n_boot: int = 2000,
     seed: int = 0,
     pooled: SeedVariance | None = None,
+    min_effect: float = 0.0,
 ) -> Decision:
-    """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(drop) - tau(remove) exceeds 0.
+    """Passes when the one-sided (1 - alpha) bootstrap lower bound of tau(drop) - tau(remove) exceeds min_effect.
 
     Leak-in is the comparison itself: dropping S leaves more of the trait than patching clean
     rollouts into S (clean data on S counteracts teacher data elsewhere). It does not require S
@@ -464,11 +465,12 @@ def leak_in(
     subset's effect and S is never equivalent to clean, yet the comparison is still meaningful.
     `necessary` (S's necessity decision, when run) is reported beside it in the statement, not
     required; the caller records its outcome next to the decision (static.py: subset_necessary).
-    p is the smoothed share of bootstrap differences at or below 0.
+    The margin is the search's min_effect, as for sufficiency: a leak-in smaller than the minimal
+    effect of interest is not reported. p is the smoothed share of bootstrap differences at or below it.
     """
     est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled)
-    passed = est.low > 0
-    p = _share_at_or_below(draws, 0.0)
+    passed = est.low > min_effect
+    p = _share_at_or_below(draws, min_effect)
     if passed:
         verdict = "Leak-in: dropping the subset leaves more of the trait than patching clean rollouts into it"
     else:
@@ -480,12 +482,13 @@ def leak_in(
         beside += f" (TOST p = {necessary.p_value:.3g}, margin {necessary.margin:.4g})."
     statement = (
         f"{verdict}; {_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
-        f"bound {est.low:.4g} {'>' if passed else '<='} 0; bootstrap p = {p:.3g} at alpha {alpha:g}.{beside}"
+        f"bound {est.low:.4g} {'>' if passed else '<='} min_effect {min_effect:.4g}; bootstrap p = {p:.3g} at "
+        f"alpha {alpha:g}.{beside}"
     )
     return Decision(
-        "leak-in: one-sided bootstrap lower bound of tau(drop) - tau(remove) > 0 (necessity reported beside it)",
+        "leak-in: one-sided bootstrap lower bound of tau(drop) - tau(remove) > min_effect (necessity beside it)",
         alpha,
-        0.0,
+        float(min_effect),
         est,
         p,
         bool(passed),

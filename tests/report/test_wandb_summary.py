@@ -100,6 +100,10 @@ def test_dose_response_points_fit_and_threshold(tmp_path):
     assert thr["threshold"] == dr["threshold"]["threshold"] == summary.values["threshold/S"]
     assert thr["ed50"] == pytest.approx(dr["fit"]["ed50"]["value"])
     assert thr["ed50_low"] <= thr["ed50"] <= thr["ed50_high"]
+    # issue 13: the fitted dose where the effect reaches min_effect, beside the rung
+    fitted = dr["fit"]["ed_min_effect"]
+    assert thr["fitted_dose"] == pytest.approx(fitted["value"]) == summary.values["threshold_fitted/S"]
+    assert thr["fitted_dose_low"] <= thr["fitted_dose"]
 
 
 def test_logistic_matches_the_fitted_model_of_the_dose_fit():

@@ -138,6 +138,7 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
                     trials=tuple(r.trial for r in d + a),
                     n_boot=s.n_boot,
                     pooled=pooled(runs, trait),
+                    min_effect=s.min_effect,
                 )
                 # leak-in is the comparison itself; S's own necessity is reported beside it, not required
                 row[f"leak_in_refill_{refill}"] = {**leak.to_dict(), "subset_necessary": necessary.passed}
@@ -167,6 +168,7 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
             [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
             score_runs=[values(r, trait) for _, r in points],
             seed=0,
+            min_effect=s.min_effect,
         )
         if s.fit_curves and len(points) >= 3
         else {"fit": "skipped"}
