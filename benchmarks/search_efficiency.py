@@ -113,12 +113,19 @@ def threshold_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]
 
 def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Random, verbose: bool = False) -> dict:
     tally = {k: {"trials": 0, "correct": 0, "n": 0, "null_ok": 0, "null_n": 0} for k in ("adaptive", "grid", "random")}
+    dose_tally = {"n": 0, "rung15": 0, "fit15": 0}  # adaptive, surfaces whose min_effect dose is >= 5 units
     for name, cfg in surfaces:
         truth = true_threshold(cfg, builder, settings.min_effect)
         doses = realized_doses(cfg, builder)
         execute = executor(cfg)
-        runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, settings), execute)
+        runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, replace(settings, fit_curves=True)), execute)
         found = {"adaptive": (out["threshold"], len(runs))}
+        dose_true = true_min_effect_dose(cfg, builder, settings.min_effect) if truth is not None else None
+        if dose_true is not None and dose_true >= 5 / cfg.subsets[SUBSET].n_units:
+            fitted = _fitted_dose(out)
+            dose_tally["n"] += 1
+            dose_tally["rung15"] += out["threshold"] is not None and within(out["threshold"], dose_true, 1.5)
+            dose_tally["fit15"] += fitted is not None and within(fitted, dose_true, 1.5)
         baselines = [builder.all_clean(), builder.all_teacher()]  # every search runs both
         grid = StaticSearch(
             "fraction_sweep",
@@ -161,7 +168,12 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
             else:
                 t["n"] += 1
                 t["correct"] += within_one(threshold, truth, doses)
+    tally["adaptive"]["dose"] = dose_tally
     return tally
+
+
+def within(found: float, truth: float, factor: float) -> bool:
+    return truth / factor <= found <= truth * factor
 
 
 def units_of(cfg: SimConfig, nodes: list[str]) -> set[str]:
@@ -248,12 +260,15 @@ def noisy_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]]:
     out = []
     for i in range(n):
         shallow = i % 2 == 1
-        s = SimSubset(
-            n_units=512,
-            effect=rng.choice([0.3, 0.5, 0.7]),
-            ed50=10 ** rng.uniform(-2.0, -0.7),
-            slope=rng.choice([1.5, 2.5]) if shallow else rng.choice([4.0, 6.0, 10.0]),
-        )
+        while True:  # a min_effect dose of 5 units or more: below that the subset cannot resolve a dose
+            s = SimSubset(
+                n_units=512,
+                effect=rng.choice([0.3, 0.5, 0.7]),
+                ed50=10 ** rng.uniform(-2.0, -0.5),
+                slope=rng.choice([1.5, 2.5]) if shallow else rng.choice([4.0, 6.0, 10.0]),
+            )
+            if s.ed50 * 10 ** (math.log(0.05 / (s.effect - 0.05)) / s.slope) >= 0.01:
+                break
         cfg = SimConfig(
             subsets={SUBSET: s},
             base_rate=rng.choice([0.02, 0.05, 0.1]),
@@ -517,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<12}{t['trials']:>8}{t['trials'] / grid_trials:>9.0%}{t['correct'] / max(1, t['n']):>15.0%}"
             f"{t['null_ok'] / max(1, t['null_n']):>15.0%}"
         )
+    d = thr["adaptive"]["dose"]
+    print(
+        f"adaptive vs the true min_effect dose ({d['n']} surfaces where it is >= 5 units): rung within 1.5x "
+        f"{d['rung15'] / max(1, d['n']):.0%}, fitted dose within 1.5x {d['fit15'] / max(1, d['n']):.0%}"
+    )
     print(f"\nminimal leaking subset: 64 units, depth {depth}, planted at a random node; {args.surfaces} surfaces")
     print(f"{'search':<12}{'trials':>8}{'recall':>9}{'precision':>11}{'confirmed':>11}{'null: none':>12}")
     for name, t in mini.items():

@@ -77,7 +77,7 @@ def test_leak_threshold_bisects_and_spends_fewer_trials_than_the_ladder():
     search.settings = SETTINGS
     runs, out = drive(search, executor(LEAKY))
     assert out["threshold"] is not None
-    assert len(runs) < out["grid_trials"] / 2
+    assert len(runs) <= out["grid_trials"] / 2  # bisection plus the two rungs above it that pin the fit down
     tau0 = true_rate(LEAKY, B.all_clean().plan)
     truth = next(i for i, f in enumerate(ladder) if true_rate(LEAKY, B.patch_insert("S", f).plan) - tau0 > 0.02)
     assert abs(ladder.index(out["threshold"]) - truth) <= 1

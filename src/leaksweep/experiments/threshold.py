@@ -87,7 +87,17 @@ class ThresholdSearch:
             if need:
                 return need
             lo, hi = (lo, mid) if self._passed(runs, self.ladder[mid]) else (mid, hi)
-        return []
+        return [req for f in self._fit_rungs(hi) for req in missing(runs, b.patch_insert(self.subset, f), seeds)]
+
+    def _fit_rungs(self, hi: int) -> list[float]:
+        """Rungs a third and two thirds of the way (in ladder steps) from the threshold rung to the top.
+
+        Bisection leaves the curve above the threshold untested (one decade or more between its last rung
+        and the top), so the logistic fit could not tell its slope, and with it the dose where the effect
+        reaches min_effect; these two rungs pin it down. They do not enter the bisection.
+        """
+        top = len(self.ladder) - 1
+        return [self.ladder[i] for i in sorted({hi + (top - hi) // 3, hi + 2 * (top - hi) // 3}) if hi < i < top]
 
     def rounds(self, runs: list[Run]) -> list[dict]:
         """Replay the search over `runs`: per round, its new trials and every tested rung's decision after it."""
