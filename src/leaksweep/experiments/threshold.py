@@ -31,8 +31,10 @@ class ThresholdSearch:
     """Bisection on a ladder fixed in advance (ascending fractions).
 
     Test the top rung first. Not shown sufficient there while its estimated effect exceeds min_effect
-    is inconclusive, not "no leak": the top rung and the all-clean baseline get another `seeds` seeds
-    (up to TOP_SEED_FACTOR x seeds) before the search stops with "no leak". Then bisect between the
+    and the all-teacher student is shown above the clean one is inconclusive, not "no leak": the top
+    rung and the all-clean baseline get another `seeds` seeds (up to TOP_SEED_FACTOR x seeds) before
+    the search stops with "no leak". (Requiring the all-teacher effect keeps the extra looks from
+    inflating false leaks on a surface with no effect at all.) Then bisect between the
     highest rung known not to leak and the lowest known to leak, assuming a monotone dose-response.
     Each test is a sufficiency test of patch_insert(subset, f) against the all-clean baseline, made
     with every run so far (so a decision can flip as runs arrive: conclude replays the rounds and
@@ -65,6 +67,11 @@ class ThresholdSearch:
         if have >= TOP_SEED_FACTOR * self.settings.seeds:
             return []
         if self._decision(runs, self.ladder[-1]).estimate.value <= self.settings.min_effect:
+            return []
+        teacher = sufficiency(
+            runs, self.builder.all_teacher(), self.builder.all_clean(), self.settings.trait, self.settings
+        )
+        if not teacher.passed:  # the trait is not shown to transfer at all: more looks would only add false leaks
             return []
         seeds = range(have + self.settings.seeds)
         return [req for c in (self.builder.all_clean(), top) for req in missing(runs, c, seeds)]
