@@ -226,10 +226,30 @@ def dose_section(analysis: dict) -> str:
     return "".join(out) or "<p>analysis.json has no dose-response.</p>"
 
 
-@kind("dose_response", "dose_response", "threshold")  # the top-level threshold repeats the dose-response's
+def _rounds(analysis: dict) -> str:
+    """leak_threshold's decisions after each round (rungs shown sufficient marked +), and any flip."""
+    rounds = analysis.get("rounds") or []
+    if not rounds:
+        return ""
+    items = [
+        f"round {r['round']} ({r['trials']} trials): "
+        + ", ".join(f"{d['fraction']:g}{'+' if d['passed'] else '-'}" for d in r.get("decisions", []))
+        for r in rounds
+    ]
+    flips = analysis.get("flipped") or []
+    note = " ".join(esc(f["statement"]) for f in flips) or "No decision flipped as runs arrived."
+    return (
+        '<p class="small" id="rounds">The search\'s decisions after each round (rung: + shown sufficient, - not): '
+        + esc("; ".join(items))
+        + f". {note}</p>"
+    )
+
+
+# the top-level threshold keys repeat the dose-response's (threshold_fitted: its fit's ed_min_effect)
+@kind("dose_response", "dose_response", "threshold", "threshold_fitted", "threshold_fitted_reason", "rounds", "flipped")
 def _dose_response(view: SweepView) -> list[str]:
     a = view.analysis or {}
-    return ["<h2>Dose-response</h2>", dose_section(a)] if a.get("dose_response") else []
+    return ["<h2>Dose-response</h2>", dose_section(a) + _rounds(a)] if a.get("dose_response") else []
 
 
 # --- minimal subset -------------------------------------------------------------------------------------
