@@ -241,3 +241,13 @@ def test_tables_use_the_report_kinds_and_keep_an_unknown_kind_as_json(tmp_path):
     write_json(folder / "analysis.json", {**analysis, "per_arm": {"a": {"score": 0.5}}})
     summary = study_summary(folder, budget=None)
     assert json.loads(summary.values["analysis/per_arm"]) == {"a": {"score": 0.5}}
+
+
+def test_leak_threshold_summary_carries_the_fitted_dose_and_flips(tmp_path):
+    """Issue 13: the W&B summary shows the fitted min_effect dose beside the rung, and how many decisions flipped."""
+    ladder = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    folder, analysis = experiment_folder(tmp_path, "thr", mode="leak_threshold", subsets=["S"], ladder=ladder, seeds=2)
+    summary = study_summary(folder, budget=None)
+    assert summary.values["threshold_flips"] == len(analysis["flipped"])
+    if analysis["threshold_fitted"] is not None:
+        assert summary.values["threshold_fitted/S"] == pytest.approx(analysis["threshold_fitted"]["value"])

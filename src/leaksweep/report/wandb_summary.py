@@ -219,6 +219,9 @@ def _dose_response(analysis: dict, out: StudySummary) -> None:
         out.values[f"threshold/{subset}"] = _num(seq.get("threshold"))
         if fitted:  # the fitted dose where the effect reaches min_effect, beside the (upward-biased) rung
             out.values[f"threshold_fitted/{subset}"] = _num(fitted.get("value"))
+    if "flipped" in analysis:  # leak_threshold: decisions that changed as runs arrived ("flipped at round k")
+        out.values["threshold_flips"] = len(analysis["flipped"])
+        out.values["threshold_flip_statements"] = " ".join(f["statement"] for f in analysis["flipped"])
     if thresholds:
         out.tables.append(
             Table(
