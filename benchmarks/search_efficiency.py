@@ -15,14 +15,24 @@ On a family of simulated response surfaces (leaksweep.simulate) with known truth
 * minimal leaking subset: group bisection (experiments.minimal.MinimalSubsetSearch) against testing every
   leaf at the same depth: recall and precision of the planted leaking units, trials spent.
 
-Usage: python benchmarks/search_efficiency.py [--surfaces N] [--seed S]
-Prints a table; the last line is a one-line summary.
+* honesty (issue 13): threshold surfaces with heavy independent seed noise per condition (each
+  condition's seed draws its own logit offset, seed_sd 0.3..0.5) and shallow noisy curves (slope
+  1.5..2.5): the rung within one step, the fitted min_effect dose (analysis: fit.ed_min_effect, the
+  fraction where the fitted effect reaches min_effect) within 1.5x of the true one, decisions that
+  flipped as runs arrived; null surfaces at the default settings (seeds 1, min_effect 0); a leak map
+  (subset_scan) and leak-in (drop, refill none) on surfaces with two leaking subsets S and R and
+  leak-in into S. A leak-in is eligible when the surface's true tau(drop) - tau(patch_remove) >= 0.1,
+  false when it is <= 0.
+
+Usage: python benchmarks/search_efficiency.py [--surfaces N] [--seed S] [--quick]
+Prints a table; the last lines are one-line summaries.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import random
 import sys
 import time
@@ -40,11 +50,19 @@ LADDER = [round(10 ** (-3 + 3 * i / 31), 6) for i in range(32)]  # 0.001 .. 1, f
 TRAIT = "trait"
 
 
-def executor(cfg: SimConfig):
+def executor(cfg: SimConfig, salt: int | None = None):
+    """Runs of `cfg`; with `salt`, each surface draws its own seed noise (the simulator keys noise by plan
+    and seed only, so without it every surface reuses the same draws for the same condition)."""
     counter = itertools.count()
 
+    def noise_seed(seed: int) -> int | str:
+        return seed if salt is None else f"{salt}:{seed}"
+
     def execute(requests):
-        return [Run(c, seed, next(counter), simulate(cfg, c.plan, c.kind, seed, [TRAIT])) for c, seed in requests]
+        return [
+            Run(c, seed, next(counter), simulate(cfg, c.plan, c.kind, noise_seed(seed), [TRAIT]))
+            for c, seed in requests
+        ]
 
     return execute
 
@@ -95,12 +113,19 @@ def threshold_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]
 
 def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Random, verbose: bool = False) -> dict:
     tally = {k: {"trials": 0, "correct": 0, "n": 0, "null_ok": 0, "null_n": 0} for k in ("adaptive", "grid", "random")}
+    dose_tally = {"n": 0, "rung15": 0, "fit15": 0}  # adaptive, surfaces whose min_effect dose is >= 5 units
     for name, cfg in surfaces:
         truth = true_threshold(cfg, builder, settings.min_effect)
         doses = realized_doses(cfg, builder)
         execute = executor(cfg)
-        runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, settings), execute)
+        runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, replace(settings, fit_curves=True)), execute)
         found = {"adaptive": (out["threshold"], len(runs))}
+        dose_true = true_min_effect_dose(cfg, builder, settings.min_effect) if truth is not None else None
+        if dose_true is not None and dose_true >= 5 / cfg.subsets[SUBSET].n_units:
+            fitted = _fitted_dose(out)
+            dose_tally["n"] += 1
+            dose_tally["rung15"] += out["threshold"] is not None and within(out["threshold"], dose_true, 1.5)
+            dose_tally["fit15"] += fitted is not None and within(fitted, dose_true, 1.5)
         baselines = [builder.all_clean(), builder.all_teacher()]  # every search runs both
         grid = StaticSearch(
             "fraction_sweep",
@@ -143,7 +168,12 @@ def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Ra
             else:
                 t["n"] += 1
                 t["correct"] += within_one(threshold, truth, doses)
+    tally["adaptive"]["dose"] = dose_tally
     return tally
+
+
+def within(found: float, truth: float, factor: float) -> bool:
+    return truth / factor <= found <= truth * factor
 
 
 def units_of(cfg: SimConfig, nodes: list[str]) -> set[str]:
@@ -203,6 +233,258 @@ def run_minimal(surfaces, settings: Settings, builder: Builder, depth: int) -> d
     return tally
 
 
+# --- honesty (issue 13): seed noise, shallow curves, nulls at the defaults, leak map and leak-in -------
+
+
+def true_min_effect_dose(cfg: SimConfig, builder: Builder, min_effect: float) -> float | None:
+    """The smallest nominal fraction whose noiseless effect reaches min_effect (None: never), to 0.5 %.
+
+    Found on the compiled mixtures (true_rate), so the few-unit jitter of low doses is part of the truth.
+    """
+    tau0 = true_rate(cfg, builder.all_clean().plan)
+
+    def reaches(f: float) -> bool:
+        return true_rate(cfg, builder.patch_insert(SUBSET, round(f, 9)).plan) - tau0 >= min_effect
+
+    lo, hi = math.log10(1e-4), 0.0
+    if not reaches(1.0):
+        return None
+    while hi - lo > 0.002:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reaches(10**mid) else (mid, hi)
+    return 10**hi
+
+
+def noisy_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]]:
+    """Half heavy seed noise (each condition's seed its own logit offset), half shallow noisy curves."""
+    out = []
+    for i in range(n):
+        shallow = i % 2 == 1
+        while True:  # a min_effect dose of 5 units or more: below that the subset cannot resolve a dose
+            s = SimSubset(
+                n_units=512,
+                effect=rng.choice([0.3, 0.5, 0.7]),
+                ed50=10 ** rng.uniform(-2.0, -0.5),
+                slope=rng.choice([1.5, 2.5]) if shallow else rng.choice([4.0, 6.0, 10.0]),
+            )
+            if s.ed50 * 10 ** (math.log(0.05 / (s.effect - 0.05)) / s.slope) >= 0.01:
+                break
+        cfg = SimConfig(
+            subsets={SUBSET: s},
+            base_rate=rng.choice([0.02, 0.05, 0.1]),
+            seed_sd=0.3 if shallow else rng.choice([0.3, 0.5]),
+            n_prompts=200,
+            samples_per_prompt=4,
+        )
+        out.append(("shallow" if shallow else "noisy", cfg))
+    return out
+
+
+def _rung_decisions(runs, builder: Builder, settings: Settings) -> dict[float, bool]:
+    from leaksweep.experiments.conditions import runs_of, sufficiency
+
+    clean = builder.all_clean()
+    return {
+        f: sufficiency(runs, builder.patch_insert(SUBSET, f), clean, TRAIT, settings).passed
+        for f in LADDER
+        if runs_of(runs, builder.patch_insert(SUBSET, f))
+    }
+
+
+def drive_recording(search, execute, builder: Builder, settings: Settings):
+    """drive(), recording every tested rung's decision after each round: (runs, out, flipped)."""
+    runs, history = [], []
+    for _ in range(100):
+        requests = search.next_round(runs)
+        if not requests:
+            break
+        runs = runs + execute(requests)
+        history.append(_rung_decisions(runs, builder, settings))
+    final = _rung_decisions(runs, builder, settings)
+    flipped = any(d[f] != final[f] for d in history for f in d)
+    return runs, search.conclude(runs), flipped
+
+
+def _fitted_dose(out: dict) -> float | None:
+    fit = out["dose_response"][SUBSET].get("fit") or {}
+    ed = fit.get("ed_min_effect")
+    return ed.get("value") if isinstance(ed, dict) else None
+
+
+def run_noisy_thresholds(surfaces, settings: Settings, builder: Builder) -> dict:
+    tally = {}
+    for i, (kind, cfg) in enumerate(surfaces):
+        t = tally.setdefault(
+            kind, {"n": 0, "step": 0, "rung15": 0, "fit15": 0, "fitted": 0, "flipped": 0, "top_miss": 0}
+        )
+        truth = true_threshold(cfg, builder, settings.min_effect)
+        dose_true = true_min_effect_dose(cfg, builder, settings.min_effect)
+        runs, out, flipped = drive_recording(
+            ThresholdSearch(SUBSET, LADDER, builder, settings), executor(cfg, i), builder, settings
+        )
+        found, fitted = out["threshold"], _fitted_dose(out)
+        t["n"] += 1
+        t["step"] += within_one(found, truth, realized_doses(cfg, builder))
+        t["rung15"] += (
+            found is not None and dose_true is not None and found / dose_true <= 1.5 and dose_true / found <= 1.5
+        )
+        t["fitted"] += fitted is not None
+        t["fit15"] += (
+            fitted is not None and dose_true is not None and max(fitted / dose_true, dose_true / fitted) <= 1.5
+        )
+        t["flipped"] += flipped
+        t["top_miss"] += found is None  # every surface here leaks at the top rung (effect >= 0.3)
+    return tally
+
+
+def null_default_surfaces(n: int, rng: random.Random) -> list[SimConfig]:
+    return [
+        SimConfig(
+            subsets={SUBSET: SimSubset(n_units=512, effect=0.0), "R": SimSubset(n_units=128, effect=0.0)},
+            base_rate=rng.choice([0.02, 0.05, 0.1]),
+            seed_sd=0.15,
+            n_prompts=60,
+            samples_per_prompt=2,
+        )
+        for _ in range(n)
+    ]
+
+
+def run_null_defaults(surfaces, builder: Builder, n_boot: int) -> dict:
+    """The defaults of search: seeds 1, alpha 0.05, min_effect 0, margin 0.05."""
+    settings = Settings(TRAIT, (TRAIT,), 1, alpha=0.05, min_effect=0.0, margin=0.05, n_boot=n_boot, fit_curves=False)
+    t = {"n": 0, "threshold_ok": 0, "scan_ok": 0}
+    ladder = [0.1, 0.25, 0.5, 1.0]
+    for i, cfg in enumerate(surfaces):
+        execute = executor(cfg, 1000 + i)
+        _, out = drive(ThresholdSearch(SUBSET, ladder, builder, settings), execute)
+        scan = StaticSearch(
+            "subset_scan",
+            [builder.all_clean(), builder.all_teacher()]
+            + [c for x in (SUBSET, "R") for c in (builder.patch_insert(x), builder.patch_remove(x))],
+            builder,
+            settings,
+            [SUBSET, "R"],
+        )
+        _, scan_out = drive(scan, execute)
+        rows = scan_out["leak_map"][TRAIT]
+        t["n"] += 1
+        t["threshold_ok"] += out["threshold"] is None
+        t["scan_ok"] += not any(
+            r.get("sufficient_holm") or (r.get("sufficient") or {}).get("passed") for r in rows.values()
+        )
+    return t
+
+
+def two_subset_surfaces(n: int, rng: random.Random) -> list[SimConfig]:
+    out = []
+    for i in range(n):
+        effects = [(0.0, 0.0), (0.4, 0.0), (0.0, 0.4), (0.3, 0.3), (0.5, 0.3)][i % 5]
+        out.append(
+            SimConfig(
+                subsets={
+                    SUBSET: SimSubset(n_units=64, effect=effects[0], ed50=0.1, slope=6.0),
+                    "R": SimSubset(n_units=64, effect=effects[1], ed50=0.1, slope=6.0),
+                },
+                rest_effect=rng.choice([0.0, 0.3, 0.4]) if effects != (0.0, 0.0) else 0.0,
+                suppression=1.0,
+                leak_into=rng.choice([SUBSET, "R"]),
+                seed_sd=rng.choice([0.15, 0.3]),
+                n_prompts=200,
+                samples_per_prompt=4,
+            )
+        )
+    return out
+
+
+def run_leak_map(surfaces, settings: Settings, builder: Builder) -> dict:
+    t = {"n": 0, "exact": 0, "null_n": 0, "null_ok": 0, "eligible": 0, "found": 0, "not_in": 0, "false": 0}
+    names = [SUBSET, "R"]
+    for i, cfg in enumerate(surfaces):
+        execute = executor(cfg, 2000 + i)
+        tau0 = true_rate(cfg, builder.all_clean().plan)
+        truth = {x for x in names if true_rate(cfg, builder.patch_insert(x).plan) - tau0 > settings.min_effect}
+        scan = StaticSearch(
+            "subset_scan",
+            [builder.all_clean(), builder.all_teacher()]
+            + [c for x in names for c in (builder.patch_insert(x), builder.patch_remove(x))],
+            builder,
+            settings,
+            names,
+        )
+        _, out = drive(scan, execute)
+        called = {x for x in names if out["leak_map"][TRAIT][x].get("sufficient_holm")}
+        t["n"] += 1
+        t["exact"] += called == truth
+        if not truth:
+            t["null_n"] += 1
+            t["null_ok"] += not called
+        drop = StaticSearch(
+            "drop",
+            [builder.all_clean(), builder.all_teacher()]
+            + [c for x in names for c in (builder.patch_remove(x), builder.drop(x, "none"))],
+            builder,
+            settings,
+            names,
+        )
+        _, dout = drive(drop, execute)
+        for x in names:
+            diff = true_rate(cfg, builder.drop(x, "none").plan) - true_rate(cfg, builder.patch_remove(x).plan)
+            declared = bool((dout["leak_map"][TRAIT][x].get("leak_in_refill_none") or {}).get("passed"))
+            if diff >= 0.1:
+                t["eligible"] += 1
+                t["found"] += declared
+            elif diff <= 0:
+                t["not_in"] += 1
+                t["false"] += declared
+    return t
+
+
+def print_honesty(noisy: dict, nulls: dict, leak: dict, seeds: int) -> None:
+    print(f"\nhonesty: leak threshold under seed noise and shallow curves, {seeds} seeds per point")
+    print(
+        f"{'surfaces':<10}{'n':>4}{'within 1 step':>15}{'rung <=1.5x':>13}{'fit <=1.5x':>12}{'fitted':>8}{'flipped':>9}{'top: no leak':>14}"
+    )
+    for kind, t in noisy.items():
+        n = max(1, t["n"])
+        print(
+            f"{kind:<10}{t['n']:>4}{t['step'] / n:>15.0%}{t['rung15'] / n:>13.0%}{t['fit15'] / n:>12.0%}"
+            f"{t['fitted'] / n:>8.0%}{t['flipped']:>9}{t['top_miss']:>14}"
+        )
+    n = max(1, nulls["n"])
+    print(
+        f"null surfaces at the default settings (seeds 1, min_effect 0): {nulls['n']}; 'no leak' from "
+        f"leak_threshold {nulls['threshold_ok'] / n:.0%}, from subset_scan {nulls['scan_ok'] / n:.0%}"
+    )
+    print(
+        f"two leaking subsets with leak-in ({leak['n']} surfaces, {leak['null_n']} null): exact leak map "
+        f"{leak['exact'] / max(1, leak['n']):.0%}, null 'no leak' {leak['null_ok'] / max(1, leak['null_n']):.0%}; "
+        f"leak-in found {leak['found']}/{leak['eligible']} eligible "
+        f"({leak['found'] / max(1, leak['eligible']):.0%}), false {leak['false']}/{leak['not_in']} "
+        f"({leak['false'] / max(1, leak['not_in']):.1%})"
+    )
+
+
+def honesty(args, builder: Builder, settings: Settings, rng: random.Random) -> None:
+    started = time.time()
+    n = args.surfaces
+    noisy = run_noisy_thresholds(noisy_surfaces(n, rng), replace(settings, fit_curves=True), builder)
+    nulls = run_null_defaults(null_default_surfaces(n, rng), builder, settings.n_boot)
+    leak = run_leak_map(two_subset_surfaces(3 * n, rng), settings, builder)
+    print_honesty(noisy, nulls, leak, settings.seeds)
+    fit15 = sum(t["fit15"] for t in noisy.values()) / max(1, sum(t["n"] for t in noisy.values()))
+    met = (
+        leak["exact"] >= 0.99 * leak["n"]
+        and nulls["threshold_ok"] == nulls["scan_ok"] == nulls["n"]
+        and fit15 >= 0.9
+        and leak["found"] >= 0.9 * leak["eligible"]
+        and leak["false"] <= 0.01 * leak["not_in"]
+    )
+    print(
+        f"honesty summary: fitted dose within 1.5x on {fit15:.0%}; targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surfaces", type=int, default=40, help="surfaces per search kind (a fifth are null)")
@@ -215,7 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--min-effect", type=float, default=0.05, help="minimal effect of interest (trait rate units)")
     parser.add_argument("--verbose", action="store_true", help="print each surface's truth and answers")
+    parser.add_argument("--quick", action="store_true", help="fewer surfaces and bootstrap draws (a few minutes)")
+    parser.add_argument("--only-honesty", action="store_true", help="skip the efficiency tables")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.surfaces = min(args.surfaces, 20)
     rng = random.Random(args.seed)
     builder = Builder("clean", "teacher")
     settings = Settings(
@@ -225,10 +511,13 @@ def main(argv: list[str] | None = None) -> int:
         alpha=0.05,
         min_effect=args.min_effect,
         margin=0.05,
-        n_boot=1000,
+        n_boot=500 if args.quick else 1000,
         fit_curves=False,
     )  # only thresholds are scored here; fits would dominate the run time
     started = time.time()
+    honesty(args, builder, settings, random.Random(args.seed + 1))
+    if args.only_honesty:
+        return 0
     thr = run_threshold(threshold_surfaces(args.surfaces, rng), settings, builder, rng, args.verbose)
     depth = 4
     mini = run_minimal(planted_surfaces(args.surfaces, rng, depth), replace(settings, min_effect=0.02), builder, depth)
@@ -243,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<12}{t['trials']:>8}{t['trials'] / grid_trials:>9.0%}{t['correct'] / max(1, t['n']):>15.0%}"
             f"{t['null_ok'] / max(1, t['null_n']):>15.0%}"
         )
+    d = thr["adaptive"]["dose"]
+    print(
+        f"adaptive vs the true min_effect dose ({d['n']} surfaces where it is >= 5 units): rung within 1.5x "
+        f"{d['rung15'] / max(1, d['n']):.0%}, fitted dose within 1.5x {d['fit15'] / max(1, d['n']):.0%}"
+    )
     print(f"\nminimal leaking subset: 64 units, depth {depth}, planted at a random node; {args.surfaces} surfaces")
     print(f"{'search':<12}{'trials':>8}{'recall':>9}{'precision':>11}{'confirmed':>11}{'null: none':>12}")
     for name, t in mini.items():

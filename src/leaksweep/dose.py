@@ -135,6 +135,17 @@ def _is_flat(scores: np.ndarray) -> bool:
     return float(np.ptp(scores)) <= 1e-12 * max(1.0, float(np.abs(scores).max()))
 
 
+def log10_effect_dose(params: dict, min_effect: float) -> float:
+    """log10 of the fraction where the fitted effect tau(f) - bottom reaches min_effect; inf when it never does.
+
+    (top - bottom) * expit(slope * (log10 f - log10 ED50)) = min_effect, solved for f; min_effect must be > 0.
+    """
+    share = min_effect / (float(params["top"]) - float(params["bottom"])) if params["top"] > params["bottom"] else 2.0
+    if not 0 < share < 1:
+        return math.inf
+    return float(params["log10_ed50"]) + math.log(share / (1 - share)) / float(params["slope_per_decade"])
+
+
 def _fit_once(fractions: np.ndarray, scores: np.ndarray, start: np.ndarray | None = None) -> tuple[str, dict]:
     """("ok" | "flat" | "failed", params) for one data set, fitted from `start` or the grid start."""
     if _is_flat(scores):
@@ -185,8 +196,14 @@ def fit_dose_response(
     n_boot: int = 200,
     seed: int = 0,
     level: float = 0.95,
+    min_effect: float | None = None,
 ) -> dict:
     """Logistic dose-response on log10(fraction), with ED10 / ED50 and bootstrap intervals.
+
+    With `min_effect` > 0, also "ed_min_effect": the fitted dose where tau(f) - tau0 (tau0 = the
+    fitted bottom, what fraction 0 is fitted to) reaches min_effect, with the same refits' interval
+    (a refit whose effect never reaches min_effect, or that is flat, leaves the interval unbounded
+    above); None with "ed_min_effect_reason" when the fitted effect never reaches it.
 
     Fraction-0 points are fitted to the lower asymptote `bottom`. ED10 / ED50 are the fractions
     where the curve is 10% / 50% of the way from bottom to top. "fit" is "ok"; "flat" when the
@@ -211,6 +228,8 @@ def fit_dose_response(
         "n_boot": n_boot,
         "n_boot_ok": 0,
     }
+    if min_effect is not None:
+        out["ed_min_effect"], out["min_effect"] = None, float(min_effect)
     if len(f) < 5 or len(np.unique(f[f > 0])) < 3:
         return out
     status, params = _fit_once(f, y)
@@ -218,7 +237,7 @@ def fit_dose_response(
     if status != "ok":
         return out
     x_hat = np.array([params[k] for k in ("bottom", "top", "slope_per_decade", "log10_ed50")])
-    boot = _refit_eds(f, _bootstrap_scores(y, _logistic(x_hat, f), score_runs, n_boot, seed), x_hat)
+    boot = _refit_eds(f, _bootstrap_scores(y, _logistic(x_hat, f), score_runs, n_boot, seed), x_hat, min_effect)
     log_f = np.log10(f[f > 0])
     out["extrapolated"] = not log_f.min() <= params["log10_ed50"] <= log_f.max()
     out["n_boot_ok"] = len(boot)
@@ -229,16 +248,38 @@ def fit_dose_response(
     method = f"logistic fit on log10 fraction; percentile bootstrap of refits ({how}, {len(boot)}/{n_boot} refits)"
     out["ed10"] = _ed_estimate(params["log10_ed10"], boot[:, 0], level, method, n_runs, n_prompts)
     out["ed50"] = _ed_estimate(params["log10_ed50"], boot[:, 1], level, method, n_runs, n_prompts)
+    if min_effect is not None:
+        _add_effect_dose(out, params, boot[:, 2], min_effect, level, method, n_runs, n_prompts)
     return out
 
 
-def _refit_eds(fractions: np.ndarray, curves: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
-    """(n_ok, 2) log10 ED10, ED50 of each resampled curve, refitted from the full-data fit; inf where flat."""
+def _add_effect_dose(out: dict, params: dict, boot: np.ndarray, min_effect: float, level, method, n_runs, n_prompts):
+    """out["ed_min_effect"]: the fitted dose where the effect reaches min_effect, or None and the reason."""
+    if min_effect <= 0:
+        out["ed_min_effect_reason"] = "min_effect is 0: every dose above 0 reaches it; set search.min_effect"
+        return
+    point = log10_effect_dose(params, min_effect)
+    if not math.isfinite(point):
+        out["ed_min_effect_reason"] = (
+            f"the fitted effect top - bottom = {params['top'] - params['bottom']:.4g} never reaches min_effect {min_effect:g}"
+        )
+        return
+    out["ed_min_effect"] = _ed_estimate(
+        point, boot, level, method + f"; dose where the effect reaches {min_effect:g}", n_runs, n_prompts
+    )
+
+
+def _refit_eds(
+    fractions: np.ndarray, curves: np.ndarray, x_hat: np.ndarray, min_effect: float | None = None
+) -> np.ndarray:
+    """(n_ok, 3) log10 ED10, ED50 and min-effect dose of each resampled curve, refitted from the full-data fit;
+    inf where flat (and where the refit's effect never reaches min_effect; the third column is inf without one)."""
     rows = []
     for scores in curves:
         status, params = _fit_once(fractions, scores, x_hat)
         if status == "ok":
-            rows.append((params["log10_ed10"], params["log10_ed50"]))
+            dose = log10_effect_dose(params, min_effect) if min_effect else math.inf
+            rows.append((params["log10_ed10"], params["log10_ed50"], dose))
         elif status == "flat":
-            rows.append((math.inf, math.inf))
-    return np.array(rows, dtype=float).reshape(-1, 2)
+            rows.append((math.inf, math.inf, math.inf))
+    return np.array(rows, dtype=float).reshape(-1, 3)

@@ -511,7 +511,7 @@ def necessity(
 def leak_in(
     drop_runs,
     remove_runs,
-    necessary: Decision,
+    necessary: Decision | None = None,
     alpha: float = 0.05,
     trials=(),
     n_boot: int = 2000,
@@ -519,33 +519,43 @@ def leak_in(
     pooled: SeedVariance | None = None,
     gate: str | None = None,
     n_samples: Counts = (),
+    min_effect: float = 0.0,
 ) -> Decision:
-    """Passes when `necessary` passed and the one-sided lower bound of tau(drop) - tau(remove) exceeds 0.
+    """Passes when the one-sided (1 - alpha) lower bound of tau(drop) - tau(remove) exceeds min_effect.
 
-    Both parts must hold (an intersection-union test), so p is the larger of the two p-values.
-    No decision when `necessary` made none, or as in sufficiency.
+    Leak-in is the comparison itself: dropping S leaves more of the trait than patching clean
+    rollouts into S (clean data on S counteracts teacher data elsewhere). It does not require S
+    to be necessary on its own: when a second subset also leaks, patch_remove(S) keeps that
+    subset's effect and S is never equivalent to clean, yet the comparison is still meaningful.
+    `necessary` (S's necessity decision, when run) is reported beside it in the statement, not
+    required; the caller records its outcome next to the decision (static.py: subset_necessary).
+    The margin is the search's min_effect, as for sufficiency. The interval is the bootstrap's,
+    floored at the binomial width of the pooled samples; p is the larger of the bootstrap's and the
+    binomial floor's. No decision (estimate only) as in sufficiency: D not shown, or one seed.
     """
     est, draws = _difference(drop_runs, remove_runs, alpha, n_boot, seed, pooled, n_samples)
-    above = est.low > 0
-    p = max(
-        necessary.p_value, _share_at_or_below(draws, 0.0), _binomial_p(drop_runs, remove_runs, 0.0, True, n_samples)
-    )
-    reason = necessary.reason or _undecided(drop_runs, remove_runs, pooled, gate)
-    passed = None if reason else bool(necessary.passed and above)
+    above = est.low > min_effect
+    p = max(_share_at_or_below(draws, min_effect), _binomial_p(drop_runs, remove_runs, min_effect, True, n_samples))
+    reason = _undecided(drop_runs, remove_runs, pooled, gate)
+    passed = None if reason else bool(above)
     if passed:
-        verdict = "Leak-in: the subset is necessary and dropping it still leaves the trait above patch_remove"
-    elif not necessary.passed:
-        verdict = "No leak-in shown: the subset was not shown necessary"
+        verdict = "Leak-in: dropping the subset leaves more of the trait than patching clean rollouts into it"
     else:
         verdict = "No leak-in shown: tau(drop) is not shown above tau(remove)"
+    beside = ""
+    if necessary is not None:
+        alone = {True: "necessary", False: "not shown necessary", None: "undecided"}[necessary.passed]
+        beside = f" The subset alone is {alone} (TOST p = {necessary.p_value:.3g}, margin {necessary.margin:.4g})."
     rest = (
         f"{_describe('tau(drop) - tau(remove)', est)}, one-sided {1 - alpha:.0%} lower "
-        f"bound {est.low:.4g} {'>' if above else '<='} 0; p = {p:.3g} (max with necessity) at alpha {alpha:g}."
+        f"bound {est.low:.4g} {'>' if above else '<='} min_effect {min_effect:.4g}; p = {p:.3g} at "
+        f"alpha {alpha:g}.{beside}"
     )
     return Decision(
-        "leak-in: necessity passed and one-sided lower bound (bootstrap, binomial floor) of tau(drop) - tau(remove) > 0",
+        "leak-in: one-sided lower bound (bootstrap, binomial floor) of tau(drop) - tau(remove) > min_effect "
+        "(necessity beside it)",
         alpha,
-        0.0,
+        float(min_effect),
         est,
         p,
         passed,

@@ -346,6 +346,10 @@ def test_leak_threshold_answer_states_threshold_and_budget(threshold_sweep) -> N
         f"Found with <b>{analysis['trials_spent']}</b> trials (a full ladder needs {analysis['grid_trials']})" in answer
     )
     assert analysis["trials_spent"] < analysis["grid_trials"]
+    fitted = analysis["threshold_fitted"]  # issue 13: the fitted min-effect dose beside the (upward-biased) rung
+    assert fitted is not None and "The fitted dose at which the effect reaches min effect 0.02 is <b>" in answer
+    rounds = re.search(r'<p class="small" id="rounds">(.*?)</p>', page, re.S).group(1)
+    assert "round 1 (" in rounds and ("flipped at round" in rounds or "No decision flipped" in rounds)
     budget = re.search(r'<p id="budget">(.*?)</p>', page, re.S).group(1)
     assert f"<b>{analysis['trials_spent']}</b> trials spent of the {analysis['grid_trials']}" in budget
     _no_crash_without_logs(page)

@@ -100,6 +100,10 @@ def test_dose_response_points_fit_and_threshold(tmp_path):
     assert thr["threshold"] == dr["threshold"]["threshold"] == summary.values["threshold/S"]
     assert thr["ed50"] == pytest.approx(dr["fit"]["ed50"]["value"])
     assert thr["ed50_low"] <= thr["ed50"] <= thr["ed50_high"]
+    # issue 13: the fitted dose where the effect reaches min_effect, beside the rung
+    fitted = dr["fit"]["ed_min_effect"]
+    assert thr["fitted_dose"] == pytest.approx(fitted["value"]) == summary.values["threshold_fitted/S"]
+    assert thr["fitted_dose_low"] <= thr["fitted_dose"]
 
 
 def test_logistic_matches_the_fitted_model_of_the_dose_fit():
@@ -237,3 +241,13 @@ def test_tables_use_the_report_kinds_and_keep_an_unknown_kind_as_json(tmp_path):
     write_json(folder / "analysis.json", {**analysis, "per_arm": {"a": {"score": 0.5}}})
     summary = study_summary(folder, budget=None)
     assert json.loads(summary.values["analysis/per_arm"]) == {"a": {"score": 0.5}}
+
+
+def test_leak_threshold_summary_carries_the_fitted_dose_and_flips(tmp_path):
+    """Issue 13: the W&B summary shows the fitted min_effect dose beside the rung, and how many decisions flipped."""
+    ladder = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    folder, analysis = experiment_folder(tmp_path, "thr", mode="leak_threshold", subsets=["S"], ladder=ladder, seeds=2)
+    summary = study_summary(folder, budget=None)
+    assert summary.values["threshold_flips"] == len(analysis["flipped"])
+    if analysis["threshold_fitted"] is not None:
+        assert summary.values["threshold_fitted/S"] == pytest.approx(analysis["threshold_fitted"]["value"])

@@ -406,9 +406,6 @@ def generate_world(out_dir: Path, seed: int = 0, n_prompts: int = 2400, n_eval_p
     return out_dir
 
 
-WORLD_SOURCES = ("clean", "teacher")  # the built-in world's data sources (what base and teacher may name)
-
-
 def world_files(out_dir: Path) -> tuple[Path, dict[str, Path]]:
     out_dir = Path(out_dir)
     return out_dir / "prompts.jsonl", {name: out_dir / "sources" / f"{name}.jsonl" for name in WORLD_SOURCES}

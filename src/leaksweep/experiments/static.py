@@ -141,7 +141,7 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
         for refill in ("none", "same", "clean"):
             d = runs_of(runs, b.drop(sub, refill_source(refill, b)))
             if d:
-                row[f"leak_in_refill_{refill}"] = stats.leak_in(
+                leak = stats.leak_in(
                     values(d, trait),
                     values(a, trait),
                     necessary,
@@ -151,7 +151,10 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
                     pooled=pooled(runs, trait),
                     gate=gate,
                     n_samples=(samples(d, trait), samples(a, trait)),
-                ).to_dict()
+                    min_effect=s.min_effect,
+                )
+                # leak-in is the comparison itself; S's own necessity is reported beside it, not required
+                row[f"leak_in_refill_{refill}"] = {**leak.to_dict(), "subset_necessary": necessary.passed}
     return row
 
 
@@ -180,6 +183,7 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
             [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
             score_runs=[values(r, trait) for _, r in points],
             seed=0,
+            min_effect=s.min_effect,
         )
         if s.fit_curves and len(points) >= 3
         else {"fit": "skipped"}

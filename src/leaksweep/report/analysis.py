@@ -165,8 +165,9 @@ def leak_map_section(analysis: dict) -> str:
     note = (
         f'<p class="small">Sufficient: patch-insert of the subset vs the all-clean baseline, one-sided at '
         f"{test_levels(analysis)}, Holm across subsets. Necessary: patch-remove vs all-clean equivalent within "
-        f"margin {g(analysis.get('margin'))} (two one-sided tests). Leak-in: the subset is necessary and drop "
-        f"(with the stated refill) minus patch-remove has a lower bound above 0. Each cell: the estimate "
+        f"margin {g(analysis.get('margin'))} (two one-sided tests). Leak-in: drop "
+        f"(with the stated refill) minus patch-remove has a lower bound above min_effect, whether or not the subset "
+        f"alone is necessary (its necessity is stated beside it). Each cell: the estimate "
         f"[{level} interval, the decision's: 1 − 2 alpha] and p; hover for the test's statement, alpha, margin "
         f"and trials. No decision: the all-teacher effect D is not shown (no trait to explain), or one seed per "
         f"condition (the seed variance is unestimable: estimates only).</p>"
@@ -235,10 +236,30 @@ def dose_section(analysis: dict) -> str:
     return "".join(out) or "<p>analysis.json has no dose-response.</p>"
 
 
-@kind("dose_response", "dose_response", "threshold")  # the top-level threshold repeats the dose-response's
+def _rounds(analysis: dict) -> str:
+    """leak_threshold's decisions after each round (rungs shown sufficient marked +), and any flip."""
+    rounds = analysis.get("rounds") or []
+    if not rounds:
+        return ""
+    items = [
+        f"round {r['round']} ({r['trials']} trials): "
+        + ", ".join(f"{d['fraction']:g}{'+' if d['passed'] else '-'}" for d in r.get("decisions", []))
+        for r in rounds
+    ]
+    flips = analysis.get("flipped") or []
+    note = " ".join(esc(f["statement"]) for f in flips) or "No decision flipped as runs arrived."
+    return (
+        '<p class="small" id="rounds">The search\'s decisions after each round (rung: + shown sufficient, - not): '
+        + esc("; ".join(items))
+        + f". {note}</p>"
+    )
+
+
+# the top-level threshold keys repeat the dose-response's (threshold_fitted: its fit's ed_min_effect)
+@kind("dose_response", "dose_response", "threshold", "threshold_fitted", "threshold_fitted_reason", "rounds", "flipped")
 def _dose_response(view: SweepView) -> list[str]:
     a = view.analysis or {}
-    return ["<h2>Dose-response</h2>", dose_section(a)] if a.get("dose_response") else []
+    return ["<h2>Dose-response</h2>", dose_section(a) + _rounds(a)] if a.get("dose_response") else []
 
 
 # --- minimal subset -------------------------------------------------------------------------------------

@@ -185,10 +185,23 @@ def _threshold_bracket(dr: dict, f: float, stop: float | None) -> str:
     return f"at most {frac(f)}, the lowest rung of the ladder"
 
 
+def _fitted_dose_sentence(fit: dict) -> str:
+    """The fitted dose where the effect reaches min_effect (the rung sits above it by up to a ladder step)."""
+    if fit.get("ed_min_effect"):
+        return (
+            f" The fitted dose at which the effect reaches min effect {g(fit.get('min_effect'))} is "
+            f"<b>{est(fit['ed_min_effect'])}</b> (logistic fit; interval from its bootstrap refits); the rung "
+            f"above is the smallest tested dose shown to exceed it, so it sits above this dose."
+        )
+    if fit.get("ed_min_effect_reason"):
+        return f" No fitted dose for min effect: {esc(fit['ed_min_effect_reason'])}."
+    return ""
+
+
 def _fit_sentence(fit: dict) -> str:
-    """What the logistic dose-response fit says (ED50 / ED10), or why there is none."""
+    """What the logistic dose-response fit says (ED50 / ED10, the min-effect dose), or why there is none."""
     if fit.get("fit") == "ok":
-        text = ""
+        text = _fitted_dose_sentence(fit)
         eds = [f"{name} = {est(fit.get(key))}" for key, name in (("ed50", "ED50"), ("ed10", "ED10")) if fit.get(key)]
         if eds:
             text += f" A logistic fit in log-fraction puts {' and '.join(eds)} (fractions of the subset)."
@@ -247,6 +260,9 @@ def _threshold_answer(view: SweepView) -> list[str]:
     spent, grid = a.get("trials_spent"), a.get("grid_trials")
     if spent is not None:
         text.append(f"Found with <b>{spent}</b> trials" + (f" (a full ladder needs {grid})." if grid else "."))
+    flips = a.get("flipped") or []
+    if flips:  # a decision that changed as runs arrived: the search's path rested on a decision later reversed
+        text.append("<b>Decisions that flipped as runs arrived:</b> " + " ".join(esc(f["statement"]) for f in flips))
     return text or ["analysis.json holds no dose-response."]
 
 
@@ -377,8 +393,10 @@ def _leak_in_sentence(rows: dict) -> str:
     }
     found = [f"<code>{esc(s)}</code> ({', '.join(r)})" for s, r in refills.items() if r]
     return (
-        "<b>Leak-in</b> (the subset is necessary, yet dropping it leaves the trait higher than patching "
-        "clean rollouts into it): " + (", ".join(found) if found else "none") + "."
+        "<b>Leak-in</b> (dropping the subset leaves the trait higher than patching clean rollouts into it, "
+        "whether or not the subset alone is necessary; see the necessary column): "
+        + (", ".join(found) if found else "none")
+        + "."
     )
 
 

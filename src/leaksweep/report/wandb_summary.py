@@ -203,13 +203,14 @@ def _dose_response(analysis: dict, out: StudySummary) -> None:
         if (chart := _fit_chart(subset, trait, fit, points)) is not None:
             out.charts.append(chart)
         seq = dr.get("threshold") or {}
-        ed10, ed50 = fit.get("ed10"), fit.get("ed50")
+        ed10, ed50, fitted = fit.get("ed10"), fit.get("ed50"), fit.get("ed_min_effect")
         thresholds.append(
             [
                 subset,
                 trait,
                 _num(seq.get("threshold")),
                 _num(seq.get("stopped_at")),
+                *_estimate(fitted),
                 *_estimate(ed10),
                 *_estimate(ed50),
                 fit.get("fit"),
@@ -217,6 +218,11 @@ def _dose_response(analysis: dict, out: StudySummary) -> None:
             ]
         )
         out.values[f"threshold/{subset}"] = _num(seq.get("threshold"))
+        if fitted:  # the fitted dose where the effect reaches min_effect, beside the (upward-biased) rung
+            out.values[f"threshold_fitted/{subset}"] = _num(fitted.get("value"))
+    if "flipped" in analysis:  # leak_threshold: decisions that changed as runs arrived ("flipped at round k")
+        out.values["threshold_flips"] = len(analysis["flipped"])
+        out.values["threshold_flip_statements"] = " ".join(f["statement"] for f in analysis["flipped"])
     if thresholds:
         out.tables.append(
             Table(
@@ -226,6 +232,9 @@ def _dose_response(analysis: dict, out: StudySummary) -> None:
                     "trait",
                     "threshold",
                     "stopped_at",
+                    "fitted_dose",
+                    "fitted_dose_low",
+                    "fitted_dose_high",
                     "ed10",
                     "ed10_low",
                     "ed10_high",

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from leaksweep import trial as trial_stage
-from leaksweep.config import FloatRange, Rule, SweepConfig
+from leaksweep.config import WORLD_SOURCES, FloatRange, Rule, SweepConfig
 from leaksweep.data.mixture import MixturePlan
 from leaksweep.data.subsets import needs_judge
-from leaksweep.data.world import WORLD_SOURCES, resolve_world, world_matches
+from leaksweep.data.world import resolve_world, world_matches
 from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Condition
 from leaksweep.layout import FolderLock, SweepDir
