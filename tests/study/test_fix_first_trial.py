@@ -72,7 +72,7 @@ def test_an_unimportable_runner_fails_at_prepare_before_anything_is_written(tmp_
 
 
 def test_a_teacher_the_world_does_not_have_fails_at_prepare_before_anything_is_written(tmp_path):
-    with pytest.raises(UserError, match=r"search.teacher: 'teachr' is not a source of the built-in world"):
+    with pytest.raises(UserError, match=r"search.teacher: 'teachr' is not a (data )?source"):
         prepare(cfg_of(raw(tmp_path / "run", teacher="teachr")))
     assert not (tmp_path / "run").exists()
 
