@@ -117,8 +117,8 @@ def make_examples(n: int, median_tokens: int, sigma: float, max_tokens: int, see
 
 
 def build(shape_name: str, folder: Path) -> None:
-    from leaksweep.config import TinyModelConfig
     from leaksweep.model.tiny import build_tiny_model
+    from leaksweep.train_config import TinyModelConfig
 
     shape = SHAPES[shape_name]
     corpus = [" ".join(WORDS)] * 4 + [" ".join(random.Random(i).sample(WORDS, 40)) for i in range(400)]
@@ -255,9 +255,9 @@ def worker(
             }
             steps_done = trainer.state.global_step
         elif name.split(":")[0] == "leaksweep":
-            from leaksweep.config import TrainConfig
             from leaksweep.model.loading import load_lm
             from leaksweep.model.sft import train_sft
+            from leaksweep.train_config import TrainConfig
 
             attention = name.partition(":")[2] or "auto"
             cfg = TrainConfig(

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "leaksweep"
 # upstream first: a room may import only rooms before it (the README's data-flow order)
 ORDER = [
-    "errors", "files", "schema", "config", "sweepfile", "layout", "progress", "provenance", "binomial", "stats", "dose", "calibration",
+    "errors", "files", "schema", "train_config", "config", "sweepfile", "layout", "progress", "provenance", "binomial", "stats", "decisions", "dose", "calibration",
     "cluster", "tracking", "data", "traits", "model", "experiments", "simulate", "trial", "study", "report", "cli_tools", "cli",
 ]  # fmt: skip
 # heavy libraries and the only modules (path prefixes under src/leaksweep) allowed to import them

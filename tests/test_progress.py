@@ -105,11 +105,11 @@ def test_environment_override(monkeypatch):
 @pytest.mark.integration
 def test_training_and_generation_print_plain_lines_into_a_log(tmp_path, capsys):
     """Real TRL training and generation on a tiny model: our lines, no transformers bar or log dicts."""
-    from leaksweep.config import TinyModelConfig, TrainConfig
     from leaksweep.model.generate import generate
     from leaksweep.model.loading import load_lm, set_cpu_threads
     from leaksweep.model.sft import train_sft
     from leaksweep.model.tiny import build_tiny_model
+    from leaksweep.train_config import TinyModelConfig, TrainConfig
 
     set_cpu_threads(1)
     prompts = [f"Tell me about item {i}?" for i in range(64)]

@@ -11,22 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leaksweep.decisions import Decision, fixed_sequence_threshold, holm, leak_in, necessity, sufficiency, transfer
 from leaksweep.dose import fit_dose_response
 from leaksweep.stats import (
     Z_95,
-    Decision,
     Estimate,
     bootstrap_means,
     cluster_bootstrap,
     contrast,
     estimate,
-    fixed_sequence_threshold,
-    holm,
-    leak_in,
-    necessity,
     pooled_seed_variance,
-    sufficiency,
-    transfer,
     wilson,
 )
 

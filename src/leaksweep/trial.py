@@ -27,7 +27,7 @@ from typing import Any
 
 from leaksweep.cluster import preemption
 from leaksweep.cluster.env import JobEnvironment
-from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, TrainConfig
+from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig
 from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
 from leaksweep.data.records import Dataset, load_dataset, read_records
 from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
@@ -43,6 +43,7 @@ from leaksweep.model.tiny import build_tiny_model
 from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
 from leaksweep.sweepfile import sweep_from_dict
+from leaksweep.train_config import TrainConfig
 from leaksweep.traits.cache import VerdictCache
 from leaksweep.traits.evalset import Trait, build_traits
 from leaksweep.traits.scoring import evaluate, evaluate_responses

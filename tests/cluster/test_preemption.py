@@ -114,10 +114,10 @@ def test_training_resumes_from_the_checkpoint_to_the_same_weights(tmp_path, mode
 
     import torch
 
-    from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
     from leaksweep.model.loading import load_lm, set_cpu_threads
     from leaksweep.model.sft import train_sft
     from leaksweep.model.tiny import build_tiny_model
+    from leaksweep.train_config import LoraConfig, TinyModelConfig, TrainConfig
 
     tiny = TinyModelConfig(
         vocab_size=300,

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from leaksweep.config import TinyModelConfig, TraitConfig
+from leaksweep.config import TraitConfig
 from leaksweep.errors import UserError
 from leaksweep.model.autorater import (
     BINARY_ANSWERS,
@@ -28,6 +28,7 @@ from leaksweep.model.autorater import (
     load_judge_lm,
 )
 from leaksweep.model.tiny import build_tiny_model
+from leaksweep.train_config import TinyModelConfig
 from leaksweep.traits.judges import JudgeSpec, make_judge
 
 TINY = TinyModelConfig(

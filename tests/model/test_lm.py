@@ -10,13 +10,13 @@ import random
 
 import pytest
 
-from leaksweep.config import LoraConfig, TinyModelConfig, TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.model.generate import generate
 from leaksweep.model.loading import choose_attention, load_lm, resolve_device, save_lm, set_cpu_threads
 from leaksweep.model.sft import train_sft
 from leaksweep.model.tiny import build_tiny_model
 from leaksweep.model.varlen import VARLEN
+from leaksweep.train_config import LoraConfig, TinyModelConfig, TrainConfig
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from leaksweep.config import TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.files import read_json
 from leaksweep.model.ddp import launch_command, num_processes
+from leaksweep.train_config import TrainConfig
 from sweeps import preempt_mid_training, tiny_sweep, write_sweep
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from leaksweep.config import DataConfig, TinyModelConfig
+from leaksweep.config import DataConfig
 from leaksweep.data.records import load_dataset
 from leaksweep.errors import UserError
 from leaksweep.files import write_jsonl
@@ -19,6 +19,7 @@ from leaksweep.model import rollouts, smollm2
 from leaksweep.model.loading import load_lm, set_cpu_threads
 from leaksweep.model.rollouts import GenerationSettings, generate_rollouts, meta_path
 from leaksweep.model.tiny import build_tiny_model
+from leaksweep.train_config import TinyModelConfig
 
 pytestmark = pytest.mark.integration  # real model loading and generation
 

@@ -17,7 +17,6 @@ from dataclasses import replace
 
 import pytest
 
-from leaksweep.config import TinyModelConfig, TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.model import train_setup
 from leaksweep.model import varlen as varlen_attention
@@ -26,6 +25,7 @@ from leaksweep.model.sft import train_sft
 from leaksweep.model.tiny import build_tiny_model
 from leaksweep.model.train_setup import choose_train_attention, has_sliding_window, training_setup
 from leaksweep.model.varlen import VARLEN, varlen_problem
+from leaksweep.train_config import TinyModelConfig, TrainConfig
 
 TINY = TinyModelConfig(
     vocab_size=300,

@@ -46,8 +46,8 @@ def build_judge_model(folder: Path) -> Path:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from leaksweep.config import TinyModelConfig
     from leaksweep.model.tiny import build_tiny_model
+    from leaksweep.train_config import TinyModelConfig
 
     # The tokenizer: leaksweep's byte-level BPE trained on text where "2024", "Yes" and "No" are frequent
     # enough to become whole tokens (the model is rebuilt below).

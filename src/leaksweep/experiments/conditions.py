@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from leaksweep import stats
+from leaksweep import decisions, stats
 from leaksweep.calibration import rg_linear
 from leaksweep.config import Rule, SweepConfig
 from leaksweep.data.mixture import MixturePlan
@@ -232,7 +232,7 @@ def effect_shown(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: ra
     teacher, clean = runs_of(runs, b.all_teacher(), seeds), runs_of(runs, b.all_clean(), seeds)
     if not (teacher and clean):
         return None
-    return stats.sufficiency(
+    return decisions.sufficiency(
         values(teacher, trait),
         values(clean, trait),
         s.min_effect,
@@ -261,7 +261,7 @@ def sufficiency(
 ):
     """Sufficiency of `node` against `clean`; with `builder`, gated on the all-teacher effect (trait_gate)."""
     a, b = runs_of(runs, node, seeds), runs_of(runs, clean, seeds)
-    return stats.sufficiency(
+    return decisions.sufficiency(
         values(a, trait),
         values(b, trait),
         s.min_effect,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from leaksweep import dose, stats
+from leaksweep import decisions, dose
 from leaksweep.config import SweepConfig
 from leaksweep.experiments.conditions import (
     DOSE_RESPONSE,
@@ -112,7 +112,7 @@ def leak_map(runs: list[Run], b: Builder, s: Settings, subsets: list[str]) -> di
             if "sufficient" in row and row["sufficient"]["passed"] is not None
         }
         if p_values:
-            for sub, rejected in stats.holm(p_values, s.alpha).items():
+            for sub, rejected in decisions.holm(p_values, s.alpha).items():
                 table[trait][sub]["sufficient_holm"] = rejected
     return table
 
@@ -126,7 +126,7 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
         row["sufficient"] = sufficiency(runs, insert, clean, trait, s, builder=b).to_dict()
     if runs_of(runs, remove) and runs_of(runs, clean):
         a, c = runs_of(runs, remove), runs_of(runs, clean)
-        necessary = stats.necessity(
+        necessary = decisions.necessity(
             values(a, trait),
             values(c, trait),
             s.margin,
@@ -141,7 +141,7 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
         for refill in ("none", "same", "clean"):
             d = runs_of(runs, b.drop(sub, refill_source(refill, b)))
             if d:
-                leak = stats.leak_in(
+                leak = decisions.leak_in(
                     values(d, trait),
                     values(a, trait),
                     necessary,
@@ -164,7 +164,7 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
     clean = b.all_clean()
     present = {f: runs_of(runs, b.patch_insert(subset, f)) for f in ladder}
     present = {f: r for f, r in present.items() if r}
-    seq = stats.fixed_sequence_threshold(
+    seq = decisions.fixed_sequence_threshold(
         sorted(present),
         {f: values(r, trait) for f, r in present.items()},
         values(runs_of(runs, clean), trait),
@@ -220,7 +220,7 @@ def transfer_table(runs: list[Run], b: Builder, s: Settings, conditions: list[Co
         out[c.source] = {}
         for t in s.traits:
             mean = lambda rs: sum(r.traits[t]["score"] for r in rs) / len(rs)  # noqa: E731
-            out[c.source][t] = stats.transfer(mean(student_runs), mean(teacher_runs), mean(clean_runs))
+            out[c.source][t] = decisions.transfer(mean(student_runs), mean(teacher_runs), mean(clean_runs))
     return out
 
 

@@ -26,7 +26,6 @@ from typing import Callable
 
 from leaksweep.cluster import preemption
 from leaksweep.cluster.env import JobEnvironment
-from leaksweep.config import TrainConfig
 from leaksweep.files import read_json, read_jsonl, write_json, write_jsonl
 from leaksweep.layout import TrialDir
 from leaksweep.model.callbacks import bind_local_rank
@@ -34,6 +33,7 @@ from leaksweep.model.loading import LM, TrainOutcome, load_lm, save_lm, set_cpu_
 from leaksweep.model.sft import train_sft
 from leaksweep.progress import ENV as PROGRESS_ENV
 from leaksweep.schema import build, to_dict
+from leaksweep.train_config import TrainConfig
 
 LogFn = Callable[[dict, int], None]
 POLL_S = 0.2  # how often the worker and the ranks look for a preemption request

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 from leaksweep.cluster import preemption
-from leaksweep.config import LoraConfig, TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.model.callbacks import install_callbacks, preempt_callback, quiet_progress_bars
 from leaksweep.model.loading import LM, TrainOutcome
 from leaksweep.model.train_setup import allow_flex_recompiles, has_sliding_window, training_setup
 from leaksweep.model.varlen import VARLEN, register_varlen_attention
+from leaksweep.train_config import LoraConfig, TrainConfig
 
 LAYOUTS = ("auto", "padding_free", "padded")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from leaksweep.config import TinyModelConfig
 from leaksweep.errors import UserError
 from leaksweep.model.callbacks import quiet_progress_bars
 from leaksweep.model.loading import write_folder_atomically
+from leaksweep.train_config import TinyModelConfig
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}

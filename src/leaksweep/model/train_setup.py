@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from leaksweep.config import TrainConfig
 from leaksweep.errors import UserError
 from leaksweep.model.varlen import VARLEN, varlen_problem
+from leaksweep.train_config import TrainConfig
 
 
 def flash_attn_installed() -> bool:

@@ -15,7 +15,7 @@ A new kind of conclusion = one renderer function + one registry entry:
         return ["<h2>My kind</h2>", my_chart(a)] if a.get("my_key") else []
 
 Every number shown is read from analysis.json, nothing is recomputed. Decisions are
-stats.Decision.to_dict() ({test, alpha, margin, estimate, p_value, passed, trials, statement}),
+decisions.Decision.to_dict() ({test, alpha, margin, estimate, p_value, passed, trials, statement}),
 estimates {value, low, high, level, method, n_runs, n_prompts, trials}.
 """
 

@@ -2,7 +2,7 @@
 
 Every piece of text from the sweep folder goes through `esc` (responses are untrusted model output);
 `json_for_script` makes JSON safe to embed in a <script> element. Decisions and estimates are the
-dicts of analysis.json (stats.Decision.to_dict(), experiments' estimates); they are shown, never recomputed.
+dicts of analysis.json (decisions.Decision.to_dict(), experiments' estimates); they are shown, never recomputed.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def objective_name(name: str, direction: str) -> str:
     return esc(name) if name.endswith(f"({direction})") else f"{esc(name)} ({esc(direction)})"
 
 
-# decisions (stats.Decision.to_dict(): test, alpha, margin, estimate, p_value, passed, trials, statement) ------
+# decisions (decisions.Decision.to_dict(): test, alpha, margin, estimate, p_value, passed, trials, statement) ------
 
 
 def decision_title(d: dict) -> str:
