@@ -251,6 +251,25 @@ def reclaim(sweep_dir: str, preempted: bool) -> None:
 
 
 @cli.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+def repair(sweep_dir: str) -> None:
+    """Rebuild a damaged, emptied or deleted Optuna journal from the trial folders (the old one is kept)."""
+    from leaksweep.study.repair import repair as repair_study
+
+    done = repair_study(Path(sweep_dir))
+    if done["kept"]:
+        click.echo(f"the damaged journal is kept as {done['kept']}")
+    click.echo(f"rebuilt {done['journal']}: {done['complete']} complete, {done['failed']} failed trial(s)")
+    if done["requeued_running"]:
+        click.echo(f"trials {done['requeued_running']} were running (no result.json): failed and re-enqueued")
+    if done["missing"]:
+        click.echo(f"no trial folder for number(s) {done['missing']}: added as failed placeholders")
+    if done["requeued_planned"]:
+        click.echo(f"{done['requeued_planned']} planned trial(s) had not started: re-enqueued")
+    click.echo(f"resume with `leaksweep sweep SWEEP.yaml` or `leaksweep worker {sweep_dir}`")
+
+
+@cli.command()
 @click.argument("trial_dir", type=click.Path(file_okay=False))
 @click.option("--no-wandb", is_flag=True, help="Do not log to W&B.")
 def trial(trial_dir: str, no_wandb: bool) -> None:

@@ -275,6 +275,11 @@ class SweepDir:
         """sweep.json: the resolved sweep config, and the folder's lock under `folder_lock`."""
         write_json(self.sweep_file, {**config, self.FOLDER_LOCK: dataclasses.asdict(folder_lock)})
 
+    @staticmethod
+    def damaged_copy(journal: Path, stamp: str) -> Path:
+        """Where `leaksweep repair` keeps a damaged journal: beside it, as NAME.damaged-<UTC stamp>."""
+        return journal.with_name(f"{journal.name}.damaged-{stamp}")
+
     def read_analysis(self) -> dict | None:
         return read_json(self.analysis) if self.analysis.is_file() else None
 

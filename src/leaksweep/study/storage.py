@@ -96,17 +96,25 @@ def journal_path(url: str | None, sweep_dir: Path) -> Path | None:
     return None
 
 
-def open_storage(url: str | None, sweep_dir: Path, search: SearchConfig | None = None, lock_kind: str | None = None):
+def open_storage(
+    url: str | None,
+    sweep_dir: Path,
+    search: SearchConfig | None = None,
+    lock_kind: str | None = None,
+    create: bool = False,
+    rebuilding: bool = False,
+):
     """The Optuna storage `search.storage` names, opened by the backend registered for its scheme.
 
     Default (no URL): a journal file in the sweep folder (no server, safe for concurrent workers on
     one node or, with the link lock, on many). A scheme no backend claims is taken as an SQLAlchemy
     URL and opened as an RDB. `lock_kind` (study/locks.py) overrides the folder's recorded lock for
-    the journal: prepare passes the kind it chose before sweep.json records it.
+    the journal: prepare passes the kind it chose before sweep.json records it. A journal file is
+    only created with `create` (prepare): every other command stops when it is missing or empty.
     """
     opener = BACKENDS.get(storage_scheme(url), _open_rdb)
     if opener is _open_journal:
-        return _open_journal(url, Path(sweep_dir), search, lock_kind)
+        return _open_journal(url, Path(sweep_dir), search, lock_kind, create, rebuilding)
     return opener(url, Path(sweep_dir), search)
 
 
@@ -146,11 +154,49 @@ def _journal_lock(path: Path, kind: str) -> Any:
     return _FlockJournalLock(f"{path}.flock")
 
 
-def _open_journal(url: str | None, sweep_dir: Path, search: SearchConfig | None, lock_kind: str | None = None):
+def _open_journal(
+    url: str | None,
+    sweep_dir: Path,
+    search: SearchConfig | None,
+    lock_kind: str | None = None,
+    create: bool = False,
+    rebuilding: bool = False,
+):
     path = journal_path(url, sweep_dir)
+    if not rebuilding:  # `leaksweep repair` creates a new journal over the trial folders on purpose
+        check_journal_present(path, sweep_dir, create)
     lock = _journal_lock(path, lock_kind or SweepDir(sweep_dir).folder_lock().kind)
-    check_journal(path, lock)
+    check_journal(path, lock, sweep_dir)
     return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+def repair_hint(sweep_dir: Path) -> str:
+    return (
+        f"run `leaksweep repair {sweep_dir}` to rebuild the study from the trial folders (the damaged file "
+        "is kept aside), or restore the journal from a copy"
+    )
+
+
+def check_journal_present(path: Path, sweep_dir: Path, create: bool) -> None:
+    """UserError when the journal is missing or empty although trial folders exist (it was deleted or
+    emptied: opening it would silently start a new study and rerun every trial), and, unless `create`,
+    when it is missing (a read-only command must not create one)."""
+    empty = not path.is_file() or path.stat().st_size == 0
+    if not empty:
+        return
+    started = [t.name for t in SweepDir(sweep_dir).trials()]
+    if started:
+        what = "is empty" if path.is_file() else "is missing"
+        raise UserError(
+            f"{path}: the Optuna journal {what}, but {len(started)} trial folder(s) exist under "
+            f"{SweepDir(sweep_dir).trials_dir} ({started[0]} ... {started[-1]}); leaksweep starts no new study "
+            f"over them; {repair_hint(sweep_dir)}"
+        )
+    if not create and not path.is_file():
+        raise UserError(
+            f"{sweep_dir}: no Optuna study yet (no {path.name}); `leaksweep sweep SWEEP.yaml` creates it when the "
+            "sweep starts"
+        )
 
 
 # --- the database lock -----------------------------------------------------------------------------
@@ -207,7 +253,7 @@ def journal_problem(path: Path) -> tuple[int, str] | None:
     return None
 
 
-def check_journal(path: Path, lock: Any) -> None:
+def check_journal(path: Path, lock: Any, sweep_dir: Path | None = None) -> None:
     """UserError naming file:line when the journal holds a damaged line; nothing is appended after one.
 
     A cut-off last line may be an append in progress (a reader takes no lock): a problem is confirmed
@@ -223,7 +269,8 @@ def check_journal(path: Path, lock: Any) -> None:
         number, what = problem
         raise UserError(
             f"{path}:{number}: the Optuna journal is damaged ({what}); leaksweep appends nothing to it. "
-            "Restore it from a copy, or set search.storage to a database (postgresql+psycopg2://...) and start again"
+            + (repair_hint(sweep_dir) if sweep_dir is not None else "Restore it from a copy")
+            + "; a database (search.storage: postgresql+psycopg2://...) avoids journal files altogether"
         )
 
 
@@ -254,9 +301,10 @@ BACKENDS: dict[str, Callable[[str | None, Path, SearchConfig | None], Any]] = {
 }
 
 
-def create_study(cfg: SweepConfig, sweep_dir: Path, lock_kind: str | None = None) -> bool:
-    """Create the sweep's study unless its storage holds it already; True when created."""
-    storage = open_storage(cfg.search.storage, sweep_dir, lock_kind=lock_kind)
+def create_study(cfg: SweepConfig, sweep_dir: Path, lock_kind: str | None = None, rebuilding: bool = False) -> bool:
+    """Create the sweep's study unless its storage holds it already; True when created. `rebuilding`:
+    `leaksweep repair` creates it over existing trial folders (never done otherwise)."""
+    storage = open_storage(cfg.search.storage, sweep_dir, lock_kind=lock_kind, create=True, rebuilding=rebuilding)
     try:
         optuna.load_study(study_name=cfg.name, storage=storage)
         return False
@@ -444,3 +492,48 @@ def param_importances(
             )
         found.append({k: float(v) for k, v in raw.items()})
     return found
+
+
+# --- rebuilding a study from its trial folders (study/repair.py) ------------------------------------
+
+
+def distribution(choice: list | FloatRange, integer: bool = False) -> Any:
+    """The distribution `suggest` uses for `choice`: a rebuilt trial's params get the same ones."""
+    if isinstance(choice, list):
+        return optuna.distributions.CategoricalDistribution(choice)
+    if integer:
+        step = int(choice.step or 1)
+        return optuna.distributions.IntDistribution(int(choice.low), int(choice.high), log=choice.log, step=step)
+    return optuna.distributions.FloatDistribution(choice.low, choice.high, log=choice.log, step=choice.step)
+
+
+def add_finished_trial(
+    study: Study,
+    state: str,
+    params: dict[str, Any],
+    distributions: dict[str, Any],
+    values: Sequence[float] | None,
+    user_attrs: dict[str, Any],
+    started: datetime | None,
+    completed: datetime | None,
+) -> int:
+    """Add a finished (COMPLETE or FAIL) trial with these params, values and attributes; its number.
+    Optuna requires both times of a finished trial: now, when unknown."""
+    started = started or completed or datetime.now()
+    completed = completed or started
+    frozen = optuna.trial.FrozenTrial(
+        number=-1,  # the storage numbers it: the next one
+        state=TrialState[state],
+        value=None,
+        datetime_start=started,
+        datetime_complete=completed,
+        params=dict(params),
+        distributions=dict(distributions),
+        user_attrs=dict(user_attrs),
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+        values=list(values) if values is not None else None,
+    )
+    study.add_trial(frozen)
+    return study.get_trials(deepcopy=False)[-1].number

@@ -1,0 +1,168 @@
+"""Study state under faults (issue 13): the trial folders are the source of truth, each trial counts once.
+
+A damaged, emptied or deleted journal is detected before anything is appended and `leaksweep repair`
+rebuilds the study from the trial folders; a trial whose result.json exists is told COMPLETE, never
+rerun; read-only commands write nothing. The trials use the simulated runner (no training).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.sweeps import sr_sweep
+
+from leaksweep.errors import UserError
+from leaksweep.layout import SweepDir
+from leaksweep.study import storage
+from leaksweep.study.prepare import load_sweep_dir, prepare
+from leaksweep.study.repair import repair
+from leaksweep.study.status import status, study_summary
+from leaksweep.study.worker import run_worker
+from leaksweep.sweepfile import sweep_from_dict
+from leaksweep.tracking.protocol import make_tracker
+
+GRID = {"S": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "R": [0.0, 1.0]}  # 12 points x 2 seeds = 24 trials
+
+
+def grid_sweep(tmp_path: Path):
+    raw = sr_sweep(
+        "state",
+        tmp_path / "sweep",
+        wandb=None,
+        sampler="grid",
+        baselines=False,
+        fractions=GRID,
+        objectives=[{"trait": "date_confusion", "direction": "maximize"}],
+    )
+    cfg = sweep_from_dict(raw, "test")
+    return prepare(cfg), cfg
+
+
+def work(sweep_dir: Path, max_trials: int | None = None) -> int:
+    return run_worker(sweep_dir, make_tracker(load_sweep_dir(sweep_dir).tracking, enabled=False), max_trials)
+
+
+def complete_view(sweep_dir: Path) -> dict[int, tuple]:
+    """{trial number: (params, values)} of the study's complete trials."""
+    study = storage.load_study(sweep_dir, load_sweep_dir(sweep_dir))
+    return {t.number: (t.params, t.values) for t in storage.trials(study, "COMPLETE")}
+
+
+def result_stamps(sweep_dir: Path) -> dict[str, int]:
+    return {t.name: t.result.stat().st_mtime_ns for t in SweepDir(sweep_dir).complete()}
+
+
+def _truncate(journal: Path) -> None:
+    data = journal.read_bytes()
+    journal.write_bytes(data[:-40])  # truncate -s -40: what a crash or a full disk leaves
+
+
+def _garble(journal: Path) -> None:
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[len(lines) // 2] = b'{"op_code": 5, "worker_id": \x00\x00\n'
+    journal.write_bytes(b"".join(lines))
+
+
+def _empty(journal: Path) -> None:
+    journal.write_bytes(b"")
+
+
+def _delete(journal: Path) -> None:
+    journal.unlink()
+
+
+@pytest.mark.parametrize(
+    "damage", [_truncate, _garble, _empty, _delete], ids=["truncated", "garbled", "emptied", "deleted"]
+)
+def test_a_damaged_journal_is_detected_and_repair_rebuilds_the_study_from_the_trial_folders(tmp_path, damage):
+    sweep_dir, cfg = grid_sweep(tmp_path)
+    assert work(sweep_dir, max_trials=6) == 6
+    before = complete_view(sweep_dir)
+    stamps = result_stamps(sweep_dir)
+    journal = SweepDir(sweep_dir).journal
+    damage(journal)
+    damaged = journal.read_bytes() if journal.exists() else None
+    for command in (lambda: status(sweep_dir), lambda: work(sweep_dir), lambda: prepare(cfg)):
+        with pytest.raises(UserError, match=rf"leaksweep repair {sweep_dir}"):
+            command()
+    assert (journal.read_bytes() if journal.exists() else None) == damaged  # nothing appended, nothing created
+
+    done = repair(sweep_dir)
+    assert (done["complete"], done["missing"], done["requeued_running"]) == (6, [], [])
+    if damaged is not None:
+        assert Path(done["kept"]).read_bytes() == damaged and ".damaged-" in done["kept"]
+    assert complete_view(sweep_dir) == before  # same trial numbers, params and values
+    info = status(sweep_dir)
+    assert info["states"] == {"COMPLETE": 6, "WAITING": 18} and info["best"] is not None
+    summary = study_summary(sweep_dir)
+    assert summary["n_complete"] == 6 and all(t["params"] for t in summary["trials"])
+
+    # the rerun runs only what was not complete, and every trial number is its folder's number
+    assert work(sweep_dir) == 18
+    assert {k: v for k, v in result_stamps(sweep_dir).items() if k in stamps} == stamps  # nothing rerun
+    final = complete_view(sweep_dir)
+    assert sorted(final) == list(range(24)) and len(SweepDir(sweep_dir).complete()) == 24
+    for number, (params, _) in final.items():
+        spec = json.loads((SweepDir(sweep_dir).trial(number).spec).read_text())
+        assert spec["trial"] == number and spec["params"] == params
+
+
+def test_repair_fails_and_requeues_a_running_trial_and_names_a_missing_number(tmp_path):
+    sweep_dir, cfg = grid_sweep(tmp_path)
+    work(sweep_dir, max_trials=4)
+    folder = SweepDir(sweep_dir)
+    folder.trial(2).result.unlink()  # trial 2 was running when the journal broke
+    for f in folder.trial(1).path.iterdir():  # trial 1's folder is gone
+        f.unlink()
+    folder.trial(1).path.rmdir()
+    _truncate(folder.journal)
+    done = repair(sweep_dir)
+    assert (done["complete"], done["missing"], done["requeued_running"]) == (2, [1], [2])
+    study = storage.load_study(sweep_dir, cfg)
+    records = storage.trials(study)
+    assert [t.state for t in records[:4]] == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]
+    # waiting: trial 2's retry, and the 21 planned points no folder holds (trial 1's among them)
+    assert len(storage.trials(study, "WAITING")) == 22
+    with pytest.raises(UserError, match="nothing to repair"):  # a whole journal is refused
+        repair(sweep_dir)
+    assert work(sweep_dir) == 22
+    done = storage.trials(storage.load_study(sweep_dir, cfg), "COMPLETE")
+    assert len({json.dumps([t.params, t.user_attrs["seed"]], sort_keys=True) for t in done}) == len(done) == 24
+
+
+def test_the_repair_command_prints_what_it_did(tmp_path):
+    sweep_dir, _ = grid_sweep(tmp_path)
+    work(sweep_dir, max_trials=2)
+    _empty(SweepDir(sweep_dir).journal)
+    out = subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "status", str(sweep_dir)], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "the Optuna journal is empty" in out.stderr and "leaksweep repair" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "leaksweep.cli", "repair", str(sweep_dir)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "2 complete" in out.stdout and "22 planned trial(s) had not started" in out.stdout
+
+
+# --- read-only commands -------------------------------------------------------------------------------
+
+
+def test_status_and_dashboard_on_a_folder_without_a_journal_create_nothing(tmp_path):
+    sweep_dir, _ = grid_sweep(tmp_path)
+    folder = SweepDir(sweep_dir)
+    folder.journal.unlink()  # prepared, then the journal went (no trial ran yet)
+    before = sorted(str(p) for p in sweep_dir.rglob("*"))
+    with pytest.raises(UserError, match="no Optuna study yet"):
+        status(sweep_dir)
+    from leaksweep.study.dashboard import serve_dashboard
+
+    with pytest.raises(UserError, match="no Optuna study yet"):
+        serve_dashboard(sweep_dir, port=0)
+    with pytest.raises(UserError):
+        study_summary(sweep_dir)
+    assert sorted(str(p) for p in sweep_dir.rglob("*")) == before
