@@ -243,10 +243,10 @@ def reclaim(sweep_dir: str, preempted: bool) -> None:
 
     found = reclaim_stale(Path(sweep_dir), include_preempted=preempted)
     for r in found:
-        click.echo(
-            f"trial {r['trial']}: {r['reason']}; "
-            + ("re-enqueued" if r["retried"] else "not retried (max_retries reached)")
-        )
+        outcome = "re-enqueued" if r["retried"] else "not retried (max_retries reached)"
+        if r.get("completed"):
+            outcome = "its result.json exists: told COMPLETE, not rerun"
+        click.echo(f"trial {r['trial']}: {r['reason']}; {outcome}")
     click.echo(f"reclaimed {len(found)} stale trial(s)")
 
 

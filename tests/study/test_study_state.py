@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,12 @@ from support.sweeps import sr_sweep
 
 from leaksweep.errors import UserError
 from leaksweep.layout import SweepDir
+from leaksweep.report.page import write_report
+from leaksweep.report.view import complete_trials
 from leaksweep.study import storage
+from leaksweep.study.experiment import collect_runs, run_experiment
 from leaksweep.study.prepare import load_sweep_dir, prepare
+from leaksweep.study.reclaim import reclaim_stale
 from leaksweep.study.repair import repair
 from leaksweep.study.status import status, study_summary
 from leaksweep.study.worker import run_worker
@@ -166,3 +171,66 @@ def test_status_and_dashboard_on_a_folder_without_a_journal_create_nothing(tmp_p
     with pytest.raises(UserError):
         study_summary(sweep_dir)
     assert sorted(str(p) for p in sweep_dir.rglob("*")) == before
+
+
+# --- exactly once -------------------------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """kill -9 between writing result.json and telling the study."""
+
+
+def test_a_trial_whose_worker_died_after_its_result_is_told_complete_and_never_rerun(tmp_path, monkeypatch):
+    sweep_dir, cfg = grid_sweep(tmp_path)
+    assert work(sweep_dir, max_trials=4) == 4
+
+    def die(*args):
+        raise Killed
+
+    monkeypatch.setattr("leaksweep.study.worker.tell_complete", die)
+    with pytest.raises(Killed):
+        work(sweep_dir, max_trials=1)
+    monkeypatch.undo()
+    folder = SweepDir(sweep_dir)
+    assert folder.trial(4).is_complete()
+    study = storage.load_study(sweep_dir, cfg)
+    assert storage.trials(study)[4].state == "RUNNING"
+    written = folder.trial(4).result.stat().st_mtime_ns
+
+    found = reclaim_stale(study, cfg, sweep_dir, now=time.time() + 3600)  # its heartbeat stopped long ago
+    assert [(r["trial"], r.get("completed")) for r in found] == [(4, True)]
+    record = storage.trials(study)[4]
+    assert record.state == "COMPLETE" and record.values == folder.trial(4).read_result().objectives
+
+    assert work(sweep_dir) == 19  # the rest of the 24-trial plan, trial 4 not among them
+    assert folder.trial(4).result.stat().st_mtime_ns == written
+    assert [t.state for t in storage.trials(study)] == ["COMPLETE"] * 24
+    assert len(folder.complete()) == 24 and len(complete_trials(folder)) == 24
+    report = write_report(sweep_dir)
+    assert report.read_text().count("Set aside as duplicates") == 0
+
+
+def test_a_duplicate_left_by_an_older_leaksweep_is_counted_once_and_named(tmp_path):
+    """What the old reclaim left: the killed trial failed and rerun, both folders with a result.json."""
+    raw = sr_sweep("dup", tmp_path / "sweep", wandb=None, mode="patch_insert", subsets=["S"], seeds=2)
+    cfg = sweep_from_dict(raw, "test")
+    sweep_dir = prepare(cfg)
+    tracker = make_tracker(cfg.tracking, enabled=False)
+    run_experiment(sweep_dir, lambda: run_worker(sweep_dir, tracker))
+    study = storage.load_study(sweep_dir, cfg)
+    first = storage.trials(study, "COMPLETE")[0]
+    # the same condition and seed once more, as a rerun would have made it
+    storage.enqueue(study, {}, {k: first.user_attrs[k] for k in ("condition_json", "seed", "label")})
+    assert work(sweep_dir) == 1
+    n = len(storage.trials(study, "COMPLETE"))
+    runs = collect_runs(study, sweep_dir)
+    assert len(runs) == n - 1 and len({(r.condition.key(), r.seed) for r in runs}) == n - 1
+    run_experiment(sweep_dir, lambda: run_worker(sweep_dir, tracker))
+    analysis = json.loads(SweepDir(sweep_dir).analysis.read_text())
+    assert analysis["duplicates_set_aside"] == [
+        {"trial": n - 1, "kept": first.number, "label": first.user_attrs["label"], "seed": first.user_attrs["seed"]}
+    ]
+    folder = SweepDir(sweep_dir)
+    assert len(complete_trials(folder)) == n - 1 and len(folder.read_results()) == n - 1
+    page = write_report(sweep_dir).read_text()
+    assert f"Set aside as duplicates, counted once: trial {n - 1} (a rerun of trial {first.number}" in page

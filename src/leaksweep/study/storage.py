@@ -429,6 +429,25 @@ def tell_complete(study: Study, trial: Trial, values: Sequence[float]) -> bool:
     return frozen is not None and frozen.state == TrialState.COMPLETE
 
 
+def state_of(study: Study, trial: Trial) -> str:
+    """The trial's state in the storage now (another process may have finished it)."""
+    return _storage_of(study).get_trial(_trial_id(trial)).state.name
+
+
+def complete_from_result(study: Study, record: TrialRecord, values: Sequence[float]) -> bool:
+    """Tell a RUNNING trial COMPLETE with `values` (its result.json's objectives: its worker died after
+    writing it, before telling); False when it was finished meanwhile. A compare-and-set, as in
+    `fail_and_retry`, so a trial is finished once. Values of the wrong count are refused."""
+    if len(values) != len(study.directions):
+        return False
+    try:
+        return bool(
+            _storage_of(study).set_trial_state_values(record.trial_id, state=TrialState.COMPLETE, values=list(values))
+        )
+    except UpdateFinishedTrialError:
+        return False
+
+
 # --- heartbeats and reclaim --------------------------------------------------------------------------
 
 

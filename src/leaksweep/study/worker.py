@@ -143,6 +143,8 @@ def tell_complete(study: storage.Study, trial: storage.Trial, values: list[float
     so this result is moved aside, where the report and progress (which read result.json) ignore it."""
     if storage.tell_complete(study, trial, values):
         return True
+    if storage.state_of(study, trial) == "COMPLETE":
+        return True  # a reclaimer told it from this result.json (this worker looked dead): counted once
     folder = TrialDir(directory)
     kept = folder / TrialDir.RECLAIMED_RESULT
     if folder.result.exists():
