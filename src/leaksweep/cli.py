@@ -205,12 +205,14 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
     preempted, requeues its Slurm job and exits with 75; the requeued job resumes the trial.
     """
     from leaksweep.cluster import preemption
+    from leaksweep.study.heartbeat import interrupt_once
     from leaksweep.study.prepare import load_sweep_dir
     from leaksweep.study.status import finished
     from leaksweep.study.worker import run_worker
     from leaksweep.tracking.protocol import make_tracker
 
     preemption.install()
+    interrupt_once()
     cfg = load_sweep_dir(Path(sweep_dir))
     done = run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)
     click.echo(f"worker finished {done} trial(s)")

@@ -8,19 +8,22 @@ rerun; read-only commands write nothing. The trials use the simulated runner (no
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from support.sweeps import sr_sweep
 
 from leaksweep.errors import UserError
 from leaksweep.layout import SweepDir
 from leaksweep.report.page import write_report
 from leaksweep.report.view import complete_trials
-from leaksweep.study import storage
+from leaksweep.study import heartbeat, storage
 from leaksweep.study.experiment import collect_runs, run_experiment
 from leaksweep.study.prepare import load_sweep_dir, prepare
 from leaksweep.study.reclaim import reclaim_stale
@@ -234,3 +237,79 @@ def test_a_duplicate_left_by_an_older_leaksweep_is_counted_once_and_named(tmp_pa
     assert len(complete_trials(folder)) == n - 1 and len(folder.read_results()) == n - 1
     page = write_report(sweep_dir).read_text()
     assert f"Set aside as duplicates, counted once: trial {n - 1} (a rerun of trial {first.number}" in page
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------------
+
+
+def _sigint_sweep(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    from test_reclaim import TESTS, sweep_config
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    raw = sweep_config(tmp_path / "sweep", 2, heartbeat_s=0.5, stale_after_s=120.0)
+    path = tmp_path / "sigint.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, tmp_path / "sweep"
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.time() + timeout_s
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.integration
+def test_ctrl_c_marks_the_running_trial_interrupted_and_a_rerun_resumes_it_at_once(tmp_path, monkeypatch):
+    sweep_file, sweep_dir = _sigint_sweep(tmp_path, monkeypatch)
+    cmd = [sys.executable, "-m", "leaksweep.cli", "sweep", str(sweep_file), "--no-wandb", "--no-report"]
+    monkeypatch.setenv("SLOW_RUNNER_S", "60")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (sweep_dir / "trials" / "00000" / "spec.json").exists(), 60, "the first trial")
+        time.sleep(1.0)  # mid-trial
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "in-flight trials are marked interrupted" in out
+    assert heartbeat.read_beat(SweepDir(sweep_dir).trial(0).path).state == "interrupted"
+    info = status(sweep_dir)
+    assert info["states"] == {"FAIL": 1, "WAITING": 1}  # failed and re-enqueued at once
+    assert info["failed"][0]["error"].startswith("reclaimed: interrupted (SIGINT")
+    assert "no heartbeat" not in info["failed"][0]["error"]
+
+    monkeypatch.setenv("SLOW_RUNNER_S", "0")
+    started = time.time()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert time.time() - started < 60  # not after stale_after_s (120 s)
+    study = storage.load_study(sweep_dir, load_sweep_dir(sweep_dir))
+    records = storage.trials(study)
+    assert [t.state for t in records] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert records[1].params == json.loads(SweepDir(sweep_dir).trial(0).spec.read_text())["params"]
+
+
+@pytest.mark.integration
+def test_a_worker_stopped_with_sigint_leaves_its_trial_for_immediate_reclaim(tmp_path, monkeypatch):
+    sweep_file, sweep_dir = _sigint_sweep(tmp_path, monkeypatch)
+    cfg = sweep_from_dict(yaml.safe_load(sweep_file.read_text()), "test")
+    prepare(cfg)
+    monkeypatch.setenv("SLOW_RUNNER_S", "60")
+    cmd = [sys.executable, "-m", "leaksweep.cli", "worker", str(sweep_dir), "--no-wandb"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (sweep_dir / "trials" / "00000" / "heartbeat.json").exists(), 60, "the first trial")
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # the terminal's and the sweep's: the second is ignored
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "trial 0 interrupted (SIGINT)" in out, out
+    assert "Traceback" not in out
+    error = SweepDir(sweep_dir).trial(0).read_error()
+    assert error.startswith("reclaimed: interrupted (SIGINT")

@@ -39,6 +39,8 @@ def _why_stale(
         if include_preempted:
             return f"preempted (job {beat.slurm_job}) {beat.age_s(now):.0f} s ago and not resumed; reclaimed on request"
         return None  # its requeued job resumes it from its checkpoint
+    if beat is not None and beat.state == "interrupted":  # Ctrl-C: resume it now, not after stale_after_s
+        return f"interrupted (SIGINT to pid {beat.pid} on {beat.host}) {beat.age_s(now):.0f} s ago"
     if optuna_stale is not None:
         return f"no Optuna heartbeat for over {math.ceil(grace_s)} s" if t.trial_id in optuna_stale else None
     if beat is not None:

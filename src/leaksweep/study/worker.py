@@ -119,6 +119,9 @@ def run_worker(sweep_dir: Path, tracker, max_trials: int | None = None) -> int:
                 if slurm_task:  # which Slurm array task runs it (the latest, after a requeue), for `leaksweep status`
                     storage.set_user_attrs(trial, slurm_task=slurm_task)
                 result = trial_stage.run_trial(folder.path, tracker, study=cfg.name)
+        except KeyboardInterrupt:
+            interrupted(study, cfg, trial, folder.path, sweep_dir)
+            raise
         except preemption.Preempted as exc:
             # Not told: the trial stays RUNNING (counted once, never failed), marked preempted for
             # whichever worker resumes it; the heartbeat thread has stopped, so nothing overwrites the mark.
@@ -135,6 +138,19 @@ def run_worker(sweep_dir: Path, tracker, max_trials: int | None = None) -> int:
         if tell_complete(study, trial, result["objectives"], folder.path):
             done += 1
     return done
+
+
+def interrupted(study: storage.Study, cfg: SweepConfig, trial: storage.Trial, directory: Path, sweep_dir: Path) -> None:
+    """SIGINT during a trial: mark it interrupted and reclaim it at once (its parameters re-enqueued,
+    error.json saying "interrupted"), so that a rerun resumes it immediately. Should the study be out
+    of reach now, the mark alone makes the next worker's reclaim take it without waiting stale_after_s."""
+    heartbeat.mark_interrupted(directory, cfg.search.heartbeat_s)
+    print(f"trial {trial.number} interrupted (SIGINT); a rerun resumes it", file=sys.stderr, flush=True)
+    try:
+        with ask_lock(sweep_dir):
+            reclaim_stale(study, cfg, sweep_dir)
+    except Exception as exc:  # noqa: BLE001 - best effort: the mark is what counts
+        print(f"trial {trial.number}: not reclaimed now ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
 
 
 def tell_complete(study: storage.Study, trial: storage.Trial, values: list[float], directory: Path) -> bool:
