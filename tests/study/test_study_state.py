@@ -313,3 +313,16 @@ def test_a_worker_stopped_with_sigint_leaves_its_trial_for_immediate_reclaim(tmp
     assert "Traceback" not in out
     error = SweepDir(sweep_dir).trial(0).read_error()
     assert error.startswith("reclaimed: interrupted (SIGINT")
+
+
+def test_no_append_lands_on_a_line_a_dying_writer_cut_off(tmp_path):
+    sweep_dir, cfg = grid_sweep(tmp_path)
+    study = storage.load_study(sweep_dir, cfg)  # a live worker's study, opened while the journal was whole
+    storage.ask(study)
+    journal = SweepDir(sweep_dir).journal
+    with open(journal, "ab") as handle:
+        handle.write(b'{"op_code": 6, "worker_id": "dead", "trial_id"')  # another worker, killed mid-append
+    before = journal.read_bytes()
+    with pytest.raises(UserError, match=rf"{journal}:\d+: the Optuna journal is damaged \(the last line is cut off"):
+        storage.ask(study)
+    assert journal.read_bytes() == before

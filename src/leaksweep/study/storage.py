@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import warnings
 from contextlib import contextmanager
@@ -33,7 +32,8 @@ from optuna.trial import TrialState
 from leaksweep.config import FloatRange, SearchConfig, SweepConfig
 from leaksweep.errors import UserError
 from leaksweep.layout import SweepDir
-from leaksweep.study import locks
+from leaksweep.study import journal_file
+from leaksweep.study.journal_file import journal_problem  # noqa: F401 - callers read it here
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -123,26 +123,6 @@ def storage_scheme(url: str | None) -> str:
     return "journal" if not url else url.split(":", 1)[0].split("+", 1)[0]
 
 
-class _FlockJournalLock:
-    """Optuna's journal lock interface (acquire, release: all JournalFileBackend calls; its base class is
-    not exported) on flock, the folder's `flock` kind: released by the kernel when its holder dies, where
-    Optuna's own file locks are left behind for their 30 s grace period."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._held = None
-
-    def acquire(self) -> bool:
-        self._held = locks.flock_lock(Path(self._path))
-        self._held.__enter__()
-        return True
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            held.__exit__(None, None, None)
-
-
 def _journal_lock(path: Path, kind: str) -> Any:
     """The lock Optuna takes around each journal append, of the folder's kind: flock; Optuna's link
     lock (`JournalFileSymlinkLock`: an atomic symlink, NFSv2 and later) where the folder takes link locks;
@@ -151,7 +131,7 @@ def _journal_lock(path: Path, kind: str) -> Any:
         return JournalFileSymlinkLock(str(path))
     if kind == "excl":
         return JournalFileOpenLock(str(path))
-    return _FlockJournalLock(f"{path}.flock")
+    return journal_file.FlockJournalLock(f"{path}.flock")
 
 
 def _open_journal(
@@ -164,39 +144,10 @@ def _open_journal(
 ):
     path = journal_path(url, sweep_dir)
     if not rebuilding:  # `leaksweep repair` creates a new journal over the trial folders on purpose
-        check_journal_present(path, sweep_dir, create)
+        journal_file.check_journal_present(path, sweep_dir, create)
     lock = _journal_lock(path, lock_kind or SweepDir(sweep_dir).folder_lock().kind)
-    check_journal(path, lock, sweep_dir)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-
-
-def repair_hint(sweep_dir: Path) -> str:
-    return (
-        f"run `leaksweep repair {sweep_dir}` to rebuild the study from the trial folders (the damaged file "
-        "is kept aside), or restore the journal from a copy"
-    )
-
-
-def check_journal_present(path: Path, sweep_dir: Path, create: bool) -> None:
-    """UserError when the journal is missing or empty although trial folders exist (it was deleted or
-    emptied: opening it would silently start a new study and rerun every trial), and, unless `create`,
-    when it is missing (a read-only command must not create one)."""
-    empty = not path.is_file() or path.stat().st_size == 0
-    if not empty:
-        return
-    started = [t.name for t in SweepDir(sweep_dir).trials()]
-    if started:
-        what = "is empty" if path.is_file() else "is missing"
-        raise UserError(
-            f"{path}: the Optuna journal {what}, but {len(started)} trial folder(s) exist under "
-            f"{SweepDir(sweep_dir).trials_dir} ({started[0]} ... {started[-1]}); leaksweep starts no new study "
-            f"over them; {repair_hint(sweep_dir)}"
-        )
-    if not create and not path.is_file():
-        raise UserError(
-            f"{sweep_dir}: no Optuna study yet (no {path.name}); `leaksweep sweep SWEEP.yaml` creates it when the "
-            "sweep starts"
-        )
+    journal_file.check_journal(path, lock, sweep_dir)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=journal_file.WholeLineLock(lock, path, sweep_dir)))
 
 
 # --- the database lock -----------------------------------------------------------------------------
@@ -232,46 +183,6 @@ def advisory_lock(url: str, name: str) -> Iterator[None]:
         ) from exc
     finally:
         engine.dispose()
-
-
-def journal_problem(path: Path) -> tuple[int, str] | None:
-    """The first damaged line of a journal file: (line number, what is wrong), or None when every line
-    is whole (ends with a newline) and parses as JSON. Reads the whole file (a journal is small)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
-        if last:
-            return (number, f"the last line is cut off (no newline): {line[:80]!r}") if line else None
-        try:
-            json.loads(line)
-        except ValueError as exc:
-            return number, f"not JSON ({exc}): {line[:80]!r}"
-    return None
-
-
-def check_journal(path: Path, lock: Any, sweep_dir: Path | None = None) -> None:
-    """UserError naming file:line when the journal holds a damaged line; nothing is appended after one.
-
-    A cut-off last line may be an append in progress (a reader takes no lock): a problem is confirmed
-    under the journal's own lock, which every append holds, before it is reported."""
-    if journal_problem(path) is None:
-        return
-    lock.acquire()
-    try:
-        problem = journal_problem(path)
-    finally:
-        lock.release()
-    if problem is not None:
-        number, what = problem
-        raise UserError(
-            f"{path}:{number}: the Optuna journal is damaged ({what}); leaksweep appends nothing to it. "
-            + (repair_hint(sweep_dir) if sweep_dir is not None else "Restore it from a copy")
-            + "; a database (search.storage: postgresql+psycopg2://...) avoids journal files altogether"
-        )
 
 
 def _open_rdb(url: str, sweep_dir: Path, search: SearchConfig | None):
