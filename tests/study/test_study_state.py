@@ -326,3 +326,24 @@ def test_no_append_lands_on_a_line_a_dying_writer_cut_off(tmp_path):
     with pytest.raises(UserError, match=rf"{journal}:\d+: the Optuna journal is damaged \(the last line is cut off"):
         storage.ask(study)
     assert journal.read_bytes() == before
+
+
+def test_repair_of_an_experiment_mode_keeps_each_condition_and_its_conclusions(tmp_path):
+    raw = sr_sweep("exp", tmp_path / "sweep", wandb=None, mode="patch_insert", subsets=["S", "R"], seeds=2)
+    cfg = sweep_from_dict(raw, "test")
+    sweep_dir = prepare(cfg)
+    tracker = make_tracker(cfg.tracking, enabled=False)
+    before = run_experiment(sweep_dir, lambda: run_worker(sweep_dir, tracker))
+
+    def attrs() -> list[tuple]:
+        study = storage.load_study(sweep_dir, cfg)
+        return [
+            (t.number, t.state, t.user_attrs["condition_json"], t.user_attrs["seed"]) for t in storage.trials(study)
+        ]
+
+    kept = attrs()
+    _garble(SweepDir(sweep_dir).journal)
+    repair(sweep_dir)
+    assert attrs() == kept
+    assert run_experiment(sweep_dir, lambda: run_worker(sweep_dir, tracker)) == before  # nothing run again
+    assert len(SweepDir(sweep_dir).complete()) == len(kept)

@@ -145,7 +145,7 @@ def check_journal(path: Path, lock: Any, sweep_dir: Path | None = None) -> None:
     if problem is not None:
         number, what = problem
         raise UserError(
-            f"{path}:{number}: the Optuna journal is damaged ({what}); leaksweep appends nothing to it. "
+            f"{path}:{number}: the Optuna journal is damaged ({what}); leaksweep appends nothing to it; "
             + (repair_hint(sweep_dir) if sweep_dir is not None else "Restore it from a copy")
             + "; a database (search.storage: postgresql+psycopg2://...) avoids journal files altogether"
         )
