@@ -217,6 +217,7 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
     preempted, requeues its Slurm job and exits with 75; the requeued job resumes the trial.
     """
     from leaksweep.cluster import preemption
+    from leaksweep.study.heartbeat import interrupt_once
     from leaksweep.study.prepare import load_sweep_dir
     from leaksweep.study.status import finished
     from leaksweep.study.worker import run_worker
@@ -225,6 +226,7 @@ def worker(sweep_dir: str, no_wandb: bool, max_trials: int | None, report_when_d
     if max_trials is not None and max_trials < 1:
         raise UserError(f"--max-trials {max_trials}: use at least 1 (or leave it out to run until the study is done)")
     preemption.install()
+    interrupt_once()
     cfg = load_sweep_dir(Path(sweep_dir))
     done = run_worker(Path(sweep_dir), make_tracker(cfg.tracking, enabled=not no_wandb), max_trials)
     click.echo(f"worker finished {done} trial(s)")
@@ -257,11 +259,30 @@ def reclaim(sweep_dir: str, preempted: bool) -> None:
 
     found = reclaim_stale(Path(sweep_dir), include_preempted=preempted)
     for r in found:
-        click.echo(
-            f"trial {r['trial']}: {r['reason']}; "
-            + ("re-enqueued" if r["retried"] else "not retried (max_retries reached)")
-        )
+        outcome = "re-enqueued" if r["retried"] else "not retried (max_retries reached)"
+        if r.get("completed"):
+            outcome = "its result.json exists: told COMPLETE, not rerun"
+        click.echo(f"trial {r['trial']}: {r['reason']}; {outcome}")
     click.echo(f"reclaimed {len(found)} stale trial(s)")
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+def repair(sweep_dir: str) -> None:
+    """Rebuild a damaged, emptied or deleted Optuna journal from the trial folders (the old one is kept)."""
+    from leaksweep.study.repair import repair as repair_study
+
+    done = repair_study(Path(sweep_dir))
+    if done["kept"]:
+        click.echo(f"the damaged journal is kept as {done['kept']}")
+    click.echo(f"rebuilt {done['journal']}: {done['complete']} complete, {done['failed']} failed trial(s)")
+    if done["requeued_running"]:
+        click.echo(f"trials {done['requeued_running']} were running (no result.json): failed and re-enqueued")
+    if done["missing"]:
+        click.echo(f"no trial folder for number(s) {done['missing']}: added as failed placeholders")
+    if done["requeued_planned"]:
+        click.echo(f"{done['requeued_planned']} planned trial(s) had not started: re-enqueued")
+    click.echo(f"resume with `leaksweep sweep SWEEP.yaml` or `leaksweep worker {sweep_dir}`")
 
 
 @cli.command()

@@ -25,6 +25,7 @@ by an older leaksweep still renders.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,8 +284,10 @@ class SweepDir:
         return sum(1 for _ in self.trials_dir.glob(f"*/{TrialDir.RESULT}"))
 
     def read_results(self) -> list["TrialResult"]:
-        """The complete trials' results, sorted by trial number."""
-        return sorted((t.read_result() for t in self.complete()), key=lambda r: r.trial)
+        """The complete trials' results, sorted by trial number, each (condition, seed) once (the first):
+        a duplicate (a trial rerun after its result was written) is set aside (`set_aside_duplicates`)."""
+        results = sorted((t.read_result() for t in self.complete()), key=lambda r: r.trial)
+        return set_aside_duplicates(results, lambda r: r)[0]
 
     def read_config(self) -> dict:
         """sweep.json's sweep config (raw dict; sweepfile.sweep_from_dict types it), without folder_lock."""
@@ -301,11 +304,36 @@ class SweepDir:
         """sweep.json: the resolved sweep config, and the folder's lock under `folder_lock`."""
         write_json(self.sweep_file, {**config, self.FOLDER_LOCK: dataclasses.asdict(folder_lock)})
 
+    @staticmethod
+    def damaged_copy(journal: Path, stamp: str) -> Path:
+        """Where `leaksweep repair` keeps a damaged journal: beside it, as NAME.damaged-<UTC stamp>."""
+        return journal.with_name(f"{journal.name}.damaged-{stamp}")
+
     def read_analysis(self) -> dict | None:
         return read_json(self.analysis) if self.analysis.is_file() else None
 
     def write_analysis(self, conclusions: dict) -> None:
         write_json(self.analysis, conclusions)
+
+
+def set_aside_duplicates(items: list, result_of) -> tuple[list, list[dict]]:
+    """Each (condition, seed) once: (the items kept, in order, [{"trial", "kept", "label", "seed"}] set aside).
+
+    Two complete trials with the same condition (plan, parameters) and seed trained on the same data
+    with the same seed: the second is a rerun of the first (e.g. a worker killed after result.json and
+    before telling the study, before leaksweep told such trials COMPLETE). Counting both would weigh
+    that condition twice in every statistic; the lowest trial number is kept. `items` in trial order;
+    `result_of(item)` is its TrialResult."""
+    kept, aside, first = [], [], {}
+    for item in items:
+        result = result_of(item)
+        key = result.run_key()
+        if key in first:
+            aside.append({"trial": result.trial, "kept": first[key], "label": result.label, "seed": result.seed})
+            continue
+        first[key] = result.trial
+        kept.append(item)
+    return kept, aside
 
 
 # --- records ---------------------------------------------------------------------------------------
@@ -443,6 +471,10 @@ class TrialResult:
 
     def to_dict(self) -> dict:
         return dict(self.raw)
+
+    def run_key(self) -> str:
+        """What makes two trials the same run: condition, plan, parameters (hyperparameters among them), seed."""
+        return json.dumps([self.condition, self.raw.get("plan"), self.params, self.seed], sort_keys=True, default=str)
 
     def share(self, subset: str) -> float:
         """The teacher's share of `subset`'s training rows in this trial's manifest (0 when not recorded or

@@ -176,7 +176,7 @@ def test_a_journal_whose_last_line_is_cut_off_is_refused_naming_file_and_line(tm
     with pytest.raises(UserError) as err:
         storage.load_study(sweep_dir, cfg)
     assert f"{journal}:{len(lines)}: the Optuna journal is damaged (the last line is cut off" in str(err.value)
-    assert "Restore it from a copy, or set search.storage to a database" in str(err.value)
+    assert f"run `leaksweep repair {sweep_dir}` to rebuild the study from the trial folders" in str(err.value)
     assert journal.read_bytes() == before  # nothing appended
 
 

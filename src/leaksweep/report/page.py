@@ -32,7 +32,7 @@ from leaksweep.report.sections import (
     study_section,
     trials_table,
 )
-from leaksweep.report.view import SweepView, complete_trials, unfinished
+from leaksweep.report.view import SweepView, complete_trials, duplicate_trials, unfinished
 
 
 @lru_cache(maxsize=None)
@@ -106,7 +106,8 @@ def write_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
         )
     out = Path(out_path) if out_path is not None else sweep.report
     study, study_error = read_study(sweep.path)
-    view = SweepView(sweep, sweep.read_config(), trials, sweep.read_analysis(), study, study_error)
+    duplicates = tuple(duplicate_trials(sweep))
+    view = SweepView(sweep, sweep.read_config(), trials, sweep.read_analysis(), study, study_error, duplicates)
     atomic_write_text(out, render(view))
     return out
 

@@ -36,6 +36,12 @@ def status_line(view: SweepView) -> str:
     """A count of complete, not finished and failed trials, with each failure's message."""
     running, failed = unfinished(view.sweep)
     line = f'<p class="small">{len(view.trials)} complete, {len(running)} not finished, {len(failed)} failed.</p>'
+    if view.duplicates:
+        aside = "; ".join(f"trial {d['trial']} (a rerun of trial {d['kept']}: {d['label']})" for d in view.duplicates)
+        line += (
+            f'<p class="small">Set aside as duplicates, counted once: {esc(aside)}. Each condition and seed '
+            "counts once in every table, chart and statistic.</p>"
+        )
     if not failed:
         return line
     rows = "".join(

@@ -14,11 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from leaksweep.layout import SweepDir, TraitScore, TrialDir, TrialResult
+from leaksweep.layout import SweepDir, TraitScore, TrialDir, TrialResult, set_aside_duplicates
 from leaksweep.report.fmt import interval, num
 
 # keys of analysis.json shared by its kinds of conclusion (the experiment searches' `conclude`)
-ANALYSIS_SETTINGS = ("mode", "alpha", "min_effect", "margin", "trials_spent", "grid_trials", "subset", "trait")
+ANALYSIS_SETTINGS = (
+    "mode",
+    "alpha",
+    "min_effect",
+    "margin",
+    "trials_spent",
+    "grid_trials",
+    "subset",
+    "trait",
+    "duplicates_set_aside",  # shown by the trials' status line (view.duplicates)
+)
 # leak_map's tests per subset, as named in analysis.json, with their column labels
 LEAK_MAP_COLUMNS = (
     ("sufficient", "sufficient"),
@@ -72,9 +82,20 @@ class Trial:
 
 
 def complete_trials(sweep: SweepDir) -> list[Trial]:
-    """The complete trials, sorted by trial number; UserError when `sweep` is not a sweep folder."""
+    """The complete trials, sorted by trial number, each (condition, seed) once (duplicates: `duplicate_trials`);
+    UserError when `sweep` is not a sweep folder."""
+    return _split(sweep)[0]
+
+
+def duplicate_trials(sweep: SweepDir) -> list[dict]:
+    """Complete trials set aside as reruns of an earlier trial: [{"trial", "kept", "label", "seed"}]."""
+    return _split(sweep)[1]
+
+
+def _split(sweep: SweepDir) -> tuple[list[Trial], list[dict]]:
     sweep.require()
-    return sorted((Trial(t, t.read_result()) for t in sweep.complete()), key=lambda t: t.number)
+    every = sorted((Trial(t, t.read_result()) for t in sweep.complete()), key=lambda t: t.number)
+    return set_aside_duplicates(every, lambda t: t.result)
 
 
 def load_trials(sweep_dir) -> list[dict]:
@@ -146,6 +167,9 @@ class SweepView:
     analysis: dict | None = None  # analysis.json of an experiment mode; None for optuna sweeps
     study: dict | None = None  # study.status.study_summary(): the Optuna study's directions, Pareto front, importances
     study_error: str | None = None  # why the study could not be read, when it could not
+    duplicates: tuple[
+        dict, ...
+    ] = ()  # complete trials set aside as reruns of an earlier one (layout.set_aside_duplicates)
 
     @property
     def name(self) -> str:

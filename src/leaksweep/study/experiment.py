@@ -24,11 +24,27 @@ MAX_ROUNDS = 200  # the loop runs rounds 1..199 at most, so a search that keeps 
 
 
 def collect_runs(study: storage.Study, sweep_dir: Path) -> list[Run]:
-    """Every complete trial of an experiment mode as a Run (condition, seed, trait results)."""
-    runs = []
+    """Every complete trial of an experiment mode as a Run (condition, seed, trait results), each
+    (condition, seed) once: the first trial; later ones are reruns (`duplicate_runs` names them)."""
+    return _collect(study, sweep_dir)[0]
+
+
+def duplicate_runs(study: storage.Study, sweep_dir: Path) -> list[dict]:
+    """Complete trials set aside because an earlier trial ran the same (condition, seed)."""
+    return _collect(study, sweep_dir)[1]
+
+
+def _collect(study: storage.Study, sweep_dir: Path) -> tuple[list[Run], list[dict]]:
+    runs, aside, first = [], [], {}
     for t in storage.trials(study, "COMPLETE"):
         if "condition_json" not in t.user_attrs:
             continue
+        key = (t.user_attrs["condition_json"], int(t.user_attrs["seed"]))
+        if key in first:
+            label = t.user_attrs.get("label", "")
+            aside.append({"trial": t.number, "kept": first[key], "label": label, "seed": key[1]})
+            continue
+        first[key] = t.number
         result = read_json(SweepDir(sweep_dir).trial(t.number).result)
         runs.append(
             Run(
@@ -38,7 +54,7 @@ def collect_runs(study: storage.Study, sweep_dir: Path) -> list[Run]:
                 result["traits"],
             )
         )
-    return runs
+    return runs, aside
 
 
 def enqueue(study: storage.Study, requests: list[Request]) -> int:
@@ -83,6 +99,15 @@ def run_experiment(sweep_dir: Path, execute_round: Callable[[], object]) -> dict
         print(f"{cfg.search.mode}: round {round_number}, {len(requests)} trial(s)", flush=True)
         execute_round()
         previous = requests
-    conclusions = search.conclude(collect_runs(study, folder.path))
+    return write_conclusions(search, study, folder)
+
+
+def write_conclusions(search, study: storage.Study, folder: SweepDir) -> dict:
+    """The search's conclusions over the complete runs, each (condition, seed) once, into analysis.json;
+    trials set aside as duplicates are listed under `duplicates_set_aside`."""
+    runs, aside = _collect(study, folder.path)
+    conclusions = search.conclude(runs)
+    if aside:
+        conclusions = {**conclusions, "duplicates_set_aside": aside}
     folder.write_analysis(conclusions)
     return conclusions

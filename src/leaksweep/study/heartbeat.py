@@ -13,6 +13,9 @@ grace period; study.reclaim.reclaim_stale marks it failed and re-enqueues its pa
 seconds from the writing host's clock: workers on several nodes must have synchronised clocks,
 which Slurm's munge authentication requires anyway.
 
+A trial whose worker got SIGINT (Ctrl-C) is marked "interrupted" (`mark_interrupted`): reclaim
+takes it at once, and records "interrupted" rather than "no heartbeat".
+
 A preempted trial (Slurm sent the signal, the worker checkpointed and requeued its job) is not
 dead: `mark_preempted` records that, and reclaim leaves such trials to the requeued job unless
 told otherwise (`leaksweep reclaim --preempted`).
@@ -44,7 +47,7 @@ class Beat:
     host: str
     beat_at: float  # Unix seconds
     interval_s: float
-    state: str  # "running" or "preempted"
+    state: str  # "running", "preempted" or "interrupted" (SIGINT: stale at once)
     slurm_job: str | None
 
     def age_s(self, now: float) -> float:
@@ -96,6 +99,24 @@ def is_preempted(trial_dir: Path) -> bool:
 def mark_preempted(trial_dir: Path, interval_s: float) -> None:
     """Record that the trial's worker was preempted on purpose and its job requeued: not stale."""
     write_beat(trial_dir, interval_s, state="preempted")
+
+
+def mark_interrupted(trial_dir: Path, interval_s: float) -> None:
+    """Record that the trial's worker stopped on SIGINT (Ctrl-C): reclaim takes the trial at once,
+    without waiting stale_after_s, and says it was interrupted."""
+    write_beat(trial_dir, interval_s, state="interrupted")
+
+
+def interrupt_once() -> None:
+    """SIGINT raises KeyboardInterrupt once, and later ones are ignored: a worker marks its trial
+    interrupted undisturbed when both the terminal (its process group) and `leaksweep sweep` signal it."""
+    import signal
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
 
 
 class Heartbeat:

@@ -7,6 +7,7 @@ and the sweep's one progress bar, which counts trial folders with a result.json.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,24 @@ def _failures(folder: SweepDir, procs: list[tuple[subprocess.Popen, object, int]
     return failed
 
 
+def _interrupt(procs: list[tuple[subprocess.Popen, object, int]], wait_s: float = 60.0) -> None:
+    """Ctrl-C of `leaksweep sweep`: pass SIGINT on to the workers (a terminal signals them too; they act
+    on the first one only, heartbeat.interrupt_once), which mark their trials interrupted; wait for them."""
+    for proc, _, _ in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.time() + wait_s
+    for proc, log, _ in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its trial is reclaimed when its heartbeat goes stale
+        log.close()
+    print(
+        "interrupted: in-flight trials are marked interrupted; rerun the same command to resume them", file=sys.stderr
+    )
+
+
 def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None:
     """Run `workers` worker processes on one study and wait; a progress bar counts finished trials."""
     folder = SweepDir(sweep_dir)
@@ -60,12 +79,18 @@ def run_local(sweep_dir: Path, workers: int, wandb_enabled: bool = True) -> None
     seen = folder.count_complete()
     # every_fraction=0: a trial takes long enough that each finished one earns its own log line
     note = f"{workers} worker{'s' if workers != 1 else ''}"  # the rate is over all of them
-    with Progress(total, f"sweep {cfg.name}", "trials", initial=seen, leave=True, every_fraction=0, note=note) as bar:
-        while any(p.poll() is None for p, _, _ in procs):
-            time.sleep(1.0)
-            now = folder.count_complete()
-            bar.update(now - seen)
-            seen = now
+    try:
+        with Progress(
+            total, f"sweep {cfg.name}", "trials", initial=seen, leave=True, every_fraction=0, note=note
+        ) as bar:
+            while any(p.poll() is None for p, _, _ in procs):
+                time.sleep(1.0)
+                now = folder.count_complete()
+                bar.update(now - seen)
+                seen = now
+    except KeyboardInterrupt:
+        _interrupt(procs)
+        raise
     failed = _failures(folder, procs)
     if failed:
         raise UserError(failed)

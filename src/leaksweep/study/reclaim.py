@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from leaksweep.config import SweepConfig
+from leaksweep.errors import UserError
 from leaksweep.layout import SweepDir
 from leaksweep.study import heartbeat, storage
 from leaksweep.study.prepare import ask_lock, load_sweep_dir
@@ -38,6 +39,8 @@ def _why_stale(
         if include_preempted:
             return f"preempted (job {beat.slurm_job}) {beat.age_s(now):.0f} s ago and not resumed; reclaimed on request"
         return None  # its requeued job resumes it from its checkpoint
+    if beat is not None and beat.state == "interrupted":  # Ctrl-C: resume it now, not after stale_after_s
+        return f"interrupted (SIGINT to pid {beat.pid} on {beat.host}) {beat.age_s(now):.0f} s ago"
     if optuna_stale is not None:
         return f"no Optuna heartbeat for over {math.ceil(grace_s)} s" if t.trial_id in optuna_stale else None
     if beat is not None:
@@ -78,6 +81,9 @@ def reclaim_stale(
     max_retries = cfg.search.max_retries
     reclaimed = []
     for t, why in stale_running(study, cfg, sweep_dir, now, include_preempted):
+        if _complete_from_result(study, t, sweep_dir, why):
+            reclaimed.append({"trial": t.number, "reason": why, "retried": False, "completed": True})
+            continue
         outcome = storage.fail_and_retry(study, t, max_retries)
         if outcome is None:
             continue  # finished (or reclaimed by another worker) meanwhile
@@ -91,6 +97,27 @@ def reclaim_stale(
         print(f"trial {t.number} {note}", file=sys.stderr, flush=True)
         reclaimed.append({"trial": t.number, "reason": why, "retried": retried})
     return reclaimed
+
+
+def _complete_from_result(study: storage.Study, t: storage.TrialRecord, sweep_dir: Path, why: str) -> bool:
+    """A stale trial whose result.json exists finished: its worker died after writing the result and
+    before telling the study. Tell it COMPLETE with the result's objectives; never rerun it."""
+    folder = SweepDir(sweep_dir).trial(t.number)
+    if not folder.is_complete():
+        return False
+    try:
+        values = [float(v) for v in folder.read_result().objectives]
+    except (UserError, ValueError, TypeError):
+        return False  # an unreadable result: the trial is failed and retried as any stale one
+    if not storage.complete_from_result(study, t, values):
+        return False
+    print(
+        f"trial {t.number} reclaimed ({why}): its result.json exists, so it is told COMPLETE with its "
+        f"objectives {values}, not rerun",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
 
 
 def reclaim(sweep_dir: Path, include_preempted: bool = False) -> list[dict]:

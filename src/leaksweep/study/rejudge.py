@@ -131,8 +131,8 @@ def _reconclude(folder: SweepDir, cfg: SweepConfig) -> None:
         return
     from leaksweep.experiments.registry import make_search
     from leaksweep.study import storage
-    from leaksweep.study.experiment import collect_runs
+    from leaksweep.study.experiment import write_conclusions
 
     sources = sorted(cfg.data.sources) if not cfg.search.runner else [cfg.base, cfg.search.teacher]
     study = storage.load_study(folder.path, cfg)
-    folder.write_analysis(make_search(cfg, sources).conclude(collect_runs(study, folder.path)))
+    write_conclusions(make_search(cfg, sources), study, folder)

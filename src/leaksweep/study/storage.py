@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import re
 import warnings
@@ -34,7 +33,8 @@ from optuna.trial import TrialState
 from leaksweep.config import FloatRange, SearchConfig, SweepConfig
 from leaksweep.errors import UserError
 from leaksweep.layout import SweepDir
-from leaksweep.study import locks
+from leaksweep.study import journal_file
+from leaksweep.study.journal_file import journal_problem  # noqa: F401 - callers read it here
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -97,17 +97,25 @@ def journal_path(url: str | None, sweep_dir: Path) -> Path | None:
     return None
 
 
-def open_storage(url: str | None, sweep_dir: Path, search: SearchConfig | None = None, lock_kind: str | None = None):
+def open_storage(
+    url: str | None,
+    sweep_dir: Path,
+    search: SearchConfig | None = None,
+    lock_kind: str | None = None,
+    create: bool = False,
+    rebuilding: bool = False,
+):
     """The Optuna storage `search.storage` names, opened by the backend registered for its scheme.
 
     Default (no URL): a journal file in the sweep folder (no server, safe for concurrent workers on
     one node or, with the link lock, on many). A scheme no backend claims is taken as an SQLAlchemy
     URL and opened as an RDB. `lock_kind` (study/locks.py) overrides the folder's recorded lock for
-    the journal: prepare passes the kind it chose before sweep.json records it.
+    the journal: prepare passes the kind it chose before sweep.json records it. A journal file is
+    only created with `create` (prepare): every other command stops when it is missing or empty.
     """
     opener = BACKENDS.get(storage_scheme(url), _open_rdb)
     if opener is _open_journal:
-        return _open_journal(url, Path(sweep_dir), search, lock_kind)
+        return _open_journal(url, Path(sweep_dir), search, lock_kind, create, rebuilding)
     return opener(url, Path(sweep_dir), search)
 
 
@@ -177,26 +185,6 @@ def storage_scheme(url: str | None) -> str:
     return "journal" if not url else url.split(":", 1)[0].split("+", 1)[0]
 
 
-class _FlockJournalLock:
-    """Optuna's journal lock interface (acquire, release: all JournalFileBackend calls; its base class is
-    not exported) on flock, the folder's `flock` kind: released by the kernel when its holder dies, where
-    Optuna's own file locks are left behind for their 30 s grace period."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._held = None
-
-    def acquire(self) -> bool:
-        self._held = locks.flock_lock(Path(self._path))
-        self._held.__enter__()
-        return True
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            held.__exit__(None, None, None)
-
-
 def _journal_lock(path: Path, kind: str) -> Any:
     """The lock Optuna takes around each journal append, of the folder's kind: flock; Optuna's link
     lock (`JournalFileSymlinkLock`: an atomic symlink, NFSv2 and later) where the folder takes link locks;
@@ -205,14 +193,23 @@ def _journal_lock(path: Path, kind: str) -> Any:
         return JournalFileSymlinkLock(str(path))
     if kind == "excl":
         return JournalFileOpenLock(str(path))
-    return _FlockJournalLock(f"{path}.flock")
+    return journal_file.FlockJournalLock(f"{path}.flock")
 
 
-def _open_journal(url: str | None, sweep_dir: Path, search: SearchConfig | None, lock_kind: str | None = None):
+def _open_journal(
+    url: str | None,
+    sweep_dir: Path,
+    search: SearchConfig | None,
+    lock_kind: str | None = None,
+    create: bool = False,
+    rebuilding: bool = False,
+):
     path = journal_path(url, sweep_dir)
+    if not rebuilding:  # `leaksweep repair` creates a new journal over the trial folders on purpose
+        journal_file.check_journal_present(path, sweep_dir, create)
     lock = _journal_lock(path, lock_kind or SweepDir(sweep_dir).folder_lock().kind)
-    check_journal(path, lock)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    journal_file.check_journal(path, lock, sweep_dir)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=journal_file.WholeLineLock(lock, path, sweep_dir)))
 
 
 # --- the database lock -----------------------------------------------------------------------------
@@ -250,45 +247,6 @@ def advisory_lock(url: str, name: str) -> Iterator[None]:
         engine.dispose()
 
 
-def journal_problem(path: Path) -> tuple[int, str] | None:
-    """The first damaged line of a journal file: (line number, what is wrong), or None when every line
-    is whole (ends with a newline) and parses as JSON. Reads the whole file (a journal is small)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
-        if last:
-            return (number, f"the last line is cut off (no newline): {line[:80]!r}") if line else None
-        try:
-            json.loads(line)
-        except ValueError as exc:
-            return number, f"not JSON ({exc}): {line[:80]!r}"
-    return None
-
-
-def check_journal(path: Path, lock: Any) -> None:
-    """UserError naming file:line when the journal holds a damaged line; nothing is appended after one.
-
-    A cut-off last line may be an append in progress (a reader takes no lock): a problem is confirmed
-    under the journal's own lock, which every append holds, before it is reported."""
-    if journal_problem(path) is None:
-        return
-    lock.acquire()
-    try:
-        problem = journal_problem(path)
-    finally:
-        lock.release()
-    if problem is not None:
-        number, what = problem
-        raise UserError(
-            f"{path}:{number}: the Optuna journal is damaged ({what}); leaksweep appends nothing to it. "
-            "Restore it from a copy, or set search.storage to a database (postgresql+psycopg2://...) and start again"
-        )
-
-
 def _open_rdb(url: str, sweep_dir: Path, search: SearchConfig | None):
     """An RDB URL (sqlite:///..., postgresql://...), opened with Optuna's heartbeat when `search` (the
     sweep's SearchConfig) is given: its heartbeat_s / stale_after_s become Optuna's interval and grace
@@ -316,9 +274,10 @@ BACKENDS: dict[str, Callable[[str | None, Path, SearchConfig | None], Any]] = {
 }
 
 
-def create_study(cfg: SweepConfig, sweep_dir: Path, lock_kind: str | None = None) -> bool:
-    """Create the sweep's study unless its storage holds it already; True when created."""
-    storage = open_storage(cfg.search.storage, sweep_dir, lock_kind=lock_kind)
+def create_study(cfg: SweepConfig, sweep_dir: Path, lock_kind: str | None = None, rebuilding: bool = False) -> bool:
+    """Create the sweep's study unless its storage holds it already; True when created. `rebuilding`:
+    `leaksweep repair` creates it over existing trial folders (never done otherwise)."""
+    storage = open_storage(cfg.search.storage, sweep_dir, lock_kind=lock_kind, create=True, rebuilding=rebuilding)
     try:
         optuna.load_study(study_name=cfg.name, storage=storage)
         return False
@@ -453,6 +412,25 @@ def tell_complete(study: Study, trial: Trial, values: Sequence[float]) -> bool:
     return frozen is not None and frozen.state == TrialState.COMPLETE
 
 
+def state_of(study: Study, trial: Trial) -> str:
+    """The trial's state in the storage now (another process may have finished it)."""
+    return _storage_of(study).get_trial(_trial_id(trial)).state.name
+
+
+def complete_from_result(study: Study, record: TrialRecord, values: Sequence[float]) -> bool:
+    """Tell a RUNNING trial COMPLETE with `values` (its result.json's objectives: its worker died after
+    writing it, before telling); False when it was finished meanwhile. A compare-and-set, as in
+    `fail_and_retry`, so a trial is finished once. Values of the wrong count are refused."""
+    if len(values) != len(study.directions):
+        return False
+    try:
+        return bool(
+            _storage_of(study).set_trial_state_values(record.trial_id, state=TrialState.COMPLETE, values=list(values))
+        )
+    except UpdateFinishedTrialError:
+        return False
+
+
 # --- heartbeats and reclaim --------------------------------------------------------------------------
 
 
@@ -516,3 +494,48 @@ def param_importances(
             )
         found.append({k: float(v) for k, v in raw.items()})
     return found
+
+
+# --- rebuilding a study from its trial folders (study/repair.py) ------------------------------------
+
+
+def distribution(choice: list | FloatRange, integer: bool = False) -> Any:
+    """The distribution `suggest` uses for `choice`: a rebuilt trial's params get the same ones."""
+    if isinstance(choice, list):
+        return optuna.distributions.CategoricalDistribution(choice)
+    if integer:
+        step = int(choice.step or 1)
+        return optuna.distributions.IntDistribution(int(choice.low), int(choice.high), log=choice.log, step=step)
+    return optuna.distributions.FloatDistribution(choice.low, choice.high, log=choice.log, step=choice.step)
+
+
+def add_finished_trial(
+    study: Study,
+    state: str,
+    params: dict[str, Any],
+    distributions: dict[str, Any],
+    values: Sequence[float] | None,
+    user_attrs: dict[str, Any],
+    started: datetime | None,
+    completed: datetime | None,
+) -> int:
+    """Add a finished (COMPLETE or FAIL) trial with these params, values and attributes; its number.
+    Optuna requires both times of a finished trial: now, when unknown."""
+    started = started or completed or datetime.now()
+    completed = completed or started
+    frozen = optuna.trial.FrozenTrial(
+        number=-1,  # the storage numbers it: the next one
+        state=TrialState[state],
+        value=None,
+        datetime_start=started,
+        datetime_complete=completed,
+        params=dict(params),
+        distributions=dict(distributions),
+        user_attrs=dict(user_attrs),
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+        values=list(values) if values is not None else None,
+    )
+    study.add_trial(frozen)
+    return study.get_trials(deepcopy=False)[-1].number

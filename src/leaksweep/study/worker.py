@@ -119,6 +119,9 @@ def run_worker(sweep_dir: Path, tracker, max_trials: int | None = None) -> int:
                 if slurm_task:  # which Slurm array task runs it (the latest, after a requeue), for `leaksweep status`
                     storage.set_user_attrs(trial, slurm_task=slurm_task)
                 result = trial_stage.run_trial(folder.path, tracker, study=cfg.name)
+        except KeyboardInterrupt:
+            interrupted(study, cfg, trial, folder.path, sweep_dir)
+            raise
         except preemption.Preempted as exc:
             # Not told: the trial stays RUNNING (counted once, never failed), marked preempted for
             # whichever worker resumes it; the heartbeat thread has stopped, so nothing overwrites the mark.
@@ -137,12 +140,27 @@ def run_worker(sweep_dir: Path, tracker, max_trials: int | None = None) -> int:
     return done
 
 
+def interrupted(study: storage.Study, cfg: SweepConfig, trial: storage.Trial, directory: Path, sweep_dir: Path) -> None:
+    """SIGINT during a trial: mark it interrupted and reclaim it at once (its parameters re-enqueued,
+    error.json saying "interrupted"), so that a rerun resumes it immediately. Should the study be out
+    of reach now, the mark alone makes the next worker's reclaim take it without waiting stale_after_s."""
+    heartbeat.mark_interrupted(directory, cfg.search.heartbeat_s)
+    print(f"trial {trial.number} interrupted (SIGINT); a rerun resumes it", file=sys.stderr, flush=True)
+    try:
+        with ask_lock(sweep_dir):
+            reclaim_stale(study, cfg, sweep_dir)
+    except Exception as exc:  # noqa: BLE001 - best effort: the mark is what counts
+        print(f"trial {trial.number}: not reclaimed now ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+
+
 def tell_complete(study: storage.Study, trial: storage.Trial, values: list[float], directory: Path) -> bool:
     """Tell a finished trial's values; False when it was reclaimed meanwhile (this worker looked dead,
     e.g. stopped or cut off from storage longer than stale_after_s). Its retry is the trial that counts,
     so this result is moved aside, where the report and progress (which read result.json) ignore it."""
     if storage.tell_complete(study, trial, values):
         return True
+    if storage.state_of(study, trial) == "COMPLETE":
+        return True  # a reclaimer told it from this result.json (this worker looked dead): counted once
     folder = TrialDir(directory)
     kept = folder / TrialDir.RECLAIMED_RESULT
     if folder.result.exists():
