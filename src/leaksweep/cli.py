@@ -18,6 +18,10 @@ def _load(path: str):
     return load_sweep(path)
 
 
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
 def _say_default_folder(sweep_file: str, name: str) -> None:
     """Where a sweep file without output_dir puts its folder: runs/NAME in the current folder."""
     from leaksweep.sweepfile import read_yaml
@@ -51,21 +55,28 @@ def cli() -> None:
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 def subsets(sweep_file: str) -> None:
     """Print each subset's size, share, hash and rule, and the overlap matrix."""
-    from leaksweep.data.records import load_dataset
     from leaksweep.data.subsets import compute_subsets, subsets_table
-    from leaksweep.data.world import resolve_world
     from leaksweep.layout import SweepDir
     from leaksweep.traits.subset_judge import SubsetJudges
+
+    cfg, dataset = _dataset(sweep_file)
+    for note in dataset.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"{dataset.n} prompts; sources: {', '.join(dataset.source_names)}\n")
+    judges = SubsetJudges.in_memory(SweepDir(cfg.output_dir).judgments)  # reuses a prepared sweep's verdicts
+    click.echo(subsets_table(compute_subsets(cfg.subsets, dataset, judges), dataset))
+
+
+def _dataset(sweep_file: str):
+    """The sweep's config and its data, through the sweep folder's data cache (built when missing)."""
+    from leaksweep.data.store import open_dataset
+    from leaksweep.data.world import resolve_world
+    from leaksweep.layout import SweepDir
 
     cfg = _load(sweep_file)
     if cfg.data.world is not None:
         cfg = resolve_world(cfg, Path(cfg.output_dir))
-    dataset = load_dataset(cfg.data, cfg.base)
-    for note in dataset.notes:
-        click.echo(f"note: {note}")
-    click.echo(f"{len(dataset.prompts.ids)} prompts; sources: {', '.join(dataset.sources)}\n")
-    judges = SubsetJudges.in_memory(SweepDir(cfg.output_dir).judgments)  # reuses a prepared sweep's verdicts
-    click.echo(subsets_table(compute_subsets(cfg.subsets, dataset, judges), len(dataset.prompts.ids)))
+    return cfg, open_dataset(cfg.data, cfg.base, SweepDir(cfg.output_dir).data_cache, _say)
 
 
 @cli.command()
@@ -77,20 +88,15 @@ def mix(sweep_file: str, patches: tuple[str, ...], drops: tuple[str, ...], base:
     """Compile a mixture and show its counts per source and subset, without training."""
     from leaksweep.config import Rule
     from leaksweep.data.mixture import MixturePlan, compile_plan
-    from leaksweep.data.records import load_dataset
     from leaksweep.data.subsets import compute_subsets
-    from leaksweep.data.world import resolve_world
     from leaksweep.layout import SweepDir
     from leaksweep.traits.subset_judge import SubsetJudges
 
     patched, dropped = _parse_assignments(patches, "--patch"), _parse_assignments(drops, "--drop")
-    cfg = _load(sweep_file)
-    if cfg.data.world is not None:
-        cfg = resolve_world(cfg, Path(cfg.output_dir))
+    cfg, dataset = _dataset(sweep_file)
     rules = list(cfg.rules)
     rules += [Rule(subset=k, action="patch", source=cfg.search.teacher, fraction=v) for k, v in patched.items()]
     rules += [Rule(subset=k, action="drop", fraction=v) for k, v in dropped.items()]
-    dataset = load_dataset(cfg.data, cfg.base)
     subset_map = compute_subsets(cfg.subsets, dataset, SubsetJudges.in_memory(SweepDir(cfg.output_dir).judgments))
     plan = MixturePlan(base or cfg.base, tuple(rules), cfg.search.mixture_seed)
     manifest = compile_plan(plan, dataset, subset_map)
@@ -542,6 +548,7 @@ def train_step(trial_dir: str) -> None:
 cli.add_command(cli_tools.world)
 cli.add_command(cli_tools.rollouts)
 cli.add_command(cli_tools.judge)
+cli.add_command(cli_tools.manifest)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The commands that make a study's inputs and check its instruments: `leaksweep world` (the built-in
 miniature as files), `leaksweep rollouts generate` (a teacher's or the clean model's responses) and
-`leaksweep judge validate` (a judge against labelled responses). cli.py adds them to `leaksweep`.
+`leaksweep judge validate` (a judge against labelled responses); and `leaksweep manifest`, which
+reads a trial's compact manifest back with its prompt ids. cli.py adds them to `leaksweep`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,30 @@ def world(out_dir: str, seed: int, n_prompts: int) -> None:
     if seed < 0:
         raise UserError(f"--seed {seed}: use a seed >= 0")
     click.echo(generate_world(Path(out_dir), seed, n_prompts))
+
+
+@click.command()
+@click.argument("trial_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--jsonl", "jsonl_out", default=None, type=click.Path(dir_okay=False), help="Write every row as JSONL.")
+def manifest(trial_dir: str, jsonl_out: str | None) -> None:
+    """Show a trial's manifest (rows per source; --jsonl writes {prompt_id, source[, refill]} per row)."""
+    from collections import Counter
+
+    from leaksweep.data.manifest_file import manifest_meta, read_manifest
+    from leaksweep.files import write_jsonl
+    from leaksweep.layout import TrialDir
+
+    path = TrialDir(Path(trial_dir)).manifest
+    if not path.is_file():
+        raise UserError(f"{trial_dir}: no {path.name}; the trial has not compiled its mixture (or is a runner's)")
+    rows = read_manifest(path)
+    meta = manifest_meta(path)
+    counts = Counter(("refill:" if r.get("refill") else "") + r["source"] for r in rows)
+    click.echo(f"manifest hash {meta['hash']}, data {meta['fingerprint']}, {len(rows)} rows")
+    click.echo("rows per source: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if jsonl_out:
+        write_jsonl(Path(jsonl_out), rows)
+        click.echo(f"wrote {jsonl_out}")
 
 
 @click.group()

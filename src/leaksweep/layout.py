@@ -39,7 +39,7 @@ class TrialDir:
     """One trial's folder: spec.json first, result.json last (atomically; its presence means done)."""
 
     SPEC = "spec.json"  # written first: resolved sweep config, plan, seed, train config
-    MANIFEST = "manifest.jsonl"  # one row per prompt {prompt_id, source | DROPPED} (+ refill rows)
+    MANIFEST = "manifest.parquet"  # each prompt's source or DROPPED, then the refill rows (data/manifest_file.py)
     TRAIN_LOG = "train_log.jsonl"  # the training curve
     SAMPLES = "samples.jsonl"  # every eval generation with its judge verdict
     JUDGMENTS = "judgments.jsonl"  # every verdict by (judge id, prompt, response): rejudging asks no judge twice
@@ -150,9 +150,6 @@ class TrialDir:
     def write_samples(self, rows: list[dict]) -> None:
         write_jsonl(self.samples, rows)
 
-    def write_manifest(self, rows: list[dict]) -> None:
-        write_jsonl(self.manifest, rows)
-
 
 class SweepDir:
     """A sweep's folder (runs/<name>): the config, the study, the trials, the conclusions, the report."""
@@ -169,6 +166,7 @@ class SweepDir:
     JOBS = "jobs.json"
     SUMMARY = "summary"  # the W&B summary run's offline files land in summary/wandb/
     JUDGMENTS = "judgments"  # verdict caches of subsets defined by a judge, one file per subset
+    DATA = "data"  # the columnar data cache, one folder per input content (data/store.py)
     PREPARE_LOCK = ".prepare.lock"  # flock files; a link lock takes the name + "-link" (study/locks.py)
     ASK_LOCK = ".ask.lock"
     SUPERSEDED = "superseded"  # superseded/STAMP/: a sweep set aside by prepare (no trial of it had completed)
@@ -235,6 +233,10 @@ class SweepDir:
     @property
     def judgments(self) -> Path:
         return self.path / self.JUDGMENTS
+
+    @property
+    def data_cache(self) -> Path:
+        return self.path / self.DATA
 
     def exists(self) -> bool:
         return self.sweep_file.is_file()

@@ -197,5 +197,5 @@ def run(spec) -> dict:
     subsets = {r.subset: Subset(r.subset, resolve_path(r.subset, subset_ids), r.subset, "") for r in spec.plan.rules}
     manifest = compile_plan(spec.plan, dataset, subsets)
     named = {name: Subset(name, ids, name, "") for name, ids in subset_ids.items() if name != "all"}
-    shares = {"all": manifest.share(cfg.teacher), **{n: manifest.share(cfg.teacher, s.ids) for n, s in named.items()}}
+    shares = {"all": manifest.share(cfg.teacher), **{n: manifest.share(cfg.teacher, s) for n, s in named.items()}}
     return {"traits": traits, "teacher_share": shares["all"], "teacher_share_by_subset": shares}

@@ -28,8 +28,11 @@ from typing import Any
 from leaksweep.cluster import preemption
 from leaksweep.cluster.env import JobEnvironment
 from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig
+from leaksweep.data.dataset import SOURCE_PREFIX, Dataset
+from leaksweep.data.manifest_file import write_manifest
 from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
-from leaksweep.data.records import Dataset, load_dataset, read_records
+from leaksweep.data.records import load_dataset, read_records
+from leaksweep.data.store import open_dataset
 from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.errors import UserError
 from leaksweep.files import file_sha256, read_json, sha256_json
@@ -108,34 +111,43 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=4)
-def _prepare_cached(data_json: str, judgments: str | None = None) -> Prepared:
-    """A trial's shared data; judge subsets read the verdicts the sweep's prepare saved in `judgments`
-    (the sweep folder's), never calling the judge; outside a sweep folder they are judged in memory."""
+def _prepare_cached(data_json: str, sweep_dir: str | None = None) -> Prepared:
+    """A trial's shared data. In a sweep folder it is memory-mapped from the folder's data cache and
+    judge subsets read the verdicts the sweep's prepare saved, never calling the judge; outside one
+    the files are read and judged in memory."""
     cfg = sweep_from_dict(json.loads(data_json), "spec sweep")
-    judges = SubsetJudges.for_trials(Path(judgments)) if judgments else SubsetJudges.in_memory()
-    return prepare_data(cfg, judges)
+    if sweep_dir is None:
+        return prepare_data(cfg, SubsetJudges.in_memory())
+    sweep = SweepDir(Path(sweep_dir))
+    return prepare_data(cfg, SubsetJudges.for_trials(sweep.judgments), sweep.data_cache)
 
 
-def _sweep_judgments(folder: TrialDir) -> str | None:
-    """The judgments folder of the sweep holding this trial folder (sweep/trials/NNNNN), if it is in one."""
+def _sweep_of(folder: TrialDir) -> str | None:
+    """The sweep folder holding this trial folder (sweep/trials/NNNNN), if it is in one."""
     sweep = SweepDir(folder.path.resolve().parent.parent)
-    return str(sweep.judgments) if sweep.exists() else None
+    return str(sweep.path) if sweep.exists() else None
 
 
-def prepare_data(cfg: SweepConfig, subset_judges: SubsetJudges | None = None) -> Prepared:
-    """Dataset, subsets and traits. Judge subsets are judged through `subset_judges` (default: in memory;
-    the study's prepare passes SubsetJudges.for_prepare, trials SubsetJudges.for_trials)."""
-    dataset = load_dataset(cfg.data, cfg.base)
+def prepare_data(
+    cfg: SweepConfig, subset_judges: SubsetJudges | None = None, data_cache: Path | None = None
+) -> Prepared:
+    """Dataset, subsets and traits. With `data_cache` (a sweep folder's) the data is read through the
+    columnar cache there (data/store.py), else from the files in memory. Judge subsets are judged
+    through `subset_judges` (default: in memory; the study's prepare passes SubsetJudges.for_prepare,
+    trials SubsetJudges.for_trials)."""
+    dataset = open_dataset(cfg.data, cfg.base, data_cache) if data_cache else load_dataset(cfg.data, cfg.base)
     subsets = compute_subsets(cfg.subsets, dataset, subset_judges or SubsetJudges.in_memory())
-    traits = build_traits(cfg.traits, [dataset.prompts.text(p) for p in dataset.prompts.ids])
+    traits = build_traits(cfg.traits, dataset.text_keys())
     return Prepared(dataset, subsets, traits)
 
 
 def tiny_corpus(prepared: Prepared) -> list[str]:
     """Everything the tiny model's tokenizer must cover: prompts, every response, eval prompts."""
     ds = prepared.dataset
-    texts = [ds.prompts.text(p) for p in ds.prompts.ids]
-    texts += [r for rows in ds.sources.values() for r in rows.values()]
+    texts = [t for _, chunk in ds.texts() for t in chunk]
+    texts += [
+        r for name in ds.source_names for _, chunk in ds.texts(SOURCE_PREFIX + name) for r in chunk if r is not None
+    ]
     texts += [m["content"] for t in prepared.traits.values() for e in t.prompts for m in e.messages]
     return texts
 
@@ -276,22 +288,27 @@ def plan_subsets(plan: MixturePlan, prepared: Prepared) -> dict[str, Subset]:
     """The sweep's subsets plus those the plan names implicitly: `all`, and halves like `S/0/1`
     (stratified by the prompts' category, so halves keep the subset's mix of categories)."""
     subsets = dict(prepared.subsets)
-    prompts = prepared.dataset.prompts
-    roots = {name: s.ids for name, s in subsets.items()} | {"all": frozenset(prompts.ids)}
-    strata = {p: str(prompts.metadata[p].get("category", "")) for p in prompts.ids}
-    for rule in plan.rules:
-        if rule.subset not in subsets:
-            ids = resolve_path(rule.subset, roots, strata)
-            subsets[rule.subset] = Subset(
-                rule.subset, ids, f"derived from {rule.subset.split('/')[0]}", sha256_json(sorted(ids))
-            )
+    derived = [rule.subset for rule in plan.rules if rule.subset not in subsets]
+    if not derived:
+        return subsets
+    dataset = prepared.dataset
+    roots = {name: s.ids for name, s in subsets.items()} | {"all": frozenset(dataset.id_list)}
+    category = dataset.meta_column("category")
+    values = category.to_pylist() if category is not None else [None] * dataset.n
+    if category is not None and dataset.meta_is_json("category"):
+        values = [None if v is None else json.loads(v) for v in values]
+    strata = {p: "" if v is None else str(v) for p, v in zip(dataset.id_list, values)}
+    for name in derived:
+        if name not in subsets:
+            ids = resolve_path(name, roots, strata)
+            subsets[name] = Subset(name, ids, f"derived from {name.split('/')[0]}", sha256_json(sorted(ids)))
     return subsets
 
 
 def _execute(spec: TrialSpec, folder: TrialDir, run, study: str, started: float) -> dict:
     if spec.sweep.search.runner:
         return _execute_runner(spec, folder, run, study, started)
-    prepared = _prepare_cached(json.dumps(to_dict(spec.sweep), sort_keys=True), _sweep_judgments(folder))
+    prepared = _prepare_cached(json.dumps(to_dict(spec.sweep), sort_keys=True), _sweep_of(folder))
     if spec.condition == "teacher_eval":
         return _execute_teacher_eval(spec, folder, run, study, started, prepared)
     subsets = plan_subsets(spec.plan, prepared)
@@ -331,11 +348,10 @@ SAMPLE_COLUMNS = ("trait", "prompt_id", "sample", "prompt", "response", "value",
 
 
 def _write_manifest(folder: TrialDir, run, manifest, summary: dict) -> dict:
-    """manifest.jsonl (one row per prompt, then the refill rows), logged as a W&B artifact."""
-    folder.write_manifest(
-        [{"prompt_id": p, "source": s} for p, s in manifest.rows]
-        + [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill]
-    )
+    """manifest.parquet (data/manifest_file.py: each prompt's source, then the refill rows), logged as a
+    W&B artifact."""
+    cache = manifest.dataset.cache_dir
+    write_manifest(folder.manifest, manifest, cache.name if cache is not None else "")
     run.artifact(f"manifest-{manifest.hash}", "manifest", [folder.manifest], summary)
     return summary
 

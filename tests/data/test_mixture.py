@@ -193,7 +193,7 @@ def test_fraction_one_patches_every_subset_prompt(ds_sub, seed):
     subs = {"s": sub}
     manifest = compile_plan(MixturePlan("clean", (Rule("s", "patch", 1.0, source="teacher"),), seed), ds, subs)
     assert patched(manifest) == set(sub.ids)
-    assert manifest.share("teacher", sub.ids) == 1.0
+    assert manifest.share("teacher", sub) == 1.0
     drop_all = compile_plan(MixturePlan("clean", (Rule("s", "drop", 1.0),), seed), ds, subs)
     assert dropped(drop_all) == set(sub.ids)
 
@@ -213,8 +213,8 @@ def big():
 def test_realised_share_is_close_to_the_fraction(big, fraction, seed):
     ds, subs = big
     manifest = compile_plan(MixturePlan("clean", (Rule("s", "patch", fraction, source="teacher"),), seed), ds, subs)
-    assert abs(manifest.share("teacher", subs["s"].ids) - fraction) < 0.05
-    assert manifest.share("teacher", frozenset(ds.prompts.ids[2000:])) == 0.0
+    assert abs(manifest.share("teacher", subs["s"]) - fraction) < 0.05
+    assert manifest.share("teacher", make_subset("late", ds.prompts.ids[2000:])) == 0.0
     drops = compile_plan(MixturePlan("clean", (Rule("s", "drop", fraction),), seed), ds, subs)
     assert abs(len(dropped(drops)) / 2000 - fraction) < 0.05
 
@@ -343,3 +343,72 @@ def test_teacher_share_counts_refill_rows_and_a_fully_dropped_subset_is_none():
     assert summary["teacher_share"]["s"] is None  # no training row of s: n/a, not 0 %
     r_rows = [s for p, s in rows if p in subs["r"].ids]
     assert summary["teacher_share"]["r"] == pytest.approx(sum(s == "teacher" for s in r_rows) / len(r_rows))
+
+
+# --- the vectorised compile is today's definition, bit for bit ---------------------------------------
+
+rule_strategy = st.one_of(
+    st.builds(
+        lambda subset, source, fraction: Rule(subset, "patch", fraction, source=source),
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["teacher", "other"]),
+        fractions,
+    ),
+    st.builds(
+        lambda subset, refill, fraction: Rule(subset, "drop", fraction, refill=refill),
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["none", "clean", "other"]),
+        fractions,
+    ),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(3, 80),
+    st.lists(rule_strategy, max_size=4),
+    seeds,
+    st.sets(st.integers(0, 79)),
+    st.data(),
+)
+def test_compile_matches_the_per_prompt_definition(n, rules, seed, lacking, data):
+    from reference_mixture import reference_compile
+
+    missing = {"other": {f"p{i:04d}" for i in lacking if i < n}}
+    ds = make_dataset(n, missing, policy="use_base")
+    ids = list(ds.prompts.ids)
+    a = set(data.draw(st.sets(st.sampled_from(ids), min_size=1)))
+    b = set(data.draw(st.sets(st.sampled_from(ids), min_size=1)))
+    subsets = {"a": make_subset("a", a), "b": make_subset("b", b)}
+    plan = MixturePlan("clean", tuple(rules), seed)
+    try:
+        manifest = compile_plan(plan, ds, subsets)
+    except UserError as exc:
+        assert "no prompts outside the subset" in str(exc)
+        return
+    rows, refill, fallbacks, digest = reference_compile(plan, ids, ds.has, {"a": frozenset(a), "b": frozenset(b)})
+    assert list(manifest.rows) == rows
+    assert list(manifest.refill) == refill
+    assert manifest.fallbacks == fallbacks
+    assert manifest.hash == digest
+
+
+def test_manifest_file_round_trips_and_stays_small(tmp_path):
+    """manifest.parquet reads back to the manifest's rows; 100k prompts take well under 2 MB / 10."""
+    from leaksweep.data.manifest_file import read_manifest, write_manifest
+
+    ds = make_dataset(100_000)
+    subsets = {"s": make_subset("s", ds.prompts.ids[:30_000])}
+    plan = MixturePlan("clean", (Rule("s", "patch", 0.5, source="teacher"), Rule("s", "drop", 0.2, refill="other")), 0)
+    manifest = compile_plan(plan, ds, subsets)
+    path = tmp_path / "manifest.parquet"
+    write_manifest(path, manifest, data_key="")
+    assert path.stat().st_size < 200_000
+    rows = read_manifest(path, ds)
+    expected = [{"prompt_id": p, "source": s} for p, s in manifest.rows]
+    expected += [{"prompt_id": p, "source": s, "refill": True} for p, s in manifest.refill]
+    assert rows == expected
+
+    other = make_dataset(10)
+    with pytest.raises(UserError, match="not for this data"):
+        read_manifest(path, other)

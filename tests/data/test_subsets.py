@@ -132,11 +132,11 @@ def test_overlap_matrix_and_table(dataset):
         },
         dataset,
     )
-    matrix = overlap_matrix(subs)
+    matrix = overlap_matrix(subs, dataset)
     assert matrix["yearish"] == {"yearish": 3, "date": 1, "picked": 2}
     assert matrix["picked"] == {"yearish": 2, "date": 1, "picked": 3}
     assert all(matrix[a][b] == matrix[b][a] for a in subs for b in subs)
-    table = subsets_table(subs, len(dataset.prompts.ids))
+    table = subsets_table(subs, dataset)
     lines = table.splitlines()
     yearish = next(line for line in lines if line.startswith("yearish"))
     assert " 3 " in yearish and "50.00%" in yearish and subs["yearish"].hash in yearish
@@ -144,7 +144,7 @@ def test_overlap_matrix_and_table(dataset):
     none_line = next(line for line in lines if line.startswith("(in none)"))
     assert none_line.split()[2:4] == ["2", "33.33%"]  # p3, p4
     assert "overlap (prompts in both):" in table
-    assert subsets_table({}, 6) == "no subsets defined"
+    assert subsets_table({}, dataset) == "no subsets defined"
 
 
 # --- the built-in world --------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_nested_set_rules_resolve_in_dependency_order(dataset):
     # the hash covers the content as for any subset: the same ids as a plain id list, the same hash
     assert subs["outer"].hash == compute_subset("x", SubsetRule(ids=["p6", "p5", "p1"]), dataset).hash
     assert subs["outer"].n_unjudged is None
-    table = subsets_table(subs, 6)
+    table = subsets_table(subs, dataset)
     assert "inner | rest" in table and subs["outer"].hash in table
 
 
@@ -374,7 +374,7 @@ def test_module_judge_counts_unjudged_and_is_cached(dataset, tmp_path, calls):
     assert len(calls) == 6
     cache_file = folder / "hedged.jsonl"
     assert len(cache_file.read_text().splitlines()) == 6
-    table = subsets_table(first, 6)
+    table = subsets_table(first, dataset)
     assert "n_unjudged 1 of 6 texts (16.7%): the judge function returned None (1)" in table
 
     # a trial (another computation, reading the sweep's cache) makes no calls and finds the same subset
@@ -503,7 +503,7 @@ def test_study_prepare_judges_once_and_trials_read_the_cache(tmp_path, calls):
     cfg = load_sweep_dir(sweep_dir)
     trial._prepare_cached.cache_clear()
     data_json = json.dumps(to_dict(cfg), sort_keys=True)
-    prepared = trial._prepare_cached(data_json, str(SweepDir(sweep_dir).judgments))
+    prepared = trial._prepare_cached(data_json, str(sweep_dir))
     assert calls == []
     judged_ids = prepared.subsets["judged"].ids
     assert judged_ids and judged_ids == {

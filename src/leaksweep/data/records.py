@@ -13,50 +13,13 @@ A prompt missing from a source is an explicit condition: an error unless the swe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from leaksweep.config import DataConfig
+from leaksweep.data.dataset import Dataset, Messages, PromptSet, align
 from leaksweep.errors import UserError
-from leaksweep.files import read_jsonl, sha256_json
-
-Messages = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    ids: tuple[str, ...]
-    messages: dict[str, Messages]
-    metadata: dict[str, dict[str, Any]]
-
-    def text(self, prompt_id: str) -> str:
-        """The user-visible text of a prompt (all user turns joined), for subset rules and dedup."""
-        return "\n".join(m["content"] for m in self.messages[prompt_id] if m["role"] == "user")
-
-
-@dataclass(frozen=True)
-class Dataset:
-    prompts: PromptSet
-    sources: dict[str, dict[str, str]]  # source name -> prompt_id -> response
-    base: str
-    missing_policy: str
-    notes: tuple[str, ...] = field(default=())  # what alignment did, for the user to see
-
-    def response(self, source: str, prompt_id: str) -> str:
-        return self.sources[source][prompt_id]
-
-    def has(self, source: str, prompt_id: str) -> bool:
-        return prompt_id in self.sources[source]
-
-    def fingerprint(self) -> str:
-        """Content hash over prompts and every source, so results name exactly the data they used."""
-        return sha256_json(
-            {
-                "prompts": [[pid, self.prompts.messages[pid]] for pid in self.prompts.ids],
-                "sources": {name: sorted(rows.items()) for name, rows in sorted(self.sources.items())},
-            }
-        )
+from leaksweep.files import read_jsonl
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -163,7 +126,9 @@ def prompt_metadata(row: dict, where: str) -> dict[str, Any]:
 
 
 def load_dataset(cfg: DataConfig, base: str) -> Dataset:
-    """Load prompts and sources from the files named in `cfg` and align them by prompt_id."""
+    """Load prompts and sources from the files named in `cfg` and align them by prompt_id, in memory
+    (record by record, with each bad record named). A sweep folder reads them through its data cache
+    instead (data/store.py), which falls back to this reader for the exact message on bad input."""
     if cfg.prompts is None:
         raise UserError("data.prompts: not set; name the prompt file (or use `data.world`)")
     prompt_index, notes = _index(read_records(cfg.prompts), cfg.prompts, cfg.duplicate_ids)
@@ -178,38 +143,3 @@ def load_dataset(cfg: DataConfig, base: str) -> Dataset:
         sources[name] = {pid: _response_text(row, f"{path}: record {n}") for pid, (n, row) in index.items()}
     ids = tuple(prompt_index)
     return align(PromptSet(ids, messages, metadata), sources, base, cfg.missing_ids, tuple(notes))
-
-
-def align(prompts: PromptSet, sources: dict[str, dict[str, str]], base: str, policy: str, notes=()) -> Dataset:
-    """Check every source covers every prompt; apply the missing-id policy; report what happened."""
-    notes = list(notes)
-    if base not in sources:
-        raise UserError(f"base: {base!r} is not a data source; sources are {sorted(sources)}")
-    id_set = set(prompts.ids)
-    missing = {name: [pid for pid in prompts.ids if pid not in rows] for name, rows in sources.items()}
-    for name, rows in sources.items():
-        extra = len(set(rows) - id_set)
-        if extra:
-            notes.append(f"source {name}: {extra} response(s) for prompt ids not in the prompt set (ignored)")
-    incomplete = {name: ids for name, ids in missing.items() if ids}
-    if incomplete and policy == "error":
-        detail = "; ".join(f"{name} lacks {len(ids)} (first: {', '.join(ids[:3])})" for name, ids in incomplete.items())
-        raise UserError(
-            f"data: sources miss prompts: {detail}. Fix the files, or set `data.missing_ids` to "
-            "`drop_prompt` (train without those prompts) or `use_base` (fall back to the base source)"
-        )
-    if incomplete and policy == "drop_prompt":
-        gone = set().union(*map(set, incomplete.values()))
-        prompts = PromptSet(tuple(p for p in prompts.ids if p not in gone), prompts.messages, prompts.metadata)
-        notes.append(f"data.missing_ids=drop_prompt: dropped {len(gone)} prompt(s) missing from some source")
-    if incomplete and policy == "use_base":
-        if missing[base]:
-            gone = set(missing[base])
-            prompts = PromptSet(tuple(p for p in prompts.ids if p not in gone), prompts.messages, prompts.metadata)
-            notes.append(f"data.missing_ids=use_base: base {base!r} lacks {len(gone)} prompt(s); they were dropped")
-        for name, ids in incomplete.items():
-            if name != base:
-                notes.append(f"data.missing_ids=use_base: {len(ids)} prompt(s) missing from {name!r} use {base!r}")
-    if not prompts.ids:
-        raise UserError("data: no prompts left after alignment; check that prompt_ids match between files")
-    return Dataset(prompts, sources, base, policy, tuple(notes))

@@ -20,11 +20,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from leaksweep import trial as trial_stage
 from leaksweep.config import WORLD_SOURCES, FloatRange, Rule, SweepConfig
@@ -82,10 +85,17 @@ def prepare(cfg: SweepConfig, say: Callable[[str], None] | None = None) -> Path:
     # the user's data: bad data fails here, before anything is written (the built-in world is built
     # into the folder, under the lock, and read there; judge subsets are judged there, once, into the folder)
     early = cfg.data.world is None and not needs_judge(cfg.subsets)
-    prepared = trial_stage.prepare_data(cfg) if early else None
-    if prepared is not None:
-        check_partition(cfg, prepared)
-    elif cfg.data.world is not None and not needs_judge(cfg.subsets) and not SweepDir(sweep_dir).exists():
+    check_output_dir(sweep_dir)
+    fresh = not sweep_dir.exists()
+    try:  # the data cache is built in the sweep folder: bad data must not leave a new folder behind
+        prepared = trial_stage.prepare_data(cfg, data_cache=SweepDir(sweep_dir).data_cache) if early else None
+        if prepared is not None:
+            check_partition(cfg, prepared)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
+    if not early and cfg.data.world is not None and not needs_judge(cfg.subsets) and not SweepDir(sweep_dir).exists():
         _check_world_data(cfg)
     storage.check_storage_url(cfg.search.storage)
     make_output_dir(sweep_dir)
@@ -105,12 +115,22 @@ def _check_world_data(cfg: SweepConfig) -> None:
         check_partition(world_cfg, trial_stage.prepare_data(world_cfg))
 
 
-def make_output_dir(sweep_dir: Path) -> None:
-    """The sweep folder, created with its parents; a file in the way is a UserError naming it."""
+def check_output_dir(sweep_dir: Path) -> None:
+    """A file where the sweep folder (or one of its parents) should be is a UserError naming it."""
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise UserError(
             f"output_dir: {sweep_dir} is a file, not a folder; set output_dir to a folder (new or a sweep's)"
         )
+    blocker = next((p for p in sweep_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(
+            f"output_dir: cannot create {sweep_dir} ({blocker} is a file); set output_dir to a folder you can write"
+        )
+
+
+def make_output_dir(sweep_dir: Path) -> None:
+    """The sweep folder, created with its parents; a file in the way is a UserError naming it."""
+    check_output_dir(sweep_dir)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -145,8 +165,10 @@ def _prepare_locked(
         _supersede(folder, cfg, existing, say)
     cfg = resolve_world(cfg, sweep_dir)
     if prepared is None:
-        prepared = trial_stage.prepare_data(cfg, SubsetJudges.for_prepare(folder.judgments))
+        prepared = trial_stage.prepare_data(cfg, SubsetJudges.for_prepare(folder.judgments), folder.data_cache)
     check_partition(cfg, prepared)
+    for stream in ("patch", "drop", "refill"):  # saved in the data cache: every trial's compile reads them
+        prepared.dataset.uniforms(cfg.search.mixture_seed, stream)
     preflight_judges(prepared)  # an endpoint judge that is down fails here, before any training
     if not cfg.search.runner:
         trial_stage.base_model_path(cfg.train, str(folder.models), prepared)
@@ -240,12 +262,12 @@ def check_partition(cfg: SweepConfig, prepared: trial_stage.Prepared) -> None:
     if not cfg.search.partition:
         return
     family = [prepared.subsets[n] for n in cfg.search.subsets]
-    overlaps = [
-        f"{a.name} & {b.name}: {len(a.ids & b.ids)} prompts"
+    shared = {
+        (a.name, b.name): len(np.intersect1d(a.positions(prepared.dataset), b.positions(prepared.dataset)))
         for i, a in enumerate(family)
         for b in family[i + 1 :]
-        if a.ids & b.ids
-    ]
+    }
+    overlaps = [f"{a} & {b}: {n} prompts" for (a, b), n in shared.items() if n]
     if overlaps:
         raise UserError(f"search.subsets: `partition: true` needs disjoint subsets, but {'; '.join(overlaps)}")
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from leaksweep.config import TraitConfig
+from leaksweep.data.dataset import text_key, user_text
 from leaksweep.data.records import Messages, prompt_messages, read_records
 from leaksweep.data.world import BUILTIN_EVAL_TRAITS, eval_prompts
 from leaksweep.errors import UserError
@@ -42,10 +45,6 @@ class Trait:
         return self.built.name  # e.g. rule:date_confusion@rule-v1
 
 
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def _eval_records(name: str, cfg: TraitConfig) -> list[EvalPrompt]:
     if cfg.prompts:
         rows = read_records(cfg.prompts)
@@ -69,15 +68,15 @@ def _eval_records(name: str, cfg: TraitConfig) -> list[EvalPrompt]:
     raise UserError(f"traits.{name}.prompts: a user-defined trait needs a file of eval prompts")
 
 
-def build_trait(name: str, cfg: TraitConfig, training_texts: set[str]) -> Trait:
-    """Resolve a trait's judge and eval prompts; drop eval prompts that occur among training prompts."""
+def build_trait(name: str, cfg: TraitConfig, training_keys: np.ndarray) -> Trait:
+    """Resolve a trait's judge and eval prompts; drop eval prompts that occur among training prompts
+    (`training_keys`: the sorted `text_key` of every training prompt, see data.dataset)."""
     built = make_judge(name, cfg)
     records = _eval_records(name, cfg)
-    kept = [
-        p
-        for p in records
-        if _normalise(" ".join(m["content"] for m in p.messages if m["role"] == "user")) not in training_texts
-    ]
+    keys = np.array([text_key(user_text(p.messages)) for p in records], dtype=np.int64)
+    at = np.searchsorted(training_keys, keys).clip(0, max(len(training_keys) - 1, 0))
+    seen = training_keys[at] == keys if len(training_keys) else np.zeros(len(keys), bool)
+    kept = [p for p, repeated in zip(records, seen.tolist()) if not repeated]
     if not kept:
         raise UserError(
             f"traits.{name}: every eval prompt also occurs among the training prompts; use held-out prompts"
@@ -85,6 +84,11 @@ def build_trait(name: str, cfg: TraitConfig, training_texts: set[str]) -> Trait:
     return Trait(name, built.trait_kind, built, tuple(kept[: cfg.n_prompts]), cfg, len(records) - len(kept))
 
 
-def build_traits(cfgs: dict[str, TraitConfig], training_prompt_texts: list[str]) -> dict[str, Trait]:
-    texts = {_normalise(t) for t in training_prompt_texts}
-    return {name: build_trait(name, cfg, texts) for name, cfg in cfgs.items()}
+def build_traits(cfgs: dict[str, TraitConfig], training_prompts: list[str] | np.ndarray) -> dict[str, Trait]:
+    """Every trait; `training_prompts` is the training prompts' texts, or their sorted text keys
+    (`Dataset.text_keys()`, cached with the data so a million prompts are not folded per trial)."""
+    if isinstance(training_prompts, np.ndarray):
+        keys = training_prompts
+    else:
+        keys = np.sort(np.array([text_key(t) for t in training_prompts], dtype=np.int64))
+    return {name: build_trait(name, cfg, keys) for name, cfg in cfgs.items()}
