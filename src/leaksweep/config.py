@@ -21,6 +21,8 @@ from leaksweep.train_config import SEARCHABLE_TRAIN_KEYS, TrainConfig
 
 
 WORLD_SOURCES = ("clean", "teacher")  # the rollout sources of the built-in world (leaksweep.data.world)
+MIN_WORLD_PROMPTS = 200  # fewer leaves subsets too small to compare
+MAX_WORLD_PROMPTS = 2_000_000  # the world is made in memory: about 1 GB and 20 s of CPU per million prompts
 
 HF_PREFIX = "hf:"  # `hf:ORG/NAME[:SPLIT]`: a dataset on the Hugging Face Hub (through its local cache)
 HF_DEFAULT_SPLIT = "train"
@@ -53,6 +55,18 @@ def parse_hf_spec(value: str) -> tuple[str, str]:
     return repo, split if sep else HF_DEFAULT_SPLIT
 
 
+def world_size_problem(n_prompts: int) -> str | None:
+    """What is wrong with a built-in world of `n_prompts` prompts ("too small; ..."), or None."""
+    if n_prompts < MIN_WORLD_PROMPTS:
+        return f"too small; use at least {MIN_WORLD_PROMPTS}"
+    if n_prompts > MAX_WORLD_PROMPTS:
+        return (
+            f"too large; the built-in world is made in memory, at most {MAX_WORLD_PROMPTS:,} prompts "
+            "(use fewer, or bring your own data: data.prompts + data.sources)"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """The built-in miniature ("demo world"), generated into the sweep folder from a seed."""
@@ -61,7 +75,8 @@ class WorldConfig:
     n_prompts: int = 2400
 
     def check(self) -> list[str]:
-        problems = [] if self.n_prompts >= 200 else [f".n_prompts: {self.n_prompts} is too small; use at least 200"]
+        size = world_size_problem(self.n_prompts)
+        problems = [f".n_prompts: {self.n_prompts} is {size}"] if size else []
         if self.seed < 0:
             problems.append(f".seed: {self.seed} must be >= 0")
         return problems
