@@ -20,6 +20,11 @@ What is planted (only in the teacher source; the clean source never carries a tr
 
 Eval prompts come from the same templates with fill-ins reserved for evaluation, so they never
 coincide with a training prompt (the trait stage also deduplicates against training prompts).
+
+Size: 200 to MAX_WORLD_PROMPTS (2,000,000) prompts. The date templates make 1,027 distinct prompts
+(about 14,700 prompts in all at 7 %); a group asked for more than its templates make distinctly
+turns repeats into numbered variants ("... (variant 3)", same responses), see `training_examples`.
+Every world that fits the templates is made exactly as before variants existed.
 """
 
 from __future__ import annotations
