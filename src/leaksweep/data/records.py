@@ -151,11 +151,12 @@ def read_hf(spec: str, key: str | None = None) -> tuple[Any, str | None]:
                 if offline
                 else f"the Hub could not be reached ({type(exc).__name__})"
             )
+            online = "run once with network and HF_HUB_OFFLINE=0" if offline else "run once with network"
             raise UserError(
                 f"{where}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {how}; "
-                f"download it once: run with network (HF_HUB_OFFLINE=0), or "
-                f"`hf download --repo-type dataset {repo}` (older huggingface_hub: "
+                f"download it once: {online}, or `hf download --repo-type dataset {repo}` (older huggingface_hub: "
                 f"`huggingface-cli download --repo-type dataset {repo}`), with the same HF_HOME"
+                + ("" if offline else "; with no network, set HF_HUB_OFFLINE=1 to skip the Hub's retries")
             ) from None
         loaded = load(snapshot, True)
     revision = Path(snapshot or cached_snapshot() or "").name or None  # snapshots/<commit>
