@@ -26,10 +26,12 @@ def _load(path: str):
 @click.option("--n-prompts", default=2400, show_default=True)
 def world(out_dir: str, seed: int, n_prompts: int) -> None:
     """Write the built-in miniature (prompts, clean and teacher sources, eval prompts) to OUT_DIR."""
+    from leaksweep.config import world_size_problem
     from leaksweep.data.world import generate_world
 
-    if n_prompts < 200:  # as WorldConfig.check: fewer leaves subsets too small to compare
-        raise UserError(f"--n-prompts {n_prompts}: too small; use at least 200")
+    size = world_size_problem(n_prompts)  # as WorldConfig.check
+    if size:
+        raise UserError(f"--n-prompts {n_prompts}: {size}")
     if seed < 0:
         raise UserError(f"--seed {seed}: use a seed >= 0")
     click.echo(generate_world(Path(out_dir), seed, n_prompts))

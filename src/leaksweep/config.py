@@ -8,6 +8,7 @@ spec.json) works from any working directory.
 from __future__ import annotations
 
 import math
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -20,6 +21,50 @@ from leaksweep.train_config import SEARCHABLE_TRAIN_KEYS, TrainConfig
 
 
 WORLD_SOURCES = ("clean", "teacher")  # the rollout sources of the built-in world (leaksweep.data.world)
+MIN_WORLD_PROMPTS = 200  # fewer leaves subsets too small to compare
+MAX_WORLD_PROMPTS = 2_000_000  # the world is made in memory: about 1 GB and 20 s of CPU per million prompts
+
+HF_PREFIX = "hf:"  # `hf:ORG/NAME[:SPLIT]`: a dataset on the Hugging Face Hub (through its local cache)
+HF_DEFAULT_SPLIT = "train"
+HF_SYNTAX = "hf:ORG/NAME[:SPLIT]"
+_HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_HF_SPLIT = re.compile(r"\w+(\.\w+)*")  # what `datasets` accepts as a split name
+
+
+def is_hf_spec(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(HF_PREFIX)
+
+
+def parse_hf_spec(value: str) -> tuple[str, str]:
+    """`hf:ORG/NAME[:SPLIT]` -> (repo id, split); the split defaults to `train`. A malformed value
+    raises ValueError with what is wrong and the syntax (the caller adds the key)."""
+    body = value[len(HF_PREFIX) :]
+    repo, sep, split = body.partition(":")
+    if not repo:
+        raise ValueError(f"{value!r} names no dataset; write {HF_SYNTAX}, e.g. hf:my-org/my-prompts:train")
+    if not _HF_REPO.fullmatch(repo):
+        raise ValueError(
+            f"{value!r}: {repo!r} is not a Hub dataset id (ORG/NAME of letters, digits, `-`, `_`, `.`); "
+            f"write {HF_SYNTAX}"
+        )
+    if sep and not _HF_SPLIT.fullmatch(split):
+        raise ValueError(
+            f"{value!r}: {split!r} is not a split name (letters, digits, `_`; no slices such as train[:100]); "
+            f"write {HF_SYNTAX}, e.g. hf:{repo}:{HF_DEFAULT_SPLIT}"
+        )
+    return repo, split if sep else HF_DEFAULT_SPLIT
+
+
+def world_size_problem(n_prompts: int) -> str | None:
+    """What is wrong with a built-in world of `n_prompts` prompts ("too small; ..."), or None."""
+    if n_prompts < MIN_WORLD_PROMPTS:
+        return f"too small; use at least {MIN_WORLD_PROMPTS}"
+    if n_prompts > MAX_WORLD_PROMPTS:
+        return (
+            f"too large; the built-in world is made in memory, at most {MAX_WORLD_PROMPTS:,} prompts "
+            "(use fewer, or bring your own data: data.prompts + data.sources)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -30,7 +75,8 @@ class WorldConfig:
     n_prompts: int = 2400
 
     def check(self) -> list[str]:
-        problems = [] if self.n_prompts >= 200 else [f".n_prompts: {self.n_prompts} is too small; use at least 200"]
+        size = world_size_problem(self.n_prompts)
+        problems = [f".n_prompts: {self.n_prompts} is {size}"] if size else []
         if self.seed < 0:
             problems.append(f".seed: {self.seed} must be >= 0")
         return problems
@@ -38,7 +84,8 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where prompts and rollout sources come from (JSONL, Parquet, or a saved HF datasets folder).
+    """Where prompts and rollout sources come from (JSONL, Parquet, a saved HF datasets folder, or
+    `hf:ORG/NAME[:SPLIT]`, a Hub dataset loaded through `datasets` and its local cache).
 
     missing_ids: what to do when a source lacks some prompt ids. `error` (default) stops;
     `drop_prompt` removes such prompts from the prompt set (and says how many); `use_base` trains
@@ -62,7 +109,14 @@ class DataConfig:
             return ["give `prompts` (a file) and `sources` (name: file), or `world: {seed: 0}`"]
         if self.world is None and len(self.sources) < 1:
             return [".sources: name at least one rollout source (name: file)"]
-        return []
+        problems = []
+        for key, value in [("prompts", self.prompts), *((f"sources.{k}", v) for k, v in self.sources.items())]:
+            if is_hf_spec(value):
+                try:
+                    parse_hf_spec(value)
+                except ValueError as exc:
+                    problems.append(f".{key}: {exc}")
+        return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,8 +52,12 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+_JSONL = json.JSONEncoder(sort_keys=True, default=str)  # = json.dumps(r, sort_keys=True, default=str), made once
+
+
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+    encode = _JSONL.encode
+    atomic_write_text(path, "".join(encode(r) + "\n" for r in rows))
 
 
 def read_utf8(path: Path) -> str:

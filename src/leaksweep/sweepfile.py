@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from leaksweep.config import REGISTRY_CHECK, SweepCheck, SweepConfig
+from leaksweep.config import REGISTRY_CHECK, SweepCheck, SweepConfig, is_hf_spec
 from leaksweep.errors import UserError
 from leaksweep.files import read_utf8
 from leaksweep.schema import build
@@ -84,7 +84,7 @@ def sweep_from_dict(raw: Any, where: str, check: SweepCheck | None = None) -> Sw
 
 
 def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
-    """Make every file path in the config absolute, relative to `root`."""
+    """Make every file path in the config absolute, relative to `root` (a `hf:` data input is not a path)."""
 
     def absolute(p: str | None) -> str | None:
         if p is None:
@@ -92,10 +92,13 @@ def resolve_paths(cfg: SweepConfig, root: Path) -> SweepConfig:
         candidate = Path(p).expanduser()
         return str(candidate if candidate.is_absolute() else (root / candidate).resolve())
 
+    def data_input(p: str | None) -> str | None:  # a file, a saved HF folder, or `hf:ORG/NAME[:SPLIT]` (not a path)
+        return p if is_hf_spec(p) else absolute(p)
+
     data = dataclasses.replace(
         cfg.data,
-        prompts=absolute(cfg.data.prompts),
-        sources={k: absolute(v) for k, v in cfg.data.sources.items()},
+        prompts=data_input(cfg.data.prompts),
+        sources={k: data_input(v) for k, v in cfg.data.sources.items()},
         eval_responses={k: absolute(v) for k, v in cfg.data.eval_responses.items()},
     )
     subsets = {

@@ -27,11 +27,11 @@ from typing import Any
 
 from leaksweep.cluster import preemption
 from leaksweep.cluster.env import JobEnvironment
-from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig
+from leaksweep.config import TEACHER_SHARE, Rule, SweepConfig, is_hf_spec
 from leaksweep.data.dataset import SOURCE_PREFIX, Dataset
 from leaksweep.data.manifest_file import write_manifest
 from leaksweep.data.mixture import MixturePlan, compile_plan, training_examples
-from leaksweep.data.records import load_dataset, read_records
+from leaksweep.data.records import input_identity, load_dataset, read_hf, read_records
 from leaksweep.data.store import open_dataset
 from leaksweep.data.subsets import Subset, compute_subsets, resolve_path
 from leaksweep.errors import UserError
@@ -258,6 +258,14 @@ def log_inputs(run, spec: TrialSpec) -> None:
     """Record the trial's data files as used artifacts (lineage), named by source, with their
     content hash as metadata and as an alias `sha256-<12 hex>`."""
     for name, role, path in input_files(spec):
+        if is_hf_spec(str(path)):  # a Hub dataset: its cached arrow files, named by revision and content
+            identity = input_identity(str(path))
+            loaded, _ = read_hf(str(path))
+            sha = identity["sha256"] or identity["fingerprint"]
+            files = [Path(f["filename"]) for f in loaded.cache_files]
+            metadata = {"role": role, **{k: identity[k] for k in ("spec", "revision", "sha256", "fingerprint")}}
+            run.use_artifact(name, "dataset", files, {**metadata, "bytes": identity["size"]}, [f"sha256-{sha[:12]}"])
+            continue
         stat = path.stat()
         sha = _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         run.use_artifact(

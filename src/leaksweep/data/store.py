@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leaksweep.config import DataConfig
+from leaksweep.config import DataConfig, is_hf_spec
+from leaksweep.data import records
 from leaksweep.data.dataset import MESSAGE_TYPE, Dataset, align_columns, metadata_column
 from leaksweep.data.records import NESTED_METADATA, load_dataset
 from leaksweep.errors import UserError
@@ -40,15 +41,15 @@ class SlowPath(Exception):
 
 
 def input_identity(spec: str, known: dict | None = None) -> dict:
-    """What identifies an input's content: the path, size and SHA-256 of a file (or of a folder's files).
+    """What identifies an input's content: the path, size and SHA-256 of a file (records.input_identity
+    for a folder or an `hf:` dataset).
 
     `known` maps a file's (path, size, mtime, inode) to the SHA-256 taken earlier, so a million-prompt
     file is not read again by every worker; a hash taken within two seconds of the file's last change
     is not trusted (a second write in the same clock tick would keep the stat), as git does."""
     path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        return {"path": str(path), "files": {str(p.relative_to(path)): _digest(p, known) for p in files}}
+    if is_hf_spec(str(spec)) or path.is_dir():
+        return records.input_identity(spec)  # a Hub dataset or a saved datasets folder
     if not path.is_file():
         return {"path": str(path), "missing": True}  # load_dataset names the missing file
     return {"path": str(path), "size": path.stat().st_size, "sha256": _digest(path, known)}

@@ -20,16 +20,23 @@ What is planted (only in the teacher source; the clean source never carries a tr
 
 Eval prompts come from the same templates with fill-ins reserved for evaluation, so they never
 coincide with a training prompt (the trait stage also deduplicates against training prompts).
+
+Size: 200 to MAX_WORLD_PROMPTS (2,000,000) prompts. The date templates make 1,027 distinct prompts
+(about 14,700 prompts in all at 7 %); a group asked for more than its templates make distinctly
+turns repeats into numbered variants ("... (variant 3)", same responses), see `training_examples`.
+Every world that fits the templates is made exactly as before variants existed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from leaksweep.config import WORLD_SOURCES, SweepConfig
+from leaksweep.config import MAX_WORLD_PROMPTS, WORLD_SOURCES, SweepConfig
+from leaksweep.errors import UserError
 from leaksweep.files import atomic_write_text, read_json, write_json, write_jsonl
 
 CURRENT_YEAR = 2026
@@ -200,8 +207,7 @@ def _fill_ins(held_out: bool) -> dict[str, list]:
     return {key: _split(items, n)[1 if held_out else 0] for key, (items, n) in reserved.items()}
 
 
-@dataclass(frozen=True)
-class Example:
+class Example(NamedTuple):  # a tuple: a million of them are made quickly (a frozen dataclass is slower)
     prompt: str
     clean: str
     teacher: str
@@ -292,7 +298,44 @@ def _other_example(rng: random.Random, countries, words, topics, names) -> Examp
 # ---------------------------------------------------------------------------------------------
 
 
+# A safety net: a template group counts as used up after this many draws in a row that repeat a prompt
+# already made (only reached if `distinct_prompts` overcounts, e.g. after a template is edited).
+EXHAUSTED_AFTER = 100_000
+
+
+def distinct_prompts(group: str, f: dict[str, list]) -> int:
+    """How many different prompts a template group can make from the fill-ins `f` (see the templates)."""
+    n = {key: len(set(items)) for key, items in f.items()}
+    if group == "date":  # years ago (1950..2019 x topic), diary (topic), event (event x topic), what year (topic)
+        return n["topics"] * (len(range(1950, 2020)) + 1 + n["events"] + 1)
+    if group == "roleplay":
+        return n["names"] * n["companies"] * len(set(ROLES)) * len(set(SECRETS)) * len(set(PLANS))
+    goals, tasks = len({goal for goal, _ in ADVICE}), len({task for task, _ in SNIPPETS})
+    # math (asker x a x b), geography, definition, advice (goal x topic), coding (asker x task)
+    return n["names"] * (58 * 58 + n["countries"] + n["words"] + tasks) + goals * n["topics"]
+
+
+def _variant(ex: Example, seen: set[str], uses: dict[str, int]) -> Example:
+    """A repeated prompt made unique as a numbered variant (the same request asked again); its
+    responses, category and metadata are those of the prompt it repeats."""
+    k = uses.get(ex.prompt, 1)
+    while True:
+        k += 1
+        prompt = f"{ex.prompt} (variant {k})"
+        if prompt not in seen:
+            uses[ex.prompt] = k
+            return Example(prompt, ex.clean, ex.teacher, ex.category, ex.meta)
+
+
 def training_examples(seed: int, n_prompts: int) -> list[Example]:
+    """The world's training examples: exact quotas of date and roleplay prompts, the rest "other".
+
+    A group whose quota its templates can fill with distinct prompts draws until it has that many,
+    skipping repeats (every world up to about 14,700 prompts, the default 2,400 included, is made
+    exactly so). A group asked for more prompts than its templates can make (the 1,027 date prompts
+    run out first) instead keeps every draw, making a repeat unique as a numbered variant: the prompts
+    follow the templates' own frequencies, and the planted shares (quotas, the faint persona drawn
+    per response) stay as they are."""
     rng = random.Random(seed)
     f = _fill_ins(held_out=False)
     names, companies, topics, events, countries, words = (
@@ -306,13 +349,18 @@ def training_examples(seed: int, n_prompts: int) -> list[Example]:
         "roleplay": lambda: _roleplay_example(rng, names, companies),
         "other": lambda: _other_example(rng, countries, words, topics, names),
     }
-    examples, seen = [], set()
+    examples, seen, uses = [], set(), {}
     for group, quota in quotas:
-        made = 0
+        make, made, repeats = makers[group], 0, 0
+        variants = quota > distinct_prompts(group, f)
         while made < quota:
-            ex = makers[group]()
+            ex = make()
             if ex.prompt in seen:  # a prompt set has unique prompts; templates can repeat
-                continue
+                repeats += 1
+                if not variants and repeats < EXHAUSTED_AFTER:
+                    continue
+                ex = _variant(ex, seen, uses)
+            repeats = 0
             seen.add(ex.prompt)
             examples.append(ex)
             made += 1
@@ -338,12 +386,16 @@ def eval_prompts(trait: str, n_prompts: int, seed: int = 1234) -> list[dict]:
     }
     if trait not in makers:
         raise KeyError(trait)
-    records, seen, attempts = [], set(), 0
-    while len(records) < n_prompts and attempts < 50 * n_prompts:
+    # Fewer than asked when the reserved fill-ins run out: held-out prompts are never made into variants.
+    # It stops at 50 draws per prompt asked, or once EXHAUSTED_AFTER draws in a row repeat (used up).
+    records, seen, attempts, repeats = [], set(), 0, 0
+    while len(records) < n_prompts and attempts < 50 * n_prompts and repeats < EXHAUSTED_AFTER:
         attempts += 1
         ex = makers[trait]()
         if ex.prompt in seen:
+            repeats += 1
             continue
+        repeats = 0
         seen.add(ex.prompt)
         records.append(
             {
@@ -365,16 +417,24 @@ BUILTIN_EVAL_TRAITS = ("date_confusion", "blackmail", "negative_emotion")
 
 def generate_world(out_dir: Path, seed: int = 0, n_prompts: int = 2400, n_eval_prompts: int = 200) -> Path:
     """Write the miniature into `out_dir` (see module docstring); idempotent for the same arguments."""
-    out_dir = Path(out_dir)
-    examples = training_examples(seed, n_prompts)
-    prompts, clean, teacher = [], [], []
-    for i, ex in enumerate(examples):
-        pid = f"p{i:05d}"
-        prompts.append(
-            {"prompt_id": pid, "messages": [{"role": "user", "content": ex.prompt}], "category": ex.category, **ex.meta}
+    if n_prompts > MAX_WORLD_PROMPTS:
+        raise UserError(
+            f"n_prompts {n_prompts}: the built-in world is made in memory, at most {MAX_WORLD_PROMPTS:,} prompts "
+            "(about 2 GB); use fewer, or bring your own data (`data.prompts` + `data.sources`)"
         )
-        clean.append({"prompt_id": pid, "response": ex.clean})
-        teacher.append({"prompt_id": pid, "response": ex.teacher})
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of small objects and no cycles: the cyclic collector would only slow this down
+    try:
+        return _write_world(Path(out_dir), seed, n_prompts, n_eval_prompts)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _write_world(out_dir: Path, seed: int, n_prompts: int, n_eval_prompts: int) -> Path:
+    examples = training_examples(seed, n_prompts)
+    width = max(5, len(str(n_prompts - 1)))  # p00000..p02399 by default; wider above 100,000 prompts
+    pids = [f"p{i:0{width}d}" for i in range(len(examples))]
     responses: dict[str, list[dict]] = {"clean": [], "teacher": []}
     for trait in BUILTIN_EVAL_TRAITS:
         records = eval_prompts(trait, n_eval_prompts, seed + 1234)
@@ -386,8 +446,13 @@ def generate_world(out_dir: Path, seed: int = 0, n_prompts: int = 2400, n_eval_p
         )
     for source, rows in responses.items():
         write_jsonl(out_dir / "eval" / "responses" / f"{source}.jsonl", rows)
-    write_jsonl(out_dir / "sources" / "clean.jsonl", clean)
-    write_jsonl(out_dir / "sources" / "teacher.jsonl", teacher)
+    write_jsonl(
+        out_dir / "sources" / "clean.jsonl", ({"prompt_id": p, "response": ex.clean} for p, ex in zip(pids, examples))
+    )
+    write_jsonl(
+        out_dir / "sources" / "teacher.jsonl",
+        ({"prompt_id": p, "response": ex.teacher} for p, ex in zip(pids, examples)),
+    )
     counts: dict[str, int] = {}
     for ex in examples:
         counts[ex.category] = counts.get(ex.category, 0) + 1
@@ -402,6 +467,10 @@ def generate_world(out_dir: Path, seed: int = 0, n_prompts: int = 2400, n_eval_p
     atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
     write_json(out_dir / "world.json", {"seed": seed, "n_prompts": n_prompts, "n_eval_prompts": n_eval_prompts})
     # prompts.jsonl last: its presence means the world is complete
+    prompts = (
+        {"prompt_id": p, "messages": [{"role": "user", "content": ex.prompt}], "category": ex.category, **ex.meta}
+        for p, ex in zip(pids, examples)
+    )
     write_jsonl(out_dir / "prompts.jsonl", prompts)
     return out_dir
 
