@@ -169,6 +169,7 @@ class SweepDir:
     JOBS = "jobs.json"
     SUMMARY = "summary"  # the W&B summary run's offline files land in summary/wandb/
     JUDGMENTS = "judgments"  # verdict caches of subsets defined by a judge, one file per subset
+    TOKENS = "tokens"  # tokens/KEY/SOURCE.arrow: each source tokenized once per tokenizer (model/token_cache.py)
     PREPARE_LOCK = ".prepare.lock"  # flock files; a link lock takes the name + "-link" (study/locks.py)
     ASK_LOCK = ".ask.lock"
     SUPERSEDED = "superseded"  # superseded/STAMP/: a sweep set aside by prepare (no trial of it had completed)
@@ -235,6 +236,10 @@ class SweepDir:
     @property
     def judgments(self) -> Path:
         return self.path / self.JUDGMENTS
+
+    @property
+    def tokens(self) -> Path:
+        return self.path / self.TOKENS
 
     def exists(self) -> bool:
         return self.sweep_file.is_file()
