@@ -85,7 +85,9 @@ def main() -> None:
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         corpus = [m["content"] for p in prompts[:2000] for m in p] + sources["clean"][:2000]
-        tiny = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=512)
+        tiny = TinyModelConfig(
+            hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=512
+        )
         model_dir = build_tiny_model(Path(tmp) / "tiny", corpus, tiny)
         lm = load_lm(str(model_dir), "cpu")
 
