@@ -161,7 +161,8 @@ def tokenize_source(
             pairs = iter(zip(encoded["input_ids"], encoded["assistant_masks"]))
             for chat in chats:
                 if chat is None:
-                    ids.append(None), masks.append(None), lengths.append(None), assistant.append(None)
+                    for column in (ids, masks, lengths, assistant):
+                        column.append(None)
                     continue
                 row_ids, row_mask = next(pairs)
                 ids.append(row_ids[:max_length])
