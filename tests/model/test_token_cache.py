@@ -199,3 +199,31 @@ def test_a_template_without_assistant_tokens_fails_as_trl_does(tiny_dir, world, 
     )
     with pytest.raises(RuntimeError, match="no assistant tokens"):
         _select(tmp_path, tokenizer, world, [(0, "clean")], 128)
+
+
+def test_two_workers_asking_at_once_tokenize_a_source_once(tokenizer, world, tmp_path, monkeypatch):
+    # flock excludes separate opens of the lock file, in one process too: threads stand in for workers
+    import threading
+    import time
+
+    encoded = []
+    encode = token_cache._encode
+
+    def slow(tok, chats, template):
+        encoded.append(len(chats))
+        time.sleep(0.2)  # the second worker arrives while the first is building
+        return encode(tok, chats, template)
+
+    monkeypatch.setattr(token_cache, "_encode", slow)
+    caches = [TokenCache(tmp_path / "tokens", tokenizer, 128, "world-0") for _ in range(2)]
+    paths = []
+    threads = [
+        threading.Thread(target=lambda c=c: paths.append(c.ensure("teacher", world.conversation, N_PROMPTS)))
+        for c in caches
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(encoded) == N_PROMPTS  # one build
+    assert len(paths) == 2 and paths[0] == paths[1] and paths[0].is_file()
