@@ -167,6 +167,7 @@ class SweepDir:
     SUMMARY = "summary"  # the W&B summary run's offline files land in summary/wandb/
     JUDGMENTS = "judgments"  # verdict caches of subsets defined by a judge, one file per subset
     DATA = "data"  # the columnar data cache, one folder per input content (data/store.py)
+    TOKENS = "tokens"  # tokens/KEY/SOURCE.arrow: each source tokenized once per tokenizer (model/token_cache.py)
     PREPARE_LOCK = ".prepare.lock"  # flock files; a link lock takes the name + "-link" (study/locks.py)
     ASK_LOCK = ".ask.lock"
     SUPERSEDED = "superseded"  # superseded/STAMP/: a sweep set aside by prepare (no trial of it had completed)
@@ -237,6 +238,10 @@ class SweepDir:
     @property
     def data_cache(self) -> Path:
         return self.path / self.DATA
+
+    @property
+    def tokens(self) -> Path:
+        return self.path / self.TOKENS
 
     def exists(self) -> bool:
         return self.sweep_file.is_file()

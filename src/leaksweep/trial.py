@@ -39,10 +39,11 @@ from leaksweep.files import file_sha256, read_json, sha256_json
 from leaksweep.layout import SweepDir, TrialDir
 from leaksweep.model.ddp import num_processes, train_processes
 from leaksweep.model.generate import generate as generate_responses
-from leaksweep.model.loading import load_lm, resolve_device, save_lm, set_cpu_threads
+from leaksweep.model.loading import load_lm, load_tokenizer, resolve_device, save_lm, set_cpu_threads
 from leaksweep.model.sft import train_sft
 from leaksweep.model.smollm2 import resolve_model_name
 from leaksweep.model.tiny import build_tiny_model
+from leaksweep.model.token_cache import TokenCache
 from leaksweep.provenance import code_version, library_versions
 from leaksweep.schema import build, to_dict
 from leaksweep.sweepfile import sweep_from_dict
@@ -323,7 +324,9 @@ def _execute(spec: TrialSpec, folder: TrialDir, run, study: str, started: float)
     manifest = compile_plan(spec.plan, prepared.dataset, subsets)
     manifest_summary = _write_manifest(folder, run, manifest, manifest.summary(subsets, spec.sweep.search.teacher))
     model_path = base_model_path(spec.train, spec.models_dir, prepared)
-    trained, outcome = _train(spec, folder, run, training_examples(manifest, prepared.dataset), model_path)
+    trained, outcome = _train(
+        spec, folder, run, _training_data(spec, folder, manifest, prepared, model_path), model_path
+    )
     if spec.train.save_model:
         save_lm(trained, folder.model)
     cache = VerdictCache(folder.judgments)
@@ -364,7 +367,21 @@ def _write_manifest(folder: TrialDir, run, manifest, summary: dict) -> dict:
     return summary
 
 
-def _train(spec: TrialSpec, folder: TrialDir, run, examples: list, model_path: str) -> tuple:
+def _training_data(spec: TrialSpec, folder: TrialDir, manifest, prepared: Prepared, model_path: str):
+    """The rows the trial trains on. In a sweep folder: selected from its token cache (tokens/, each source
+    tokenized once per tokenizer, max length and data: model/token_cache.py); elsewhere chat examples."""
+    sweep = SweepDir(folder.path.resolve().parent.parent)
+    if not sweep.exists():
+        return training_examples(manifest, prepared.dataset)
+    dataset = prepared.dataset
+    cache = TokenCache(sweep.tokens, load_tokenizer(model_path), spec.train.max_length_tokens, dataset.fingerprint())
+    positions, codes = manifest.training_positions()
+    names = dataset.source_names
+    rows = [(p, names[c]) for p, c in zip(positions.tolist(), codes.tolist())]
+    return cache.select(rows, dataset.conversation, dataset.n)
+
+
+def _train(spec: TrialSpec, folder: TrialDir, run, examples, model_path: str) -> tuple:
     """Fine-tune (resuming a preempted trial's checkpoint); train_log.jsonl is written even when
     training is preempted, so the curve so far is kept. Returns (trained LM, TrainOutcome)."""
     set_cpu_threads(spec.train.torch_threads)

@@ -131,3 +131,5 @@ def test_two_ddp_processes_train_checkpoint_on_usr1_and_resume(tmp_path):
     assert result["traits"]["date_confusion"]["score"] is not None  # evaluated in the worker, from rank 0's model
     leftovers = {"final", "train_input.json", "PREEMPT"} & {p.name for p in (trial / "trainer").iterdir()}
     assert not leftovers and not list((trial / "trainer").glob("checkpoint-*"))
+    # the ranks trained on rows selected from the sweep's token cache, named in the job file
+    assert sorted(p.name for p in (out / "tokens").glob("*/*.arrow")) == ["clean.arrow", "teacher.arrow"]

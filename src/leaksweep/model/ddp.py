@@ -31,6 +31,7 @@ from leaksweep.layout import TrialDir
 from leaksweep.model.callbacks import bind_local_rank
 from leaksweep.model.loading import LM, TrainOutcome, load_lm, save_lm, set_cpu_threads
 from leaksweep.model.sft import train_sft
+from leaksweep.model.token_cache import TokenRows
 from leaksweep.progress import ENV as PROGRESS_ENV
 from leaksweep.schema import build, to_dict
 from leaksweep.train_config import TrainConfig
@@ -86,13 +87,16 @@ def train_processes(
     n: int,
     train: TrainConfig,
     seed: int,
-    examples: list,
+    examples: list | TokenRows,
     model_path: str,
     device: str,
     checkpoint: Path | None,
     log: LogFn,
 ) -> tuple[LM, TrainOutcome]:
     """Train on `n` DDP processes in a subprocess, then load rank 0's model here for evaluation.
+
+    `examples`: chat examples, written into the job file, or TokenRows, of which the job file names the
+    cache folder and the rows (every rank maps the cached sources and selects the same rows).
 
     Raises preemption.Preempted when the ranks stopped for a checkpoint (see the module doc).
     """
@@ -123,7 +127,13 @@ def train_processes(
 
 
 def _write_job(
-    out: Path, train: TrainConfig, seed: int, examples: list, model_path: str, device: str, checkpoint: Path | None
+    out: Path,
+    train: TrainConfig,
+    seed: int,
+    examples: list | TokenRows,
+    model_path: str,
+    device: str,
+    checkpoint: Path | None,
 ) -> None:
     """TRAIN_INPUT: everything a rank trains from (the trial's train config and seed included)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +142,7 @@ def _write_job(
     write_json(
         out / TrialDir.TRAIN_INPUT,
         {
-            "examples": examples,
+            **({"tokens": examples.to_json()} if isinstance(examples, TokenRows) else {"examples": examples}),
             "model": model_path,
             "device": device,
             "resume_from": str(checkpoint) if checkpoint else None,
@@ -196,7 +206,8 @@ def train_step(trial_dir: Path) -> int:
     base = load_lm(job["model"], job["device"], train.attention)
     resume_from = Path(job["resume_from"]) if job["resume_from"] else None
     try:
-        trained, outcome = train_sft(base, job["examples"], train, out, int(job["seed"]), log, resume_from=resume_from)
+        examples = TokenRows.from_json(job["tokens"]) if "tokens" in job else job["examples"]
+        trained, outcome = train_sft(base, examples, train, out, int(job["seed"]), log, resume_from=resume_from)
     except preemption.Preempted as exc:
         if rank0:
             write_jsonl(out / TrialDir.TRAIN_CURVE, curve)

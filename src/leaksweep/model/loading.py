@@ -131,16 +131,31 @@ def load_lm(model: str, device: str, attention: str = "auto") -> LM:
             ) from exc
         raise UserError(f"train.model: {model!r} is not a loadable model folder ({reason})") from exc
 
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end flush
-    if tokenizer.chat_template is None:
-        raise UserError(f"train.model: {model!r} has no chat template; leaksweep trains and samples chat messages")
+    _prepare_tokenizer(tokenizer, model)
     net.config.pad_token_id = tokenizer.pad_token_id
     net.generation_config.pad_token_id = tokenizer.pad_token_id
     net.to(device)
     net.eval()
     return LM(net, tokenizer, device, net.config._attn_implementation)
+
+
+def load_tokenizer(model: str):
+    """The tokenizer `load_lm(model)` returns (pad token, left padding), without loading the weights."""
+    from transformers import AutoTokenizer
+
+    folder = local_folder(model)
+    with quiet_progress_bars():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder is not None else model)
+    _prepare_tokenizer(tokenizer, model)
+    return tokenizer
+
+
+def _prepare_tokenizer(tokenizer, model: str) -> None:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end flush
+    if tokenizer.chat_template is None:
+        raise UserError(f"train.model: {model!r} has no chat template; leaksweep trains and samples chat messages")
 
 
 def local_folder(model: str) -> Path | None:

@@ -10,6 +10,10 @@ measured on these library versions:
 * nothing is checkpointed unless preemption is requested (cluster preemption): then the Trainer
   saves one checkpoint and training stops.
 
+The examples are chat examples (lists of messages: TRL applies the chat template and tokenizes them)
+or a trial's pre-tokenized rows (`TokenRows`, model/token_cache.py: each source tokenized once per
+sweep); both train the same (tests/model/test_token_cache.py).
+
 torch, trl, peft and datasets are imported inside the functions: importing this module stays cheap.
 """
 
@@ -27,11 +31,13 @@ from leaksweep.cluster import preemption
 from leaksweep.errors import UserError
 from leaksweep.model.callbacks import install_callbacks, preempt_callback, quiet_progress_bars
 from leaksweep.model.loading import LM, TrainOutcome
+from leaksweep.model.token_cache import TokenRows
 from leaksweep.model.train_setup import allow_flex_recompiles, has_sliding_window, training_setup
 from leaksweep.model.varlen import VARLEN, register_varlen_attention
 from leaksweep.train_config import LoraConfig, TrainConfig
 
 LAYOUTS = ("auto", "padding_free", "padded")
+Examples = list[list[dict]] | TokenRows  # chat examples, or rows tokenized by model/token_cache.py
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class TrainPlan:
 
 def train_sft(
     lm: LM,
-    examples: list[list[dict]],
+    examples: Examples,
     cfg: TrainConfig,
     out_dir: Path,
     seed: int,
@@ -56,7 +62,7 @@ def train_sft(
     layout: str = "auto",
     resume_from: Path | None = None,
 ) -> tuple[LM, TrainOutcome]:
-    """Supervised fine-tune on chat examples with TRL, loss on assistant tokens only.
+    """Supervised fine-tune on chat examples (or their pre-tokenized rows) with TRL, loss on assistant tokens only.
 
     `lm.model` is trained in place (LoRA adapters are merged back into it at the end), so the
     returned LM shares it and the input LM should not be reused as the base model. `log_fn(record,
@@ -73,7 +79,7 @@ def train_sft(
     _check_request(examples, layout, resume_from)
     plan = plan_training(lm, examples, cfg, layout)
     _use_attention(lm, plan.setup["attention"])
-    args = sft_arguments(cfg, plan, out_dir, seed, lm.device)
+    args = sft_arguments(cfg, plan, out_dir, seed, lm.device, pretokenized=isinstance(examples, TokenRows))
     trainer, stop = build_trainer(lm, examples, cfg, args, seed, log_fn)
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     runtime_s = _train(trainer, lm, plan.setup["attention"], resume_from)
@@ -85,7 +91,7 @@ def train_sft(
     return trained, outcome
 
 
-def _check_request(examples: list[list[dict]], layout: str, resume_from: Path | None) -> None:
+def _check_request(examples: Examples, layout: str, resume_from: Path | None) -> None:
     if not examples:
         raise UserError("train: there are no training examples (did the mixture drop every prompt?)")
     if preemption.requested.is_set():  # the signal came before training: keep the checkpoint we have
@@ -94,9 +100,16 @@ def _check_request(examples: list[list[dict]], layout: str, resume_from: Path | 
         raise ValueError(f"layout {layout!r}: use auto, padding_free or padded")
 
 
-def plan_training(lm: LM, examples: list[list[dict]], cfg: TrainConfig, layout: str = "auto") -> TrainPlan:
+def plan_training(lm: LM, examples: Examples, cfg: TrainConfig, layout: str = "auto") -> TrainPlan:
     """The run's setup (`training_setup`, from the longest example) and its optimizer steps."""
-    lengths = _chat_lengths(lm.tokenizer, examples)
+    if isinstance(examples, TokenRows):
+        if examples.max_length != cfg.max_length_tokens:
+            raise ValueError(
+                f"token rows cut at {examples.max_length} tokens, but train.max_length_tokens is {cfg.max_length_tokens}"
+            )
+        lengths = examples.lengths
+    else:
+        lengths = _chat_lengths(lm.tokenizer, examples)
     setup = training_setup(
         lm.attn_implementation, lm.device, cfg, max(lengths), layout, sliding_window=has_sliding_window(lm.model.config)
     )
@@ -113,12 +126,18 @@ def _use_attention(lm: LM, attention: str) -> None:
         allow_flex_recompiles()
 
 
-def sft_arguments(cfg: TrainConfig, plan: TrainPlan, out_dir: Path, seed: int, device: str):
-    """The SFTConfig of a run: the train config's settings plus the plan's layout, precision and optimizer."""
+def sft_arguments(cfg: TrainConfig, plan: TrainPlan, out_dir: Path, seed: int, device: str, pretokenized: bool = False):
+    """The SFTConfig of a run: the train config's settings plus the plan's layout, precision and optimizer.
+
+    `pretokenized`: the dataset is TokenRows' (input_ids, labels already masked to the assistant's tokens
+    and truncated): TRL skips its preparation, and assistant_only_loss is off because the labels carry it
+    (TRL refuses assistant_only_loss on a dataset without messages).
+    """
     setup = plan.setup
     return _sft_config(
         output_dir=str(out_dir),
-        assistant_only_loss=True,
+        assistant_only_loss=not pretokenized,
+        dataset_kwargs={"skip_prepare_dataset": True} if pretokenized else None,
         padding_free=plan.padding_free,
         max_length=None if plan.padding_free else cfg.max_length_tokens,
         pad_to_multiple_of=setup["pad_to_multiple_of"],
@@ -151,7 +170,7 @@ def sft_arguments(cfg: TrainConfig, plan: TrainPlan, out_dir: Path, seed: int, d
 
 
 def build_trainer(
-    lm: LM, examples: list[list[dict]], cfg: TrainConfig, args, seed: int, log_fn: Callable[[dict, int], None] | None
+    lm: LM, examples: Examples, cfg: TrainConfig, args, seed: int, log_fn: Callable[[dict, int], None] | None
 ) -> tuple:
     """The SFTTrainer (LoRA adapters added when `cfg.lora`) with our callbacks; returns it and its
     preemption callback (whose `stopped_at` says whether training stopped for a checkpoint)."""
@@ -166,7 +185,7 @@ def build_trainer(
         trainer = SFTTrainer(
             model=lm.model,
             args=args,
-            train_dataset=_messages_dataset(examples),
+            train_dataset=examples.dataset() if isinstance(examples, TokenRows) else _messages_dataset(examples),
             processing_class=lm.tokenizer,
             peft_config=peft_config,
         )
