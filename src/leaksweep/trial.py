@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from leaksweep.cluster import preemption
 from leaksweep.cluster.env import JobEnvironment
@@ -142,15 +142,14 @@ def prepare_data(
     return Prepared(dataset, subsets, traits)
 
 
-def tiny_corpus(prepared: Prepared) -> list[str]:
-    """Everything the tiny model's tokenizer must cover: prompts, every response, eval prompts."""
+def tiny_corpus(prepared: Prepared) -> Iterator[str]:
+    """Everything the tiny model's tokenizer must cover: prompts, every response, eval prompts (lazily:
+    only the trial that builds the tiny model reads it)."""
     ds = prepared.dataset
-    texts = [t for _, chunk in ds.texts() for t in chunk]
-    texts += [
-        r for name in ds.source_names for _, chunk in ds.texts(SOURCE_PREFIX + name) for r in chunk if r is not None
-    ]
-    texts += [m["content"] for t in prepared.traits.values() for e in t.prompts for m in e.messages]
-    return texts
+    for column in ["text", *(SOURCE_PREFIX + name for name in ds.source_names)]:
+        for _, chunk in ds.texts(column):
+            yield from (t for t in chunk if t is not None)
+    yield from (m["content"] for t in prepared.traits.values() for e in t.prompts for m in e.messages)
 
 
 def base_model_path(train: TrainConfig, models_dir: str, prepared: Prepared) -> str:
