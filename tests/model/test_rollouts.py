@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -335,6 +337,30 @@ def test_cli_errors_exit_2_and_name_the_problem(tiny_dir, prompts, tmp_path, mon
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_cli_a_mistyped_hub_model_exits_2_before_writing_anything(prompts, tmp_path):
+    """`leaksweep rollouts generate --model TYPO` with no network: the name, the key and the fix, and no file."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "new" / "teacher.jsonl"
+    argv = [
+        sys.executable,
+        "-m",
+        "leaksweep.cli",
+        "rollouts",
+        "generate",
+        "--model",
+        "HuggingFaceTB/SmolLM2-135M-Instruc",
+    ]
+    done = subprocess.run(
+        [*argv, "--prompts", str(prompts), "--out", str(out)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    message = done.stderr
+    assert "--model: 'HuggingFaceTB/SmolLM2-135M-Instruc' is not in the local Hugging Face cache" in message
+    assert "HF_HUB_OFFLINE is set" in message and "a local model folder" in message and "`smollm2`" in message
+    assert "Traceback" not in message
+    assert not (tmp_path / "new").exists()  # not even the output's folder
+
+
 def test_cli_generates(tiny_dir, prompts, tmp_path, monkeypatch, capsys):
     from leaksweep import cli
 
@@ -463,11 +489,19 @@ def test_a_typo_in_the_model_does_not_block_the_corrected_command(tiny_dir, prom
     with pytest.raises(UserError, match="does not exist"):
         generate_rollouts(settings(tmp_path / "tiny-typo"), prompts, out, device="cpu", echo=quiet)
     assert not meta_path(out).exists() and not out.exists()
-    # a hub name with a typo fails only when the model loads: the meta it may leave blocks nothing
+    # a hub name with a typo, neither cached nor (HF_HUB_OFFLINE: the hub is not asked) on the hub, fails too
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="--model: 'HuggingFaceTB/NoSuchModel' is not in the local Hugging Face cache"):
+        generate_rollouts(settings("HuggingFaceTB/NoSuchModel"), prompts, out, device="cpu", echo=quiet)
+    assert not meta_path(out).exists() and not out.exists()
+    # a model that passes the check but fails to load: the meta it may leave blocks nothing
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
     real_load = rollouts._load
     monkeypatch.setattr(rollouts, "_load", lambda *a: (_ for _ in ()).throw(UserError("--model: cannot load it")))
     with pytest.raises(UserError, match="cannot load it"):
-        generate_rollouts(settings("HuggingFaceTB/NoSuchModel"), prompts, out, device="cpu", echo=quiet)
+        generate_rollouts(settings(broken), prompts, out, device="cpu", echo=quiet)
     monkeypatch.setattr(rollouts, "_load", real_load)
     meta = generate_rollouts(settings(tiny_dir), prompts, out, device="cpu", echo=quiet)
     assert meta["settings"]["model"] == str(tiny_dir) and meta["n_done"] == len(QUESTIONS)

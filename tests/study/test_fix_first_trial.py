@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from hf_cache import fake_hub_cache
 
 from leaksweep.errors import UserError
 from leaksweep.experiments.registry import sweep_from_dict
@@ -187,3 +189,70 @@ def test_a_refused_configuration_leaves_the_folders_world_as_it_was(tmp_path):
     with pytest.raises(UserError, match="different configuration"):
         prepare(cfg_of(other))
     assert world.read_bytes() == before
+
+
+# --- the model named in train.model, checked by prepare (issue 13 item 5) -------------------------------
+
+
+def test_a_model_folder_that_is_missing_or_has_no_config_json_fails_at_prepare(tmp_path):
+    out = tmp_path / "run"
+    for model, needle in ((tmp_path / "no-model", "does not exist"), (tmp_path, "is not a model folder")):
+        bad = raw(out)
+        bad["train"] = {"model": str(model)}
+        with pytest.raises(UserError, match=re.escape(f"train.model: '{model}' {needle}")):
+            prepare(cfg_of(bad))
+        assert not out.exists()  # nothing written
+    assert prepare(cfg_of(raw(out))) == out
+
+
+def test_a_model_typo_leaves_a_folder_holding_a_sweep_as_it_was_and_the_fix_is_taken(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is never asked
+    out = tmp_path / "run"
+    prepare(cfg_of(raw(out)))
+    failed_first_trial(out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    typo = raw(out, fractions={"S": [0.0, 0.5, 1.0]})
+    typo["train"] = {"model": "HuggingFaceTB/SmolLM2-135M-Instructt"}
+    with pytest.raises(UserError, match=r"train.model: 'HuggingFaceTB/SmolLM2-135M-Instructt' is not in the local"):
+        prepare(cfg_of(typo))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # not superseded, nothing new
+    assert prepare(cfg_of(raw(out, fractions={"S": [0.0, 0.5, 1.0]}))) == out  # the fix supersedes as before
+    assert load_sweep_dir(out).search.fractions == {"S": [0.0, 0.5, 1.0]}
+
+
+def test_an_unknown_hub_model_fails_the_sweep_command_offline_and_the_corrected_file_runs(tmp_path):
+    """`leaksweep sweep` with a mistyped hub id and no network: exit 2 before the sweep folder exists,
+    naming the key, the value and the fix; the corrected file (a hub id in the local cache) then runs."""
+    fake_hub_cache(tmp_path / "hf", "some-org/cached-1b")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
+    out = tmp_path / "run"
+    typo = raw(out)
+    typo["train"] = {"model": "some-org/cahced-1b"}
+    sweep_file = write_sweep(tmp_path, typo)
+    argv = [sys.executable, "-m", "leaksweep.cli", "sweep", str(sweep_file), "--no-wandb", "--no-report"]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert first.returncode == 2, first.stderr
+    assert "train.model: 'some-org/cahced-1b' is not in the local Hugging Face cache" in first.stderr
+    assert "HF_HUB_OFFLINE is set" in first.stderr and "`smollm2`, `tiny`" in first.stderr
+    assert "Traceback" not in first.stderr and not out.exists()
+    fixed = raw(out)
+    fixed["train"] = {"model": "some-org/cached-1b"}  # the simulated runner never loads it
+    write_sweep(tmp_path, fixed)
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 0, second.stderr
+    assert "complete 3 (budget 3)" in second.stdout
+    assert load_sweep_dir(out).train.model == "some-org/cached-1b"
+
+
+def test_a_tiny_sweep_prepares_without_importing_the_model_libraries(tmp_path):
+    code = (
+        "import sys\n"
+        "from leaksweep.experiments.registry import sweep_from_dict\n"
+        "from leaksweep.study.prepare import prepare\n"
+        f"prepare(sweep_from_dict({raw(tmp_path / 'run')!r}, 'fixme.yaml'))\n"
+        "print(sorted(m for m in ('huggingface_hub', 'transformers', 'torch') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

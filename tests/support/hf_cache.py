@@ -61,3 +61,16 @@ def offline_env(hf_home: Path) -> dict[str, str]:
 
 
 LEAKSWEEP = [sys.executable, "-c", "from leaksweep.cli import main; main()"]  # the CLI, in this interpreter
+
+
+def fake_hub_cache(hf_home: Path, repo_id: str) -> None:
+    """What huggingface_hub leaves in HF_HOME/hub after downloading a model repo's config.json (revision main),
+    so tests can name a "cached" hub model offline without downloading anything."""
+    import json
+
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (repo / "snapshots" / commit / "config.json").write_text(json.dumps({"model_type": "llama"}))

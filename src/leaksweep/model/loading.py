@@ -158,16 +158,94 @@ def _prepare_tokenizer(tokenizer, model: str) -> None:
         raise UserError(f"train.model: {model!r} has no chat template; leaksweep trains and samples chat messages")
 
 
-def local_folder(model: str) -> Path | None:
+def local_folder(model: str, key: str = "train.model") -> Path | None:
     """The folder `model` names, or None for a hub name. A path-looking name must exist."""
     path = Path(model).expanduser()
     if model.startswith(("/", ".", "~")):
         if not path.exists():
-            raise UserError(
-                f"train.model: {model!r} does not exist; give an existing folder, an HF model name, or `tiny`"
-            )
+            raise UserError(f"{key}: {model!r} does not exist; give an existing folder, an HF model name, or `tiny`")
         return path
     return path if path.exists() else None
+
+
+BUILT_IN_MODELS = ("smollm2", "tiny")  # train.model names leaksweep builds (tiny) or converts (smollm2) itself
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, now or when huggingface_hub was imported
+    (it reads them once, at import)."""
+    from huggingface_hub import constants
+
+    now = any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in OFFLINE_VARIABLES)
+    return now or bool(constants.HF_HUB_OFFLINE)
+
+
+def check_model(model: str, key: str = "train.model", built_in: tuple[str, ...] = BUILT_IN_MODELS) -> None:
+    """UserError unless `model` names a model that can be loaded: a local folder (a path-looking name, or
+    one that exists) holding a config.json, or a Hugging Face hub id whose config.json is in the local HF
+    cache or, unless the hub is off (HF_HUB_OFFLINE), downloadable from the hub. The built-in names are
+    the caller's to handle. Called before anything is written (a sweep's prepare, `rollouts generate`),
+    so that a typo in the name is found before the first trial; imports huggingface_hub only, for a hub
+    id (no torch, no transformers). `built_in`: the names the caller also accepts, for the hint."""
+    names = ", ".join(f"`{n}`" for n in built_in)
+    fix = (
+        f"give a local model folder (one with a config.json){', ' + names if names else ''}, or a Hugging Face "
+        "hub id that is in the local cache or reachable"
+    )
+    folder = local_folder(model, key)
+    if folder is not None:
+        if not folder.is_dir() or not (folder / "config.json").is_file():
+            raise UserError(f"{key}: {model!r} is not a model folder (no config.json in {folder}); {fix}")
+        return
+    _check_hub_model(model, key, fix)
+
+
+def _check_hub_model(model: str, key: str, fix: str) -> None:
+    """The hub id's config.json: from the local cache, or (online) the hub, as transformers would fetch it."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = hub_offline()
+    try:
+        hf_hub_download(model, "config.json", local_files_only=offline)  # a few kB; cached for the trials
+        return
+    except HFValidationError as exc:
+        why = f"neither an existing folder nor a valid hub id ({_first_line(exc)})"
+    except GatedRepoError:  # before RepositoryNotFoundError, its base class
+        why = "a gated model on the Hugging Face hub: accept its terms there and log in (HF_TOKEN)"
+    except RepositoryNotFoundError:
+        why = "not a model on the Hugging Face hub (a private one needs HF_TOKEN); check the spelling"
+    except RevisionNotFoundError as exc:
+        why = f"not found on the Hugging Face hub ({_first_line(exc)})"
+    except RemoteEntryNotFoundError:
+        why = "a hub repository without a config.json: not a transformers model"
+    except LocalEntryNotFoundError as exc:
+        if offline:
+            variable = next((v for v in OFFLINE_VARIABLES if os.environ.get(v)), "HF_HUB_OFFLINE")
+            why = (
+                f"not in the local Hugging Face cache ({constants.HF_HUB_CACHE}), and {variable} is set, so the hub "
+                "is not asked (download it where there is network, or unset it)"
+            )
+        else:
+            why = (
+                f"not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub cannot be reached "
+                f"({_first_line(exc)})"
+            )
+    except OSError as exc:  # the hub's HTTP errors are OSErrors too
+        why = f"cannot be fetched from the Hugging Face hub ({type(exc).__name__}: {_first_line(exc)})"
+    raise UserError(f"{key}: {model!r} is {why}; {fix}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).strip().splitlines()[:1])[:300]
 
 
 def save_lm(lm: LM, out_dir: Path) -> None:

@@ -293,11 +293,13 @@ def _generate_transformers(
 
 
 def _model_path(model: str) -> str:
+    """The model's folder or hub id; a name that does not resolve (a missing folder, one without a
+    config.json, a hub id neither cached nor on the hub) fails here, before anything is written."""
     try:
         resolved = smollm2.resolve_model_name(model)
-        loading.local_folder(resolved)  # a path-looking name must exist
     except UserError as exc:
         raise UserError([p.replace("train.model:", "--model:", 1) for p in exc.problems]) from exc
+    loading.check_model(resolved, key="--model", built_in=("smollm2",))
     return resolved
 
 

@@ -6,10 +6,11 @@ folder's prepare lock), the folder's two locks (of the kind sweep.json records),
 the trial plan (`planned_trials`, `budget`) and `spec_for`, which turns an asked trial into the
 TrialSpec that trial.py runs.
 
-What prepare can check fails before anything is written (data, a path-looking model, the runner's
-import, the world's source names). A folder holding another sweep is refused once any trial of it
-finished; until then (the first trial found the mistake) the corrected sweep replaces it, and the old
-sweep.json, study and trial folders are kept under superseded/STAMP/ (`_supersede`).
+What prepare can check fails before anything is written (data, the model: a folder with a config.json
+or a hub id in the HF cache or on the hub, the runner's import, the world's source names). A folder
+holding another sweep is refused once any trial of it finished; until then (the first trial found the
+mistake) the corrected sweep replaces it, and the old sweep.json, study and trial folders are kept
+under superseded/STAMP/ (`_supersede`).
 
 Enqueued trials are popped by exactly one worker each, so parallel workers never duplicate a grid
 point (Optuna's GridSampler can). Experiment modes enqueue round by round (study.experiment).
@@ -37,7 +38,7 @@ from leaksweep.data.world import resolve_world, world_matches
 from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Condition
 from leaksweep.layout import FolderLock, SweepDir
-from leaksweep.model.loading import local_folder
+from leaksweep.model.loading import BUILT_IN_MODELS, check_model
 from leaksweep.schema import to_dict
 from leaksweep.study import heartbeat, locks, storage
 from leaksweep.sweepfile import sweep_from_dict
@@ -77,8 +78,10 @@ def prepare(cfg: SweepConfig, say: Callable[[str], None] | None = None) -> Path:
     """Create (or reopen) the sweep folder and its study; returns the folder. `say` hears what prepare
     did beyond that (a superseded sweep set aside); default: stderr."""
     sweep_dir = Path(cfg.output_dir)
-    if cfg.train.model != "tiny":
-        local_folder(cfg.train.model)  # a path-looking model must exist: fail before anything is written
+    if cfg.train.model not in BUILT_IN_MODELS:
+        # a folder without config.json, a hub id that is not cached or not on the hub: found here, before
+        # anything is written (so the corrected sweep file is simply taken), not by the first trial
+        check_model(cfg.train.model)
     if cfg.search.runner:
         trial_stage.load_runner(cfg.search.runner)  # an unimportable runner fails here, not in the first trial
     check_world_sources(cfg)
