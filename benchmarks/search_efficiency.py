@@ -22,9 +22,12 @@ On a family of simulated response surfaces (leaksweep.simulate) with known truth
   flipped as runs arrived; null surfaces at the default settings (seeds 1, min_effect 0); a leak map
   (subset_scan) and leak-in (drop, refill none) on surfaces with two leaking subsets S and R and
   leak-in into S. A leak-in is eligible when the surface's true tau(drop) - tau(patch_remove) >= 0.1,
-  false when it is <= 0.
+  false when it is <= 0. Beside the fitted dose's accuracy: whether the search called it precise (its
+  interval within 1.5x) and whether the trials it spent could resolve it within 1.5x even for an oracle
+  that knows where it is (dose_yardstick.trials_to_resolve); --trial-budget N gives the threshold search
+  search.trial_budget N, which it spends around an imprecise fitted dose.
 
-Usage: python benchmarks/search_efficiency.py [--surfaces N] [--seed S] [--quick]
+Usage: python benchmarks/search_efficiency.py [--surfaces N] [--seed S] [--quick] [--only-honesty] [--trial-budget N]
 Prints a table; the last lines are one-line summaries.
 """
 
@@ -37,6 +40,8 @@ import random
 import sys
 import time
 from dataclasses import replace
+
+from dose_yardstick import print_dose_precision, trials_to_resolve
 
 from leaksweep.data.subsets import resolve_path
 from leaksweep.experiments.conditions import Builder, Run, Settings, drive
@@ -311,17 +316,18 @@ def _fitted_dose(out: dict) -> float | None:
     return ed.get("value") if isinstance(ed, dict) else None
 
 
-def run_noisy_thresholds(surfaces, settings: Settings, builder: Builder) -> dict:
+def run_noisy_thresholds(surfaces, settings: Settings, builder: Builder, trial_budget: int | None = None) -> dict:
     tally = {}
     for i, (kind, cfg) in enumerate(surfaces):
         t = tally.setdefault(
-            kind, {"n": 0, "step": 0, "rung15": 0, "fit15": 0, "fitted": 0, "flipped": 0, "top_miss": 0}
+            kind,
+            {"n": 0, "step": 0, "rung15": 0, "fit15": 0, "fitted": 0, "flipped": 0, "top_miss": 0, "trials": 0}
+            | {"precise": 0, "precise_ok": 0, "resolvable": 0, "resolvable_ok": 0},
         )
         truth = true_threshold(cfg, builder, settings.min_effect)
         dose_true = true_min_effect_dose(cfg, builder, settings.min_effect)
-        runs, out, flipped = drive_recording(
-            ThresholdSearch(SUBSET, LADDER, builder, settings), executor(cfg, i), builder, settings
-        )
+        search = ThresholdSearch(SUBSET, LADDER, builder, settings, max_trials=trial_budget)
+        runs, out, flipped = drive_recording(search, executor(cfg, i), builder, settings)
         found, fitted = out["threshold"], _fitted_dose(out)
         t["n"] += 1
         t["step"] += within_one(found, truth, realized_doses(cfg, builder))
@@ -334,6 +340,17 @@ def run_noisy_thresholds(surfaces, settings: Settings, builder: Builder) -> dict
         )
         t["flipped"] += flipped
         t["top_miss"] += found is None  # every surface here leaks at the top rung (effect >= 0.3)
+        ok = fitted is not None and dose_true is not None and max(fitted / dose_true, dose_true / fitted) <= 1.5
+        t["trials"] += len(runs)
+        precise = bool((out.get("threshold_fitted_precision") or {}).get("precise"))
+        t["precise"] += precise
+        t["precise_ok"] += precise and ok
+        need = (
+            trials_to_resolve(cfg, builder, SUBSET, TRAIT, dose_true, settings.min_effect, i) if dose_true else math.inf
+        )
+        t["resolvable"] += need <= len(runs)
+        t["resolvable_ok"] += need <= len(runs) and ok
+        t.setdefault("need", []).append(need)
     return tally
 
 
@@ -451,6 +468,7 @@ def print_honesty(noisy: dict, nulls: dict, leak: dict, seeds: int) -> None:
             f"{kind:<10}{t['n']:>4}{t['step'] / n:>15.0%}{t['rung15'] / n:>13.0%}{t['fit15'] / n:>12.0%}"
             f"{t['fitted'] / n:>8.0%}{t['flipped']:>9}{t['top_miss']:>14}"
         )
+    print_dose_precision(noisy)
     n = max(1, nulls["n"])
     print(
         f"null surfaces at the default settings (seeds 1, min_effect 0): {nulls['n']}; 'no leak' from "
@@ -468,7 +486,7 @@ def print_honesty(noisy: dict, nulls: dict, leak: dict, seeds: int) -> None:
 def honesty(args, builder: Builder, settings: Settings, rng: random.Random) -> None:
     started = time.time()
     n = args.surfaces
-    noisy = run_noisy_thresholds(noisy_surfaces(n, rng), replace(settings, fit_curves=True), builder)
+    noisy = run_noisy_thresholds(noisy_surfaces(n, rng), replace(settings, fit_curves=True), builder, args.trial_budget)
     nulls = run_null_defaults(null_default_surfaces(n, rng), builder, settings.n_boot)
     leak = run_leak_map(two_subset_surfaces(3 * n, rng), settings, builder)
     print_honesty(noisy, nulls, leak, settings.seeds)
@@ -480,8 +498,13 @@ def honesty(args, builder: Builder, settings: Settings, rng: random.Random) -> N
         and leak["found"] >= 0.9 * leak["eligible"]
         and leak["false"] <= 0.01 * leak["not_in"]
     )
+    total = max(1, sum(t["n"] for t in noisy.values()))
+    resolvable = sum(t["resolvable"] for t in noisy.values())
+    imprecise = sum(t["n"] - t["precise"] for t in noisy.values())
     print(
-        f"honesty summary: fitted dose within 1.5x on {fit15:.0%}; targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)"
+        f"honesty summary: fitted dose within 1.5x on {fit15:.0%} (said imprecise, interval wider than 1.5x, on "
+        f"{imprecise / total:.0%}; the data the search spent could resolve it within 1.5x on {resolvable / total:.0%} "
+        f"even for an oracle); targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)"
     )
 
 
@@ -499,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print each surface's truth and answers")
     parser.add_argument("--quick", action="store_true", help="fewer surfaces and bootstrap draws (a few minutes)")
     parser.add_argument("--only-honesty", action="store_true", help="skip the efficiency tables")
+    parser.add_argument(
+        "--trial-budget",
+        type=int,
+        default=None,
+        help="honesty surfaces: search.trial_budget for the threshold search (refines an imprecise fitted dose)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.surfaces = min(args.surfaces, 20)

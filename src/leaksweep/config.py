@@ -281,6 +281,11 @@ class SearchConfig:
       alpha, min_effect, margin: test level, minimal effect for "sufficient", equivalence margin
         for "necessary" (in trait units).
       max_depth, confirm_seeds: bisection depth and fresh confirmation seeds (minimal_subset).
+      dose_precision, trial_budget (leak_threshold): the fitted min_effect dose is precise when its
+        interval lies within value / dose_precision .. value x dose_precision (> 1, default 1.5; null:
+        no check); an imprecise one is reported as imprecise, with its interval. With trial_budget (total
+        trials, default none: no cap and no refinement) the search never spends more trials, and keeps
+        adding runs around the fitted dose after the bisection until it is precise or the budget is spent.
       partition: require the subset family to be disjoint (subset_scan).
     runner: `module:function` that runs a trial spec instead of training (e.g. the simulator
       `leaksweep.simulate:run`, configured by `simulation`).
@@ -313,6 +318,8 @@ class SearchConfig:
     margin: float = 0.05
     max_depth: int = 3
     confirm_seeds: int = 2
+    dose_precision: float | None = 1.5
+    trial_budget: int | None = None
     partition: bool = False
     teacher_eval: bool = False
     judge_corrected: bool = False  # experiment decisions on judge-corrected prompt values (traits.T.calibration)
@@ -362,6 +369,10 @@ class SearchConfig:
                 problems.append(f".hyperparameters.{name}: the list of values is empty")
         if self.seeds < 1:
             problems.append(f".seeds: {self.seeds} must be at least 1")
+        if self.dose_precision is not None and not self.dose_precision > 1:
+            problems.append(
+                f".dose_precision: {self.dose_precision} must be > 1 (a factor, e.g. 1.5), or null for no refinement"
+            )
         if not 0 < self.alpha < 0.5:
             problems.append(f".alpha: {self.alpha} must be in (0, 0.5)")
         if self.margin <= 0:

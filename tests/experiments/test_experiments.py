@@ -144,6 +144,10 @@ def test_full_swap_with_teacher_eval_reports_transfer():
         ({"mode": "patch_insert", "subsets": ["nope"]}, "unknown subset"),
         ({"mode": "minimal_subset", "subsets": ["S"], "confirm_seeds": 0}, "confirm_seeds"),
         ({"mode": "optuna", "runner": "no_colon"}, "module:function"),
+        ({"mode": "leak_threshold", "subsets": ["S"], "ladder": [0.5], "dose_precision": 1.0}, ".dose_precision: 1.0"),
+        ({"mode": "leak_threshold", "subsets": ["S"], "ladder": [0.5], "trial_budget": 2}, "trial_budget: 2 is below"),
+        ({"mode": "fraction_sweep", "subsets": ["S"], "ladder": [0.5], "trial_budget": 90}, "leak_threshold only"),
+        ({"mode": "leak_threshold", "subsets": ["S"], "ladder": [0.5], "dose_precison": 1.5}, "dose_precison"),
     ],
 )
 def test_bad_search_configs_get_clear_errors(search, message):
@@ -452,3 +456,53 @@ def test_leak_threshold_records_each_rounds_decisions_and_flips():
         assert flip["to"] == last[flip["fraction"]] != flip["from"]
         assert f"flipped at round {flip['round']}" in flip["statement"]
     assert all(last[f] == p for f, p in final.items())
+
+
+# Issue 13: the fitted min_effect dose says whether it is precise (its interval within value / 1.5 .. value x 1.5);
+# with search.trial_budget an imprecise one gets more runs around it until it is precise or the budget is spent.
+def test_interval_ratio_is_how_far_the_interval_reaches_from_the_estimate():
+    from leaksweep.experiments.threshold import interval_ratio
+
+    assert interval_ratio(0.1, 0.05, 0.12) == pytest.approx(2.0)
+    assert interval_ratio(0.1, 0.08, 0.13) == pytest.approx(1.3)
+    assert interval_ratio(0.1, 0.05, None) == math.inf == interval_ratio(0.1, 0.05, math.inf)
+    assert interval_ratio(0.1, 0.0, 0.2) == math.inf  # a lower end at 0: unbounded as a factor
+
+
+def test_leak_threshold_says_the_fitted_dose_is_imprecise_with_its_interval():
+    runs, out = drive(_threshold_search(), _noisy_executor(3))
+    fitted, precision = out["threshold_fitted"], out["threshold_fitted_precision"]
+    assert fitted is not None and precision is not None
+    assert out["dose_response"]["S"]["fit"]["ed_min_effect_precision"] == precision
+    ratio = max(fitted["value"] / fitted["low"], (fitted["high"] or math.inf) / fitted["value"])
+    assert precision["precise"] is (ratio <= 1.5) is False  # heavy seed noise, 2 seeds: a wide interval
+    assert precision["asked"] == 1.5 and precision["budget"] is None and precision["trials"] == len(runs)
+    assert "imprecise" in precision["statement"] and f"{fitted['value']:.3g}" in precision["statement"]
+    assert "search.trial_budget" in precision["statement"]  # says how to spend more on it
+
+
+def test_leak_threshold_spends_its_trial_budget_around_an_imprecise_fitted_dose():
+    plain_runs, plain = drive(_threshold_search(), _noisy_executor(3))
+    search = _threshold_search()
+    search.max_trials = len(plain_runs) + 10
+    first = search.next_round(plain_runs)  # where the search goes once the bisection and its fit rungs are done
+    # the rungs nearest value / 1.5, value and value x 1.5 that were not run yet get their first 2 seeds
+    centre = plain["threshold_fitted"]["value"]
+    keys = {B.patch_insert("S", f).key(): f for f in search.ladder}
+    assert first and all(1 / 1.5 / 1.6 <= keys[c.key()] / centre <= 1.5 * 1.6 for c, _ in first)
+    runs, out = drive(search, _noisy_executor(3))
+    assert len(runs) == search.max_trials  # the second round is cut to the budget
+    clean = [r for r in runs if r.condition.key() == B.all_clean().key()]
+    assert len(clean) > 2  # then all-clean (tau0, which the effect counts from) and those rungs get 2 more each
+    precision = out["threshold_fitted_precision"]
+    assert precision["budget"] == search.max_trials and precision["trials"] == len(runs)
+    assert sum(r["new_trials"] for r in out["rounds"]) == len(runs)  # the replay reproduces the refinement
+
+
+def test_leak_threshold_stops_refining_a_precise_dose():
+    search = _threshold_search()
+    search.dose_precision = 1e6  # any finite interval is precise
+    search.max_trials = 500
+    plain_runs, _ = drive(_threshold_search(), executor(SMOOTH))
+    runs, out = drive(search, executor(SMOOTH))
+    assert out["threshold_fitted_precision"]["precise"] and len(runs) == len(plain_runs)

@@ -348,6 +348,9 @@ def test_leak_threshold_answer_states_threshold_and_budget(threshold_sweep) -> N
     assert analysis["trials_spent"] < analysis["grid_trials"]
     fitted = analysis["threshold_fitted"]  # issue 13: the fitted min-effect dose beside the (upward-biased) rung
     assert fitted is not None and "The fitted dose at which the effect reaches min effect 0.02 is <b>" in answer
+    precision = analysis["threshold_fitted_precision"]  # and whether it is precise (its interval within 1.5x)
+    assert precision is not None and precision["statement"] in answer
+    assert ("is precise: its interval" if precision["precise"] else "is imprecise: its interval") in answer
     rounds = re.search(r'<p class="small" id="rounds">(.*?)</p>', page, re.S).group(1)
     assert "round 1 (" in rounds and ("flipped at round" in rounds or "No decision flipped" in rounds)
     budget = re.search(r'<p id="budget">(.*?)</p>', page, re.S).group(1)

@@ -76,6 +76,10 @@ def check_sweep(cfg: SweepConfig) -> list[str]:
         return [f".search.mode: {name!r} is not a mode; known modes: {', '.join(MODES)}"] + problems
     if cfg.search.partition and name != "subset_scan":
         problems.append(".search.partition: applies to mode subset_scan only")
+    if cfg.search.trial_budget is not None and name != "leak_threshold":
+        problems.append(
+            f".search.trial_budget: {cfg.search.trial_budget} applies to mode leak_threshold only; remove it"
+        )
     return MODES[name].check(cfg) + problems + judge_corrected_problems(cfg)
 
 

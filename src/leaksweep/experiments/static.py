@@ -177,17 +177,7 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         clean_samples=samples(runs_of(runs, clean), trait),
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
-    fit = (
-        dose.fit_dose_response(
-            [f for f, _ in points],
-            [float(sum(x.traits[trait]["score"] for x in r) / len(r)) for _, r in points],
-            score_runs=[values(r, trait) for _, r in points],
-            seed=0,
-            min_effect=s.min_effect,
-        )
-        if s.fit_curves and len(points) >= 3
-        else {"fit": "skipped"}
-    )
+    fit = fit_points(points, s)
     return {
         "subset": subset,
         "trait": trait,
@@ -198,6 +188,19 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         "fit": jsonable(fit),
         "trials_spent": sum(len(r) for _, r in points),
     }
+
+
+def fit_points(points: list[tuple[float, list[Run]]], s: Settings) -> dict:
+    """The logistic fit (with the min_effect dose) over (fraction, runs) points; {"fit": "skipped"} when off."""
+    if not (s.fit_curves and len(points) >= 3):
+        return {"fit": "skipped"}
+    return dose.fit_dose_response(
+        [f for f, _ in points],
+        [float(sum(x.traits[s.trait]["score"] for x in r) / len(r)) for _, r in points],
+        score_runs=[values(r, s.trait) for _, r in points],
+        seed=0,
+        min_effect=s.min_effect,
+    )
 
 
 def transfer_table(runs: list[Run], b: Builder, s: Settings, conditions: list[Condition]) -> dict:

@@ -3,7 +3,8 @@ on the rungs it ran (the threshold and a dose-response fit over them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from leaksweep.config import SweepConfig
 from leaksweep.experiments.conditions import (
@@ -21,7 +22,7 @@ from leaksweep.experiments.conditions import (
     settings_for,
     sufficiency,
 )
-from leaksweep.experiments.static import dose_response
+from leaksweep.experiments.static import dose_response, fit_points
 
 TOP_SEED_FACTOR = 3  # an inconclusive top rung gets more seeds, up to this many times `seeds`, before "no leak"
 
@@ -39,7 +40,11 @@ class ThresholdSearch:
     Each test is a sufficiency test of patch_insert(subset, f) against the all-clean baseline, made
     with every run so far (so a decision can flip as runs arrive: conclude replays the rounds and
     reports each round's decisions and every flip). The threshold is then reported by fixed-sequence
-    testing over the rungs actually run, beside the fitted dose where the effect reaches min_effect.
+    testing over the rungs actually run, beside the fitted dose where the effect reaches min_effect,
+    which is called precise when its interval lies within value / dose_precision .. value x
+    dose_precision, else reported as imprecise with its interval. With max_trials (search.trial_budget)
+    the search never spends more trials than that (it may cut the bisection short), and once the
+    bisection is done it spends what is left around an imprecise fitted dose (_refine).
     """
 
     subset: str
@@ -47,6 +52,11 @@ class ThresholdSearch:
     builder: Builder
     settings: Settings
     mode: str = "leak_threshold"
+    dose_precision: float | None = (
+        1.5  # the fitted dose is precise when its interval lies within value / p .. value * p
+    )
+    max_trials: int | None = None  # budget for refining an imprecise fitted dose; None: no refinement
+    _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _decision(self, runs: list[Run], f: float):
         return sufficiency(
@@ -77,6 +87,13 @@ class ThresholdSearch:
         return [req for c in (self.builder.all_clean(), top) for req in missing(runs, c, seeds)]
 
     def next_round(self, runs: list[Run]) -> list[Request]:
+        """The next round's requests; with max_trials, cut so the search never spends more (the first round whole)."""
+        requests = self._next(runs)
+        if self.max_trials is None or not runs:
+            return requests
+        return requests[: max(0, self.max_trials - len(runs))]
+
+    def _next(self, runs: list[Run]) -> list[Request]:
         b, seeds = self.builder, self.settings.seed_range
         first = [
             req
@@ -94,7 +111,40 @@ class ThresholdSearch:
             if need:
                 return need
             lo, hi = (lo, mid) if self._passed(runs, self.ladder[mid]) else (mid, hi)
-        return [req for f in self._fit_rungs(hi) for req in missing(runs, b.patch_insert(self.subset, f), seeds)]
+        fit_rungs = [req for f in self._fit_rungs(hi) for req in missing(runs, b.patch_insert(self.subset, f), seeds)]
+        return fit_rungs or self._refine(runs, hi)
+
+    def _fitted_dose(self, runs: list[Run]):
+        """The fit's min_effect dose (an Estimate, or None) over `runs`, cached: rounds() replays the same runs."""
+        key = frozenset((r.condition.key(), r.seed) for r in runs)
+        if key not in self._fits:
+            b = self.builder
+            present = [(f, runs_of(runs, b.patch_insert(self.subset, f))) for f in self.ladder]
+            points = [(0.0, runs_of(runs, b.all_clean()))] + [(f, r) for f, r in present if r]
+            self._fits[key] = fit_points(points, self.settings).get("ed_min_effect")
+        return self._fits[key]
+
+    def _refine(self, runs: list[Run], hi: int) -> list[Request]:
+        """More runs where they inform the fitted min_effect dose, while its interval is wider than dose_precision.
+
+        Only with a budget (max_trials), which next_round enforces. Each round, the all-clean baseline (tau0, which the effect is
+        counted from) and the ladder rungs nearest value / p, value and value x p (p = dose_precision;
+        the threshold rung stands in for the value while the fit has none) are brought up to `seeds`
+        more seeds than the least-run of them, until the fitted dose's interval lies within
+        value / p .. value x p or the budget is spent. Refinement rungs do not enter the bisection; the
+        fixed-sequence threshold and the fit use them like any other rung that was run.
+        """
+        s, b, p = self.settings, self.builder, self.dose_precision
+        if not p or self.max_trials is None or not s.fit_curves or s.min_effect <= 0 or len(runs) >= self.max_trials:
+            return []
+        ed = self._fitted_dose(runs)
+        if ed is not None and interval_ratio(ed.value, ed.low, ed.high) <= p:
+            return []
+        centre = ed.value if ed is not None else self.ladder[hi]
+        rungs = sorted({min(self.ladder, key=lambda f: abs(math.log(f / x))) for x in (centre / p, centre, centre * p)})
+        targets = [b.all_clean()] + [b.patch_insert(self.subset, f) for f in rungs]
+        level = min(len(runs_of(runs, c)) for c in targets) + s.seeds
+        return [req for c in targets for req in missing(runs, c, range(level))]
 
     def _fit_rungs(self, hi: int) -> list[float]:
         """Rungs a third and two thirds of the way (in ladder steps) from the threshold rung to the top.
@@ -125,6 +175,9 @@ class ThresholdSearch:
         result = dose_response(runs, b, s, self.subset, self.ladder)
         rounds = self.rounds(runs)
         fit = result.get("fit") or {}
+        precision = self.precision(fit.get("ed_min_effect"), len(runs))
+        if precision is not None:
+            fit["ed_min_effect_precision"] = precision
         return {
             "mode": self.mode,
             "trials_spent": len(runs),
@@ -134,6 +187,7 @@ class ThresholdSearch:
             "threshold": result["threshold"]["threshold"],
             "threshold_fitted": fit.get("ed_min_effect"),
             "threshold_fitted_reason": fit.get("ed_min_effect_reason") or _no_fit_reason(fit),
+            "threshold_fitted_precision": precision,
             "rounds": [
                 {**r, "decisions": [{"fraction": f, "passed": p} for f, p in r["decisions"].items()]} for r in rounds
             ],
@@ -141,6 +195,50 @@ class ThresholdSearch:
             "alpha": s.alpha,
             "min_effect": s.min_effect,
         }
+
+    def precision(self, ed: dict | None, trials: int) -> dict | None:
+        """Whether the fitted dose's interval lies within value / dose_precision .. value * dose_precision, and
+        a statement saying so (an imprecise dose is reported with its interval, as imprecise); None without one."""
+        if ed is None or not self.dose_precision:
+            return None
+        ratio = interval_ratio(ed["value"], ed["low"], ed["high"])
+        precise = ratio <= self.dose_precision
+        shown = f"{ed['value']:.3g} [{ed['low']:.3g}, {_bound(ed['high'])}]"
+        budget = (
+            f"search.trial_budget {self.max_trials}"
+            if self.max_trials is not None
+            else "no search.trial_budget set: give one to spend more trials on the dose"
+        )
+        if precise:
+            statement = (
+                f"The fitted dose {shown} is precise: its interval reaches {ratio:.2f}x from the estimate, "
+                f"within the {self.dose_precision:g}x asked (search.dose_precision)."
+            )
+        else:
+            statement = (
+                f"The fitted dose {shown} is imprecise: its interval reaches {_bound(ratio, 'x')} from the "
+                f"estimate, wider than the {self.dose_precision:g}x asked (search.dose_precision), after {trials} "
+                f"trials ({budget}). Read it as somewhere in its interval."
+            )
+        return {
+            "precise": precise,
+            "ratio": ratio if math.isfinite(ratio) else None,
+            "asked": self.dose_precision,
+            "trials": trials,
+            "budget": self.max_trials,
+            "statement": statement,
+        }
+
+
+def interval_ratio(value: float | None, low: float | None, high: float | None) -> float:
+    """How far (as a factor) the interval reaches from the estimate: max(value / low, high / value); inf if unbounded."""
+    if value is None or low is None or high is None or not (0 < low <= value <= high) or not math.isfinite(high):
+        return math.inf
+    return max(value / low, high / value)
+
+
+def _bound(x: float | None, unit: str = "") -> str:
+    return f"{x:.3g}{unit}" if x is not None and math.isfinite(x) else "unbounded"
 
 
 def _no_fit_reason(fit: dict) -> str | None:
@@ -173,8 +271,26 @@ def flips(rounds: list[dict]) -> list[dict]:
 
 
 def make(cfg: SweepConfig, sources: list[str]) -> ThresholdSearch:
-    return ThresholdSearch(cfg.search.subsets[0], list(cfg.search.ladder), builder_for(cfg), settings_for(cfg))
+    s = cfg.search
+    return ThresholdSearch(
+        s.subsets[0],
+        list(s.ladder),
+        builder_for(cfg),
+        settings_for(cfg),
+        dose_precision=s.dose_precision,
+        max_trials=s.trial_budget,
+    )
 
 
 def check(cfg: SweepConfig) -> list[str]:
-    return needs_subsets(cfg) + one_subset(cfg) + needs_ladder(cfg)
+    return needs_subsets(cfg) + one_subset(cfg) + needs_ladder(cfg) + _budget_problems(cfg)
+
+
+def _budget_problems(cfg: SweepConfig) -> list[str]:
+    s = cfg.search
+    if s.trial_budget is not None and s.trial_budget < 3 * s.seeds:
+        return [
+            f".search.trial_budget: {s.trial_budget} is below the first round's {3 * s.seeds} trials (all-clean, "
+            f"all-teacher and the top rung at seeds {s.seeds}); raise it, or leave it out for the full ladder's trials"
+        ]
+    return []

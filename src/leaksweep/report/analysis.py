@@ -255,8 +255,18 @@ def _rounds(analysis: dict) -> str:
     )
 
 
-# the top-level threshold keys repeat the dose-response's (threshold_fitted: its fit's ed_min_effect)
-@kind("dose_response", "dose_response", "threshold", "threshold_fitted", "threshold_fitted_reason", "rounds", "flipped")
+# the top-level threshold keys repeat the dose-response's (threshold_fitted: its fit's ed_min_effect, with its
+# precision: threshold_fitted_precision, the fit's ed_min_effect_precision)
+@kind(
+    "dose_response",
+    "dose_response",
+    "threshold",
+    "threshold_fitted",
+    "threshold_fitted_reason",
+    "threshold_fitted_precision",
+    "rounds",
+    "flipped",
+)
 def _dose_response(view: SweepView) -> list[str]:
     a = view.analysis or {}
     return ["<h2>Dose-response</h2>", dose_section(a) + _rounds(a)] if a.get("dose_response") else []

@@ -192,6 +192,7 @@ def _fitted_dose_sentence(fit: dict) -> str:
             f" The fitted dose at which the effect reaches min effect {g(fit.get('min_effect'))} is "
             f"<b>{est(fit['ed_min_effect'])}</b> (logistic fit; interval from its bootstrap refits); the rung "
             f"above is the smallest tested dose shown to exceed it, so it sits above this dose."
+            + (f" {esc(fit['ed_min_effect_precision']['statement'])}" if fit.get("ed_min_effect_precision") else "")
         )
     if fit.get("ed_min_effect_reason"):
         return f" No fitted dose for min effect: {esc(fit['ed_min_effect_reason'])}."
