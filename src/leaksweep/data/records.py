@@ -135,7 +135,7 @@ def read_hf(spec: str, key: str | None = None) -> tuple[Any, str | None]:
     return loaded, revision
 
 
-def input_identity(spec: str | Path) -> dict:
+def input_identity(spec: str | Path, file_digest=file_sha256) -> dict:
     """A data input's content identity, for cache keys: a changed input gives another identity, the
     same content the same one (JSON-able; compare or hash the whole dict).
 
@@ -147,12 +147,13 @@ def input_identity(spec: str | Path) -> dict:
       fingerprint of the split, and sha256 over its cached arrow files. This loads the dataset as
       `read_records` does (online unless offline mode is on; cached after the first time).
 
+    `file_digest(path)` hashes one file (the data cache passes one that remembers settled files).
     A missing input is a UserError, as in `read_records`."""
     if is_hf_spec(str(spec)):
         loaded, revision = read_hf(str(spec))
         repo, split = parse_hf_spec(str(spec))
         files = sorted({Path(f["filename"]) for f in loaded.cache_files})
-        digest, size = _files_digest([(f.name, f) for f in files])
+        digest, size = _files_digest([(f.name, f) for f in files], file_digest)
         return {
             "kind": "hf",
             "spec": str(spec),
@@ -168,16 +169,16 @@ def input_identity(spec: str | Path) -> dict:
         raise UserError(f"{path}: no such file or folder; fix the path in the sweep's `data:` section")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
-        digest, size = _files_digest([(p.relative_to(path).as_posix(), p) for p in files])
+        digest, size = _files_digest([(p.relative_to(path).as_posix(), p) for p in files], file_digest)
         return {"kind": "hf_folder", "path": str(path.resolve()), "sha256": digest, "size": size}
     return {"kind": "file", "path": str(path.resolve()), "sha256": file_sha256(path), "size": path.stat().st_size}
 
 
-def _files_digest(named: list[tuple[str, Path]]) -> tuple[str, int]:
+def _files_digest(named: list[tuple[str, Path]], file_digest=file_sha256) -> tuple[str, int]:
     """sha256 over (name, sha256 of content) of each file in order, and their total size."""
     digest, size = hashlib.sha256(), 0
     for name, file in named:
-        digest.update(f"{name}\0{file_sha256(file)}\n".encode())
+        digest.update(f"{name}\0{file_digest(file)}\n".encode())
         size += file.stat().st_size
     return digest.hexdigest(), size
 

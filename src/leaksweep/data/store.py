@@ -49,7 +49,7 @@ def input_identity(spec: str, known: dict | None = None) -> dict:
     is not trusted (a second write in the same clock tick would keep the stat), as git does."""
     path = Path(spec)
     if is_hf_spec(str(spec)) or path.is_dir():
-        return records.input_identity(spec)  # a Hub dataset or a saved datasets folder
+        return records.input_identity(spec, lambda file: _digest(file, known))  # a Hub dataset or a saved folder
     if not path.is_file():
         return {"path": str(path), "missing": True}  # load_dataset names the missing file
     return {"path": str(path), "size": path.stat().st_size, "sha256": _digest(path, known)}
