@@ -372,6 +372,7 @@ def rejudge(sweep_dir: str, traits: tuple[str, ...], sweep_file: str | None, no_
         f"{done.judge_calls} judge call(s), {done.cached} verdict(s) from the cache"
         + (f"; {done.skipped} trial(s) had no saved samples" if done.skipped else "")
     )
+    click.echo(f"Optuna study: {done.study}")
     written = write_report(folder)
     click.echo(written)
     if not no_wandb:

@@ -43,6 +43,15 @@ def teacher_scores(folder: Path) -> dict[str, float]:
     return {r["plan"]["base"]: r["traits"]["date_confusion"]["score"] for r in results}
 
 
+def study_values(folder: Path) -> dict[int, list[float]]:
+    """Each COMPLETE trial's values as the Optuna study holds them."""
+    from leaksweep.study import storage
+    from leaksweep.study.prepare import load_sweep_dir
+
+    study = storage.load_study(folder, load_sweep_dir(folder))
+    return {r.number: list(r.values) for r in storage.trials(study, "COMPLETE")}
+
+
 def test_rejudge_rescores_saved_samples_and_asks_no_judge_twice(tmp_path):
     cli("sweep", str(sweep_file(tmp_path, "rule")), "--no-wandb")
     folder = tmp_path / "rj"
@@ -68,6 +77,12 @@ def test_rejudge_rescores_saved_samples_and_asks_no_judge_twice(tmp_path):
     assert analysis["teachers"]["teacher"]["date_confusion"]["value"] == pytest.approx(after["teacher"])
     assert json.loads((folder / "sweep.json").read_text())["traits"]["date_confusion"]["judge"] == {"regex": "qqqq"}
     assert "regex:qqqq" in (folder / "report.html").read_text()
+    # the Optuna study was rebuilt from the re-judged folders: its values are the new judge's
+    assert "Optuna study: rebuilt from the trial folders" in changed
+    assert list(folder.glob("optuna.journal.rejudged-*"))  # the old journal is kept
+    assert study_values(folder) == {
+        int(p.parent.name): json.loads(p.read_text())["objectives"] for p in folder.glob("trials/*/result.json")
+    }
 
     again = cli("rejudge", str(folder), "--trait", "date_confusion", "--no-wandb").stdout
     assert re.search(r"\b0 judge call", again) and teacher_scores(folder) == after

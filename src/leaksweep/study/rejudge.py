@@ -8,9 +8,11 @@ last, each atomically, so a crash leaves a trial either re-judged or as it was; 
 rest. Then sweep.json takes the new judge (so the report and the W&B summary name it) and an
 experiment mode's conclusions are recomputed from the re-judged results.
 
-What does not follow: the values an Optuna study was told are final in Optuna's storage (it cannot
-re-tell a finished trial), so an optuna-mode study's own best-trial and Pareto views keep the old
-judge's values; the report's scores, tables and charts read the re-judged results.
+The Optuna study was told the old values, and Optuna cannot re-tell a finished trial: so when the study
+is a journal file and no trial is in flight, it is rebuilt from the re-judged trial folders
+(study/repair.py; the old journal is kept as optuna.journal.rejudged-<stamp>), and its best trial,
+Pareto front and dashboard show the new judge's values. A study in a database keeps the old values
+(the report, which reads the trial folders, does not), and the command says so.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from leaksweep.study.prepare import load_sweep_dir
 from leaksweep.traits.cache import VerdictCache
 from leaksweep.traits.evalset import Trait
 from leaksweep.traits.scoring import score_samples
+from leaksweep.traits.subset_judge import SubsetJudges
 from leaksweep.trial import TrialSpec, objectives, prepare_data
 
 # Fields of a trait that only change how its samples are judged: anything else (prompts, samples per
@@ -39,6 +42,7 @@ JUDGING_FIELDS = ("judge", "kind", "max_unjudged_share", "calibration")
 
 @dataclass
 class RejudgeOutcome:
+    study: str = ""  # what happened to the Optuna study's values (rebuilt, or why not)
     trials: int = 0  # trials re-scored
     skipped: int = 0  # complete trials without saved samples of the trait (simulated runners)
     samples: int = 0  # samples re-scored
@@ -51,7 +55,8 @@ def rejudge(sweep_dir: Path, traits: list[str], new_cfg: SweepConfig | None = No
     judges, else the sweep's own judges are reapplied (e.g. after a judge's version changed)."""
     folder = SweepDir(sweep_dir)
     cfg = _with_new_judges(load_sweep_dir(folder.path), traits, new_cfg)
-    prepared = prepare_data(cfg)
+    # the trials' data, through the folder's data cache; judge subsets read the verdicts prepare saved
+    prepared = prepare_data(cfg, SubsetJudges.for_trials(folder.judgments), folder.data_cache)
     outcome = RejudgeOutcome()
     complete = folder.complete()
     with Progress(len(complete), "rejudge", "trials") as bar:
@@ -59,8 +64,26 @@ def rejudge(sweep_dir: Path, traits: list[str], new_cfg: SweepConfig | None = No
             _rejudge_trial(trial, {t: prepared.traits[t] for t in traits}, outcome)
             bar.update(1)
     write_json(folder.sweep_file, {**read_json(folder.sweep_file), "traits": to_dict(cfg.traits)})
+    outcome.study = _retell(folder, cfg) if outcome.trials else "unchanged (no trial was re-scored)"
     _reconclude(folder, cfg)
     return outcome
+
+
+def _retell(folder: SweepDir, cfg: SweepConfig) -> str:
+    """Rebuild a journal study from the re-judged folders, so its values are the new judge's."""
+    from leaksweep.study import storage
+    from leaksweep.study.repair import repair
+
+    if storage.journal_path(cfg.search.storage, folder.path) is None:
+        return "keeps the old values (a database study cannot be re-told; the report reads the new ones)"
+    in_flight = [t.name for t in folder.trials() if not t.is_complete() and not t.error.is_file()]
+    if in_flight:
+        return (
+            f"keeps the old values: trial(s) {', '.join(in_flight)} are still running; when they finish, rerun "
+            "this command to rebuild the study (no judge is asked twice)"
+        )
+    done = repair(folder.path, superseded_by="rejudged")
+    return f"rebuilt from the trial folders with the new values (the old journal is kept as {done['kept']})"
 
 
 def _with_new_judges(cfg: SweepConfig, traits: list[str], new_cfg: SweepConfig | None) -> SweepConfig:

@@ -120,8 +120,12 @@ def _journal_is_whole(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0 and storage.journal_problem(path) is None
 
 
-def repair(sweep_dir: Path) -> dict:
-    """Rebuild the study of `sweep_dir` from its trial folders; what was done, for the command to print."""
+def repair(sweep_dir: Path, superseded_by: str | None = None) -> dict:
+    """Rebuild the study of `sweep_dir` from its trial folders; what was done, for the command to print.
+
+    Without `superseded_by` only a damaged journal is rebuilt (a whole one is refused). With it (e.g.
+    "rejudged": the results changed after the study was told them) a whole journal is rebuilt too, and
+    the old one kept as NAME.<superseded_by>-<UTC stamp>."""
     folder = SweepDir(sweep_dir)
     cfg = load_sweep_dir(folder.path)
     path = storage.journal_path(cfg.search.storage, folder.path)
@@ -131,11 +135,16 @@ def repair(sweep_dir: Path) -> dict:
             "`leaksweep repair` does not rebuild (it rebuilds a journal file from the trial folders)"
         )
     with ask_lock(folder.path):
-        if _journal_is_whole(path):
+        if superseded_by is None and _journal_is_whole(path):
             raise UserError(f"{path}: the journal is whole (every line parses); nothing to repair")
         kept = None
         if path.exists():
-            kept = SweepDir.damaged_copy(path, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            kept = (
+                SweepDir.damaged_copy(path, stamp)
+                if superseded_by is None
+                else path.with_name(f"{path.name}.{superseded_by}-{stamp}")
+            )
             os.replace(path, kept)
         storage.create_study(cfg, folder.path, folder.folder_lock().kind, rebuilding=True)
         study = storage.load_study(folder.path, cfg)
