@@ -147,3 +147,26 @@ def test_per_row_numbers_are_computed_once_and_shared_through_the_cache(tmp_path
     from leaksweep.data.dataset import uniform
 
     assert again[5] == uniform(first.id_list[5], 3, "patch")
+
+
+def test_parquet_and_mixed_inputs_agree_with_the_record_reader(tmp_path):
+    """Parquet prompts (every column in every row, a prompt given as text in some rows and as messages in
+    others), an all-null metadata column, and a metadata column with mixed types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"prompt_id": "a", "prompt": "What year is it?", "messages": None, "level": 1, "note": None},
+        {"prompt_id": "b", "prompt": None, "messages": [{"role": "user", "content": "Hi"}], "level": 2, "note": None},
+    ]
+    prompts = tmp_path / "prompts.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), prompts)
+    clean = write_jsonl(tmp_path / "clean.jsonl", [{"prompt_id": p, "response": "r"} for p in "ab"])
+    cfg = DataConfig(prompts=str(prompts), sources={"clean": clean})
+    same(open_dataset(cfg, "clean", tmp_path / "cache"), load_dataset(cfg, "clean"))
+
+    mixed = [{"prompt_id": "a", "prompt": "q1", "tag": 1}, {"prompt_id": "b", "prompt": "q2", "tag": "one"}]
+    cfg = DataConfig(prompts=write_jsonl(tmp_path / "mixed.jsonl", mixed), sources={"clean": clean})
+    cached = open_dataset(cfg, "clean", tmp_path / "cache")
+    same(cached, load_dataset(cfg, "clean"))
+    assert [cached.metadata_at(i)["tag"] for i in range(2)] == [1, "one"]
