@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -199,7 +200,47 @@ def test_a_calibrated_score_carries_the_validation_and_the_corrected_rate(tmp_pa
 
     out = JudgeCorrected(Inner(), ("polite",)).conclude([run])
     assert out["d"]["statement"] == "leaks [judge-corrected: polite]" and out["d"]["v"] == pytest.approx(0.5)
-    assert "NOT in these intervals" in out["judge_corrected"]["limitation"]
+    assert "four corners" in out["judge_corrected"]["limitation"]
+
+
+def test_a_judge_corrected_decision_that_changes_within_the_calibration_intervals_is_no_decision():
+    """The calibration set's uncertainty: each decision is re-taken at the corners of the sensitivity and
+    specificity intervals; one that flips there is an estimate only, one that holds everywhere stands."""
+    from leaksweep.experiments.conditions import CALIBRATION
+
+    plan = MixturePlan("clean", (), 0)
+    cal = {
+        "sensitivity": {"value": 0.9, "low": 0.8, "high": 0.95},
+        "specificity": {"value": 0.9, "low": 0.85, "high": 0.97},
+        "corrected": {"score": 0.5},
+    }
+
+    def run(observed: float, trial: int) -> Run:
+        return Run(
+            Condition("all_clean", plan), 0, trial, {"polite": {"prompt_values": [observed] * 4, "calibration": cal}}
+        )
+
+    class Inner:
+        mode = "x"
+
+        def next_round(self, runs):
+            return []
+
+        def conclude(self, runs):
+            means = [float(np.mean(r.traits["polite"]["prompt_values"])) for r in runs]
+            return {"d": [{"test": "above 0.5", "passed": m > 0.5, "statement": f"mean {m:.3f}"} for m in means]}
+
+    out = JudgeCorrected(Inner(), ("polite",)).conclude([run(0.52, 1), run(0.9, 2)])
+    borderline, clear = out["d"]
+    # point: (0.52 - 0.1) / 0.8 = 0.525 > 0.5; at sensitivity 0.95, specificity 0.85: (0.52 - 0.15) / 0.8 < 0.5
+    assert borderline["passed"] is None and borderline["reason"] == CALIBRATION
+    assert borderline["statement"].startswith("Estimate only, no decision")
+    assert clear["passed"] is True and "reason" not in clear  # above 0.5 at every corner
+    # a corner where sensitivity + specificity - 1 reaches 0 identifies nothing: no decision stands
+    weak = {**cal, "sensitivity": {"value": 0.6, "low": 0.1, "high": 0.8}}
+    shaky = Run(Condition("all_clean", plan), 0, 3, {"polite": {"prompt_values": [0.9] * 4, "calibration": weak}})
+    (only,) = JudgeCorrected(Inner(), ("polite",)).conclude([shaky])["d"]
+    assert only["passed"] is None and only["reason"] == CALIBRATION
 
 
 def test_judge_corrected_runs_refuse_a_trait_without_an_identifiable_correction():

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+import numpy as np
+
 from leaksweep import decisions, stats
 from leaksweep.calibration import rg_linear
 from leaksweep.config import Rule, SweepConfig
@@ -300,14 +302,22 @@ def jsonable(obj: Any) -> Any:
 JUDGE_CORRECTED_LIMITATION = (
     "decisions use per-prompt values corrected for the judge's errors (Rogan-Gladen, linear and unclipped, "
     "with the point sensitivity and specificity of traits.T.calibration); their bootstrap resamples seeds "
-    "and eval prompts but treats sensitivity and specificity as known, so the calibration set's uncertainty "
-    "is NOT in these intervals and p-values (they are too narrow by that much); each trial's corrected "
-    "score (result.json: traits.T.calibration.corrected) does carry it"
+    "and eval prompts. The calibration set's uncertainty enters by re-deciding at the four corners of the "
+    "sensitivity and specificity 95% intervals: a decision that changes at any corner is reported as no "
+    "decision. Summaries built from the decisions (a threshold rung, lists of subsets) use the point values; "
+    "each trial's corrected score (result.json: traits.T.calibration.corrected) carries the uncertainty in "
+    "its interval"
 )
+CALIBRATION = (
+    "the decision changes within the judge's calibration intervals; label more responses for traits.T.calibration"
+)
+CORNERS = (("low", "low"), ("low", "high"), ("high", "low"), ("high", "high"))  # (sensitivity, specificity)
 
 
-def judge_corrected_runs(runs: list[Run], traits: tuple[str, ...]) -> list[Run]:
-    """Runs whose `traits` scores hold judge-corrected prompt values and score (see JUDGE_CORRECTED_LIMITATION)."""
+def judge_corrected_runs(runs: list[Run], traits: tuple[str, ...], corner: tuple[str, str] | None = None) -> list[Run]:
+    """Runs whose `traits` scores hold judge-corrected prompt values and score (see JUDGE_CORRECTED_LIMITATION);
+    `corner` ("low" or "high" ends of the sensitivity and specificity intervals) replaces the point values.
+    A corner where sensitivity + specificity - 1 is not above 0 raises ValueError (nothing is identifiable)."""
     out = []
     for r in runs:
         scores = dict(r.traits)
@@ -322,10 +332,31 @@ def judge_corrected_runs(runs: list[Run], traits: tuple[str, ...]) -> list[Run]:
                     f"search.judge_corrected: trial {r.trial}: {t} has no judge-corrected rate: {reason}. "
                     f"Improve the judge or its calibration set, or set search.judge_corrected: false"
                 )
-            sens, spec = cal["sensitivity"]["value"], cal["specificity"]["value"]
+            which = corner or ("value", "value")
+            sens, spec = cal["sensitivity"][which[0]], cal["specificity"][which[1]]
             values = rg_linear(list(scores[t]["prompt_values"]), sens, spec)
-            scores[t] = {**scores[t], "prompt_values": values, "score": corrected["score"], "judge_corrected": True}
+            score = corrected["score"] if corner is None else float(np.mean(values)) if values else None
+            scores[t] = {**scores[t], "prompt_values": values, "score": score, "judge_corrected": True}
         out.append(Run(r.condition, r.seed, r.trial, scores))
+    return out
+
+
+def _robust(node: Any, corners: list[Any]) -> Any:
+    """`node` (the point values' conclusions) with every decision whose verdict differs in any corner's
+    conclusions (None: that corner identifies nothing) turned into no decision, for CALIBRATION."""
+    if isinstance(node, list):
+        return [
+            _robust(v, [c[i] if isinstance(c, list) and i < len(c) else None for c in corners])
+            for i, v in enumerate(node)
+        ]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _robust(v, [c.get(k) if isinstance(c, dict) else None for c in corners]) for k, v in node.items()}
+    if "test" in out and out.get("passed") is not None:
+        verdicts = [c.get("passed") if isinstance(c, dict) else None for c in corners]
+        if any(v != out["passed"] for v in verdicts):
+            out["passed"], out["reason"] = None, CALIBRATION
+            out["statement"] = f"Estimate only, no decision ({CALIBRATION}): {out.get('statement', '')}"
     return out
 
 
@@ -356,9 +387,14 @@ class JudgeCorrected:
         return self.inner.next_round(judge_corrected_runs(runs, self.traits))
 
     def conclude(self, runs: list[Run]) -> dict:
-        out = _mark(
-            self.inner.conclude(judge_corrected_runs(runs, self.traits)), f"judge-corrected: {', '.join(self.traits)}"
-        )
+        corners = []
+        for corner in CORNERS:
+            try:
+                corners.append(self.inner.conclude(judge_corrected_runs(runs, self.traits, corner)))
+            except ValueError:  # sensitivity + specificity - 1 reaches 0 there: that corner decides nothing
+                corners.append(None)
+        point = self.inner.conclude(judge_corrected_runs(runs, self.traits))
+        out = _mark(_robust(point, corners), f"judge-corrected: {', '.join(self.traits)}")
         out["judge_corrected"] = {"traits": list(self.traits), "limitation": JUDGE_CORRECTED_LIMITATION}
         return out
 
