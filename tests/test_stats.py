@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leaksweep.decisions import Decision, fixed_sequence_threshold, holm, leak_in, necessity, sufficiency, transfer
-from leaksweep.dose import fit_dose_response
+from leaksweep.dose import effect_dose_design, fit_dose_response, log10_effect_dose, logistic
 from leaksweep.stats import (
     Z_95,
     Estimate,
@@ -413,6 +413,69 @@ def test_fit_on_a_flat_line_reports_flat_without_raising():
     assert few["fit"] == "insufficient" and few["ed50"] is None
     with pytest.raises(ValueError):
         fit_dose_response([0.1, 2.0], [0.1, 0.2])
+
+
+def test_fit_weights_count_each_point_by_its_runs():
+    clean = [_curve(f) for f in FRACTIONS]
+    off = clean[:]
+    off[4] += 0.15  # one point far off the curve
+    plain = fit_dose_response(FRACTIONS, off, n_boot=5)
+    same = fit_dose_response(FRACTIONS, off, n_boot=5, weights=[3.0] * len(FRACTIONS))
+    assert same["params"]["log10_ed50"] == pytest.approx(plain["params"]["log10_ed50"], abs=1e-6)  # scale-free
+    # the off point is one run, every other point a hundred: the fit follows the many
+    heavy = fit_dose_response(FRACTIONS, off, n_boot=5, weights=[100.0] * 4 + [1.0] + [100.0] * 3)
+    error = lambda out: abs(out["params"]["log10_ed50"] - math.log10(0.05))  # noqa: E731
+    assert error(heavy) < error(plain) / 3
+    for bad in ([1.0] * 3, [1.0] * 7 + [0.0], [1.0] * 7 + [math.nan]):
+        with pytest.raises(ValueError, match="weights"):
+            fit_dose_response(FRACTIONS, clean, weights=bad)
+
+
+SHALLOW = {"bottom": 0.1, "top": 0.4, "slope_per_decade": 1.5, "log10_ed50": math.log10(0.2)}
+
+
+def _dose_variance(params: dict, doses: list[float], counts: list[float], min_effect: float) -> float:
+    """Delta-method variance of log10 of the min_effect dose for runs at `doses` (unit noise), with the
+    curve's derivatives and the dose's gradient taken by finite differences (independent of dose.py's)."""
+    keys = ("bottom", "top", "slope_per_decade", "log10_ed50")
+
+    def nudged(k: str, h: float) -> dict:
+        return {**params, k: params[k] + h}
+
+    h = 1e-6
+    rows = np.array([[(logistic(nudged(k, h), x) - logistic(nudged(k, -h), x)) / (2 * h) for k in keys] for x in doses])
+    grad = np.array(
+        [
+            (log10_effect_dose(nudged(k, h), min_effect) - log10_effect_dose(nudged(k, -h), min_effect)) / (2 * h)
+            for k in keys
+        ]
+    )
+    info = (rows * np.asarray(counts, dtype=float)[:, None]).T @ rows
+    return float(grad @ np.linalg.solve(info, grad))
+
+
+def test_effect_dose_design_pins_the_dose_better_than_runs_at_the_dose():
+    doses = [0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+    counts = [3] * len(doses)
+    target = 10 ** log10_effect_dose(SHALLOW, 0.05)  # ~0.024, deep in the curve's lower tail
+    picks = effect_dose_design(SHALLOW, doses, counts, doses, 0.05, picks=4, batch=3)
+    assert len(picks) == 4 and all(0 <= i < len(doses) for i in picks)
+    designed = [n + 3 * picks.count(i) for i, n in enumerate(counts)]
+    at_dose = counts[:]
+    at_dose[min(range(len(doses)), key=lambda i: abs(math.log(max(doses[i], 1e-9) / target)))] += 12
+    before = _dose_variance(SHALLOW, doses, counts, 0.05)
+    after = _dose_variance(SHALLOW, doses, designed, 0.05)
+    assert after < _dose_variance(SHALLOW, doses, at_dose, 0.05) < before
+    # each greedy pick is the best single batch given the ones before it
+    for k, i in enumerate(picks):
+        base = [n + 3 * picks[:k].count(j) for j, n in enumerate(counts)]
+        tried = [
+            _dose_variance(SHALLOW, doses, [n + 3 * (j == c) for j, n in enumerate(base)], 0.05)
+            for c in range(len(doses))
+        ]
+        assert tried[i] == pytest.approx(min(tried), rel=1e-6)
+    # an effect that never reaches min_effect has no dose to pin
+    assert effect_dose_design({**SHALLOW, "top": 0.12}, doses, counts, doses, 0.05, picks=4, batch=3) == []
 
 
 def test_transfer_on_numbers():

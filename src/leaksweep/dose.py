@@ -69,8 +69,11 @@ def _bounds(fractions: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     return low, high
 
 
-def _grid_start(fractions: np.ndarray, scores: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Best (bottom, top, slope, log10 ED50) on a grid of slopes x ED50s, bottom and top solved by least squares.
+def _grid_start(
+    fractions: np.ndarray, scores: np.ndarray, low: np.ndarray, high: np.ndarray, sw: np.ndarray
+) -> np.ndarray:
+    """Best (bottom, top, slope, log10 ED50) on a grid of slopes x ED50s, bottom and top solved by least squares
+    (weighted: `sw` is the square root of each point's weight).
 
     For fixed slope and ED50 the curve is linear in bottom and top, so every grid cell is a 2x2
     solve; this finds the basin of the global optimum (rising or falling) without multi-starts.
@@ -84,6 +87,7 @@ def _grid_start(fractions: np.ndarray, scores: np.ndarray, low: np.ndarray, high
     log_f = np.log10(np.where(positive, fractions, 1.0))
     up = np.where(positive, expit(slope * (log_f - centre)), 0.0)  # weight of top; 1 - up weighs bottom
     down = 1 - up
+    up, down, scores = up * sw, down * sw, scores * sw  # weighted least squares: scale rows by sqrt(weight)
     # normal equations [[dd, du], [du, uu]] @ (bottom, top) = (down @ y, up @ y), solved per cell
     dd, du, uu = (down * down).sum(1), (down * up).sum(1), (up * up).sum(1)
     ry, uy = down @ scores, up @ scores
@@ -98,18 +102,19 @@ def _grid_start(fractions: np.ndarray, scores: np.ndarray, low: np.ndarray, high
     return np.array([bottom[best], top[best], slope[best, 0], centre[best, 0]])
 
 
-def _least_squares_logistic(fractions: np.ndarray, scores: np.ndarray, start: np.ndarray | None = None):
-    """(params, sse) of the bounded least-squares fit from `start` (default: the grid start), or None on failure."""
+def _least_squares_logistic(fractions: np.ndarray, scores: np.ndarray, sw: np.ndarray, start: np.ndarray | None = None):
+    """(params, weighted sse) of the bounded least-squares fit from `start` (default: the grid start), or None on
+    failure; `sw` is the square root of each point's weight."""
     from scipy.optimize import least_squares
 
     low, high = _bounds(fractions, scores)
-    x0 = _grid_start(fractions, scores, low, high) if start is None else start
+    x0 = _grid_start(fractions, scores, low, high, sw) if start is None else start
     inset = 1e-9 * (high - low)
     try:
         fit = least_squares(
-            lambda p: _logistic(p, fractions) - scores,
+            lambda p: (_logistic(p, fractions) - scores) * sw,
             np.clip(x0, low + inset, high - inset),
-            jac=lambda p: _logistic_jacobian(p, fractions),
+            jac=lambda p: _logistic_jacobian(p, fractions) * sw[:, None],
             bounds=(low, high),
             max_nfev=200,
         )
@@ -119,11 +124,12 @@ def _least_squares_logistic(fractions: np.ndarray, scores: np.ndarray, start: np
     return (fit.x, sse) if np.isfinite(sse) else None
 
 
-def _flat_p(scores: np.ndarray, sse: float) -> float:
-    """Extra-sum-of-squares F-test p-value of the 4-parameter curve against a constant."""
+def _flat_p(scores: np.ndarray, sse: float, w: np.ndarray) -> float:
+    """Extra-sum-of-squares F-test p-value of the 4-parameter curve against a constant (both weighted by w;
+    the degrees of freedom count points, not runs, which keeps the test conservative)."""
     from scipy.stats import f as f_dist
 
-    sse_flat = float(np.sum((scores - scores.mean()) ** 2))
+    sse_flat = float(np.sum(w * (scores - np.average(scores, weights=w)) ** 2))
     df_resid = len(scores) - 4
     if sse <= 1e-12 * max(sse_flat, 1e-300):
         return 0.0
@@ -146,11 +152,60 @@ def log10_effect_dose(params: dict, min_effect: float) -> float:
     return float(params["log10_ed50"]) + math.log(share / (1 - share)) / float(params["slope_per_decade"])
 
 
-def _fit_once(fractions: np.ndarray, scores: np.ndarray, start: np.ndarray | None = None) -> tuple[str, dict]:
-    """("ok" | "flat" | "failed", params) for one data set, fitted from `start` or the grid start."""
+def effect_dose_design(
+    params: dict,
+    doses: list[float],
+    counts: list[int],
+    candidates: list[float],
+    min_effect: float,
+    picks: int,
+    batch: int,
+) -> list[int]:
+    """Where `picks` batches of `batch` more runs each best pin the min_effect dose: indices into `candidates`
+    (a candidate may repeat), or [] when the fitted effect never reaches min_effect.
+
+    A greedy, locally c-optimal design: under the fitted curve, each pick is the candidate dose whose runs
+    most reduce the delta-method variance of log10 of the min_effect dose, with the runs so far (`counts`
+    runs at `doses`; dose 0 is the all-clean baseline) and the earlier picks counted. On a shallow curve
+    that is rarely the dose itself: the baseline and the rungs where the curve climbs fastest carry
+    more about where it crosses min_effect than runs where the effect is buried in seed noise.
+    """
+    theta = np.array([float(params[k]) for k in LOGISTIC_PARAMS])
+    bottom, top, slope, _ = theta
+    q = min_effect / (top - bottom) if top > bottom else 2.0
+    if not 0 < q < 1 or slope <= 0:
+        return []
+    grad = np.array(
+        [
+            1 / (slope * (1 - q) * (top - bottom)),
+            -1 / (slope * (1 - q) * (top - bottom)),
+            -math.log(q / (1 - q)) / slope**2,
+            1.0,
+        ]
+    )
+    seen = _logistic_jacobian(theta, np.asarray(doses, dtype=float))
+    info = (seen * np.asarray(counts, dtype=float)[:, None]).T @ seen
+    info += 1e-9 * max(float(np.trace(info)), 1e-12) * np.eye(4)  # a ridge: too few distinct doses leave it singular
+    rows = _logistic_jacobian(theta, np.asarray(candidates, dtype=float))
+    chosen = []
+    for _ in range(picks):
+        inverse = np.linalg.pinv(info)
+        u = rows @ inverse @ grad  # per candidate j' M^-1 g
+        v = np.einsum("ij,jk,ik->i", rows, inverse, rows)  # j' M^-1 j
+        gain = batch * u**2 / (1 + batch * v)  # Sherman-Morrison: how much the variance g' M^-1 g drops
+        best = int(np.argmax(gain))
+        chosen.append(best)
+        info += batch * np.outer(rows[best], rows[best])
+    return chosen
+
+
+def _fit_once(
+    fractions: np.ndarray, scores: np.ndarray, w: np.ndarray, start: np.ndarray | None = None
+) -> tuple[str, dict]:
+    """("ok" | "flat" | "failed", params) for one data set (points weighted by w), fitted from `start` or the grid start."""
     if _is_flat(scores):
         return "flat", {"p_flat": 1.0}
-    best = _least_squares_logistic(fractions, scores, start)
+    best = _least_squares_logistic(fractions, scores, np.sqrt(w), start)
     if best is None:
         return "failed", {}
     x, sse = best
@@ -162,7 +217,7 @@ def _fit_once(fractions: np.ndarray, scores: np.ndarray, start: np.ndarray | Non
         "log10_ed50": log_ed50,
         "log10_ed10": log_ed50 - _LOG10_9 / slope,
         "sse": sse,
-        "p_flat": _flat_p(scores, sse),
+        "p_flat": _flat_p(scores, sse, w),
     }
     return ("flat" if params["p_flat"] > _FLAT_P else "ok"), params
 
@@ -197,8 +252,12 @@ def fit_dose_response(
     seed: int = 0,
     level: float = 0.95,
     min_effect: float | None = None,
+    weights: list[float] | None = None,
 ) -> dict:
     """Logistic dose-response on log10(fraction), with ED10 / ED50 and bootstrap intervals.
+
+    `weights` (default: equal) weigh each point in the least squares: pass its number of runs, so a
+    rung run with 12 seeds counts four times one run with 3 (each point is a mean of its runs).
 
     With `min_effect` > 0, also "ed_min_effect": the fitted dose where tau(f) - tau0 (tau0 = the
     fitted bottom, what fraction 0 is fitted to) reaches min_effect, with the same refits' interval
@@ -219,6 +278,9 @@ def fit_dose_response(
         raise ValueError("fit_dose_response: need matching finite scores and fractions in [0, 1]")
     if score_runs is not None and len(score_runs) != len(f):
         raise ValueError("fit_dose_response: score_runs needs one entry per point")
+    w = np.ones(len(f)) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != f.shape or not (np.isfinite(w).all() and (w > 0).all()):
+        raise ValueError("fit_dose_response: weights need one positive finite value per point")
     out: dict = {
         "fit": "insufficient",
         "ed10": None,
@@ -232,12 +294,12 @@ def fit_dose_response(
         out["ed_min_effect"], out["min_effect"] = None, float(min_effect)
     if len(f) < 5 or len(np.unique(f[f > 0])) < 3:
         return out
-    status, params = _fit_once(f, y)
+    status, params = _fit_once(f, y, w)
     out["fit"], out["params"] = status, {**params, "n_points": len(f)}
     if status != "ok":
         return out
     x_hat = np.array([params[k] for k in ("bottom", "top", "slope_per_decade", "log10_ed50")])
-    boot = _refit_eds(f, _bootstrap_scores(y, _logistic(x_hat, f), score_runs, n_boot, seed), x_hat, min_effect)
+    boot = _refit_eds(f, _bootstrap_scores(y, _logistic(x_hat, f), score_runs, n_boot, seed), w, x_hat, min_effect)
     log_f = np.log10(f[f > 0])
     out["extrapolated"] = not log_f.min() <= params["log10_ed50"] <= log_f.max()
     out["n_boot_ok"] = len(boot)
@@ -245,7 +307,7 @@ def fit_dose_response(
         return out
     n_runs, n_prompts = run_sizes(*score_runs) if score_runs is not None else (0, 0)
     how = "runs then prompts" if score_runs is not None else "residuals"
-    method = f"logistic fit on log10 fraction; percentile bootstrap of refits ({how}, {len(boot)}/{n_boot} refits)"
+    method = f"logistic fit on log10 dose; percentile bootstrap of refits ({how}, {len(boot)}/{n_boot} refits)"
     out["ed10"] = _ed_estimate(params["log10_ed10"], boot[:, 0], level, method, n_runs, n_prompts)
     out["ed50"] = _ed_estimate(params["log10_ed50"], boot[:, 1], level, method, n_runs, n_prompts)
     if min_effect is not None:
@@ -270,13 +332,13 @@ def _add_effect_dose(out: dict, params: dict, boot: np.ndarray, min_effect: floa
 
 
 def _refit_eds(
-    fractions: np.ndarray, curves: np.ndarray, x_hat: np.ndarray, min_effect: float | None = None
+    fractions: np.ndarray, curves: np.ndarray, w: np.ndarray, x_hat: np.ndarray, min_effect: float | None = None
 ) -> np.ndarray:
     """(n_ok, 3) log10 ED10, ED50 and min-effect dose of each resampled curve, refitted from the full-data fit;
     inf where flat (and where the refit's effect never reaches min_effect; the third column is inf without one)."""
     rows = []
     for scores in curves:
-        status, params = _fit_once(fractions, scores, x_hat)
+        status, params = _fit_once(fractions, scores, w, x_hat)
         if status == "ok":
             dose = log10_effect_dose(params, min_effect) if min_effect else math.inf
             rows.append((params["log10_ed10"], params["log10_ed50"], dose))
