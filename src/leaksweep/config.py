@@ -283,9 +283,11 @@ class SearchConfig:
       max_depth, confirm_seeds: bisection depth and fresh confirmation seeds (minimal_subset).
       dose_precision, trial_budget (leak_threshold): the fitted min_effect dose is precise when its
         interval lies within value / dose_precision .. value x dose_precision (> 1, default 1.5; null:
-        no check); an imprecise one is reported as imprecise, with its interval. With trial_budget (total
-        trials, default none: no cap and no refinement) the search never spends more trials, and keeps
-        adding runs around the fitted dose after the bisection until it is precise or the budget is spent.
+        no check and no refinement); an imprecise one is reported as imprecise, with its interval. After
+        the bisection the search adds runs where they best pin the fitted dose until it is precise or
+        trial_budget (total trials) is spent; the default budget is the full ladder's trials, (rungs + 2)
+        x seeds, so the search never costs more than running every rung would. A smaller budget may
+        also cut the bisection short.
       partition: require the subset family to be disjoint (subset_scan).
     runner: `module:function` that runs a trial spec instead of training (e.g. the simulator
       `leaksweep.simulate:run`, configured by `simulation`).

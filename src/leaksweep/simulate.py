@@ -189,13 +189,27 @@ def simulate(cfg: SimConfig, plan: MixturePlan, kind: str, seed: int, traits: li
     return {t: sample_eval(cfg, rate, t, seed, key) for t in traits}
 
 
+def teacher_shares(cfg: SimConfig, plan: MixturePlan) -> dict[str, float | None]:
+    """Share of all rows ("all") and of each simulated subset's rows that the compiled plan gives the
+    teacher: what a real trial's manifest records (result.json: manifest.teacher_share)."""
+    return dict(_teacher_shares(json.dumps(_as_dict(cfg), sort_keys=True), plan))
+
+
+@functools.lru_cache(maxsize=4096)
+def _teacher_shares(cfg_json: str, plan: MixturePlan) -> tuple[tuple[str, float | None], ...]:
+    cfg = config_from(json.loads(cfg_json))
+    dataset, subset_ids, _ = _world(cfg_json)
+    subsets = {r.subset: Subset(r.subset, resolve_path(r.subset, subset_ids), r.subset, "") for r in plan.rules}
+    manifest = compile_plan(plan, dataset, subsets)
+    named = {name: Subset(name, ids, name, "") for name, ids in subset_ids.items() if name != "all"}
+    return (("all", manifest.share(cfg.teacher)),) + tuple(
+        (n, manifest.share(cfg.teacher, s)) for n, s in named.items()
+    )
+
+
 def run(spec) -> dict:
     """The runner entry point (`search.runner: leaksweep.simulate:run`): a TrialSpec in, results out."""
     cfg = config_from(spec.sweep.search.simulation)
     traits = simulate(cfg, spec.plan, spec.condition, spec.seed, list(spec.sweep.traits))
-    dataset, subset_ids, _ = _world(json.dumps(_as_dict(cfg), sort_keys=True))
-    subsets = {r.subset: Subset(r.subset, resolve_path(r.subset, subset_ids), r.subset, "") for r in spec.plan.rules}
-    manifest = compile_plan(spec.plan, dataset, subsets)
-    named = {name: Subset(name, ids, name, "") for name, ids in subset_ids.items() if name != "all"}
-    shares = {"all": manifest.share(cfg.teacher), **{n: manifest.share(cfg.teacher, s) for n, s in named.items()}}
+    shares = teacher_shares(cfg, spec.plan)
     return {"traits": traits, "teacher_share": shares["all"], "teacher_share_by_subset": shares}

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Builder, Run, Settings, drive
 from leaksweep.experiments.registry import make_search
-from leaksweep.simulate import SimConfig, SimSubset, simulate, true_rate
+from leaksweep.experiments.static import dose_response
+from leaksweep.simulate import SimConfig, SimSubset, simulate, teacher_shares, true_rate
 from sweeps import sr_sweep, unit_cfg, write_sweep
 
 TRAIT = "trait"
@@ -23,8 +25,12 @@ SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margi
 
 
 def executor(cfg: SimConfig):
+    """Simulated runs, each with its manifest's teacher shares as a real trial's result.json records them."""
     counter = itertools.count()
-    return lambda requests: [Run(c, s, next(counter), simulate(cfg, c.plan, c.kind, s, [TRAIT])) for c, s in requests]
+    return lambda requests: [
+        Run(c, s, next(counter), simulate(cfg, c.plan, c.kind, s, [TRAIT]), teacher_shares(cfg, c.plan))
+        for c, s in requests
+    ]
 
 
 def sweep_cfg(**search) -> object:
@@ -77,10 +83,46 @@ def test_leak_threshold_bisects_and_spends_fewer_trials_than_the_ladder():
     search.settings = SETTINGS
     runs, out = drive(search, executor(LEAKY))
     assert out["threshold"] is not None
-    assert len(runs) <= out["grid_trials"] / 2  # bisection plus the two rungs above it that pin the fit down
+    assert out["rung_trials"] <= out["grid_trials"] / 2  # bisection plus the two rungs above it that pin the fit down
+    # then runs that pin the fitted dose, never more than the full ladder would cost (the default budget)
+    assert len(runs) == out["rung_trials"] + out["refine_trials"] <= out["trial_budget"] == out["grid_trials"]
     tau0 = true_rate(LEAKY, B.all_clean().plan)
     truth = next(i for i, f in enumerate(ladder) if true_rate(LEAKY, B.patch_insert("S", f).plan) - tau0 > 0.02)
     assert abs(ladder.index(out["threshold"]) - truth) <= 1
+
+
+# A prompt is patched when its hash-uniform falls below the fraction, so at a few prompts the share a
+# student saw is far from the nominal fraction: the fit is on the shares the manifests record.
+LOW_DOSE = SimConfig(
+    subsets={"S": SimSubset(n_units=512, effect=0.5, ed50=0.05, slope=2.5)},
+    base_rate=0.1,
+    seed_sd=0.0,
+    prompt_sd=0.0,
+    n_prompts=400,
+    samples_per_prompt=8,
+)
+
+
+def test_dose_response_fits_the_share_each_manifest_gave_the_teacher():
+    from leaksweep.experiments.static import StaticSearch
+
+    ladder = [0.002, 0.004, 0.006, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0]
+    settings = replace(SETTINGS, min_effect=0.05, n_boot=100)
+    conditions = [B.all_clean(), B.all_teacher()] + [B.patch_insert("S", f) for f in ladder]
+    runs, out = drive(StaticSearch("fraction_sweep", conditions, B, settings, ["S"], ladder), executor(LOW_DOSE))
+    dr = out["dose_response"]["S"]
+    assert dr["dose_axis"] == dr["fit"]["dose_axis"] == "share"
+    for p in dr["points"][1:]:
+        assert p["share"] == teacher_shares(LOW_DOSE, B.patch_insert("S", p["fraction"]).plan)["S"]
+    assert dr["points"][1]["share"] == pytest.approx(2 / 512)  # 2 prompts at fraction 0.002, nominally 1
+    s = LOW_DOSE.subsets["S"]
+    truth = s.ed50 * 10 ** (math.log(0.05 / (s.effect - 0.05)) / s.slope)  # the simulator's dose is the share
+    assert 1 / 1.25 < dr["fit"]["ed_min_effect"]["value"] / truth < 1.25
+    # the same runs without their shares (older result.json files) fall back to the nominal fractions
+    bare = [replace(r, shares={}) for r in runs]
+    old = dose_response(bare, B, settings, "S", ladder)
+    assert old["dose_axis"] == "fraction" and old["points"][1]["share"] is None
+    assert old["fit"]["ed_min_effect"]["value"] / truth < 1 / 1.5  # fractions put the dose where no student trained
 
 
 def test_leak_threshold_says_no_leak_on_a_null_surface_after_one_rung():
@@ -179,7 +221,19 @@ def test_leak_threshold_end_to_end_through_the_study(tmp_path: Path):
     analysis = json.loads((tmp_path / "thr" / "analysis.json").read_text())
     assert analysis["threshold"] in (0.01, 0.02, 0.05, 0.1)
     results = list((tmp_path / "thr").glob("trials/*/result.json"))
-    assert len(results) == analysis["trials_spent"] < analysis["grid_trials"]
+    assert len(results) == analysis["trials_spent"] <= analysis["trial_budget"] == analysis["grid_trials"]
+    assert analysis["rung_trials"] < analysis["grid_trials"]  # the bisection; the rest pinned the fitted dose
+    # the fit is on the shares the trials' manifests recorded (result.json: manifest.teacher_share)
+    dr = analysis["dose_response"]["S"]
+    recorded = {}
+    for path in results:
+        result = json.loads(path.read_text())
+        spec = json.loads((path.parent / "spec.json").read_text())
+        rules = spec["plan"]["rules"]
+        fraction = rules[0]["fraction"] if spec["plan"]["base"] == "clean" and len(rules) == 1 else None
+        recorded.setdefault(fraction, set()).add(result["manifest"]["teacher_share"].get("S"))
+    assert dr["dose_axis"] == "share"
+    assert all(recorded[p["fraction"]] == {p["share"]} for p in dr["points"][1:])
     assert (tmp_path / "thr" / "report.html").exists()
     # rerunning the sweep resumes: nothing new runs
     again = run_cli(tmp_path, "thr", mode="leak_threshold", subsets=["S"], ladder=ladder)
@@ -426,7 +480,8 @@ NOISY = SimConfig(
 def _noisy_executor(salt: int):
     counter = itertools.count()
     return lambda requests: [
-        Run(c, s, next(counter), simulate(NOISY, c.plan, c.kind, f"{salt}:{s}", [TRAIT])) for c, s in requests
+        Run(c, s, next(counter), simulate(NOISY, c.plan, c.kind, f"{salt}:{s}", [TRAIT]), teacher_shares(NOISY, c.plan))
+        for c, s in requests
     ]
 
 
@@ -476,33 +531,42 @@ def test_leak_threshold_says_the_fitted_dose_is_imprecise_with_its_interval():
     assert out["dose_response"]["S"]["fit"]["ed_min_effect_precision"] == precision
     ratio = max(fitted["value"] / fitted["low"], (fitted["high"] or math.inf) / fitted["value"])
     assert precision["precise"] is (ratio <= 1.5) is False  # heavy seed noise, 2 seeds: a wide interval
-    assert precision["asked"] == 1.5 and precision["budget"] is None and precision["trials"] == len(runs)
+    # the default budget, the full ladder's trials, was spent on it
+    assert precision["asked"] == 1.5 and precision["budget"] == out["grid_trials"] == precision["trials"] == len(runs)
     assert "imprecise" in precision["statement"] and f"{fitted['value']:.3g}" in precision["statement"]
-    assert "search.trial_budget" in precision["statement"]  # says how to spend more on it
+    assert "search.trial_budget of 36 is spent: raise it" in precision["statement"]  # says how to spend more on it
 
 
-def test_leak_threshold_spends_its_trial_budget_around_an_imprecise_fitted_dose():
-    plain_runs, plain = drive(_threshold_search(), _noisy_executor(3))
+def _unrefined(search):
+    search.max_trials = None  # no budget: the bisection and its fit rungs only
+    return search
+
+
+def test_leak_threshold_spends_its_trial_budget_where_it_pins_an_imprecise_fitted_dose():
+    plain_runs, plain = drive(_unrefined(_threshold_search()), _noisy_executor(3))
     search = _threshold_search()
     search.max_trials = len(plain_runs) + 10
     first = search.next_round(plain_runs)  # where the search goes once the bisection and its fit rungs are done
-    # the rungs nearest value / 1.5, value and value x 1.5 that were not run yet get their first 2 seeds
-    centre = plain["threshold_fitted"]["value"]
-    keys = {B.patch_insert("S", f).key(): f for f in search.ladder}
-    assert first and all(1 / 1.5 / 1.6 <= keys[c.key()] / centre <= 1.5 * 1.6 for c, _ in first)
+    # REFINE_PICKS batches of 2 seeds (a condition may take two batches), at the baseline or ladder rungs
+    targets = {B.all_clean().key()} | {B.patch_insert("S", f).key() for f in search.ladder}
+    assert len(first) == 4 * 2 and {c.key() for c, _ in first} <= targets
+    assert len(set(first)) == len(first) and not {(c.key(), s) for c, s in first} & {
+        (r.condition.key(), r.seed) for r in plain_runs
+    }  # new seeds only
     runs, out = drive(search, _noisy_executor(3))
     assert len(runs) == search.max_trials  # the second round is cut to the budget
-    clean = [r for r in runs if r.condition.key() == B.all_clean().key()]
-    assert len(clean) > 2  # then all-clean (tau0, which the effect counts from) and those rungs get 2 more each
     precision = out["threshold_fitted_precision"]
     assert precision["budget"] == search.max_trials and precision["trials"] == len(runs)
     assert sum(r["new_trials"] for r in out["rounds"]) == len(runs)  # the replay reproduces the refinement
+    # refinement runs (more all-clean seeds) can move a bisection decision, and the bisection then goes on
+    assert out["rung_trials"] + out["refine_trials"] == len(runs) and out["rung_trials"] >= len(plain_runs)
+    assert out["refine_trials"] == sum(r["new_trials"] for r in out["rounds"] if r["refine"]) > 0
 
 
 def test_leak_threshold_stops_refining_a_precise_dose():
     search = _threshold_search()
     search.dose_precision = 1e6  # any finite interval is precise
     search.max_trials = 500
-    plain_runs, _ = drive(_threshold_search(), executor(SMOOTH))
+    plain_runs, _ = drive(_unrefined(_threshold_search()), executor(SMOOTH))
     runs, out = drive(search, executor(SMOOTH))
     assert out["threshold_fitted_precision"]["precise"] and len(runs) == len(plain_runs)

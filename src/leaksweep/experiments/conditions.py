@@ -11,8 +11,9 @@ execute them in memory against simulated surfaces.
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -43,7 +44,7 @@ class Condition:
 
     def key(self) -> str:
         """Identity of a condition: equal keys mean the same training data (and eval)."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return _condition_key(self)
 
     def to_dict(self) -> dict:
         return {
@@ -88,17 +89,27 @@ class Condition:
         return f"drop {self.subset} (refill {self.refill})"
 
 
+@functools.lru_cache(maxsize=65536)
+def _condition_key(condition: Condition) -> str:
+    # searches look runs up by key many times per round; a condition is frozen, so its key is too
+    return json.dumps(condition.to_dict(), sort_keys=True)
+
+
 @dataclass(frozen=True)
 class Run:
     """One finished trial: its condition, seed, trial number and trait results.
 
     traits[name] holds at least `score` and `prompt_values` (per eval prompt, the mean judge value).
+    shares[subset] is the share of that subset's training rows the trial's compiled manifest gave the
+    teacher (result.json: manifest.teacher_share): the dose the student saw, which at small fractions
+    differs from the nominal fraction (a prompt is patched when its hash-uniform falls below it).
     """
 
     condition: Condition
     seed: int
     trial: int
     traits: dict[str, dict]
+    shares: dict[str, float | None] = field(default_factory=dict)
 
 
 Request = tuple[Condition, int]
@@ -337,7 +348,7 @@ def judge_corrected_runs(runs: list[Run], traits: tuple[str, ...], corner: tuple
             values = rg_linear(list(scores[t]["prompt_values"]), sens, spec)
             score = corrected["score"] if corner is None else float(np.mean(values)) if values else None
             scores[t] = {**scores[t], "prompt_values": values, "score": score, "judge_corrected": True}
-        out.append(Run(r.condition, r.seed, r.trial, scores))
+        out.append(replace(r, traits=scores))
     return out
 
 

@@ -159,7 +159,11 @@ def _leak_map_row(runs: list[Run], b: Builder, s: Settings, trait: str, sub: str
 
 
 def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder: list[float]) -> dict:
-    """Fixed-sequence threshold over the rungs that were run, plus a logistic fit with ED10/ED50."""
+    """Fixed-sequence threshold over the rungs that were run, plus a logistic fit with ED10/ED50.
+
+    The rungs are tested at their nominal fractions; the fit is on the dose the students saw (see
+    dose_points), so its doses (ED10, ED50, the min_effect dose) are shares of the subset's rows.
+    """
     trait = s.trait
     clean = b.all_clean()
     present = {f: runs_of(runs, b.patch_insert(subset, f)) for f in ladder}
@@ -177,21 +181,56 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         clean_samples=samples(runs_of(runs, clean), trait),
     )
     points = [(0.0, runs_of(runs, clean))] + sorted(present.items())
-    fit = fit_points(points, s)
+    axis, doses = dose_points(points, subset)
+    fit = fit_points(list(zip(doses, (r for _, r in points))), s)
+    if fit.get("fit") != "skipped":
+        fit["dose_axis"] = axis
     return {
         "subset": subset,
         "trait": trait,
         "ladder": ladder,
         "tested": sorted(present),
-        "points": [{"fraction": f, **(estimate(r, trait, s, pooled(runs, trait)) or {})} for f, r in points],
+        "dose_axis": axis,
+        "points": [
+            {
+                "fraction": f,
+                "share": share(r, subset) if f else 0.0,
+                **(estimate(r, trait, s, pooled(runs, trait)) or {}),
+            }
+            for f, r in points
+        ],
         "threshold": seq,
         "fit": jsonable(fit),
         "trials_spent": sum(len(r) for _, r in points),
     }
 
 
+SHARE, FRACTION = "share", "fraction"  # dose axes: the realized share of the subset's rows, or the nominal fraction
+
+
+def share(runs: list[Run], subset: str) -> float | None:
+    """The share of `subset`'s rows from the teacher that these runs' manifests record (one condition: one
+    manifest), or None when a run lacks it or they disagree."""
+    seen = {r.shares.get(subset) for r in runs}
+    return seen.pop() if len(seen) == 1 and None not in seen else None
+
+
+def dose_points(points: list[tuple[float, list[Run]]], subset: str) -> tuple[str, list[float]]:
+    """The dose of each (nominal fraction, runs) point: (SHARE, realized shares) when every point's runs
+    record one, else (FRACTION, the nominal fractions).
+
+    A prompt is patched when its hash-uniform falls below the fraction, so a subset of n prompts gets
+    Binomial(n, f) of them: at a few prompts the share the student saw can be twice the fraction (7 of 512
+    prompts at fraction 0.005), and a curve fitted on fractions puts its doses where no student trained.
+    """
+    shares = [0.0 if f == 0 else share(r, subset) for f, r in points]
+    if all(x is not None for x in shares):
+        return SHARE, [float(x) for x in shares]
+    return FRACTION, [f for f, _ in points]
+
+
 def fit_points(points: list[tuple[float, list[Run]]], s: Settings) -> dict:
-    """The logistic fit (with the min_effect dose) over (fraction, runs) points; {"fit": "skipped"} when off."""
+    """The logistic fit (with the min_effect dose) over (dose, runs) points; {"fit": "skipped"} when off."""
     if not (s.fit_curves and len(points) >= 3):
         return {"fit": "skipped"}
     return dose.fit_dose_response(
@@ -200,6 +239,7 @@ def fit_points(points: list[tuple[float, list[Run]]], s: Settings) -> dict:
         score_runs=[values(r, s.trait) for _, r in points],
         seed=0,
         min_effect=s.min_effect,
+        weights=[len(r) for _, r in points],  # each point is the mean of its runs
     )
 
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from leaksweep.config import SweepConfig
+from leaksweep.dose import effect_dose_design
 from leaksweep.experiments.conditions import (
     Builder,
     Request,
@@ -22,8 +23,9 @@ from leaksweep.experiments.conditions import (
     settings_for,
     sufficiency,
 )
-from leaksweep.experiments.static import dose_response, fit_points
+from leaksweep.experiments.static import dose_points, dose_response, fit_points, share
 
+REFINE_PICKS = 4  # batches of `seeds` runs per refinement round (a round's trials run in parallel)
 TOP_SEED_FACTOR = 3  # an inconclusive top rung gets more seeds, up to this many times `seeds`, before "no leak"
 
 
@@ -42,9 +44,11 @@ class ThresholdSearch:
     reports each round's decisions and every flip). The threshold is then reported by fixed-sequence
     testing over the rungs actually run, beside the fitted dose where the effect reaches min_effect,
     which is called precise when its interval lies within value / dose_precision .. value x
-    dose_precision, else reported as imprecise with its interval. With max_trials (search.trial_budget)
-    the search never spends more trials than that (it may cut the bisection short), and once the
-    bisection is done it spends what is left around an imprecise fitted dose (_refine).
+    dose_precision, else reported as imprecise with its interval. The fit is on the share of the
+    subset's rows each run's manifest gave the teacher (static.dose_points). With max_trials
+    (search.trial_budget; make() defaults it to the full ladder's trials) the search never spends more
+    trials than that (it may cut the bisection short), and once the bisection is done it spends what is
+    left where it best pins an imprecise fitted dose (_refine).
     """
 
     subset: str
@@ -55,17 +59,22 @@ class ThresholdSearch:
     dose_precision: float | None = (
         1.5  # the fitted dose is precise when its interval lies within value / p .. value * p
     )
-    max_trials: int | None = None  # budget for refining an imprecise fitted dose; None: no refinement
+    max_trials: int | None = None  # total trials, refining an imprecise fitted dose; None: no cap, no refinement
     _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _decisions: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _decision(self, runs: list[Run], f: float):
-        return sufficiency(
-            runs,
-            self.builder.patch_insert(self.subset, f),
-            self.builder.all_clean(),
-            self.settings.trait,
-            self.settings,
-        )
+        """The sufficiency decision at rung f over `runs`, cached: rounds() and each round replay the same runs."""
+        key = (_runs_key(runs), f)
+        if key not in self._decisions:
+            self._decisions[key] = sufficiency(
+                runs,
+                self.builder.patch_insert(self.subset, f),
+                self.builder.all_clean(),
+                self.settings.trait,
+                self.settings,
+            )
+        return self._decisions[key]
 
     def _passed(self, runs: list[Run], f: float) -> bool:
         return self._decision(runs, f).passed
@@ -94,6 +103,11 @@ class ThresholdSearch:
         return requests[: max(0, self.max_trials - len(runs))]
 
     def _next(self, runs: list[Run]) -> list[Request]:
+        requests, hi = self._bisection(runs)
+        return requests or (self._refine(runs, hi) if hi is not None else [])
+
+    def _bisection(self, runs: list[Run]) -> tuple[list[Request], int | None]:
+        """(the bisection's next requests, the threshold rung's index once it is done and leaks, else None)."""
         b, seeds = self.builder, self.settings.seed_range
         first = [
             req
@@ -101,50 +115,92 @@ class ThresholdSearch:
             for req in missing(runs, c, seeds)
         ]
         if first:
-            return first
+            return first, None
         if not self._passed(runs, self.ladder[-1]):
-            return self._more_top_seeds(runs)  # [] : no leak even with the whole subset from the teacher
+            return self._more_top_seeds(runs), None  # [] : no leak even with the whole subset from the teacher
         lo, hi = -1, len(self.ladder) - 1  # ladder[lo] assumed not to leak (lo = -1: fraction 0), ladder[hi] leaks
         while hi - lo > 1:
             mid = (lo + hi) // 2
             need = missing(runs, b.patch_insert(self.subset, self.ladder[mid]), seeds)
             if need:
-                return need
+                return need, None
             lo, hi = (lo, mid) if self._passed(runs, self.ladder[mid]) else (mid, hi)
-        fit_rungs = [req for f in self._fit_rungs(hi) for req in missing(runs, b.patch_insert(self.subset, f), seeds)]
-        return fit_rungs or self._refine(runs, hi)
+        return [req for f in self._fit_rungs(hi) for req in missing(runs, b.patch_insert(self.subset, f), seeds)], hi
 
     def _fitted_dose(self, runs: list[Run]):
-        """The fit's min_effect dose (an Estimate, or None) over `runs`, cached: rounds() replays the same runs."""
-        key = frozenset((r.condition.key(), r.seed) for r in runs)
+        """The fit's min_effect dose (an Estimate, or None) over `runs`."""
+        return self._fit(runs).get("ed_min_effect")
+
+    def _fit(self, runs: list[Run]) -> dict:
+        """The logistic fit over `runs` (fit_points), cached: rounds() replays the same runs."""
+        key = _runs_key(runs)
         if key not in self._fits:
             b = self.builder
             present = [(f, runs_of(runs, b.patch_insert(self.subset, f))) for f in self.ladder]
             points = [(0.0, runs_of(runs, b.all_clean()))] + [(f, r) for f, r in present if r]
-            self._fits[key] = fit_points(points, self.settings).get("ed_min_effect")
+            _, doses = dose_points(points, self.subset)
+            self._fits[key] = fit_points(list(zip(doses, (r for _, r in points))), self.settings)
         return self._fits[key]
+
+    def _expected_doses(self, runs: list[Run]) -> list[float]:
+        """Each rung's dose on the fit's axis: the share its manifest recorded where it was run; else its
+        fraction scaled by the share / fraction of the nearest rung that was (the subset's hash-uniforms
+        are what they are at every fraction), or the fraction itself when no rung records a share."""
+        known = {}
+        for f in self.ladder:
+            r = runs_of(runs, self.builder.patch_insert(self.subset, f))
+            x = share(r, self.subset) if r else None
+            if x:
+                known[f] = x
+        if not known:
+            return list(self.ladder)
+        out = []
+        for f in self.ladder:
+            near = min(known, key=lambda k: abs(math.log(k / f)))
+            out.append(known.get(f, f * known[near] / near))
+        return out
 
     def _refine(self, runs: list[Run], hi: int) -> list[Request]:
         """More runs where they inform the fitted min_effect dose, while its interval is wider than dose_precision.
 
-        Only with a budget (max_trials), which next_round enforces. Each round, the all-clean baseline (tau0, which the effect is
-        counted from) and the ladder rungs nearest value / p, value and value x p (p = dose_precision;
-        the threshold rung stands in for the value while the fit has none) are brought up to `seeds`
-        more seeds than the least-run of them, until the fitted dose's interval lies within
-        value / p .. value x p or the budget is spent. Refinement rungs do not enter the bisection; the
-        fixed-sequence threshold and the fit use them like any other rung that was run.
+        Only with a budget (max_trials), which next_round enforces. Each round adds REFINE_PICKS batches of
+        `seeds` runs where they most reduce the fitted dose's variance under the current fit
+        (dose.effect_dose_design: the all-clean baseline, which the effect is counted from, or a ladder
+        rung at its expected dose), until the fitted dose's interval lies within value / p .. value x p
+        (p = dose_precision) or the budget is spent. Without a fitted dose yet, the baseline and the rungs
+        nearest the threshold rung / p, the rung and x p get them. Refinement rungs do not enter the
+        bisection; the fixed-sequence threshold and the fit use them like any other rung that was run.
         """
         s, b, p = self.settings, self.builder, self.dose_precision
         if not p or self.max_trials is None or not s.fit_curves or s.min_effect <= 0 or len(runs) >= self.max_trials:
             return []
-        ed = self._fitted_dose(runs)
+        fit = self._fit(runs)
+        ed = fit.get("ed_min_effect")
         if ed is not None and interval_ratio(ed.value, ed.low, ed.high) <= p:
             return []
-        centre = ed.value if ed is not None else self.ladder[hi]
-        rungs = sorted({min(self.ladder, key=lambda f: abs(math.log(f / x))) for x in (centre / p, centre, centre * p)})
-        targets = [b.all_clean()] + [b.patch_insert(self.subset, f) for f in rungs]
-        level = min(len(runs_of(runs, c)) for c in targets) + s.seeds
-        return [req for c in targets for req in missing(runs, c, range(level))]
+        doses = self._expected_doses(runs)
+        targets = [b.all_clean()] + [b.patch_insert(self.subset, f) for f in self.ladder]
+        picks = []
+        if ed is not None and fit.get("fit") == "ok":
+            counts = [len(runs_of(runs, c)) for c in targets]
+            run = [i for i, n in enumerate(counts) if n]
+            picks = effect_dose_design(
+                fit["params"],
+                [([0.0] + doses)[i] for i in run],
+                [counts[i] for i in run],
+                [0.0] + doses,
+                s.min_effect,
+                REFINE_PICKS,
+                s.seeds,
+            )
+        if not picks:
+            nearest = lambda x: min(range(len(doses)), key=lambda i: abs(math.log(doses[i] / x)))  # noqa: E731
+            picks = [0] + sorted({1 + nearest(x) for x in (doses[hi] / p, doses[hi], doses[hi] * p)})
+        requests = []
+        for i in sorted(set(picks)):
+            have = len(runs_of(runs, targets[i]))
+            requests += missing(runs, targets[i], range(have + s.seeds * picks.count(i)))
+        return requests
 
     def _fit_rungs(self, hi: int) -> list[float]:
         """Rungs a third and two thirds of the way (in ladder steps) from the threshold rung to the top.
@@ -157,31 +213,44 @@ class ThresholdSearch:
         return [self.ladder[i] for i in sorted({hi + (top - hi) // 3, hi + 2 * (top - hi) // 3}) if hi < i < top]
 
     def rounds(self, runs: list[Run]) -> list[dict]:
-        """Replay the search over `runs`: per round, its new trials and every tested rung's decision after it."""
+        """Replay the search over `runs`: per round, its new trials, whether it refined the fitted dose (after
+        the bisection), and every tested rung's decision after it."""
         out, so_far, index = [], [], {(r.condition.key(), r.seed): r for r in runs}
         while len(out) < 100:
+            refining = bool(so_far) and not self._bisection(so_far)[0]
             new = [index[c.key(), s] for c, s in self.next_round(so_far) if (c.key(), s) in index]
             if not new:
                 break
             so_far = so_far + new
             tested = [f for f in self.ladder if runs_of(so_far, self.builder.patch_insert(self.subset, f))]
             decisions = {f: self._passed(so_far, f) for f in tested}
-            out.append({"round": len(out) + 1, "new_trials": len(new), "trials": len(so_far), "decisions": decisions})
+            out.append(
+                {
+                    "round": len(out) + 1,
+                    "new_trials": len(new),
+                    "trials": len(so_far),
+                    "refine": refining,
+                    "decisions": decisions,
+                }
+            )
         return out
 
     def conclude(self, runs: list[Run]) -> dict:
         s, b = self.settings, self.builder
-        grid_trials = (len(self.ladder) + 2) * s.seeds  # every rung plus both baselines
         result = dose_response(runs, b, s, self.subset, self.ladder)
         rounds = self.rounds(runs)
         fit = result.get("fit") or {}
         precision = self.precision(fit.get("ed_min_effect"), len(runs))
         if precision is not None:
             fit["ed_min_effect_precision"] = precision
+        refined = sum(r["new_trials"] for r in rounds if r["refine"])
         return {
             "mode": self.mode,
             "trials_spent": len(runs),
-            "grid_trials": grid_trials,
+            "rung_trials": len(runs) - refined,  # the bisection and its fit rungs
+            "refine_trials": refined,  # spent after them, pinning the fitted dose
+            "trial_budget": self.max_trials,
+            "grid_trials": grid_trials(self.ladder, s.seeds),
             "baselines": baselines_summary(runs, b, s),
             "dose_response": {self.subset: result},
             "threshold": result["threshold"]["threshold"],
@@ -205,9 +274,11 @@ class ThresholdSearch:
         precise = ratio <= self.dose_precision
         shown = f"{ed['value']:.3g} [{ed['low']:.3g}, {_bound(ed['high'])}]"
         budget = (
-            f"search.trial_budget {self.max_trials}"
-            if self.max_trials is not None
-            else "no search.trial_budget set: give one to spend more trials on the dose"
+            "no search.trial_budget: no runs were added for it"
+            if self.max_trials is None
+            else f"the search.trial_budget of {self.max_trials} is spent: raise it to pin the dose further"
+            if trials >= self.max_trials
+            else f"search.trial_budget {self.max_trials}; the fit gave no design for more runs"
         )
         if precise:
             statement = (
@@ -228,6 +299,10 @@ class ThresholdSearch:
             "budget": self.max_trials,
             "statement": statement,
         }
+
+
+def _runs_key(runs: list[Run]) -> frozenset:
+    return frozenset((r.condition.key(), r.seed) for r in runs)
 
 
 def interval_ratio(value: float | None, low: float | None, high: float | None) -> float:
@@ -278,8 +353,13 @@ def make(cfg: SweepConfig, sources: list[str]) -> ThresholdSearch:
         builder_for(cfg),
         settings_for(cfg),
         dose_precision=s.dose_precision,
-        max_trials=s.trial_budget,
+        max_trials=s.trial_budget if s.trial_budget is not None else grid_trials(s.ladder, s.seeds),
     )
+
+
+def grid_trials(ladder: list[float], seeds: int) -> int:
+    """The trials of the full ladder (every rung and both baselines, `seeds` each): the default trial_budget."""
+    return (len(ladder) + 2) * seeds
 
 
 def check(cfg: SweepConfig) -> list[str]:

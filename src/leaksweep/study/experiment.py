@@ -52,6 +52,7 @@ def _collect(study: storage.Study, sweep_dir: Path) -> tuple[list[Run], list[dic
                 int(t.user_attrs["seed"]),
                 t.number,
                 result["traits"],
+                dict((result.get("manifest") or {}).get("teacher_share") or {}),
             )
         )
     return runs, aside
