@@ -6,6 +6,7 @@ import html
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -246,27 +247,38 @@ def test_without_baselines_makes_no_comparison(separated: Path) -> None:
 from leaksweep.experiments.conditions import Builder, Run, Settings, drive  # noqa: E402
 from leaksweep.experiments.minimal import MinimalSubsetSearch  # noqa: E402
 from leaksweep.experiments.static import StaticSearch  # noqa: E402
-from leaksweep.experiments.threshold import ThresholdSearch  # noqa: E402
-from leaksweep.simulate import SimConfig, SimSubset, simulate  # noqa: E402
+from leaksweep.experiments.threshold import ThresholdSearch, grid_trials  # noqa: E402
+from leaksweep.simulate import SimConfig, SimSubset, simulate, teacher_shares  # noqa: E402
 
 TRAIT = "date_confusion"
 BUILDER = Builder("clean", "teacher")
 SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=300)
 SIM = dict(n_prompts=200, samples_per_prompt=4, seed_sd=0.05)
+SIM_EVAL = dict(n_prompts=200, samples_per_prompt=4)
 LEAKY = SimConfig(
     subsets={"S": SimSubset(n_units=64, effect=0.5, ed50=0.1, slope=6.0), "R": SimSubset(n_units=64, effect=0.0)}, **SIM
 )
 LADDER = [round(10 ** (-3 + 3 * i / 15), 6) for i in range(16)]
 
 
-def _execute(cfg: SimConfig):
+def _execute(cfg: SimConfig, shares: bool = False):
+    """Simulated runs; with shares, each records its manifest's teacher shares as a real trial does."""
     counter = iter(range(10**6))
-    return lambda requests: [Run(c, s, next(counter), simulate(cfg, c.plan, c.kind, s, [TRAIT])) for c, s in requests]
+    return lambda requests: [
+        Run(
+            c,
+            s,
+            next(counter),
+            simulate(cfg, c.plan, c.kind, s, [TRAIT]),
+            teacher_shares(cfg, c.plan) if shares else {},
+        )
+        for c, s in requests
+    ]
 
 
-def experiment_sweep(root: Path, search, cfg: SimConfig, **search_cfg) -> tuple[Path, dict]:
+def experiment_sweep(root: Path, search, cfg: SimConfig, shares: bool = False, **search_cfg) -> tuple[Path, dict]:
     """A sweep folder as an experiment mode leaves it with the simulated runner: no logs, no samples."""
-    runs, analysis = drive(search, _execute(cfg))
+    runs, analysis = drive(search, _execute(cfg, shares))
     root.mkdir(parents=True)
     config = {
         "name": root.name,
@@ -304,7 +316,7 @@ def experiment_sweep(root: Path, search, cfg: SimConfig, **search_cfg) -> tuple[
                         )
                         if v is not None
                     },
-                    "manifest": {"teacher_share": {"all": 0.0}},
+                    "manifest": {"teacher_share": run.shares or {"all": 0.0}},
                     "status": "complete",
                     "objectives": [run.traits[TRAIT]["score"]],
                 }
@@ -377,6 +389,37 @@ def test_leak_threshold_chart_marks_the_threshold_on_a_log_axis(threshold_sweep)
     assert ('class="fit"' in figure) == (fit["fit"] == "ok")
     assert ('class="ed50"' in figure) == (fit["fit"] == "ok" and fit["ed50"] is not None)
     assert threshold_pct > 0
+
+
+def test_leak_threshold_report_on_shares_with_the_dose_refined(tmp_path: Path) -> None:
+    shallow = SimConfig(
+        subsets={"S": SimSubset(n_units=512, effect=0.5, ed50=0.05, slope=2.5)}, base_rate=0.1, seed_sd=0.3, **SIM_EVAL
+    )
+    ladder = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    budget = grid_trials(ladder, SETTINGS.seeds)  # the default search.trial_budget
+    search = ThresholdSearch("S", ladder, BUILDER, replace(SETTINGS, min_effect=0.05), max_trials=budget)
+    sweep, analysis = experiment_sweep(tmp_path / "shares", search, shallow, shares=True, subsets=["S"], ladder=ladder)
+    dr = analysis["dose_response"]["S"]
+    assert dr["dose_axis"] == "share" and analysis["refine_trials"] > 0
+    page = write_report(sweep).read_text()
+    answer = _answer(page)
+    spent, refined = analysis["trials_spent"], analysis["refine_trials"]
+    assert (
+        f"Found with <b>{spent}</b> trials ({spent - refined} for the bisection, {refined} pinning the fitted dose)"
+        in answer
+    )
+    assert "as a share of the subset's rows from the teacher" in answer
+    share = next(p["share"] for p in dr["points"] if p["fraction"] == analysis["threshold"])
+    assert share != analysis["threshold"] and f"which gave the teacher {_g(share)} (" in answer
+    budget_line = re.search(r'<p id="budget">(.*?)</p>', page, re.S).group(1)
+    assert (
+        f"of which {refined} pinning the fitted dose after the bisection (search.trial_budget {budget})" in budget_line
+    )
+    figure = re.search(r'<figure class="dose" data-subset="S">(.*?)</figure>', page, re.S).group(1)
+    assert "share of S&#x27;s rows from the teacher" in figure or "share of S's rows from the teacher" in figure
+    assert "not run" not in figure  # an unrun rung has no recorded share to place it at
+    steps = re.search(r'<table class="steps" data-subset="S">(.*?)</table>', page, re.S).group(1)
+    assert "<th>share of its rows from the teacher</th>" in steps and f"<td>{_g(share)} (" in steps
 
 
 def test_leak_threshold_no_leak_on_a_null_surface(tmp_path: Path) -> None:

@@ -95,6 +95,11 @@ def budget_line(analysis: dict) -> str:
         text += f" of the {grid} a full ladder (every rung and the baseline, each seed) would need"
         if grid > spent:
             text += f", {1 - spent / grid:.0%} saved"
+    if analysis.get("refine_trials"):
+        text += (
+            f", of which {analysis['refine_trials']} pinning the fitted dose after the bisection "
+            f"(search.trial_budget {analysis.get('trial_budget')})"
+        )
     confirm = sorted({t for d in (analysis.get("confirmations") or {}).values() for t in d.get("trials", [])})
     if confirm:
         text += f", of which {len(confirm)} on fresh confirmation seeds"
@@ -213,17 +218,24 @@ def dose_section(analysis: dict) -> str:
     out = []
     for subset, dr in (analysis.get("dose_response") or {}).items():
         seq = dr.get("threshold") or {}
+        on_shares = dr.get("dose_axis") == "share"
+        axis = "the share of its rows" if on_shares else "fraction"
         caption = (
-            f"{esc(str(dr.get('trait', '')))} vs fraction of <code>{esc(subset)}</code> from the teacher: mean "
+            f"{esc(str(dr.get('trait', '')))} vs {axis} of <code>{esc(subset)}</code> from the teacher: mean "
             f"over seeds with {_level(dr)} intervals; {dr.get('trials_spent', '?')} trials."
         )
+        shares = {p.get("fraction"): p.get("share") for p in dr.get("points") or []}
         steps = "".join(
-            f"<tr><td>{frac(s['fraction'])}</td>{decision_cell(s.get('decision'))}</tr>" for s in seq.get("steps", [])
+            f"<tr><td>{frac(s['fraction'])}</td>"
+            + (f"<td>{frac(shares.get(s['fraction']))}</td>" if on_shares else "")
+            + f"{decision_cell(s.get('decision'))}</tr>"
+            for s in seq.get("steps", [])
         )
+        share_head = "<th>share of its rows from the teacher</th>" if on_shares else ""
         table = (
             (
                 f'<table class="steps" data-subset="{esc(subset)}"><thead><tr><th>rung (highest first)</th>'
-                f"<th>sufficiency vs all-clean</th></tr></thead><tbody>{steps}</tbody></table>"
+                f"{share_head}<th>sufficiency vs all-clean</th></tr></thead><tbody>{steps}</tbody></table>"
             )
             if steps
             else ""
@@ -266,6 +278,9 @@ def _rounds(analysis: dict) -> str:
     "threshold_fitted_precision",
     "rounds",
     "flipped",
+    "rung_trials",
+    "refine_trials",
+    "trial_budget",
 )
 def _dose_response(view: SweepView) -> list[str]:
     a = view.analysis or {}

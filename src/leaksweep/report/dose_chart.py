@@ -1,6 +1,9 @@
-"""The dose-response chart: the teacher's fraction on a log axis (the clean baseline at a break left of
+"""The dose-response chart: the teacher's dose on a log axis (the clean baseline at a break left of
 it), each rung's estimate with its interval coloured by its fixed-sequence decision, rungs the search
 never ran, the fitted logistic curve (leaksweep.dose.logistic) with ED50, and the threshold.
+
+The dose is the axis the fit used (analysis: dose_response.dose_axis): the share of the subset's rows
+the trials' manifests gave the teacher, or for older analyses the rungs' nominal fractions.
 
 `dose_chart` is the recipe; each step below draws one layer.
 """
@@ -50,6 +53,7 @@ class Dose:
     fit_params: dict | None  # the logistic fit's parameters when the fit is ok
     ed50: dict | None
     min_effect: float
+    axis: str = "fraction"  # "share": points sit at their manifests' teacher share (the fit's axis)
 
     @staticmethod
     def read(dr: dict, analysis: dict) -> "Dose":
@@ -67,7 +71,16 @@ class Dose:
             params if ok else None,
             fit.get("ed50") if ok else None,
             float(analysis.get("min_effect") or 0.0),
+            "share" if dr.get("dose_axis") == "share" else "fraction",
         )
+
+    def x(self, p: dict) -> float:
+        """Where a point sits on the x axis: its share on the share axis, else its fraction."""
+        return float(p["share"] if self.axis == "share" and p.get("share") is not None else p["fraction"])
+
+    def dose_of(self, fraction: float) -> float:
+        """The x of the rung at `fraction` (its recorded share on the share axis)."""
+        return next((self.x(p) for p in self.points if _key(p["fraction"]) == _key(fraction)), float(fraction))
 
     @property
     def clean(self) -> dict | None:
@@ -76,10 +89,9 @@ class Dose:
 
     @property
     def positive(self) -> list[float]:
-        """The fractions above 0, run or on the ladder, ascending."""
-        return sorted(
-            {float(p["fraction"]) for p in self.points if p["fraction"] > 0} | {float(f) for f in self.ladder if f > 0}
-        )
+        """The doses above 0: of the points run, and on the fraction axis of every ladder rung, ascending."""
+        rungs = {float(f) for f in self.ladder if f > 0} if self.axis == "fraction" else set()
+        return sorted({self.x(p) for p in self.points if p["fraction"] > 0 and self.x(p) > 0} | rungs)
 
 
 def _dose_frame(dose: Dose) -> tuple[Frame, list[float], list[tuple[float, float]]]:
@@ -141,7 +153,10 @@ def _clean_lines(frame: Frame, dose: Dose) -> tuple[list[str], list[tuple]]:
 
 
 def _untested_rungs(frame: Frame, dose: Dose) -> list[str]:
-    """A tick on the x axis for each ladder rung that was not run."""
+    """A tick on the x axis for each ladder rung that was not run (fraction axis only: an unrun rung has no
+    recorded share)."""
+    if dose.axis == "share":
+        return []
     run = {_key(p["fraction"]) for p in dose.points}
     bottom = PLOT_H - BOTTOM
     return [
@@ -173,10 +188,10 @@ def _ed50_marker(frame: Frame, ed50: dict) -> str:
     )
 
 
-def _threshold_marker(frame: Frame, threshold: float, statement: str) -> str:
-    """A dashed line at the fixed-sequence leak threshold; its statement on hover."""
+def _threshold_marker(frame: Frame, threshold: float, x: float, statement: str) -> str:
+    """A dashed line at the fixed-sequence leak threshold (its rung's dose x); its statement on hover."""
     top, bottom = TOP, PLOT_H - BOTTOM
-    px = frame.px(_clamp(frame, float(threshold)))
+    px = frame.px(_clamp(frame, x))
     anchor, dx = ("end", -4) if px > PLOT_W - RIGHT - 120 else ("start", 4)
     return (
         f'<g class="threshold" data-series="threshold"><title>{esc(statement)}</title>'
@@ -197,7 +212,7 @@ def _fit_and_markers(frame: Frame, dose: Dose, curve_xy: list[tuple[float, float
                 "fit",
                 [
                     f'<polyline class="fit" points="{coords}" fill="none" stroke="{FIT}" '
-                    f'stroke-width="1.5"><title>logistic fit on log10 fraction</title></polyline>'
+                    f'stroke-width="1.5"><title>logistic fit on log10 {dose.axis}</title></polyline>'
                 ],
             )
         )
@@ -206,7 +221,7 @@ def _fit_and_markers(frame: Frame, dose: Dose, curve_xy: list[tuple[float, float
         parts.append(_ed50_marker(frame, dose.ed50))
         items.append(("ED50 (bar: interval)", ED50, "dotted", "ed50"))
     if dose.threshold is not None:
-        parts.append(_threshold_marker(frame, dose.threshold, dose.statement))
+        parts.append(_threshold_marker(frame, dose.threshold, dose.dose_of(dose.threshold), dose.statement))
         items.append(("leak threshold (fixed sequence)", THRESHOLD, "dashed", "threshold"))
     return parts, items
 
@@ -235,11 +250,14 @@ def _rung_marks(frame: Frame, dose: Dose) -> dict[str, list[str]]:
     marks: dict[str, list[str]] = {}
     for p in dose.points:
         f = float(p["fraction"])
-        px, decision = frame.px(f), dose.steps.get(_key(f))
+        x = dose.x(p)
+        px, decision = frame.px(x if f else 0.0), dose.steps.get(_key(f))
         col, fill, kind = _rung_style(f, decision)
+        where = "all-clean baseline" if f == 0 else "fraction " + tick_pct(f)
+        if f and dose.axis == "share":
+            where += f" (share {tick_pct(x)} of {dose.subset}'s rows from the teacher)"
         title = (
-            f"{'all-clean baseline' if f == 0 else 'fraction ' + tick_pct(f)}: {dose.trait} {est(p)} over "
-            f"{p.get('n_runs', '?')} run(s), trials {trial_list(p.get('trials'))}"
+            f"{where}: {dose.trait} {est(p)} over {p.get('n_runs', '?')} run(s), trials {trial_list(p.get('trials'))}"
         )
         if decision:
             title += f". {decision.get('statement', '')}"
@@ -262,7 +280,8 @@ def dose_chart(dr: dict, analysis: dict) -> str:
     dose = Dose.read(dr, analysis)
     frame, xticks, curve_xy = _dose_frame(dose)
     log_x = isinstance(frame, LogFrame)
-    xlabel = f"fraction of {dose.subset} from the teacher" + (" (log scale; 0 = all-clean baseline)" if log_x else "")
+    what = "share of {}'s rows from the teacher" if dose.axis == "share" else "fraction of {} from the teacher"
+    xlabel = what.format(dose.subset) + (" (log scale; 0 = all-clean baseline)" if log_x else "")
     parts = axes(frame, xticks, nice_ticks(frame.y_lo, frame.y_hi), xlabel, dose.trait, xfmt=tick_pct)
     if log_x:
         parts.append(_axis_break(frame))
@@ -273,5 +292,5 @@ def dose_chart(dr: dict, analysis: dict) -> str:
     parts += [series(f"rungs-{kind}", group) for kind, group in marks.items()]
     items = [(label, col, style, f"rungs-{kind}") for kind, label, col, style in RUNG_KINDS if kind in marks]
     legend_parts, height = legend(items + clean_items + fit_items)
-    title = f"dose-response: {dose.trait} vs fraction of {dose.subset} from the teacher"
+    title = f"dose-response: {dose.trait} vs " + what.format(dose.subset)
     return svg(parts + legend_parts, height, title, "dose-response")

@@ -188,10 +188,15 @@ def _threshold_bracket(dr: dict, f: float, stop: float | None) -> str:
 def _fitted_dose_sentence(fit: dict) -> str:
     """The fitted dose where the effect reaches min_effect (the rung sits above it by up to a ladder step)."""
     if fit.get("ed_min_effect"):
+        what = (
+            "share of the subset's rows from the teacher (what the trials' manifests gave it)"
+            if fit.get("dose_axis") == "share"
+            else "fraction"
+        )
         return (
             f" The fitted dose at which the effect reaches min effect {g(fit.get('min_effect'))} is "
-            f"<b>{est(fit['ed_min_effect'])}</b> (logistic fit; interval from its bootstrap refits); the rung "
-            f"above is the smallest tested dose shown to exceed it, so it sits above this dose."
+            f"<b>{est(fit['ed_min_effect'])}</b> as a {what} (logistic fit; interval from its bootstrap "
+            f"refits); the rung above is the smallest tested dose shown to exceed it, so it sits above this dose."
             + (f" {esc(fit['ed_min_effect_precision']['statement'])}" if fit.get("ed_min_effect_precision") else "")
         )
     if fit.get("ed_min_effect_reason"):
@@ -205,7 +210,8 @@ def _fit_sentence(fit: dict) -> str:
         text = _fitted_dose_sentence(fit)
         eds = [f"{name} = {est(fit.get(key))}" for key, name in (("ed50", "ED50"), ("ed10", "ED10")) if fit.get(key)]
         if eds:
-            text += f" A logistic fit in log-fraction puts {' and '.join(eds)} (fractions of the subset)."
+            unit = "shares of the subset's rows" if fit.get("dose_axis") == "share" else "fractions of the subset"
+            text += f" A logistic fit in log-dose puts {' and '.join(eds)} ({unit})."
         if fit.get("extrapolated"):
             text += " (ED50 lies outside the tested fractions: extrapolated.)"
         return text
@@ -239,9 +245,11 @@ def _threshold_sentence(dr: dict, analysis: dict) -> str:
             if stop is not None
             else "every rung tested was rejected"
         )
+        share = next((p.get("share") for p in dr.get("points") or [] if p.get("fraction") == f), None)
+        realized = f", which gave the teacher {frac(share)} of its rows" if share is not None and share != f else ""
         text = (
             f"The leak threshold of {esc(trait)} on {name} is <b>{frac(f)}</b> of the subset from the teacher "
-            f"({test}; {how}): the smallest dose that carries the trait lies in that ladder interval, "
+            f"({test}; {how}){realized}: the smallest dose that carries the trait lies in that ladder interval, "
             f"<b>{_threshold_bracket(dr, f, stop)}</b>."
         )
     else:
@@ -260,7 +268,12 @@ def _threshold_answer(view: SweepView) -> list[str]:
         text.append(_baselines_from_analysis(a, dr.get("trait", "")))
     spent, grid = a.get("trials_spent"), a.get("grid_trials")
     if spent is not None:
-        text.append(f"Found with <b>{spent}</b> trials" + (f" (a full ladder needs {grid})." if grid else "."))
+        refined = a.get("refine_trials") or 0
+        text.append(
+            f"Found with <b>{spent}</b> trials"
+            + (f" ({spent - refined} for the bisection, {refined} pinning the fitted dose)" if refined else "")
+            + (f" (a full ladder needs {grid})." if grid else ".")
+        )
     flips = a.get("flipped") or []
     if flips:  # a decision that changed as runs arrived: the search's path rested on a decision later reversed
         text.append("<b>Decisions that flipped as runs arrived:</b> " + " ".join(esc(f["statement"]) for f in flips))

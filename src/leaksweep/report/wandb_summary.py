@@ -306,7 +306,7 @@ TABLES: dict[str, Callable[[dict, StudySummary], None]] = {
 
 
 def _analysis(analysis: dict, out: StudySummary) -> None:
-    for key in ("trials_spent", "grid_trials", "alpha", "min_effect", "margin"):
+    for key in ("trials_spent", "rung_trials", "refine_trials", "grid_trials", "alpha", "min_effect", "margin"):
         if key in analysis:
             out.values[key] = analysis[key]
     for tabulate in TABLES.values():
