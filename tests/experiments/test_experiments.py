@@ -16,6 +16,7 @@ from leaksweep.errors import UserError
 from leaksweep.experiments.conditions import Builder, Run, Settings, drive
 from leaksweep.experiments.registry import make_search
 from leaksweep.experiments.static import dose_response
+from leaksweep.experiments.threshold import ThresholdSearch
 from leaksweep.simulate import SimConfig, SimSubset, simulate, teacher_shares, true_rate
 from sweeps import sr_sweep, unit_cfg, write_sweep
 
@@ -570,3 +571,57 @@ def test_leak_threshold_stops_refining_a_precise_dose():
     plain_runs, _ = drive(_unrefined(_threshold_search()), executor(SMOOTH))
     runs, out = drive(search, executor(SMOOTH))
     assert out["threshold_fitted_precision"]["precise"] and len(runs) == len(plain_runs)
+
+
+# Judge-corrected summaries: a threshold rung stands only where every calibration corner gives the same rung,
+# and the fitted dose's interval spans every corner's.
+def _calibrated_executor(cfg: SimConfig, sens: tuple[float, float, float], spec: tuple[float, float, float]):
+    """Simulated runs whose trait carries a judge calibration (value, low, high of sensitivity / specificity)."""
+    plain = executor(cfg)
+    cal = {
+        "sensitivity": dict(zip(("value", "low", "high"), sens)),
+        "specificity": dict(zip(("value", "low", "high"), spec)),
+    }
+
+    def execute(requests):
+        out = []
+        for r in plain(requests):
+            t = r.traits[TRAIT]
+            corrected = (t["score"] + spec[0] - 1) / (sens[0] + spec[0] - 1)
+            out.append(replace(r, traits={TRAIT: {**t, "calibration": {**cal, "corrected": {"score": corrected}}}}))
+        return out
+
+    return execute
+
+
+def test_a_judge_corrected_threshold_holds_only_where_every_calibration_corner_agrees():
+    from leaksweep.experiments.conditions import CALIBRATION, CORNERS, JudgeCorrected, judge_corrected_runs
+
+    ladder = [round(10 ** (-2 + 2 * i / 11), 6) for i in range(12)]
+    shallow = SimConfig(subsets={"S": SimSubset(n_units=512, effect=0.5, ed50=0.3, slope=4.0)}, **BIG)
+    settings = replace(SETTINGS, min_effect=0.05, n_boot=200)
+
+    def search() -> ThresholdSearch:
+        return ThresholdSearch("S", ladder, B, settings)
+
+    _, sure = drive(
+        JudgeCorrected(search(), (TRAIT,)), _calibrated_executor(shallow, (0.95, 0.94, 0.96), (0.95, 0.94, 0.96))
+    )
+    assert sure["threshold"] is not None and sure["dose_response"]["S"]["threshold"].get("reason") is None
+    # a loose calibration: corrected effects scale by 1 / (sens + spec - 1), which moves the rung at the corners
+    runs, out = drive(
+        JudgeCorrected(search(), (TRAIT,)), _calibrated_executor(shallow, (0.9, 0.6, 0.99), (0.9, 0.7, 0.99))
+    )
+    seq = out["dose_response"]["S"]["threshold"]
+    assert seq["threshold"] is None and out["threshold"] is None and seq["reason"] == CALIBRATION
+    assert seq["threshold_point"] is not None and len(set(seq["threshold_by_corner"])) > 1
+    assert seq["statement"].startswith("Estimate only, no threshold")
+    # the fitted dose's interval spans the point's and every corner's, and its precision is judged on it
+    point = search().conclude(judge_corrected_runs(runs, (TRAIT,)))["threshold_fitted"]
+    corners = [search().conclude(judge_corrected_runs(runs, (TRAIT,), c))["threshold_fitted"] for c in CORNERS]
+    fitted = out["threshold_fitted"]
+    assert fitted["value"] == point["value"] and "calibration corners" in fitted["method"]
+    assert fitted["low"] == min(e["low"] for e in [point, *corners] if e)
+    highs = [e["high"] if e else None for e in [point, *corners]]
+    assert fitted["high"] == (None if None in highs else max(highs))
+    assert out["threshold_fitted_precision"]["precise"] is False

@@ -315,8 +315,9 @@ JUDGE_CORRECTED_LIMITATION = (
     "with the point sensitivity and specificity of traits.T.calibration); their bootstrap resamples seeds "
     "and eval prompts. The calibration set's uncertainty enters by re-deciding at the four corners of the "
     "sensitivity and specificity 95% intervals: a decision that changes at any corner is reported as no "
-    "decision. Summaries built from the decisions (a threshold rung, lists of subsets) use the point values; "
-    "each trial's corrected score (result.json: traits.T.calibration.corrected) carries the uncertainty in "
+    "decision. A threshold rung stands only where every corner gives the same rung, and a fitted dose's "
+    "interval spans every corner's; lists of subsets (Holm lists, minimal subsets) use the point values. "
+    "Each trial's corrected score (result.json: traits.T.calibration.corrected) carries the uncertainty in "
     "its interval"
 )
 CALIBRATION = (
@@ -405,7 +406,10 @@ class JudgeCorrected:
             except ValueError:  # sensitivity + specificity - 1 reaches 0 there: that corner decides nothing
                 corners.append(None)
         point = self.inner.conclude(judge_corrected_runs(runs, self.traits))
-        out = _mark(_robust(point, corners), f"judge-corrected: {', '.join(self.traits)}")
+        robust = _robust(point, corners)
+        if hasattr(self.inner, "robust_summaries"):  # summaries built from decisions (a threshold rung, a fitted dose)
+            robust = self.inner.robust_summaries(robust, corners)
+        out = _mark(robust, f"judge-corrected: {', '.join(self.traits)}")
         out["judge_corrected"] = {"traits": list(self.traits), "limitation": JUDGE_CORRECTED_LIMITATION}
         return out
 

@@ -14,6 +14,7 @@ from typing import Any
 from leaksweep import decisions, dose
 from leaksweep.config import SweepConfig
 from leaksweep.experiments.conditions import (
+    CALIBRATION,
     DOSE_RESPONSE,
     LEAK_MAP,
     TRANSFER,
@@ -91,6 +92,10 @@ class StaticSearch:
             out["teachers"] = self._by_source(runs, "teacher_eval")  # the teacher's own score, no training
             out["transfer"] = transfer_table(runs, b, s, self.conditions)
         return out
+
+    def robust_summaries(self, out: dict, corners: list[dict | None]) -> dict:
+        """Judge-corrected conclusions (conditions.JudgeCorrected): see robust_dose_responses."""
+        return robust_dose_responses(out, corners)
 
     def _by_source(self, runs: list[Run], kind: str) -> dict:
         s = self.settings
@@ -203,6 +208,54 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         "fit": jsonable(fit),
         "trials_spent": sum(len(r) for _, r in points),
     }
+
+
+def robust_dose_responses(out: dict, corners: list[dict | None]) -> dict:
+    """`out` with each dose-response's summaries held to every calibration corner's conclusions.
+
+    Judge-corrected decisions are re-taken at the corners of the judge's sensitivity and specificity
+    intervals (conditions.JudgeCorrected); the summaries built from them must hold there too. A threshold
+    rung that is not the same at every corner (a corner of None identifies nothing) becomes no threshold,
+    reason CALIBRATION, with each corner's rung; a fitted dose's interval is widened to span every
+    corner's interval (a corner without a fitted dose leaves it unbounded above).
+    """
+    curves = out.get("dose_response") or {}
+    if not curves:
+        return out
+    out = {**out, "dose_response": dict(curves)}
+    for subset, dr in curves.items():
+        at = [((c or {}).get("dose_response") or {}).get(subset) if c else None for c in corners]
+        dr = out["dose_response"][subset] = {
+            **dr,
+            "threshold": dict(dr.get("threshold") or {}),
+            "fit": dict(dr.get("fit") or {}),
+        }
+        seq = dr["threshold"]
+        rungs = [(c.get("threshold") or {}).get("threshold") if c else None for c in at]
+        if seq.get("threshold") is not None and any(c is None or r != seq["threshold"] for c, r in zip(at, rungs)):
+            seq["statement"] = (
+                f"Estimate only, no threshold ({CALIBRATION}): the rung is {seq['threshold']:g} at the point "
+                f"values, " + ", ".join("none" if r is None else f"{r:g}" for r in rungs) + " at the corners"
+            )
+            seq.update(threshold=None, reason=CALIBRATION, threshold_point=seq["threshold"], threshold_by_corner=rungs)
+        ed = dr["fit"].get("ed_min_effect")
+        if isinstance(ed, dict):
+            eds = [((c.get("fit") or {}).get("ed_min_effect") if c else None) for c in at]
+            lows = [e.get("low") for e in eds if isinstance(e, dict) and e.get("low") is not None]
+            highs = [e.get("high") if isinstance(e, dict) else None for e in eds]
+            low = min([ed["low"], *lows]) if ed.get("low") is not None else None
+            high = None if ed.get("high") is None or any(h is None for h in highs) else max([ed["high"], *highs])
+            dr["fit"]["ed_min_effect"] = {
+                **ed,
+                "low": low,
+                "high": high,
+                "method": f"{ed.get('method', '')}; interval spans the judge calibration corners' intervals",
+            }
+    if "threshold" in out and len(curves) == 1:  # leak_threshold repeats its one curve's summaries at the top
+        (dr,) = out["dose_response"].values()
+        out["threshold"] = dr["threshold"].get("threshold")
+        out["threshold_fitted"] = dr["fit"].get("ed_min_effect")
+    return out
 
 
 SHARE, FRACTION = "share", "fraction"  # dose axes: the realized share of the subset's rows, or the nominal fraction

@@ -23,7 +23,7 @@ from leaksweep.experiments.conditions import (
     settings_for,
     sufficiency,
 )
-from leaksweep.experiments.static import dose_points, dose_response, fit_points, share
+from leaksweep.experiments.static import dose_points, dose_response, fit_points, robust_dose_responses, share
 
 REFINE_PICKS = 4  # batches of `seeds` runs per refinement round (a round's trials run in parallel)
 TOP_SEED_FACTOR = 3  # an inconclusive top rung gets more seeds, up to this many times `seeds`, before "no leak"
@@ -264,6 +264,18 @@ class ThresholdSearch:
             "alpha": s.alpha,
             "min_effect": s.min_effect,
         }
+
+    def robust_summaries(self, out: dict, corners: list[dict | None]) -> dict:
+        """Judge-corrected conclusions (conditions.JudgeCorrected): the rung and the fitted dose's interval held
+        to every calibration corner (static.robust_dose_responses), and the dose's precision judged again on
+        the widened interval."""
+        out = robust_dose_responses(out, corners)
+        fit = out["dose_response"][self.subset].get("fit") or {}
+        precision = self.precision(fit.get("ed_min_effect"), out.get("trials_spent", 0))
+        if precision is not None:
+            fit["ed_min_effect_precision"] = precision
+        out["threshold_fitted_precision"] = precision
+        return out
 
     def precision(self, ed: dict | None, trials: int) -> dict | None:
         """Whether the fitted dose's interval lies within value / dose_precision .. value * dose_precision, and
