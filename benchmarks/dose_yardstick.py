@@ -12,24 +12,27 @@ import math
 import statistics
 
 from leaksweep.experiments.conditions import Builder
-from leaksweep.simulate import SimConfig, simulate, true_rate
+from leaksweep.simulate import SimConfig, simulate
 
 
 def trials_to_resolve(
-    cfg: SimConfig, builder: Builder, subset: str, trait: str, dose_true: float, min_effect: float, salt: int
+    cfg: SimConfig, builder: Builder, subset: str, trait: str, dose_true: float | None, min_effect: float, salt: int
 ) -> float:
     """Trials an oracle needs to place the min_effect dose within 1.5x with 90% probability, by local resolution.
 
-    The oracle knows the true curve and where the dose is; it runs k seeds at the true dose and k at all-clean
-    and must tell the effect there (min_effect) from the true effects at dose / 1.5 and dose x 1.5: its error
-    has to stay inside w = the smaller of the two gaps, so k >= 2 (1.645 sigma / w)^2, sigma the per-seed
-    sd of a run's score (40 fresh simulated seeds of each condition). A fit with unknown shape can borrow
-    from neighbouring rungs, so this is a yardstick for how much data the 1.5x target needs, not a strict bound.
+    The oracle knows the true curve and where the dose is (a share of the subset's rows, the simulator's
+    dose); it runs k seeds at the true dose and k at all-clean and must tell the effect there (min_effect)
+    from the true effects at dose / 1.5 and dose x 1.5: its error has to stay inside w = the smaller of the
+    two gaps, so k >= 2 (1.645 sigma / w)^2, sigma the per-seed sd of a run's score (40 fresh simulated
+    seeds of each condition). A fit with unknown shape can borrow from neighbouring rungs, so this is a
+    yardstick for how much data the 1.5x target needs, not a strict bound.
     """
-    tau0 = true_rate(cfg, builder.all_clean().plan)
+    if dose_true is None:
+        return math.inf
+    s = cfg.subsets[subset]
 
-    def effect(f: float) -> float:
-        return true_rate(cfg, builder.patch_insert(subset, round(min(f, 1.0), 9)).plan) - tau0
+    def effect(d: float) -> float:
+        return s.effect / (1 + math.exp(-s.slope * (math.log10(min(d, 1.0)) - math.log10(s.ed50))))
 
     gap = min(min_effect - effect(dose_true / 1.5), effect(dose_true * 1.5) - min_effect)
     if gap <= 0:

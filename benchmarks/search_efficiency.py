@@ -2,7 +2,8 @@
 
 On a family of simulated response surfaces (leaksweep.simulate) with known truth:
 
-* leak threshold: the adaptive bisection (experiments.threshold.ThresholdSearch) against the full ladder
+* leak threshold: the adaptive bisection (experiments.threshold.ThresholdSearch; "adaptive" with no
+  budget finds the rung, "adaptive+dose" also spends the default budget on the fitted dose) against the full ladder
   (fraction_sweep + fixed-sequence testing) and against random search that runs as many rungs as
   the adaptive search did, all at the same seeds per point. Correct = the reported threshold is
   within one ladder step of the true one (the smallest rung whose true effect exceeds
@@ -18,14 +19,18 @@ On a family of simulated response surfaces (leaksweep.simulate) with known truth
 * honesty (issue 13): threshold surfaces with heavy independent seed noise per condition (each
   condition's seed draws its own logit offset, seed_sd 0.3..0.5) and shallow noisy curves (slope
   1.5..2.5): the rung within one step, the fitted min_effect dose (analysis: fit.ed_min_effect, the
-  fraction where the fitted effect reaches min_effect) within 1.5x of the true one, decisions that
+  dose where the fitted effect reaches min_effect) within 1.5x of the true one, decisions that
   flipped as runs arrived; null surfaces at the default settings (seeds 1, min_effect 0); a leak map
   (subset_scan) and leak-in (drop, refill none) on surfaces with two leaking subsets S and R and
   leak-in into S. A leak-in is eligible when the surface's true tau(drop) - tau(patch_remove) >= 0.1,
-  false when it is <= 0. Beside the fitted dose's accuracy: whether the search called it precise (its
-  interval within 1.5x) and whether the trials it spent could resolve it within 1.5x even for an oracle
-  that knows where it is (dose_yardstick.trials_to_resolve); --trial-budget N gives the threshold search
-  search.trial_budget N, which it spends around an imprecise fitted dose.
+  false when it is <= 0. The threshold search runs three ways on the same surfaces and seeds: as
+  before this benchmark's last change (runs without their manifests' shares, so the fit is on
+  nominal fractions, scored against the true nominal fraction; no budget), on the shares with no
+  budget, and on the shares with the default budget (the full ladder's trials; --trial-budget N
+  changes it) spent where it pins the fitted dose; shares are scored against the simulator's own
+  dose, the share of S's rows from the teacher. Beside the accuracy: whether the search called the
+  dose precise (its interval within 1.5x) and whether the trials it spent could resolve it within
+  1.5x even for an oracle that knows where it is (dose_yardstick.trials_to_resolve).
 
 Usage: python benchmarks/search_efficiency.py [--surfaces N] [--seed S] [--quick] [--only-honesty] [--trial-budget N]
 Prints a table; the last lines are one-line summaries.
@@ -47,17 +52,19 @@ from leaksweep.data.subsets import resolve_path
 from leaksweep.experiments.conditions import Builder, Run, Settings, drive
 from leaksweep.experiments.minimal import MinimalSubsetSearch
 from leaksweep.experiments.static import StaticSearch, dose_response
-from leaksweep.experiments.threshold import ThresholdSearch
-from leaksweep.simulate import SimConfig, SimSubset, realized_dose, simulate, subset_units, true_rate
+from leaksweep.experiments.threshold import ThresholdSearch, grid_trials
+from leaksweep.simulate import SimConfig, SimSubset, realized_dose, simulate, subset_units, teacher_shares, true_rate
 
 SUBSET = "S"
 LADDER = [round(10 ** (-3 + 3 * i / 31), 6) for i in range(32)]  # 0.001 .. 1, factor 1.25 per rung
 TRAIT = "trait"
 
 
-def executor(cfg: SimConfig, salt: int | None = None):
+def executor(cfg: SimConfig, salt: int | None = None, shares: bool = True):
     """Runs of `cfg`; with `salt`, each surface draws its own seed noise (the simulator keys noise by plan
-    and seed only, so without it every surface reuses the same draws for the same condition)."""
+    and seed only, so without it every surface reuses the same draws for the same condition). Each run
+    records its manifest's teacher shares, as a real trial's result.json does; shares=False leaves them
+    out, which is how runs looked before the fit moved onto them (it then fits nominal fractions)."""
     counter = itertools.count()
 
     def noise_seed(seed: int) -> int | str:
@@ -65,7 +72,13 @@ def executor(cfg: SimConfig, salt: int | None = None):
 
     def execute(requests):
         return [
-            Run(c, seed, next(counter), simulate(cfg, c.plan, c.kind, noise_seed(seed), [TRAIT]))
+            Run(
+                c,
+                seed,
+                next(counter),
+                simulate(cfg, c.plan, c.kind, noise_seed(seed), [TRAIT]),
+                teacher_shares(cfg, c.plan) if shares else {},
+            )
             for c, seed in requests
         ]
 
@@ -117,20 +130,25 @@ def threshold_surfaces(n: int, rng: random.Random) -> list[tuple[str, SimConfig]
 
 
 def run_threshold(surfaces, settings: Settings, builder: Builder, rng: random.Random, verbose: bool = False) -> dict:
-    tally = {k: {"trials": 0, "correct": 0, "n": 0, "null_ok": 0, "null_n": 0} for k in ("adaptive", "grid", "random")}
-    dose_tally = {"n": 0, "rung15": 0, "fit15": 0}  # adaptive, surfaces whose min_effect dose is >= 5 units
+    kinds = ("adaptive", "adaptive+dose", "grid", "random")
+    tally = {k: {"trials": 0, "correct": 0, "n": 0, "null_ok": 0, "null_n": 0} for k in kinds}
+    dose_tally = {"n": 0, "rung15": 0, "fit15": 0, "fit15_dose": 0}  # surfaces whose min_effect dose is >= 5 units
     for name, cfg in surfaces:
         truth = true_threshold(cfg, builder, settings.min_effect)
         doses = realized_doses(cfg, builder)
         execute = executor(cfg)
-        runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, replace(settings, fit_curves=True)), execute)
-        found = {"adaptive": (out["threshold"], len(runs))}
+        fitting = replace(settings, fit_curves=True)
+        runs, out = drive(ThresholdSearch(SUBSET, LADDER, builder, fitting), execute)  # the bisection alone
+        budget = grid_trials(LADDER, settings.seeds)  # the default search.trial_budget
+        dose_runs, dose_out = drive(ThresholdSearch(SUBSET, LADDER, builder, fitting, max_trials=budget), execute)
+        found = {"adaptive": (out["threshold"], len(runs)), "adaptive+dose": (dose_out["threshold"], len(dose_runs))}
         dose_true = true_min_effect_dose(cfg, builder, settings.min_effect) if truth is not None else None
         if dose_true is not None and dose_true >= 5 / cfg.subsets[SUBSET].n_units:
-            fitted = _fitted_dose(out)
+            share_true = true_min_effect_share(cfg, settings.min_effect)  # the fit is on the manifests' shares
             dose_tally["n"] += 1
             dose_tally["rung15"] += out["threshold"] is not None and within(out["threshold"], dose_true, 1.5)
-            dose_tally["fit15"] += fitted is not None and within(fitted, dose_true, 1.5)
+            dose_tally["fit15"] += ratio_ok(_fitted_dose(out), share_true)
+            dose_tally["fit15_dose"] += ratio_ok(_fitted_dose(dose_out), share_true)
         baselines = [builder.all_clean(), builder.all_teacher()]  # every search runs both
         grid = StaticSearch(
             "fraction_sweep",
@@ -316,41 +334,66 @@ def _fitted_dose(out: dict) -> float | None:
     return ed.get("value") if isinstance(ed, dict) else None
 
 
-def run_noisy_thresholds(surfaces, settings: Settings, builder: Builder, trial_budget: int | None = None) -> dict:
-    tally = {}
+def true_min_effect_share(cfg: SimConfig, min_effect: float) -> float | None:
+    """The share of S's rows from the teacher where the surface's effect reaches min_effect (None: never).
+
+    The simulator's curve is a function of that share (simulate: dose_S), so this is exact; the nominal
+    fraction that yields it depends on the subset's hash-uniforms (true_min_effect_dose).
+    """
+    s = cfg.subsets[SUBSET]
+    part = min_effect / s.effect if s.effect > 0 else 2.0
+    if not 0 < part < 1:
+        return None
+    return s.ed50 * 10 ** (math.log(part / (1 - part)) / s.slope)
+
+
+def ratio_ok(found: float | None, truth: float | None, factor: float = 1.5) -> bool:
+    return found is not None and truth is not None and found > 0 and max(found / truth, truth / found) <= factor
+
+
+def noisy_arms(trial_budget: int) -> list[tuple[str, bool, int | None]]:
+    """(label, runs record their manifest's shares, search.trial_budget) for each way of searching."""
+    return [
+        ("fractions, no budget (before)", False, None),
+        ("shares, no budget", True, None),
+        (f"shares, budget {trial_budget}", True, trial_budget),
+    ]
+
+
+def run_noisy_thresholds(surfaces, settings: Settings, builder: Builder, arms) -> dict:
+    """Per arm and kind of surface: the rung and the fitted min_effect dose against the truth on the
+    fit's own axis (nominal fraction for the before arm, realized share otherwise)."""
+    tally: dict = {}
     for i, (kind, cfg) in enumerate(surfaces):
-        t = tally.setdefault(
-            kind,
-            {"n": 0, "step": 0, "rung15": 0, "fit15": 0, "fitted": 0, "flipped": 0, "top_miss": 0, "trials": 0}
-            | {"precise": 0, "precise_ok": 0, "resolvable": 0, "resolvable_ok": 0},
-        )
         truth = true_threshold(cfg, builder, settings.min_effect)
-        dose_true = true_min_effect_dose(cfg, builder, settings.min_effect)
-        search = ThresholdSearch(SUBSET, LADDER, builder, settings, max_trials=trial_budget)
-        runs, out, flipped = drive_recording(search, executor(cfg, i), builder, settings)
-        found, fitted = out["threshold"], _fitted_dose(out)
-        t["n"] += 1
-        t["step"] += within_one(found, truth, realized_doses(cfg, builder))
-        t["rung15"] += (
-            found is not None and dose_true is not None and found / dose_true <= 1.5 and dose_true / found <= 1.5
-        )
-        t["fitted"] += fitted is not None
-        t["fit15"] += (
-            fitted is not None and dose_true is not None and max(fitted / dose_true, dose_true / fitted) <= 1.5
-        )
-        t["flipped"] += flipped
-        t["top_miss"] += found is None  # every surface here leaks at the top rung (effect >= 0.3)
-        ok = fitted is not None and dose_true is not None and max(fitted / dose_true, dose_true / fitted) <= 1.5
-        t["trials"] += len(runs)
-        precise = bool((out.get("threshold_fitted_precision") or {}).get("precise"))
-        t["precise"] += precise
-        t["precise_ok"] += precise and ok
-        need = (
-            trials_to_resolve(cfg, builder, SUBSET, TRAIT, dose_true, settings.min_effect, i) if dose_true else math.inf
-        )
-        t["resolvable"] += need <= len(runs)
-        t["resolvable_ok"] += need <= len(runs) and ok
-        t.setdefault("need", []).append(need)
+        dose_nominal = true_min_effect_dose(cfg, builder, settings.min_effect)
+        dose_share = true_min_effect_share(cfg, settings.min_effect)
+        need = trials_to_resolve(cfg, builder, SUBSET, TRAIT, dose_share, settings.min_effect, i)
+        for label, shares, budget in arms:
+            t = tally.setdefault(label, {}).setdefault(
+                kind,
+                {"n": 0, "step": 0, "rung15": 0, "fit15": 0, "fitted": 0, "flipped": 0, "top_miss": 0, "trials": 0}
+                | {"precise": 0, "precise_ok": 0, "resolvable": 0, "resolvable_ok": 0, "need": []},
+            )
+            search = ThresholdSearch(SUBSET, LADDER, builder, settings, max_trials=budget)
+            runs, out, flipped = drive_recording(search, executor(cfg, i, shares), builder, settings)
+            found, fitted = out["threshold"], _fitted_dose(out)
+            axis = out["dose_response"][SUBSET]["dose_axis"]
+            ok = ratio_ok(fitted, dose_share if axis == "share" else dose_nominal)
+            precise = bool((out.get("threshold_fitted_precision") or {}).get("precise"))
+            t["n"] += 1
+            t["step"] += within_one(found, truth, realized_doses(cfg, builder))
+            t["rung15"] += ratio_ok(found, dose_nominal)
+            t["fitted"] += fitted is not None
+            t["fit15"] += ok
+            t["flipped"] += flipped
+            t["top_miss"] += found is None  # every surface here leaks at the top rung (effect >= 0.3)
+            t["trials"] += len(runs)
+            t["precise"] += precise
+            t["precise_ok"] += precise and ok
+            t["resolvable"] += need <= len(runs)
+            t["resolvable_ok"] += need <= len(runs) and ok
+            t["need"].append(need)
     return tally
 
 
@@ -460,15 +503,23 @@ def run_leak_map(surfaces, settings: Settings, builder: Builder) -> dict:
 def print_honesty(noisy: dict, nulls: dict, leak: dict, seeds: int) -> None:
     print(f"\nhonesty: leak threshold under seed noise and shallow curves, {seeds} seeds per point")
     print(
-        f"{'surfaces':<10}{'n':>4}{'within 1 step':>15}{'rung <=1.5x':>13}{'fit <=1.5x':>12}{'fitted':>8}{'flipped':>9}{'top: no leak':>14}"
+        "fit <=1.5x: the fitted min_effect dose within 1.5x of the truth on its own axis (the nominal fraction "
+        "before, the share of S's rows from the teacher after); rung <=1.5x: the rung vs the nominal truth"
     )
-    for kind, t in noisy.items():
-        n = max(1, t["n"])
-        print(
-            f"{kind:<10}{t['n']:>4}{t['step'] / n:>15.0%}{t['rung15'] / n:>13.0%}{t['fit15'] / n:>12.0%}"
-            f"{t['fitted'] / n:>8.0%}{t['flipped']:>9}{t['top_miss']:>14}"
-        )
-    print_dose_precision(noisy)
+    print(
+        f"{'search':<32}{'surfaces':<10}{'n':>4}{'trials':>8}{'within 1 step':>15}{'rung <=1.5x':>13}"
+        f"{'fit <=1.5x':>12}{'fitted':>8}{'flipped':>9}{'top: no leak':>14}"
+    )
+    for arm, kinds in noisy.items():
+        for kind, t in kinds.items():
+            n = max(1, t["n"])
+            print(
+                f"{arm:<32}{kind:<10}{t['n']:>4}{t['trials'] / n:>8.0f}{t['step'] / n:>15.0%}{t['rung15'] / n:>13.0%}"
+                f"{t['fit15'] / n:>12.0%}{t['fitted'] / n:>8.0%}{t['flipped']:>9}{t['top_miss']:>14}"
+            )
+    for arm, kinds in noisy.items():
+        print(f"{arm}:")
+        print_dose_precision(kinds)
     n = max(1, nulls["n"])
     print(
         f"null surfaces at the default settings (seeds 1, min_effect 0): {nulls['n']}; 'no leak' from "
@@ -483,14 +534,21 @@ def print_honesty(noisy: dict, nulls: dict, leak: dict, seeds: int) -> None:
     )
 
 
+def _share(kinds: dict, key: str) -> float:
+    return sum(t[key] for t in kinds.values()) / max(1, sum(t["n"] for t in kinds.values()))
+
+
 def honesty(args, builder: Builder, settings: Settings, rng: random.Random) -> None:
     started = time.time()
     n = args.surfaces
-    noisy = run_noisy_thresholds(noisy_surfaces(n, rng), replace(settings, fit_curves=True), builder, args.trial_budget)
+    budget = args.trial_budget or grid_trials(LADDER, settings.seeds)  # default: the full ladder's trials
+    arms = noisy_arms(budget)
+    noisy = run_noisy_thresholds(noisy_surfaces(n, rng), replace(settings, fit_curves=True), builder, arms)
     nulls = run_null_defaults(null_default_surfaces(n, rng), builder, settings.n_boot)
     leak = run_leak_map(two_subset_surfaces(3 * n, rng), settings, builder)
     print_honesty(noisy, nulls, leak, settings.seeds)
-    fit15 = sum(t["fit15"] for t in noisy.values()) / max(1, sum(t["n"] for t in noisy.values()))
+    after = noisy[arms[-1][0]]
+    fit15 = _share(after, "fit15")
     met = (
         leak["exact"] >= 0.99 * leak["n"]
         and nulls["threshold_ok"] == nulls["scan_ok"] == nulls["n"]
@@ -498,13 +556,12 @@ def honesty(args, builder: Builder, settings: Settings, rng: random.Random) -> N
         and leak["found"] >= 0.9 * leak["eligible"]
         and leak["false"] <= 0.01 * leak["not_in"]
     )
-    total = max(1, sum(t["n"] for t in noisy.values()))
-    resolvable = sum(t["resolvable"] for t in noisy.values())
-    imprecise = sum(t["n"] - t["precise"] for t in noisy.values())
     print(
-        f"honesty summary: fitted dose within 1.5x on {fit15:.0%} (said imprecise, interval wider than 1.5x, on "
-        f"{imprecise / total:.0%}; the data the search spent could resolve it within 1.5x on {resolvable / total:.0%} "
-        f"even for an oracle); targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)"
+        "honesty summary: fitted dose within 1.5x "
+        + ", ".join(f"{arm} {_share(kinds, 'fit15'):.0%}" for arm, kinds in noisy.items())
+        + f" (called precise: {_share(after, 'precise'):.0%}, of which within 1.5x "
+        f"{sum(t['precise_ok'] for t in after.values())}/{sum(t['precise'] for t in after.values())}); "
+        f"targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)"
     )
 
 
@@ -526,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "--trial-budget",
         type=int,
         default=None,
-        help="honesty surfaces: search.trial_budget for the threshold search (refines an imprecise fitted dose)",
+        help="honesty surfaces: search.trial_budget of the refined arm (default: the full ladder's trials)",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -550,21 +607,22 @@ def main(argv: list[str] | None = None) -> int:
     thr = run_threshold(threshold_surfaces(args.surfaces, rng), settings, builder, rng, args.verbose)
     depth = 4
     mini = run_minimal(planted_surfaces(args.surfaces, rng, depth), replace(settings, min_effect=0.02), builder, depth)
-    grid_trials = thr["grid"]["trials"]
+    grid_total = thr["grid"]["trials"]
     print(
         f"leak threshold: {len(LADDER)}-rung ladder 0.001..1, {args.seeds_per_point} seeds per point, "
         f"{args.surfaces} surfaces ({thr['adaptive']['null_n']} null)"
     )
-    print(f"{'search':<12}{'trials':>8}{'vs grid':>9}{'within 1 step':>15}{'null: no leak':>15}")
+    print(f"{'search':<15}{'trials':>8}{'vs grid':>9}{'within 1 step':>15}{'null: no leak':>15}")
     for name, t in thr.items():
         print(
-            f"{name:<12}{t['trials']:>8}{t['trials'] / grid_trials:>9.0%}{t['correct'] / max(1, t['n']):>15.0%}"
+            f"{name:<15}{t['trials']:>8}{t['trials'] / grid_total:>9.0%}{t['correct'] / max(1, t['n']):>15.0%}"
             f"{t['null_ok'] / max(1, t['null_n']):>15.0%}"
         )
     d = thr["adaptive"]["dose"]
     print(
         f"adaptive vs the true min_effect dose ({d['n']} surfaces where it is >= 5 units): rung within 1.5x "
-        f"{d['rung15'] / max(1, d['n']):.0%}, fitted dose within 1.5x {d['fit15'] / max(1, d['n']):.0%}"
+        f"{d['rung15'] / max(1, d['n']):.0%}, fitted dose within 1.5x {d['fit15'] / max(1, d['n']):.0%} "
+        f"(adaptive+dose, the default budget: {d['fit15_dose'] / max(1, d['n']):.0%})"
     )
     print(f"\nminimal leaking subset: 64 units, depth {depth}, planted at a random node; {args.surfaces} surfaces")
     print(f"{'search':<12}{'trials':>8}{'recall':>9}{'precision':>11}{'confirmed':>11}{'null: none':>12}")
@@ -576,12 +634,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{t['null_ok'] / max(1, t['null_n']):>12.0%}"
         )
     a = thr["adaptive"]
-    share = a["trials"] / grid_trials
+    share = a["trials"] / grid_total
     correct = a["correct"] / max(1, a["n"])
     null_ok = a["null_ok"] / max(1, a["null_n"])
     met = share <= 0.25 and correct >= 0.9 and null_ok >= 0.9
+    dose = thr["adaptive+dose"]["trials"] / grid_total
     print(
-        f"\nsummary: adaptive threshold search used {share:.0%} of the grid's trials, {correct:.0%} within one step, "
+        f"\nsummary: adaptive threshold search used {share:.0%} of the grid's trials to find the rung ({dose:.0%} "
+        f"with the default budget spent on the fitted dose), {correct:.0%} within one step, "
         f"{null_ok:.0%} 'no leak' on null surfaces; bisection recall {mini['bisection']['recall'] / max(1, mini['bisection']['n']):.0%}; "
         f"targets {'met' if met else 'NOT met'} ({time.time() - started:.0f} s)"
     )
