@@ -625,3 +625,27 @@ def test_a_judge_corrected_threshold_holds_only_where_every_calibration_corner_a
     highs = [e["high"] if e else None for e in [point, *corners]]
     assert fitted["high"] == (None if None in highs else max(highs))
     assert out["threshold_fitted_precision"]["precise"] is False
+
+
+def test_a_judge_corrected_holm_verdict_holds_only_where_every_calibration_corner_agrees():
+    from leaksweep.experiments.conditions import CALIBRATION
+    from leaksweep.experiments.static import robust_holm
+    from leaksweep.report.prose import _sufficient_sentence
+
+    def table(s_holm: bool) -> dict:
+        row = lambda holm: {"sufficient": {"test": "t", "passed": True, "p_value": 0.01}, "sufficient_holm": holm}  # noqa: E731
+        return {"leak_map": {TRAIT: {"S": row(s_holm), "R": row(False)}}}
+
+    point = table(True)
+    held = robust_holm(point, [table(True)] * 4)
+    assert held["leak_map"][TRAIT]["S"]["sufficient_holm"] is True
+    moved = robust_holm(point, [table(True), table(False), table(True), table(True)])
+    s, r = moved["leak_map"][TRAIT]["S"], moved["leak_map"][TRAIT]["R"]
+    assert s["sufficient_holm"] is None and s["sufficient_holm_reason"] == CALIBRATION
+    assert r["sufficient_holm"] is False and "sufficient_holm_reason" not in r
+    assert point["leak_map"][TRAIT]["S"]["sufficient_holm"] is True  # the point's conclusions are not changed
+    nothing = robust_holm(point, [table(True), None, table(True), table(True)])  # a corner identifies nothing
+    assert nothing["leak_map"][TRAIT]["S"]["sufficient_holm"] is None
+    # the report lists it as no decision, neither sufficient nor not
+    sentence = _sufficient_sentence({"alpha": 0.05}, moved["leak_map"][TRAIT])
+    assert "no decision: <code>S</code>" in sentence and "not sufficient: <code>R</code>" in sentence

@@ -316,7 +316,8 @@ JUDGE_CORRECTED_LIMITATION = (
     "and eval prompts. The calibration set's uncertainty enters by re-deciding at the four corners of the "
     "sensitivity and specificity 95% intervals: a decision that changes at any corner is reported as no "
     "decision. A threshold rung stands only where every corner gives the same rung, and a fitted dose's "
-    "interval spans every corner's; lists of subsets (Holm lists, minimal subsets) use the point values. "
+    "interval spans every corner's; so does a Holm verdict (sufficient_holm); the minimal subsets use the "
+    "point values. "
     "Each trial's corrected score (result.json: traits.T.calibration.corrected) carries the uncertainty in "
     "its interval"
 )

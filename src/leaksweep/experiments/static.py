@@ -94,8 +94,8 @@ class StaticSearch:
         return out
 
     def robust_summaries(self, out: dict, corners: list[dict | None]) -> dict:
-        """Judge-corrected conclusions (conditions.JudgeCorrected): see robust_dose_responses."""
-        return robust_dose_responses(out, corners)
+        """Judge-corrected conclusions (conditions.JudgeCorrected): see robust_dose_responses, robust_holm."""
+        return robust_holm(robust_dose_responses(out, corners), corners)
 
     def _by_source(self, runs: list[Run], kind: str) -> dict:
         s = self.settings
@@ -208,6 +208,23 @@ def dose_response(runs: list[Run], b: Builder, s: Settings, subset: str, ladder:
         "fit": jsonable(fit),
         "trials_spent": sum(len(r) for _, r in points),
     }
+
+
+def robust_holm(out: dict, corners: list[dict | None]) -> dict:
+    """`out` with each leak map's Holm verdict (sufficient_holm) held to every calibration corner: one that
+    differs at a corner (or a corner of None, which identifies nothing) becomes None, reason CALIBRATION."""
+    table = out.get("leak_map") or {}
+    if not table:
+        return out
+    out = {**out, "leak_map": {t: {sub: dict(row) for sub, row in rows.items()} for t, rows in table.items()}}
+    for trait, rows in out["leak_map"].items():
+        for sub, row in rows.items():
+            if "sufficient_holm" not in row:
+                continue
+            at = [(((c or {}).get("leak_map") or {}).get(trait) or {}).get(sub) if c else None for c in corners]
+            if any(a is None or a.get("sufficient_holm") != row["sufficient_holm"] for a in at):
+                row["sufficient_holm"], row["sufficient_holm_reason"] = None, CALIBRATION
+    return out
 
 
 def robust_dose_responses(out: dict, corners: list[dict | None]) -> dict:

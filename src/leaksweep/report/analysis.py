@@ -163,7 +163,8 @@ def leak_map_section(analysis: dict) -> str:
             for key, _ in cols:
                 extra = ""
                 if key == "sufficient" and "sufficient_holm" in row:
-                    holm = "rejected" if row["sufficient_holm"] else "not rejected"
+                    verdicts = {True: "rejected", False: "not rejected"}
+                    holm = verdicts.get(row["sufficient_holm"], f"no decision ({row.get('sufficient_holm_reason')})")
                     extra = f'<br><span class="small">Holm: {holm}</span>'
                 cells.append(decision_cell(row.get(key), extra))
         rows.append(f'<tr data-subset="{esc(s)}">' + "".join(cells) + "</tr>")

@@ -206,6 +206,8 @@ def _leak_cell(row: dict, key: str, name: str, x: float, y: float, cell_w: int, 
             f"<title>{name}: not tested</title></rect>"
         )
     value = (d.get("estimate") or {}).get("value")
+    if key == "sufficient" and "sufficient_holm" in row and row["sufficient_holm"] is None:
+        d = {**d, "passed": None, "reason": row.get("sufficient_holm_reason") or d.get("reason")}
     if d.get("passed") is None:
         return (
             f'<g class="cell na"><title>{name}: no decision ({esc(short_reason(d))}). {esc(decision_title(d))}</title>'

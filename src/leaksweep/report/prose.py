@@ -374,12 +374,15 @@ def _sufficient_sentence(a: dict, rows: dict) -> str:
     if not tested:
         return ""
     holm = {s: rows[s].get("sufficient_holm", rows[s]["sufficient"]["passed"]) for s in tested}
-    alone = [s for s in tested if rows[s]["sufficient"]["passed"] and not holm[s]]
+    alone = [s for s in tested if rows[s]["sufficient"]["passed"] and holm[s] is False]
+    undecided = [s for s in tested if holm[s] is None]
     return (
         f"<b>Sufficient</b> (patching the teacher's rollouts into the subset alone raises the trait; "
         f"{test_levels(a)}, Holm across {len(tested)} subset{'s' if len(tested) > 1 else ''}): "
         f"{code_list([s for s in tested if holm[s]])}; not sufficient: "
-        f"{code_list([s for s in tested if not holm[s]])}."
+        f"{code_list([s for s in tested if holm[s] is False])}"
+        + (f"; no decision: {code_list(undecided)}" if undecided else "")
+        + "."
         + (f" ({code_list(alone)} passed alone but not after the Holm correction.)" if alone else "")
     )
 
