@@ -347,3 +347,32 @@ def test_repair_of_an_experiment_mode_keeps_each_condition_and_its_conclusions(t
     assert attrs() == kept
     assert run_experiment(sweep_dir, lambda: run_worker(sweep_dir, tracker)) == before  # nothing run again
     assert len(SweepDir(sweep_dir).complete()) == len(kept)
+
+
+def test_a_sigint_while_the_journal_lock_is_held_waits_for_its_release(tmp_path):
+    """Ctrl-C between the journal lock's acquire and the try that releases it would leave it held, and the
+    worker's own reclaim (study.worker.interrupted) would wait on it for ever: the interrupt waits for the release."""
+    import fcntl
+
+    from leaksweep.study import journal_file
+
+    previous = signal.getsignal(signal.SIGINT)
+    journal, lock_file = tmp_path / "optuna.journal", tmp_path / "optuna.journal.lock"
+    journal.write_text("")
+    lock = journal_file.WholeLineLock(journal_file.FlockJournalLock(str(lock_file)), journal, tmp_path)
+    try:
+        heartbeat.interrupt_once()
+        lock.acquire()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler has run: no KeyboardInterrupt while the lock is held
+        with pytest.raises(KeyboardInterrupt):
+            lock.release()  # it comes with the release
+        with open(lock_file, "a") as other:  # and the lock is free: another open file takes it at once
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert heartbeat._held == 0 and not heartbeat._pending
+        heartbeat.interrupt_once()
+        with pytest.raises(KeyboardInterrupt):  # with no lock held it is raised at once, as before
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -14,7 +14,10 @@ seconds from the writing host's clock: workers on several nodes must have synchr
 which Slurm's munge authentication requires anyway.
 
 A trial whose worker got SIGINT (Ctrl-C) is marked "interrupted" (`mark_interrupted`): reclaim
-takes it at once, and records "interrupted" rather than "no heartbeat".
+takes it at once, and records "interrupted" rather than "no heartbeat". The KeyboardInterrupt waits
+while the worker holds the journal lock (`hold_interrupts`): raised between a lock's acquire and the
+try that releases it, it would leave the lock held, and the worker's own reclaim would then wait on it
+for ever.
 
 A preempted trial (Slurm sent the signal, the worker checkpointed and requeued its job) is not
 dead: `mark_preempted` records that, and reclaim leaves such trials to the requeued job unless
@@ -107,16 +110,40 @@ def mark_interrupted(trial_dir: Path, interval_s: float) -> None:
     write_beat(trial_dir, interval_s, state="interrupted")
 
 
+_held = 0  # journal locks this process holds (hold_interrupts), counted across threads
+_pending = False  # a SIGINT arrived while one was held: KeyboardInterrupt when the last is released
+
+
 def interrupt_once() -> None:
     """SIGINT raises KeyboardInterrupt once, and later ones are ignored: a worker marks its trial
-    interrupted undisturbed when both the terminal (its process group) and `leaksweep sweep` signal it."""
+    interrupted undisturbed when both the terminal (its process group) and `leaksweep sweep` signal it.
+    While a journal lock is held (hold_interrupts) the KeyboardInterrupt waits for its release."""
     import signal
 
     def handler(signum, frame):
+        global _pending
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if _held:
+            _pending = True
+            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
+
+
+def hold_interrupts() -> None:
+    """A lock is about to be taken: a SIGINT from now on waits for release_interrupts."""
+    global _held
+    _held += 1
+
+
+def release_interrupts() -> None:
+    """The lock is released: raise the KeyboardInterrupt a SIGINT left meanwhile, once the last lock is."""
+    global _held, _pending
+    _held -= 1
+    if not _held and _pending:
+        _pending = False
+        raise KeyboardInterrupt
 
 
 class Heartbeat:

@@ -16,7 +16,7 @@ from typing import Any
 
 from leaksweep.errors import UserError
 from leaksweep.layout import SweepDir
-from leaksweep.study import locks
+from leaksweep.study import heartbeat, locks
 
 
 class FlockJournalLock:
@@ -49,14 +49,22 @@ class WholeLineLock:
         self._inner, self._path, self._sweep_dir = inner, path, sweep_dir
 
     def acquire(self) -> bool:
-        self._inner.acquire()
+        heartbeat.hold_interrupts()  # Ctrl-C between acquire and Optuna's try/finally would leave it held
+        try:
+            self._inner.acquire()
+        except BaseException:
+            heartbeat.release_interrupts()
+            raise
         if not _ends_whole(self._path):
-            self._inner.release()
+            self.release()
             check_journal(self._path, _NoLock(), self._sweep_dir)  # names the line and the fix
         return True
 
     def release(self) -> None:
-        self._inner.release()
+        try:
+            self._inner.release()
+        finally:
+            heartbeat.release_interrupts()  # raises a KeyboardInterrupt that waited for the lock
 
 
 def _ends_whole(path: Path) -> bool:
