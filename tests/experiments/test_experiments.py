@@ -25,11 +25,18 @@ B = Builder("clean", "teacher")
 SETTINGS = Settings(TRAIT, (TRAIT,), seeds=2, alpha=0.05, min_effect=0.02, margin=0.05, n_boot=500)
 
 
-def executor(cfg: SimConfig):
-    """Simulated runs, each with its manifest's teacher shares as a real trial's result.json records them."""
+def executor(cfg: SimConfig, salt: int | None = None):
+    """Simulated runs, each with its manifest's teacher shares as a real trial's result.json records them;
+    with `salt`, seed noise of its own (the simulator keys it by plan and seed only)."""
     counter = itertools.count()
     return lambda requests: [
-        Run(c, s, next(counter), simulate(cfg, c.plan, c.kind, s, [TRAIT]), teacher_shares(cfg, c.plan))
+        Run(
+            c,
+            s,
+            next(counter),
+            simulate(cfg, c.plan, c.kind, s if salt is None else f"{salt}:{s}", [TRAIT]),
+            teacher_shares(cfg, c.plan),
+        )
         for c, s in requests
     ]
 
@@ -479,11 +486,7 @@ NOISY = SimConfig(
 
 
 def _noisy_executor(salt: int):
-    counter = itertools.count()
-    return lambda requests: [
-        Run(c, s, next(counter), simulate(NOISY, c.plan, c.kind, f"{salt}:{s}", [TRAIT]), teacher_shares(NOISY, c.plan))
-        for c, s in requests
-    ]
+    return executor(NOISY, salt)
 
 
 def test_leak_threshold_does_not_stop_at_an_inconclusive_top_rung():
