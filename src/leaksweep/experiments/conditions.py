@@ -242,19 +242,9 @@ def estimate(runs: list[Run], trait: str, s: Settings, seed_var: stats.SeedVaria
 def effect_shown(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: range | None = None):
     """The all-teacher effect D = tau1 - tau0 tested like a subset (sufficiency at min_effect); None when
     either baseline has no runs."""
-    teacher, clean = runs_of(runs, b.all_teacher(), seeds), runs_of(runs, b.all_clean(), seeds)
-    if not (teacher and clean):
+    if not (runs_of(runs, b.all_teacher(), seeds) and runs_of(runs, b.all_clean(), seeds)):
         return None
-    return decisions.sufficiency(
-        values(teacher, trait),
-        values(clean, trait),
-        s.min_effect,
-        s.alpha,
-        trials=tuple(r.trial for r in teacher + clean),
-        n_boot=s.n_boot,
-        pooled=pooled(runs, trait),
-        n_samples=(samples(teacher, trait), samples(clean, trait)),
-    )
+    return sufficiency(runs, b.all_teacher(), b.all_clean(), trait, s, seeds)  # no gate: this is the gate
 
 
 def trait_gate(runs: list[Run], b: Builder, trait: str, s: Settings, seeds: range | None = None) -> str | None:
